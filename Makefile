@@ -1,0 +1,58 @@
+# collapsewatch: `make run` (server + demo) and `make test` set up everything they need.
+PYTHON ?= python3
+VENV ?= .venv
+# CPU build by default; e.g. `make run TORCH="torch==2.13.0+cu126 --index-url ..."` for CUDA.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint format bench validate browser clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PIP_FLAGS) --upgrade pip
+
+# torch first, pinned, so nothing later pulls a CUDA build from the registry
+$(VENV)/.server-installed: pyproject.toml | $(BIN)/python
+	$(PIP) install $(PIP_FLAGS) $(TORCH)
+	$(PIP) install $(PIP_FLAGS) -e ".[server]"
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(PIP) install $(PIP_FLAGS) $(TORCH)
+	$(PIP) install $(PIP_FLAGS) -e ".[dev]"
+	touch $@
+
+run: $(VENV)/.server-installed ## set up, start the server on SQLite and stream a demo training into it
+	$(BIN)/collapsewatch demo
+
+test: $(VENV)/.dev-installed browser ## set up and run the tests (SQLite, Postgres, browser)
+	$(BIN)/python -m pytest
+
+browser: ## install Debian's chromium for the browser tests when it is missing and we are root
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium could not be installed: browser tests will skip (fail under CI)"; \
+	  else echo "no /usr/bin/chromium: browser tests will skip (fail under CI)"; fi; \
+	fi
+
+lint: $(VENV)/.dev-installed ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.dev-installed ## apply ruff's formatting and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(VENV)/.dev-installed ## SDK overhead benchmark (prints numbers)
+	$(BIN)/python bench/sdk_overhead.py
+
+clean: ## remove the virtual environment
+	rm -rf $(VENV)

@@ -1,0 +1,261 @@
+"""Wire schemas of the collapsewatch HTTP API (v1).
+
+Defined once, here, in the SDK package: the SDK builds :class:`IngestBatch`, the server
+validates it and answers with the ``*Public`` schemas, and the web package renders those.
+Only pydantic is imported, so ``import collapsewatch`` stays light.
+
+Statistic names inside :class:`StatRecord.stats` are listed in :class:`ActivationStat`,
+:class:`ParameterStat` and :class:`LossStat`; the server's indicators read them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+SCHEMA_VERSION = 1
+
+#: Names of projects and runs: what a user types on the command line or sees in a URL.
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+#: Probe names are module paths ("encoder.layers.0.linear1"), parameter names or fixed names.
+ProbeName = Annotated[str, Field(min_length=1, max_length=256)]
+StatName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+#: One statistic: a scalar or a flat vector (per unit, per eigenvalue, ...).
+StatValue = float | Annotated[list[float], Field(max_length=1_048_576)]
+
+MAX_RECORDS_PER_BATCH = 20_000
+
+
+class _Wire(BaseModel):
+    """Strict about unknown fields so a typo in a client is an error, not silently dropped data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a run; ``stalled`` is derived by the server from silence, never sent."""
+
+    running = "running"
+    finished = "finished"
+    crashed = "crashed"
+    stalled = "stalled"
+
+
+class ProbeKind(StrEnum):
+    """What a probe observes; it decides which indicators apply to its records."""
+
+    activation = "activation"  # outputs of a Linear/Conv layer
+    parameter = "parameter"  # one parameter tensor: norms of weight, gradient and update
+    loss = "loss"  # the training loss
+    scalar = "scalar"  # anything the user logs
+
+
+class ActivationStat(StrEnum):
+    """Statistics of a layer's output on one sampled step (rows = samples x positions)."""
+
+    n = "n"  # rows observed
+    width = "width"  # d, the number of units (features / channels)
+    sum = "sum"  # [d] per-unit sum
+    sumsq = "sumsq"  # [d] per-unit sum of squares
+    pos = "pos"  # [d] per-unit count of positive values
+    unit_sum = "unit_sum"  # [d] sum of the L2-normalised rows
+    eig = "eig"  # [k] covariance eigenvalues (k = min(d, 256); JL-projected when d > 256)
+    cov_n = "cov_n"  # rows that entered the covariance
+
+
+class ParameterStat(StrEnum):
+    """Statistics of one parameter tensor on one sampled step."""
+
+    weight_norm = "weight_norm"  # ||w|| before the optimizer step
+    grad_norm = "grad_norm"  # ||g||
+    update_norm = "update_norm"  # ||w_after - w_before||; absent without an optimizer
+    numel = "numel"
+
+
+class LossStat(StrEnum):
+    """The loss over the steps since the previous sampled step."""
+
+    mean = "mean"
+    max = "max"
+    count = "count"
+
+
+# ---------------------------------------------------------------------------------- ingest
+
+
+class ProbeInfo(_Wire):
+    """One observed place in the model, in model order (for heatmaps and the model summary)."""
+
+    name: ProbeName
+    kind: ProbeKind
+    module: str = Field(default="", max_length=128, description="module class, e.g. Linear")
+    order: int = Field(default=0, ge=0)
+    width: int | None = Field(default=None, ge=0)
+    params: int = Field(default=0, ge=0)
+
+
+class RunInfo(_Wire):
+    """Run metadata; sent with every batch so batches can arrive in any order or be synced later."""
+
+    run_id: uuid.UUID
+    project: Name
+    name: Name
+    config: dict[str, JsonValue] = Field(default_factory=dict)
+    host: str = Field(default="", max_length=256)
+    torch_version: str = Field(default="", max_length=64)
+    sdk_version: str = Field(default="", max_length=64)
+    started_at: datetime
+    probes: list[ProbeInfo] = Field(default_factory=list, max_length=100_000)
+
+
+class StatRecord(_Wire):
+    """The statistics of one probe at one training step."""
+
+    probe: ProbeName
+    kind: ProbeKind
+    step: int = Field(ge=0)
+    stats: dict[StatName, StatValue] = Field(max_length=256)
+
+
+class IngestBatch(_Wire):
+    """What ``POST /api/v1/ingest`` takes. ``batch_id`` makes the request idempotent."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    batch_id: uuid.UUID
+    run: RunInfo
+    records: list[StatRecord] = Field(default_factory=list, max_length=MAX_RECORDS_PER_BATCH)
+    status: Literal[RunStatus.running, RunStatus.finished, RunStatus.crashed] | None = None
+    sent_at: datetime | None = None
+
+
+class IngestResult(BaseModel):
+    """Answer to an ingest: what was stored. A repeated batch id stores nothing."""
+
+    batch_id: uuid.UUID
+    run_id: uuid.UUID
+    duplicate: bool
+    records: int
+    points: int
+
+
+# ------------------------------------------------------------------------------- read API
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok", "degraded"]
+    store: Literal["ok", "unreachable"]
+    version: str
+
+
+class ProjectPublic(BaseModel):
+    name: str
+    created_at: datetime
+    runs: int
+
+
+class RunPublic(BaseModel):
+    """A run as listed: newest first on ``GET /api/v1/runs``."""
+
+    run_id: uuid.UUID
+    project: str
+    name: str
+    status: RunStatus
+    started_at: datetime
+    last_seen_at: datetime
+    finished_at: datetime | None = None
+    last_step: int | None = None
+    open_alerts: int = 0
+
+
+class ProbePublic(BaseModel):
+    name: str
+    kind: ProbeKind
+    module: str
+    order: int
+    width: int | None = None
+    params: int = 0
+
+
+class RunDetail(RunPublic):
+    """One run with its metadata and probes (model order)."""
+
+    config: dict[str, Any] = Field(default_factory=dict)
+    host: str = ""
+    torch_version: str = ""
+    sdk_version: str = ""
+    probes: list[ProbePublic] = Field(default_factory=list)
+
+
+class SeriesKey(BaseModel):
+    """One series of a run: an indicator on a probe."""
+
+    indicator: str
+    probe: str
+    points: int
+    last_step: int | None = None
+    last_value: float | None = None
+
+
+class SeriesPoints(BaseModel):
+    """Points of one series, downsampled on the server; ``None`` stands for NaN/inf."""
+
+    indicator: str
+    probe: str
+    steps: list[int]
+    values: list[float | None]
+    total: int = Field(description="points stored before downsampling")
+    downsampled: bool
+
+
+class PointEvent(BaseModel):
+    """One new point, as pushed on ``GET /api/v1/runs/{id}/events``."""
+
+    indicator: str
+    probe: str
+    step: int
+    value: float | None
+
+
+class IndicatorInfo(BaseModel):
+    """Catalogue entry of an indicator (``GET /api/v1/indicators``)."""
+
+    name: str
+    title: str
+    family: str
+    applies_to: ProbeKind
+    direction: Literal["low_is_bad", "high_is_bad", "info"]
+    warn: float | None = None
+    critical: float | None = None
+    unit: str = ""
+    meaning: str
+    what_to_try: str
+    sources: list[str] = Field(default_factory=list)
+
+
+class TokenCreate(BaseModel):
+    """Ask for a new ingest token of a project."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="", max_length=128)
+
+
+class TokenPublic(BaseModel):
+    """An ingest token as listed: never the secret, only its first characters."""
+
+    id: int
+    project: str
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class TokenCreated(TokenPublic):
+    """Answer to a token creation: the only time the secret is shown."""
+
+    token: str

@@ -1,0 +1,76 @@
+"""``GET /api/v1/runs/{run_id}/events``: Server-Sent Events with new points and run changes.
+
+Server processes keep no state, so each stream polls the store for point ids above its cursor;
+the cursor doubles as the SSE event id, so a reconnecting browser resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from collapsewatch_server.api.deps import ReadAuth, SettingsDep, StoreDep
+from collapsewatch_server.store import Store
+
+router = APIRouter(prefix="/api/v1", tags=["live"], dependencies=[ReadAuth])
+
+HEARTBEAT_S = 15.0
+
+
+def _sse(event: str, data: object, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def _stream(
+    request: Request, store: Store, run_id: uuid.UUID, cursor: int, poll_s: float
+) -> AsyncIterator[str]:
+    yield "retry: 2000\n\n"
+    state = None
+    quiet = 0.0
+    while not await request.is_disconnected():
+        events, new_cursor = await run_in_threadpool(store.points_since, run_id, cursor)
+        if events:
+            payload = {"points": [e.model_dump() for e in events]}
+            yield _sse("points", payload, new_cursor)
+            cursor = new_cursor
+            quiet = 0.0
+        status, last_step = await run_in_threadpool(store.run_state, run_id)
+        if (status, last_step) != state:
+            state = (status, last_step)
+            yield _sse("run", {"status": status.value, "last_step": last_step})
+        if events and len(events) >= 5000:
+            continue  # more are waiting: do not sleep
+        if quiet >= HEARTBEAT_S:
+            yield ": keep-alive\n\n"
+            quiet = 0.0
+        await asyncio.sleep(poll_s)
+        quiet += poll_s
+
+
+@router.get("/runs/{run_id}/events", response_class=StreamingResponse)
+async def run_events(
+    run_id: uuid.UUID,
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    after: Annotated[int | None, Query(ge=0, description="point id to resume after")] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """New points (``event: points``) and status changes (``event: run``) of a run."""
+    await run_in_threadpool(store.run_state, run_id)  # 404 before the stream opens
+    if after is None and last_event_id and last_event_id.isdigit():
+        after = int(last_event_id)
+    cursor = after if after is not None else await run_in_threadpool(store.latest_cursor)
+    return StreamingResponse(
+        _stream(request, store, run_id, cursor, settings.sse_poll_s),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,50 @@
+"""The app factory: no engine or settings at import time, so tests build apps freely."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from collapsewatch._version import __version__
+from collapsewatch_server.api import events, ingest, pages, runs
+from collapsewatch_server.config import Settings
+from collapsewatch_server.db import make_engine, migrate
+from collapsewatch_server.errors import DomainError
+from collapsewatch_server.store import Store
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app: connect, migrate the schema to head, wire routes and error handling."""
+    settings = settings or Settings()
+    engine = make_engine(settings.db_url, echo=settings.db_echo)
+    migrate(engine)
+    store = Store(engine, stalled_after_s=settings.stalled_after_s)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="collapsewatch",
+        version=__version__,
+        summary="Collapse indicators of neural networks in training, live.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+    app.include_router(runs.router)
+    app.include_router(runs.api)
+    app.include_router(ingest.router)
+    app.include_router(events.router)
+    app.include_router(pages.router)
+    return app

@@ -1,0 +1,238 @@
+"""The ``collapsewatch`` command: serve, demo, token, sync, migrate.
+
+Only the standard library is imported at module level: ``collapsewatch sync`` works with the
+SDK alone, and the server's dependencies load only for the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collapsewatch_server.config import Settings
+
+_NEEDS_SERVER_EXTRA = (
+    "collapsewatch: this command needs the server extra: pip install 'collapsewatch[server]'"
+)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        from collapsewatch_server.config import Settings
+    except ImportError:
+        sys.exit(_NEEDS_SERVER_EXTRA)
+    overrides: dict[str, Any] = {}
+    for field in ("host", "port", "db_url"):
+        value = getattr(args, field, None)
+        if value is not None:
+            overrides[field] = value
+    return Settings(**overrides)
+
+
+def _check_bind(settings: Settings) -> None:
+    from collapsewatch_server.config import is_loopback
+    from collapsewatch_server.errors import REFUSE_PUBLIC_WITHOUT_TOKEN
+
+    if not is_loopback(settings.host) and settings.admin_token is None:
+        sys.exit("collapsewatch: " + REFUSE_PUBLIC_WITHOUT_TOKEN.format(host=settings.host))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the server in the foreground."""
+    settings = _settings(args)
+    _check_bind(settings)
+    import uvicorn
+
+    from collapsewatch_server.app import create_app
+
+    app = create_app(settings)
+    print(f"collapsewatch: dashboard at http://{settings.host}:{settings.port}/", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    return 0
+
+
+class BackgroundServer:
+    """A uvicorn server on a thread of this process (for ``demo``), stopped with :meth:`stop`."""
+
+    def __init__(self, settings: Settings, log_level: str = "warning") -> None:
+        import uvicorn
+
+        from collapsewatch_server.app import create_app
+
+        config = uvicorn.Config(
+            create_app(settings), host=settings.host, port=settings.port, log_level=log_level
+        )
+        self.server = uvicorn.Server(config)
+        self.url = f"http://{settings.host}:{settings.port}"
+        self.thread = threading.Thread(target=self.server.run, name="collapsewatch-server")
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start on {self.url}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train a run that kills its ReLUs and a healthy control, streaming into a server."""
+    server_url = args.server
+    background = None
+    if server_url is None:
+        settings = _settings(args)
+        _check_bind(settings)
+        background = BackgroundServer(settings)
+        background.start()
+        server_url = background.url
+    print(f"collapsewatch: dashboard at {server_url}/", flush=True)
+    from collapsewatch_server.demo import run_demo
+
+    results = run_demo(server_url, project=args.project, token=args.token, steps=args.steps)
+    for result in results:
+        print(f"collapsewatch: run page {server_url}/runs/{result['run_id']}", flush=True)
+    if background is not None:
+        if args.exit:
+            background.stop()
+            return 0
+        print("collapsewatch: the server keeps running; Ctrl-C stops it.", flush=True)
+        try:
+            while background.thread.is_alive():
+                background.thread.join(timeout=0.5)
+        except KeyboardInterrupt:
+            background.stop()
+    return 0
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from collapsewatch_server.db import make_engine, migrate
+    from collapsewatch_server.store import Store
+
+    engine = make_engine(_settings(args).db_url)
+    migrate(engine)
+    return Store(engine)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Create, list or revoke a project's ingest tokens (directly in the database)."""
+    from collapsewatch_server.errors import DomainError
+
+    store = _store(args)
+    try:
+        if args.token_command == "create":
+            created = store.create_token(args.project, args.name)
+            print(created.token)
+            print(
+                f"collapsewatch: token {created.prefix}... for project {created.project!r}; "
+                "it is shown only now. Use it as COLLAPSEWATCH_TOKEN.",
+                file=sys.stderr,
+            )
+        elif args.token_command == "list":
+            for t in store.list_tokens(args.project):
+                state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
+                print(f"{t.id}\t{t.prefix}...\t{t.name}\t{t.created_at:%Y-%m-%d %H:%M}\t{state}")
+        else:
+            store.revoke_token(args.project, args.id)
+            print(f"collapsewatch: token {args.id} revoked")
+    except DomainError as exc:
+        print(f"collapsewatch: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Upload batches spooled while the server was away (idempotent: safe to repeat)."""
+    from collapsewatch.sync import sync
+
+    sent, failed = sync(args.directory, server=args.server, token=args.token)
+    print(f"collapsewatch: {sent} batches sent, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the database schema to the newest version."""
+    _store(args)
+    print("collapsewatch: schema up to date")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collapsewatch", description="Watch neural networks for collapse while they train."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def db_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--db",
+            dest="db_url",
+            help="SQLAlchemy URL (default: COLLAPSEWATCH_DB_URL or a SQLite file in "
+            "~/.local/share/collapsewatch)",
+        )
+
+    serve = sub.add_parser("serve", help="run the server and dashboards")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8420)")
+    serve.add_argument("--log-level", default="info")
+    db_option(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="train a collapsing run and a control into a server")
+    demo.add_argument("--server", help="an existing server URL; default: start one here")
+    demo.add_argument("--host", help="address of the started server (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, help="port of the started server (default 8420)")
+    demo.add_argument("--token", help="ingest token for --server")
+    demo.add_argument("--project", default="demo")
+    demo.add_argument("--steps", type=int, default=300)
+    demo.add_argument("--exit", action="store_true", help="stop the started server at the end")
+    db_option(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    token = sub.add_parser("token", help="manage ingest tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create a token (printed once)")
+    create.add_argument("--project", required=True)
+    create.add_argument("--name", default="")
+    db_option(create)
+    listing = token_sub.add_parser("list", help="list a project's tokens")
+    listing.add_argument("--project", required=True)
+    db_option(listing)
+    revoke = token_sub.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("--project", required=True)
+    revoke.add_argument("id", type=int)
+    db_option(revoke)
+    token.set_defaults(func=cmd_token)
+
+    sync = sub.add_parser("sync", help="upload statistics spooled while the server was away")
+    sync.add_argument("directory", help="a spool directory (or the spool root)")
+    sync.add_argument("--server", help="server URL (default: COLLAPSEWATCH_SERVER or local)")
+    sync.add_argument("--token", help="ingest token (default: COLLAPSEWATCH_TOKEN)")
+    sync.set_defaults(func=cmd_sync)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    db_option(migrate)
+    migrate.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ImportError as exc:
+        if exc.name in {"fastapi", "uvicorn", "sqlalchemy", "alembic", "numpy", "plotly"}:
+            sys.exit(_NEEDS_SERVER_EXTRA)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Typed server settings, read from ``COLLAPSEWATCH_*`` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_db_url() -> str:
+    """A SQLite file in the user's data directory: works with nothing configured."""
+    path = Path.home() / ".local" / "share" / "collapsewatch" / "collapsewatch.db"
+    return f"sqlite:///{path}"
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told. Defaults run locally with nothing set."""
+
+    model_config = SettingsConfigDict(env_prefix="COLLAPSEWATCH_", extra="ignore")
+
+    db_url: str = Field(default_factory=default_db_url, description="SQLAlchemy URL")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8420, ge=0, le=65535)
+    admin_token: SecretStr | None = Field(
+        default=None, description="when set, reads need it; ingest needs it or a project token"
+    )
+    public_url: str | None = Field(
+        default=None, description="base URL of the dashboard in links (webhooks); default host:port"
+    )
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="after gunzip")
+    stalled_after_s: float = Field(default=300.0, gt=0, description="running run silent -> stalled")
+    sse_poll_s: float = Field(default=1.0, gt=0, description="how often live pages look for points")
+    db_echo: bool = False
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``: the only addresses served without a token."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,51 @@
+"""Domain errors, mapped to HTTP by one handler in the app; messages are constants tests reuse."""
+
+from __future__ import annotations
+
+RUN_NOT_FOUND = "run {run_id} not found"
+SERIES_NOT_FOUND = "no series {indicator!r} on probe {probe!r} in run {run_id}"
+PROJECT_NOT_FOUND = "project {project!r} not found"
+RUN_IN_OTHER_PROJECT = "run {run_id} belongs to project {actual!r}, not {given!r}"
+AUTH_MISSING = "missing token: send 'Authorization: Bearer <token>'"
+AUTH_INVALID = "invalid or revoked token"
+AUTH_WRONG_PROJECT = "this token may only ingest into project {project!r}"
+BODY_TOO_LARGE = "request body larger than {limit} bytes"
+BODY_NOT_GZIP = "body declared Content-Encoding: gzip but is not valid gzip data"
+BODY_BAD_ENCODING = "unsupported Content-Encoding {encoding!r}: send identity or gzip"
+REFUSE_PUBLIC_WITHOUT_TOKEN = (
+    "refusing to listen on {host}: a non-loopback address needs COLLAPSEWATCH_ADMIN_TOKEN"
+)
+
+
+class DomainError(Exception):
+    """Base of the errors the API turns into ``{"detail": message}`` with a status."""
+
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(DomainError):
+    status_code = 404
+
+
+class Conflict(DomainError):
+    status_code = 409
+
+
+class Unauthorized(DomainError):
+    status_code = 401
+
+
+class Forbidden(DomainError):
+    status_code = 403
+
+
+class PayloadTooLarge(DomainError):
+    status_code = 413
+
+
+class BadRequest(DomainError):
+    status_code = 400

@@ -1,0 +1,70 @@
+"""Test helpers: build JSON-ready ingest batches and find free ports."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def activation_stats(width: int = 4, dead: int = 1, n: int = 8) -> dict[str, Any]:
+    """Plausible activation statistics of one layer with ``dead`` never-positive units."""
+    return {
+        "n": float(n),
+        "width": float(width),
+        "sum": [1.0] * width,
+        "sumsq": [2.0] * width,
+        "pos": [0.0] * dead + [float(n)] * (width - dead),
+        "unit_sum": [0.5] * width,
+        "eig": [float(width - i) for i in range(width)],
+        "cov_n": float(n),
+    }
+
+
+def make_batch(
+    run_id: uuid.UUID | str | None = None,
+    *,
+    project: str = "proj",
+    name: str = "run-a",
+    steps: range = range(3),
+    probes: tuple[str, ...] = ("fc1", "fc2"),
+    status: str | None = None,
+    started_at: datetime | None = None,
+) -> dict[str, Any]:
+    """An ingest batch as the SDK sends it (JSON-ready dict)."""
+    run_id = str(run_id or uuid.uuid4())
+    return {
+        "batch_id": str(uuid.uuid4()),
+        "run": {
+            "run_id": run_id,
+            "project": project,
+            "name": name,
+            "started_at": (started_at or datetime.now(UTC)).isoformat(),
+            "probes": [
+                {"name": p, "kind": "activation", "module": "Linear", "order": i, "width": 4}
+                for i, p in enumerate(probes)
+            ],
+        },
+        "records": [
+            {"probe": p, "kind": "activation", "step": s, "stats": activation_stats(dead=i + 1)}
+            for s in steps
+            for i, p in enumerate(probes)
+        ]
+        + [
+            {
+                "probe": "loss",
+                "kind": "loss",
+                "step": s,
+                "stats": {"mean": 1.0 / (s + 1), "max": 2.0, "count": 1.0},
+            }
+            for s in steps
+        ],
+        "status": status,
+    }
