@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     stalled_after_s: float = Field(default=300.0, gt=0, description="running run silent -> stalled")
     sse_poll_s: float = Field(default=1.0, gt=0, description="how often live pages look for points")
     db_echo: bool = False
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        # COLLAPSEWATCH_ADMIN_TOKEN= (empty) means "no token", not "the empty token"
+        return None if value in ("", None) else value
 
     @property
     def base_url(self) -> str:

@@ -1,0 +1,83 @@
+"""A real ``collapsewatch serve`` process on a free port and a SQLite file, per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+import pytest
+
+from tests.helpers import free_port
+
+
+@dataclass
+class LiveServer:
+    url: str
+    db_url: str
+    process: subprocess.Popen[bytes]
+    log: IO[bytes] | None = None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        if self.log is not None:
+            self.log.close()
+
+
+def start_server(db_url: str, port: int | None = None, log: Path | None = None) -> LiveServer:
+    """Start the real CLI server and wait until /healthz answers."""
+    port = port or free_port()
+    out = open(log, "wb") if log else None  # noqa: SIM115 - closed by LiveServer.stop
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "collapsewatch_server.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            db_url,
+            "--log-level",
+            "warning",
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("COLLAPSEWATCH_")},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            if out:
+                out.close()
+            raise RuntimeError(f"server exited with {proc.returncode}; see {log}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return LiveServer(url, db_url, proc, out)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    if out:
+        out.close()
+    raise RuntimeError(f"server on {url} did not answer within 60 s")
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    server = start_server(f"sqlite:///{tmp_path}/live.db", log=tmp_path / "server.log")
+    yield server
+    server.stop()
