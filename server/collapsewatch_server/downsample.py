@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 
@@ -20,7 +22,7 @@ def minmax_downsample(
     buckets = max(1, max_points // 2)
     edges = np.linspace(0, n, buckets + 1).astype(np.int64)
     keep: list[int] = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         if hi <= lo:
             continue
         chunk = values[lo:hi]

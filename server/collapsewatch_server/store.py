@@ -359,9 +359,7 @@ class Store:
                 select(Series.indicator, Probe.name, agg.c.n, agg.c.last_step, Point.value)
                 .join(Probe, Probe.id == Series.probe_id)
                 .outerjoin(agg, agg.c.series_id == Series.id)
-                .outerjoin(
-                    Point, (Point.series_id == Series.id) & (Point.step == agg.c.last_step)
-                )
+                .outerjoin(Point, (Point.series_id == Series.id) & (Point.step == agg.c.last_step))
                 .where(Series.run_id == run.id)
                 .order_by(Series.indicator, Probe.order, Probe.id)
             ).all()

@@ -20,7 +20,7 @@ collapsewatch.watch(model, optimizer=optimizer, criterion=criterion, every=5)
 
 x = torch.randn(512, 20)
 y = torch.sin(x[:, :1] * 2) + x[:, 1:2] ** 2
-for step in range(steps):
+for _step in range(steps):
     idx = torch.randint(0, 512, (64,))
     optimizer.zero_grad()
     loss = criterion(model(x[idx]), y[idx])

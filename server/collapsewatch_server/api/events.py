@@ -66,7 +66,9 @@ async def run_events(
 ) -> StreamingResponse:
     """New points (``event: points``) and status changes (``event: run``) of a run."""
     await run_in_threadpool(store.run_state, run_id)  # 404 before the stream opens
-    if after is None and last_event_id and last_event_id.isdigit():
+    # A browser reconnecting on its own repeats the page's URL (and its ?after=) but adds
+    # Last-Event-ID: that one is newer, so it wins.
+    if last_event_id and last_event_id.isdigit():
         after = int(last_event_id)
     cursor = after if after is not None else await run_in_threadpool(store.latest_cursor)
     return StreamingResponse(

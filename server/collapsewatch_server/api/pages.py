@@ -1,0 +1,190 @@
+"""Dashboard pages and their static files.
+
+Routes stay thin: read through the store, build figures with ``collapsewatch_web.figures``,
+render with ``collapsewatch_web.render``. Store calls are synchronous, so page routes are plain
+``def`` routes that FastAPI runs in its threadpool.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from typing import Annotated
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+
+from collapsewatch_server import errors
+from collapsewatch_server.api.deps import (
+    SESSION_COOKIE,
+    SettingsDep,
+    StoreDep,
+    TokenDep,
+    is_admin,
+)
+from collapsewatch_server.config import Settings
+from collapsewatch_server.indicators import CATALOGUE
+from collapsewatch_web import assets, figures, render
+
+#: Points per series on a page: enough for a sharp line on a wide screen, small to ship.
+PAGE_MAX_POINTS = 1000
+LOGIN_FAILED = "That token was not accepted."
+LOGIN_NOT_NEEDED = "This server has no admin token: nothing to log in to."
+#: A dashboard login should outlive a browser restart but not a month of disuse.
+SESSION_MAX_AGE_S = 14 * 24 * 3600
+_MAX_FORM_BYTES = 8192
+
+# 'unsafe-inline' styles: Plotly.js injects its own <style> and sets style attributes.
+# Scripts only from this server; the figure data is an inert application/json block.
+_HTML_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _html(body: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status_code, headers=_HTML_HEADERS)
+
+
+def _not_found(settings: Settings, message: str) -> HTMLResponse:
+    page = render.render_error_page(404, message, show_logout=_auth_on(settings))
+    return _html(page, 404)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only paths on this server: ``//evil.example`` or ``https://...`` would open a redirect."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/"
+    return target
+
+
+def _auth_on(settings: Settings) -> bool:
+    return settings.admin_token is not None
+
+
+def require_page_read(request: Request, settings: SettingsDep, token: TokenDep) -> None:
+    """Like the API's read check, but a browser without the token is sent to the login form."""
+    if is_admin(settings, token):
+        return
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    raise HTTPException(status_code=303, headers={"Location": f"/login?next={quote(here)}"})
+
+
+router = APIRouter(include_in_schema=False)
+protected = APIRouter(include_in_schema=False, dependencies=[Depends(require_page_read)])
+
+
+# ------------------------------------------------------------------------------- pages
+
+
+@protected.get("/", response_class=HTMLResponse)
+def runs_page(store: StoreDep, settings: SettingsDep, project: str | None = None) -> HTMLResponse:
+    """Every run, newest first; ``?project=`` narrows the list to one project."""
+    try:
+        runs = store.list_runs(project)
+    except errors.NotFound as exc:
+        return _not_found(settings, exc.message)
+    return _html(render.render_runs_page(runs, project=project, show_logout=_auth_on(settings)))
+
+
+@protected.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(run_id: str, store: StoreDep, settings: SettingsDep) -> HTMLResponse:
+    """One run with a chart per indicator, kept live by app.js from the SSE stream."""
+    try:
+        rid = uuid.UUID(run_id)
+        # The cursor is read before the points: a point stored in between is then drawn twice
+        # (harmless, same x and y) rather than never.
+        cursor = store.latest_cursor()
+        run = store.get_run(rid)
+        keys = store.list_series(rid)
+    except (ValueError, errors.NotFound):  # ValueError: not a UUID, so no such run either
+        return _not_found(settings, errors.RUN_NOT_FOUND.format(run_id=run_id))
+    probes_of: dict[str, list[str]] = defaultdict(list)
+    for key in keys:  # model order within an indicator, as the store lists them
+        probes_of[key.indicator].append(key.probe)
+    charts = []
+    # Catalogue order puts related indicators next to each other; a series whose indicator
+    # left the catalogue has no metadata to draw it with and is skipped.
+    for name, indicator in CATALOGUE.items():
+        if name not in probes_of:
+            continue
+        info = indicator.info()
+        series = [store.get_points(rid, name, probe, PAGE_MAX_POINTS) for probe in probes_of[name]]
+        charts.append((info, figures.figure_json(figures.indicator_figure(info, series))))
+    page = render.render_run_page(run, charts, cursor, show_logout=_auth_on(settings))
+    return _html(page)
+
+
+# ------------------------------------------------------------------------------- login
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(
+    settings: SettingsDep, next_url: Annotated[str | None, Query(alias="next")] = None
+) -> Response:
+    if not _auth_on(settings):
+        return RedirectResponse(_safe_next(next_url), status_code=303)
+    return _html(render.render_login_page(None, _safe_next(next_url)))
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request, settings: SettingsDep) -> Response:
+    """Check the posted admin token; on success keep it in an HttpOnly cookie."""
+    body = await request.body()
+    # parsed by hand: a one-field form does not justify the python-multipart dependency
+    form = parse_qs(body[:_MAX_FORM_BYTES].decode("utf-8", "replace"))
+    token = (form.get("token") or [""])[0].strip()
+    target = _safe_next((form.get("next") or ["/"])[0])
+    if not _auth_on(settings):
+        return _html(render.render_login_page(LOGIN_NOT_NEEDED, target), 400)
+    if not token or not is_admin(settings, token):
+        return _html(render.render_login_page(LOGIN_FAILED, target), 401)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=SESSION_MAX_AGE_S,
+        path="/",
+        httponly=True,  # scripts never see the token
+        samesite="strict",  # other sites cannot ride on it
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+# ------------------------------------------------------------------------------ static
+
+
+@router.get(f"/static/{assets.PLOTLY_JS}")
+def plotly_js() -> FileResponse:
+    """Plotly.js from the installed plotly package (never a CDN: users are often offline)."""
+    return FileResponse(
+        assets.plotly_js_path(),
+        media_type="text/javascript",
+        # the URL carries plotly's version, so the 4.8 MB bundle can be cached for a day
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
+@router.get("/static/{name}")
+def static(name: str) -> FileResponse:
+    path = assets.static_file(name)
+    if path is None:
+        raise HTTPException(status_code=404, detail=f"no static file {name!r}")
+    # small files that change with the code: revalidate each time (ETag makes it cheap)
+    return FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+
+router.include_router(protected)

@@ -1,0 +1,259 @@
+"""The dashboards in a real browser: Debian's chromium, driven by Playwright, against the real
+``collapsewatch serve`` process. Charts must render from the embedded figures, grow live from
+the SSE stream without a reload, and the runs table must pick up new runs by itself.
+
+With UPDATE_SCREENSHOTS=1 also writes the screenshots of docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import LiveServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Screenshots go to docs/ only when asked (UPDATE_SCREENSHOTS=1), so a test run leaves the
+#: work tree clean; otherwise into the test's temporary directory.
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    target = DOCS_SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+LIVE_TIMEOUT_MS = 5_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists() and not os.environ.get("CI"),
+        reason=f"no chromium at {CHROMIUM} (apt-get install chromium); required when CI is set",
+    ),
+]
+
+PROBES = ("fc1", "fc2", "fc3", "out")
+WIDTH = 64
+
+
+def layer_stats(dead: int, spread: float, rank_decay: float, n: int = 256) -> dict[str, Any]:
+    """Activation statistics of a ``WIDTH``-unit layer: ``dead`` units never positive, mean unit
+    vector of norm ``1 - spread`` and a spectrum decaying by ``rank_decay`` per eigenvalue."""
+    unit = (1.0 - spread) * n / math.sqrt(WIDTH)
+    return {
+        "n": float(n),
+        "width": float(WIDTH),
+        "sum": [1.0] * WIDTH,
+        "sumsq": [2.0] * WIDTH,
+        "pos": [0.0] * dead + [n / 2] * (WIDTH - dead),
+        "unit_sum": [unit] * WIDTH,
+        "eig": [rank_decay**i for i in range(WIDTH)],
+        "cov_n": float(n),
+    }
+
+
+def dead_units(probe: str, step: int) -> int:
+    """fc2 loses most of its units in the first steps (the demo's recipe), the rest stay alive."""
+    if probe == "fc2":
+        return min(46, 8 * step) if step < 6 else 46 + min(3, step // 40)
+    return {"fc3": 2}.get(probe, 0)
+
+
+def batch(
+    run_id: str,
+    steps: range,
+    *,
+    name: str = "relu-lr0.1",
+    project: str = "demo",
+    probes: tuple[str, ...] = PROBES,
+    status: str | None = None,
+    started_at: datetime | None = None,
+) -> dict[str, Any]:
+    records: list[dict[str, Any]] = []
+    for step in steps:
+        for probe in probes:
+            stats = layer_stats(
+                dead_units(probe, step), 0.9 - 0.002 * step, 0.8 + 0.05 * (probe == "fc2")
+            )
+            records.append({"probe": probe, "kind": "activation", "step": step, "stats": stats})
+        loss = 1.2 * math.exp(-step / 80) + 0.15
+        records.append(
+            {
+                "probe": "loss",
+                "kind": "loss",
+                "step": step,
+                "stats": {"mean": loss, "max": loss * 1.3, "count": 10.0},
+            }
+        )
+    return {
+        "batch_id": str(uuid.uuid4()),
+        "run": {
+            "run_id": run_id,
+            "project": project,
+            "name": name,
+            "host": "gpu-node-07",
+            "torch_version": "2.5.1",
+            "sdk_version": "0.1.0",
+            "config": {"lr": 0.1, "batch_size": 64, "optimizer": "SGD"},
+            "started_at": (started_at or datetime.now(UTC)).isoformat(),
+            "probes": [
+                {"name": p, "kind": "activation", "module": "Linear", "order": i, "width": WIDTH}
+                for i, p in enumerate(probes)
+            ],
+        },
+        "records": records,
+        "status": status,
+    }
+
+
+def ingest(server: LiveServer, body: dict[str, Any]) -> None:
+    r = httpx.post(f"{server.url}/api/v1/ingest", json=body, timeout=30)
+    assert r.status_code == 202, r.text
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield b
+        b.close()
+
+
+@dataclass
+class Tab:
+    """A browser page and every console error or uncaught exception it has shown."""
+
+    page: Any
+    problems: list[str]
+
+
+@pytest.fixture
+def tab(browser: Any) -> Iterator[Tab]:
+    context = browser.new_context(viewport={"width": 1360, "height": 900}, color_scheme="light")
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    yield Tab(page, problems)
+    context.close()
+
+
+def series_indicators(server: LiveServer, run_id: str) -> set[str]:
+    series = httpx.get(f"{server.url}/api/v1/runs/{run_id}/series", timeout=10).json()
+    return {s["indicator"] for s in series}
+
+
+def wait_until(page: Any, expression: str, timeout_ms: int) -> None:
+    """Poll a JS expression until it is true. Not ``page.wait_for_function``: that evaluates a
+    string inside the page, which the dashboard's Content-Security-Policy rightly forbids."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout_ms} ms: {expression}"
+        page.wait_for_timeout(100)
+
+
+def trace_names(page: Any, dom_id: str) -> list[str]:
+    return page.evaluate(f"document.getElementById('{dom_id}').data.map(t => t.name)")
+
+
+def test_run_page_renders_charts_and_grows_live(
+    live_server: LiveServer, tab: Tab, tmp_path: Path
+) -> None:
+    page = tab.page
+    run_id = str(uuid.uuid4())
+    ingest(live_server, batch(run_id, range(0, 200, 4)))
+    expected = series_indicators(live_server, run_id)
+
+    page.goto(f"{live_server.url}/runs/{run_id}")
+    wait_until(
+        page, f"document.querySelectorAll('.js-plotly-plot').length === {len(expected)}", 15_000
+    )
+    assert trace_names(page, "chart-dead_fraction") == list(PROBES)
+    assert page.evaluate("document.getElementById('chart-dead_fraction').data[1].x.length") == 50
+    # the card of the dead-unit chart is flagged, and fc2 is named in the summary at the top
+    assert "severity-critical" in (page.get_attribute("#chart-dead_fraction-card", "class") or "")
+    assert "fc2" in page.inner_text("#attention-list")
+
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "run.png"), full_page=True)
+
+    # a later step, and a probe the page has not seen yet, arrive while the page is open
+    ingest(live_server, batch(run_id, range(400, 401), probes=(*PROBES, "head")))
+    wait_until(
+        page,
+        "document.getElementById('chart-dead_fraction').data[1].x.includes(400)",
+        LIVE_TIMEOUT_MS,
+    )
+    assert trace_names(page, "chart-dead_fraction") == [*PROBES, "head"]
+    fc2 = page.evaluate("document.getElementById('chart-dead_fraction').data[1]")
+    assert fc2["x"][-1] == 400
+    assert fc2["y"][-1] == pytest.approx(49 / WIDTH)
+    latest_fc2 = "#chart-dead_fraction-card .latest li[data-probe='fc2'] .value"
+    assert page.inner_text(latest_fc2) == "0.766"
+    wait_until(
+        page, "document.getElementById('run-last-step').textContent === '400'", LIVE_TIMEOUT_MS
+    )
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "reloaded"
+    assert tab.problems == [], f"browser errors: {tab.problems}"
+
+
+def test_runs_page_lists_runs_and_picks_up_new_ones(
+    live_server: LiveServer, tab: Tab, tmp_path: Path
+) -> None:
+    page = tab.page
+    t0 = datetime.now(UTC) - timedelta(hours=3)
+    runs = [
+        ("relu-lr0.001", "demo", "finished", t0),
+        ("vit-s16-byol", "ssl", "crashed", t0 + timedelta(minutes=40)),
+        ("relu-lr0.1", "demo", None, t0 + timedelta(hours=1)),
+    ]
+    for name, project, status, started in runs:
+        ingest(
+            live_server,
+            batch(
+                str(uuid.uuid4()),
+                range(0, 300, 30),
+                name=name,
+                project=project,
+                status=status,
+                started_at=started,
+            ),
+        )
+    page.goto(live_server.url + "/")
+    names = page.eval_on_selector_all(
+        "#runs-table tbody a.run-name", "els => els.map(e => e.textContent)"
+    )
+    assert names == ["relu-lr0.1", "vit-s16-byol", "relu-lr0.001"], "newest first"
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "runs.png"), full_page=True)
+
+    ingest(live_server, batch(str(uuid.uuid4()), range(1), name="resnet18-new", project="vision"))
+    wait_until(
+        page,
+        "document.querySelector('#runs-table tbody a.run-name').textContent === 'resnet18-new'",
+        10_000,  # the table refreshes every 5 s
+    )
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "reloaded"
+    assert tab.problems == [], f"browser errors: {tab.problems}"

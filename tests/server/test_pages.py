@@ -1,0 +1,201 @@
+"""Dashboard pages through the real app on a SQLite file: runs list, run page, static files,
+404s, and the login flow when an admin token is configured."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import plotly
+import pytest
+from fastapi.testclient import TestClient
+
+from collapsewatch_server.api.deps import SESSION_COOKIE
+from collapsewatch_server.api.pages import LOGIN_FAILED
+from collapsewatch_server.app import create_app
+from collapsewatch_server.config import Settings
+from collapsewatch_server.indicators import CATALOGUE
+from tests.helpers import make_batch
+
+ADMIN = "cw_admin_secret_for_tests"
+
+
+def page_client(tmp_path: Path, admin_token: str | None = None) -> TestClient:
+    settings = Settings(db_url=f"sqlite:///{tmp_path}/cw.db", admin_token=admin_token)
+    return TestClient(create_app(settings))
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with page_client(tmp_path) as c:
+        yield c
+
+
+def ingest(client: TestClient, batch: dict[str, Any], token: str | None = None) -> None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = client.post("/api/v1/ingest", json=batch, headers=headers)
+    assert r.status_code == 202, r.text
+
+
+def run_data(html: str) -> dict[str, Any]:
+    match = re.search(r'id="cw-run-data">(.*?)</script>', html, re.S)
+    assert match, "run page without its embedded data"
+    return json.loads(match.group(1))
+
+
+def test_runs_page_lists_runs_with_links(client: TestClient) -> None:
+    batch = make_batch(project="vision", name="resnet-a")
+    ingest(client, batch)
+    r = client.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert "resnet-a" in r.text
+    assert f'href="/runs/{batch["run"]["run_id"]}"' in r.text
+    assert 'class="badge status-running"' in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+
+
+def test_runs_page_filters_by_project(client: TestClient) -> None:
+    ingest(client, make_batch(project="a", name="in-a"))
+    ingest(client, make_batch(project="b", name="in-b"))
+    r = client.get("/", params={"project": "a"})
+    assert r.status_code == 200
+    assert "in-a" in r.text
+    assert "in-b" not in r.text
+    assert client.get("/", params={"project": "nope"}).status_code == 404
+
+
+def test_run_page_has_a_chart_per_indicator_with_its_data(client: TestClient) -> None:
+    batch = make_batch(name="relu", steps=range(5), probes=("fc1", "fc2"))
+    run_id = batch["run"]["run_id"]
+    ingest(client, batch)
+    r = client.get(f"/runs/{run_id}")
+    assert r.status_code == 200
+    indicators = {s["indicator"] for s in client.get(f"/api/v1/runs/{run_id}/series").json()}
+    assert "dead_fraction" in indicators and "loss" in indicators
+    for name in indicators:
+        assert f'<div class="chart" id="chart-{name}"' in r.text, f"no chart for {name}"
+    data = run_data(r.text)
+    assert data["run_id"] == run_id
+    assert data["cursor"] > 0
+    charts = {c["indicator"]: c for c in data["charts"]}
+    assert set(charts) == indicators
+    dead = charts["dead_fraction"]["figure"]["data"]
+    assert [t["name"] for t in dead] == ["fc1", "fc2"], "model order"
+    assert dead[0]["x"] == [0, 1, 2, 3, 4]
+    # make_batch kills 1 of 4 units in fc1 and 2 of 4 in fc2
+    assert dead[0]["y"] == [0.25] * 5
+    assert dead[1]["y"] == [0.5] * 5
+    # catalogue order: dead units come before the training charts
+    order = [c["indicator"] for c in data["charts"]]
+    catalogue = [n for n in CATALOGUE if n in indicators]
+    assert order == catalogue
+
+
+def test_run_page_cursor_is_where_the_stream_should_resume(client: TestClient) -> None:
+    batch = make_batch(steps=range(2))
+    ingest(client, batch)
+    run_id = batch["run"]["run_id"]
+    cursor = run_data(client.get(f"/runs/{run_id}").text)["cursor"]
+    store = client.app.state.store  # type: ignore[attr-defined]
+    assert store.points_since(uuid.UUID(run_id), cursor)[0] == [], "cursor behind stored points"
+
+
+def test_unknown_or_malformed_run_is_a_404_page(client: TestClient) -> None:
+    for path in (f"/runs/{uuid.uuid4()}", "/runs/not-a-uuid"):
+        r = client.get(path)
+        assert r.status_code == 404, path
+        assert r.headers["content-type"].startswith("text/html")
+        assert "Not found" in r.text
+
+
+def test_plotly_js_is_the_installed_plotly_bundle(client: TestClient) -> None:
+    r = client.get("/static/plotly.min.js")
+    assert r.status_code == 200
+    assert "javascript" in r.headers["content-type"]
+    installed = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    assert r.content == installed.read_bytes()
+
+
+def test_static_files_are_served_and_nothing_else(client: TestClient) -> None:
+    js = client.get("/static/app.js")
+    assert js.status_code == 200
+    assert "EventSource" in js.text
+    assert client.get("/static/style.css").headers["content-type"].startswith("text/css")
+    assert client.get("/static/nope.js").status_code == 404
+    assert client.get("/static/..%2Fapp.py").status_code == 404
+    assert client.get("/static/%2E%2E/templates/base.html").status_code == 404
+
+
+def test_pages_reference_no_cdn(client: TestClient) -> None:
+    batch = make_batch()
+    ingest(client, batch)
+    html = client.get(f"/runs/{batch['run']['run_id']}").text
+    assert "cdn" not in html.lower()
+    assert re.search(r'<script src="/static/plotly\.min\.js\?v=[^"]+"', html)
+
+
+def test_login_not_needed_without_admin_token(client: TestClient) -> None:
+    r = client.get("/login", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == "/"
+
+
+def test_with_admin_token_pages_redirect_to_login(tmp_path: Path) -> None:
+    with page_client(tmp_path, ADMIN) as c:
+        batch = make_batch()
+        ingest(c, batch, ADMIN)
+        run_path = f"/runs/{batch['run']['run_id']}"
+        for path in ("/", run_path):
+            r = c.get(path, follow_redirects=False)
+            assert r.status_code == 303, path
+            assert r.headers["location"].startswith("/login?next=")
+        login = c.get(run_path)  # followed: the login form, remembering where to go back
+        assert login.status_code == 200
+        assert 'name="token"' in login.text
+        assert f'name="next" value="{run_path}"' in login.text
+        # static files stay public: the login page needs its stylesheet
+        assert c.get("/static/style.css").status_code == 200
+
+
+def test_wrong_token_shows_an_error_and_sets_no_cookie(tmp_path: Path) -> None:
+    with page_client(tmp_path, ADMIN) as c:
+        r = c.post("/login", data={"token": "wrong", "next": "/"}, follow_redirects=False)
+        assert r.status_code == 401
+        assert LOGIN_FAILED in r.text
+        assert SESSION_COOKIE not in c.cookies
+        assert c.get("/", follow_redirects=False).status_code == 303
+
+
+def test_login_sets_a_strict_httponly_cookie_that_opens_the_pages(tmp_path: Path) -> None:
+    with page_client(tmp_path, ADMIN) as c:
+        batch = make_batch(name="secret-run")
+        ingest(c, batch, ADMIN)
+        run_path = f"/runs/{batch['run']['run_id']}"
+        r = c.post("/login", data={"token": ADMIN, "next": run_path}, follow_redirects=False)
+        assert r.status_code == 303
+        assert r.headers["location"] == run_path
+        cookie = r.headers["set-cookie"]
+        assert cookie.startswith(f"{SESSION_COOKIE}=")
+        assert "HttpOnly" in cookie
+        assert "samesite=strict" in cookie.lower()
+        page = c.get(run_path, follow_redirects=False)
+        assert page.status_code == 200
+        assert 'id="chart-dead_fraction"' in page.text
+        assert "secret-run" in c.get("/").text
+        # the same cookie opens the live stream's API
+        assert c.get(f"/api/v1/runs/{batch['run']['run_id']}").status_code == 200
+        c.post("/logout")
+        assert c.get("/", follow_redirects=False).status_code == 303
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example"])
+def test_login_never_redirects_off_site(tmp_path: Path, target: str) -> None:
+    with page_client(tmp_path, ADMIN) as c:
+        r = c.post("/login", data={"token": ADMIN, "next": target}, follow_redirects=False)
+        assert r.status_code == 303
+        assert r.headers["location"] == "/"

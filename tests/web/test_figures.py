@@ -1,0 +1,181 @@
+"""Figure builders as data: no server, no browser."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from collapsewatch.schemas import IndicatorInfo, ProbeKind, SeriesPoints
+from collapsewatch_web import figures
+
+
+def info(
+    *,
+    warn: float | None = None,
+    critical: float | None = None,
+    direction: str = "high_is_bad",
+    unit: str = "",
+) -> IndicatorInfo:
+    return IndicatorInfo(
+        name="dead_fraction",
+        title="Dead units",
+        family="dead_units",
+        applies_to=ProbeKind.activation,
+        direction=direction,  # type: ignore[arg-type]
+        warn=warn,
+        critical=critical,
+        unit=unit,
+        meaning="m",
+        what_to_try="w",
+    )
+
+
+def points(probe: str, steps: list[int], values: list[float | None]) -> SeriesPoints:
+    return SeriesPoints(
+        indicator="dead_fraction",
+        probe=probe,
+        steps=steps,
+        values=values,
+        total=len(steps),
+        downsampled=False,
+    )
+
+
+def thresholds(fig: object) -> dict[str, float]:
+    """Horizontal threshold lines of a figure by name ("warn", "critical")."""
+    return {s.name: s.y0 for s in fig.layout.shapes if s.y0 == s.y1}  # type: ignore[attr-defined]
+
+
+def test_one_line_per_probe_in_the_given_order() -> None:
+    order = ["encoder.0", "encoder.1", "decoder.0", "head"]
+    fig = figures.indicator_figure(info(), [points(p, [0, 1], [0.0, 0.1]) for p in order])
+    assert [t.name for t in fig.data] == order
+    assert {t.type for t in fig.data} == {"scatter"}
+    assert {t.mode for t in fig.data} == {"lines"}
+    colours = [t.line.color for t in fig.data]
+    assert len(set(colours)) == len(order), f"probes share a colour: {colours}"
+
+
+def test_steps_and_values_are_carried_over() -> None:
+    fig = figures.indicator_figure(info(), [points("fc1", [0, 10, 20], [0.0, 0.25, 0.5])])
+    assert list(fig.data[0].x) == [0, 10, 20]
+    assert list(fig.data[0].y) == [0.0, 0.25, 0.5]
+
+
+def test_missing_values_stay_gaps() -> None:
+    fig = figures.indicator_figure(info(), [points("fc1", [0, 1, 2], [0.1, None, 0.3])])
+    trace = figures.figure_json(fig)["data"][0]
+    assert trace["y"] == [0.1, None, 0.3], "a NaN must be a gap, not a zero or a dropped step"
+    assert trace["x"] == [0, 1, 2]
+    assert trace["connectgaps"] is False
+
+
+@pytest.mark.parametrize(
+    ("warn", "critical", "expected"),
+    [
+        (None, None, {}),
+        (0.2, None, {"warn": 0.2}),
+        (None, 0.5, {"critical": 0.5}),
+        (0.2, 0.5, {"warn": 0.2, "critical": 0.5}),
+    ],
+)
+def test_threshold_lines_exactly_when_set(
+    warn: float | None, critical: float | None, expected: dict[str, float]
+) -> None:
+    fig = figures.indicator_figure(info(warn=warn, critical=critical), [points("fc1", [0], [0.0])])
+    assert thresholds(fig) == expected
+    labels = [a.text for a in fig.layout.annotations]
+    assert len(labels) == len(expected)
+    for name, level in expected.items():
+        assert any(name in text and f"{level:g}" in text for text in labels), labels
+    for shape in fig.layout.shapes:
+        assert shape.line.dash == "dash"
+        assert shape.xref == "x domain", "a threshold line spans the whole plot"
+    if expected:
+        assert len(fig.data) == 1, "threshold lines must not be traces (live updates index traces)"
+
+
+def test_threshold_colours_differ_from_every_probe_colour() -> None:
+    fig = figures.indicator_figure(
+        info(warn=0.2, critical=0.5), [points(f"l{i}", [0], [0.0]) for i in range(12)]
+    )
+    threshold_colours = {s.line.color for s in fig.layout.shapes}
+    assert threshold_colours == {figures.WARN_COLOUR, figures.CRITICAL_COLOUR}
+    assert not threshold_colours & {t.line.color for t in fig.data}
+
+
+def test_axes_titles_and_unit() -> None:
+    plain = figures.indicator_figure(info(), [])
+    assert plain.layout.xaxis.title.text == "step"
+    assert plain.layout.yaxis.title.text == "Dead units"
+    with_unit = figures.indicator_figure(info(unit="nats"), [])
+    assert with_unit.layout.yaxis.title.text == "Dead units [nats]"
+
+
+def test_empty_series_gives_an_empty_but_valid_figure() -> None:
+    fig = figures.indicator_figure(info(warn=0.2), [])
+    assert len(fig.data) == 0
+    assert thresholds(fig) == {"warn": 0.2}
+
+
+def test_figure_json_is_plain_json_with_transparent_backgrounds() -> None:
+    fig = figures.indicator_figure(info(warn=0.2), [points("fc1", [0, 1], [0.0, None])])
+    data = figures.figure_json(fig)
+    assert json.loads(json.dumps(data)) == data
+    layout = data["layout"]
+    assert layout["paper_bgcolor"] == layout["plot_bgcolor"] == "rgba(0,0,0,0)"
+    # the default template would ship ~10 kB of styling per chart and paint white backgrounds
+    assert len(json.dumps(layout["template"])) < 200
+
+
+def test_themes_differ_only_in_neutral_colours() -> None:
+    series = [points("fc1", [0, 1], [0.0, 0.1]), points("fc2", [0, 1], [0.3, 0.6])]
+    light = figures.indicator_figure(info(warn=0.2), series, theme=figures.LIGHT)
+    dark = figures.indicator_figure(info(warn=0.2), series, theme=figures.DARK)
+    assert light.layout.font.color == figures.LIGHT.text
+    assert dark.layout.font.color == figures.DARK.text
+    assert dark.layout.yaxis.gridcolor == figures.DARK.grid
+    assert [t.line.color for t in light.data] == [t.line.color for t in dark.data]
+
+
+def test_theme_layout_is_a_relayout_patch_that_update_layout_accepts() -> None:
+    patch = figures.theme_layout(figures.DARK)
+    assert all("." in key for key in patch), "Plotly.relayout wants attribute strings"
+    fig = figures.indicator_figure(info(), [points("fc1", [0], [0.0])])
+    fig.update_layout(patch)  # plotly.py validates every key: a typo raises here
+    assert fig.layout.xaxis.gridcolor == figures.DARK.grid
+
+
+@pytest.mark.parametrize(
+    ("direction", "value", "expected"),
+    [
+        ("high_is_bad", 0.1, "ok"),
+        ("high_is_bad", 0.2, "warn"),
+        ("high_is_bad", 0.49, "warn"),
+        ("high_is_bad", 0.5, "critical"),
+        ("high_is_bad", 0.9, "critical"),
+        ("low_is_bad", 0.9, "ok"),
+        ("low_is_bad", 0.5, "warn"),
+        ("low_is_bad", 0.2, "critical"),
+        ("high_is_bad", None, "none"),
+        ("high_is_bad", math.nan, "none"),
+        ("info", 0.9, "none"),
+    ],
+)
+def test_severity_honours_direction(direction: str, value: float | None, expected: str) -> None:
+    thresholds_ = (
+        {"warn": 0.2, "critical": 0.5}
+        if direction != "low_is_bad"
+        else {
+            "warn": 0.5,
+            "critical": 0.2,
+        }
+    )
+    assert figures.severity(info(direction=direction, **thresholds_), value) == expected
+
+
+def test_severity_without_thresholds_is_none() -> None:
+    assert figures.severity(info(), 0.99) == "none"
+    assert figures.severity(info(warn=0.2), 0.99) == "warn", "warn alone still flags"

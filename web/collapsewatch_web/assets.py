@@ -1,0 +1,36 @@
+"""Where the static files live: this package's ``static/`` and the installed plotly's bundle.
+
+Plotly.js is served from the plotly Python package the server runs with, never from a CDN:
+dashboards are often opened on offline clusters, and the bundle always matches the figures'
+schema version.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata, resources
+from pathlib import Path
+
+STATIC_DIR = Path(str(resources.files("collapsewatch_web") / "static"))
+PLOTLY_JS = "plotly.min.js"
+
+# static/ is flat: a plain file name, so no path can climb out of the directory
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+def plotly_js_path() -> Path:
+    """The ``plotly.min.js`` shipped inside the installed plotly package."""
+    return Path(str(resources.files("plotly") / "package_data" / PLOTLY_JS))
+
+
+def plotly_version() -> str:
+    """The installed plotly's version: part of the bundle's URL so caches refresh on upgrade."""
+    return metadata.version("plotly")
+
+
+def static_file(name: str) -> Path | None:
+    """The file ``name`` of ``static/``, or None when there is no such (safe) name."""
+    if not _SAFE_NAME.match(name):
+        return None
+    path = STATIC_DIR / name
+    return path if path.is_file() else None
