@@ -13,11 +13,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 #: Names of projects and runs: what a user types on the command line or sees in a URL.
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
@@ -81,7 +81,7 @@ class LossStat(StrEnum):
 
     mean = "mean"
     max = "max"
-    count = "count"
+    count = "count"  # type: ignore[assignment]  # shadows str.count on purpose
 
 
 # ---------------------------------------------------------------------------------- ingest

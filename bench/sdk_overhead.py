@@ -1,0 +1,233 @@
+"""What collapsewatch costs a training step: prints a table, asserts nothing.
+
+For each model, three copies train side by side: without the SDK ("baseline"), watched with
+``every=1`` (every optimizer step sampled) and watched with the default adaptive sampling.
+The configurations alternate step blocks within each round (the order rotates from round to
+round), so machine noise hits all of them alike. A step is forward + backward + optimizer step
+on a fixed batch, after warm-up, with ``torch.set_num_threads`` fixed.
+
+The SDK sends to an ``httpx.Client`` over an ``httpx.MockTransport`` that answers 202: no server
+runs and the network is not measured, but the SDK's own work (statistics on sampled steps, the
+host copy, the background thread's JSON encoding and gzip) is.
+
+    python bench/sdk_overhead.py --quick          # a smoke run, a few seconds per model
+    python bench/sdk_overhead.py --threads 2 --rounds 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import torch
+from torch import nn
+
+import collapsewatch
+
+CONFIGS: dict[str, dict[str, int | None] | None] = {
+    "baseline": None,
+    "every=1": {"every": 1},
+    "default": {"every": None},
+}
+
+
+class Capture:
+    """An httpx transport that answers 202 and keeps the request bodies (read after timing)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[tuple[bytes, bool]] = []
+        self._lock = threading.Lock()
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        gzipped = request.headers.get("content-encoding", "") == "gzip"
+        with self._lock:
+            self.bodies.append((request.content, gzipped))
+        return httpx.Response(202, json={"records": 0})
+
+    def summary(self) -> dict[str, int]:
+        """Requests, bytes on the wire, bytes before gzip, and distinct sampled steps."""
+        wire = raw = 0
+        steps: set[int] = set()
+        for body, gzipped in self.bodies:
+            plain = gzip.decompress(body) if gzipped else body
+            wire += len(body)
+            raw += len(plain)
+            records = json.loads(plain).get("records", [])
+            steps.update(r["step"] for r in records if r.get("kind") == "activation")
+        return {"requests": len(self.bodies), "wire": wire, "raw": raw, "steps": len(steps)}
+
+
+@dataclass
+class Trainee:
+    """One copy of a model under one configuration, with its step times."""
+
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    monitor: collapsewatch.Monitor | None = None
+    capture: Capture | None = None
+    times: list[float] = field(default_factory=list)
+
+
+def mlp() -> tuple[nn.Module, torch.optim.Optimizer, nn.Module, torch.Tensor, torch.Tensor]:
+    """6 x Linear(512, 512) with ReLU between them, batch 256, SGD, MSE regression."""
+    layers: list[nn.Module] = []
+    for i in range(6):
+        layers += [nn.Linear(512, 512)] + ([nn.ReLU()] if i < 5 else [])
+    model = nn.Sequential(*layers)
+    x, y = torch.randn(256, 512), torch.randn(256, 512)
+    return model, torch.optim.SGD(model.parameters(), lr=1e-3), nn.MSELoss(), x, y
+
+
+class Encoder(nn.Module):
+    """2-layer nn.TransformerEncoder (d_model 256, 4 heads, ff 1024), mean-pooled, 10 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(256, 4, dim_feedforward=1024, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+        self.head = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x).mean(dim=1))
+
+
+def transformer() -> tuple[nn.Module, torch.optim.Optimizer, nn.Module, torch.Tensor, torch.Tensor]:
+    """Seq 64, batch 32, Adam 1e-4, cross-entropy on random labels (so labels reach the SDK)."""
+    model = Encoder()
+    x, y = torch.randn(32, 64, 256), torch.randint(0, 10, (32,))
+    return model, torch.optim.Adam(model.parameters(), lr=1e-4), nn.CrossEntropyLoss(), x, y
+
+
+MODELS: dict[str, Callable[[], tuple]] = {"mlp 6x512": mlp, "transformer 2x256": transformer}
+
+
+def train_step(t: Trainee, x: torch.Tensor, y: torch.Tensor) -> float:
+    start = time.perf_counter()
+    t.optimizer.zero_grad(set_to_none=True)
+    t.criterion(t.model(x), y).backward()
+    t.optimizer.step()
+    return time.perf_counter() - start
+
+
+def bench_model(name: str, build: Callable[[], tuple], args: argparse.Namespace, spool: str):
+    trainees: list[Trainee] = []
+    for config, options in CONFIGS.items():
+        torch.manual_seed(0)  # the same weights and batch (x, y) in every configuration
+        model, optimizer, criterion, x, y = build()
+        t = Trainee(config, model, optimizer, criterion)
+        if options is not None:
+            t.capture = Capture()
+            client = httpx.Client(transport=httpx.MockTransport(t.capture.handler))
+            t.monitor = collapsewatch.watch(
+                model,
+                optimizer=optimizer,
+                criterion=criterion,
+                project="bench",
+                run=f"{name.split()[0]}-{config.replace('=', '')}",
+                server="http://bench.invalid",
+                http_client=client,
+                spool_dir=spool,
+                **options,
+            )
+        trainees.append(t)
+
+    for t in trainees:
+        for _ in range(args.warmup):
+            train_step(t, x, y)
+    for r in range(args.rounds):
+        shift = r % len(trainees)
+        for t in trainees[shift:] + trainees[:shift]:
+            t.times += [train_step(t, x, y) for _ in range(args.steps)]
+
+    for t in trainees:
+        if t.monitor is not None:
+            t.monitor.finish()
+    return trainees
+
+
+def report(name: str, trainees: list[Trainee], total_steps: int) -> None:
+    base = trainees[0]
+    base_median = statistics.median(base.times)
+    base_mean = statistics.fmean(base.times)
+    for t in trainees:
+        median = statistics.median(t.times)
+        mean = statistics.fmean(t.times)
+        sampled = "-"
+        if t.capture is not None:
+            every = t.monitor.stats["every"]  # the adaptive interval where it ended
+            sampled = f"{t.capture.summary()['steps']}/{total_steps}, every {every}"
+        print(
+            f"{name:<18} {t.name:<9} {median * 1e3:>9.2f} {median / base_median:>6.3f}"
+            f" {mean * 1e3:>9.2f} {mean / base_mean:>6.3f}  {sampled}"
+        )
+
+
+def payload(args: argparse.Namespace, spool: str) -> None:
+    """Bytes per sampled step of the MLP with every=1, as captured from the mock transport."""
+    torch.manual_seed(0)
+    model, optimizer, criterion, x, y = mlp()
+    capture = Capture()
+    client = httpx.Client(transport=httpx.MockTransport(capture.handler))
+    monitor = collapsewatch.watch(
+        model, optimizer=optimizer, criterion=criterion, project="bench", run="mlp-payload",
+        server="http://bench.invalid", http_client=client, spool_dir=spool, every=1,
+    )  # fmt: skip
+    t = Trainee("payload", model, optimizer, criterion, monitor)
+    for _ in range(args.payload_steps):
+        train_step(t, x, y)
+    monitor.finish()
+    s = capture.summary()
+    steps = max(s["steps"], 1)
+    print(
+        f"\nMLP payload, every=1, {args.payload_steps} steps -> {s['steps']} sampled steps in"
+        f" {s['requests']} requests: {s['raw'] / steps:,.0f} B raw, {s['wire'] / steps:,.0f} B"
+        f" gzip per sampled step (run metadata, sent with every batch, included)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per block")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds of alternating blocks")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps per configuration")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--payload-steps", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="steps 5, rounds 2, warmup 3")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.rounds, args.warmup, args.payload_steps = 5, 2, 3, 10
+
+    torch.set_num_threads(args.threads)
+    total = args.warmup + args.rounds * args.steps
+    print(
+        f"torch {torch.__version__}, collapsewatch {getattr(collapsewatch, '__version__', '?')},"
+        f" {args.threads} torch thread(s); {args.rounds} rounds x {args.steps} steps per"
+        f" configuration after {args.warmup} warm-up steps"
+    )
+    print(
+        "The SDK sends to an httpx.MockTransport answering 202: no server, network not measured"
+        " (statistics, host copy, JSON and gzip in the sender thread are).\n"
+    )
+    print(
+        f"{'model':<18} {'config':<9} {'median ms':>9} {'ratio':>6}"
+        f" {'mean ms':>9} {'ratio':>6}  sampled steps"
+    )
+    print("  (median: of single steps; mean: of all timed steps, so sampled steps count)")
+    with tempfile.TemporaryDirectory(prefix="cw-bench-") as spool:
+        for name, build in MODELS.items():
+            report(name, bench_model(name, build, args, spool), total)
+        payload(args, spool)
+
+
+if __name__ == "__main__":
+    main()

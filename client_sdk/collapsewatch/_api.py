@@ -1,0 +1,76 @@
+"""The two public functions; kept out of ``__init__`` so the package namespace stays tiny."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from collapsewatch.monitor import Monitor
+from collapsewatch.registry import finish_all
+
+if TYPE_CHECKING:
+    import httpx
+    import torch
+    from torch import nn
+
+
+def watch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    criterion: Any = None,
+    *,
+    project: str | None = None,
+    run: str | None = None,
+    server: str | None = None,
+    token: str | None = None,
+    every: int | None = None,
+    config: dict[str, Any] | None = None,
+    http_client: httpx.Client | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
+    enabled: bool = True,
+) -> Monitor:
+    """Start watching ``model`` and return the run's :class:`Monitor`.
+
+    Args:
+        model: the network; its ``nn.Linear`` and ``nn.ConvNd`` outputs and its trainable
+            parameters are observed, in model order.
+        optimizer: counts steps through its step hooks and gives update norms. Without it,
+            call ``monitor.step()`` once per training step.
+        criterion: an ``nn.Module`` loss (e.g. ``nn.CrossEntropyLoss()``) whose output is
+            recorded; otherwise pass ``loss=`` to ``monitor.step()``.
+        project, run: names (letters, digits, ``_.-``); default ``$COLLAPSEWATCH_PROJECT`` or
+            ``"default"``, and ``$COLLAPSEWATCH_RUN`` or ``run-YYYYmmdd-HHMMSS``.
+        server, token: default ``$COLLAPSEWATCH_SERVER`` (else ``http://127.0.0.1:8420``) and
+            ``$COLLAPSEWATCH_TOKEN``.
+        every: sample one step in ``every``; ``None`` adapts the interval (from 10, doubling up
+            to 1000) so the SDK stays within about 3% of the training time.
+        config: hyperparameters to store with the run (JSON-safe values, others as text).
+        http_client: an ``httpx.Client`` to send with (tests pass Starlette's ``TestClient``).
+        spool_dir: where batches go while the server is unreachable; default
+            ``$COLLAPSEWATCH_SPOOL_DIR`` or ``~/.cache/collapsewatch/spool``.
+        enabled: ``False`` returns a monitor that does nothing, as do
+            ``COLLAPSEWATCH_DISABLED=1`` and data-parallel ranks other than 0.
+
+    Raises:
+        ValueError: for an invalid project or run name or ``every < 1``; nothing is raised
+            once training runs.
+    """
+    return Monitor(
+        model,
+        optimizer,
+        criterion,
+        project=project,
+        run=run,
+        server=server,
+        token=token,
+        every=every,
+        config=config,
+        http_client=http_client,
+        spool_dir=spool_dir,
+        enabled=enabled,
+    )
+
+
+def finish(timeout: float = 10.0) -> None:
+    """Finish every monitor still running (also done at interpreter exit)."""
+    finish_all(timeout)

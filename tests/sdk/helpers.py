@@ -1,0 +1,92 @@
+"""Helpers of the SDK tests: a fake ingest endpoint and a tiny training loop.
+
+The fake is an ``httpx.MockTransport``: the edge of the world for the SDK. Tests of the SDK
+against the real server live with the server.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import torch
+from torch import nn
+
+from collapsewatch.schemas import IngestBatch, StatRecord
+
+SERVER = "http://testserver"
+
+
+@dataclass
+class Ingest:
+    """Captures what the SDK posts; ``responses`` scripts the answers (then 202 forever)."""
+
+    responses: list[httpx.Response | Exception] = field(default_factory=list)
+    requests: list[httpx.Request] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            self.requests.append(request)
+            answer = self.responses.pop(0) if self.responses else None
+        if isinstance(answer, Exception):
+            raise answer
+        return answer or httpx.Response(202, json={"ok": True})
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(transport=httpx.MockTransport(self.handle))
+
+    @property
+    def batches(self) -> list[IngestBatch]:
+        return [decode(r.content) for r in self.requests]
+
+    def records(self, kind: str | None = None, probe: str | None = None) -> list[StatRecord]:
+        """Records of the accepted batches, without the duplicates of retried ones."""
+        seen: set[str] = set()
+        out: list[StatRecord] = []
+        for batch in self.batches:
+            if str(batch.batch_id) in seen:
+                continue
+            seen.add(str(batch.batch_id))
+            out += [
+                r
+                for r in batch.records
+                if (kind is None or r.kind == kind) and (probe is None or r.probe == probe)
+            ]
+        return out
+
+
+def decode(body: bytes) -> IngestBatch:
+    """A posted or spooled body, validated with the wire schema."""
+    return IngestBatch.model_validate_json(gzip.decompress(body))
+
+
+def mlp(width: int = 32) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, 4))
+
+
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    steps: int,
+    after_step: Callable[[torch.Tensor], None] | None = None,
+) -> list[float]:
+    """A plain classification loop; returns the losses (the test may sync, the SDK may not)."""
+    gen = torch.Generator().manual_seed(1)
+    losses = []
+    for _ in range(steps):
+        x = torch.randn(16, 8, generator=gen)
+        y = torch.randint(0, 4, (16,), generator=gen)
+        loss = criterion(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            after_step(loss)
+        losses.append(loss.item())
+    return losses
