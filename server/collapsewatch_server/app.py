@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     engine = make_engine(settings.db_url, echo=settings.db_echo)
     migrate(engine)
-    store = Store(engine, stalled_after_s=settings.stalled_after_s)
+    store = Store(engine, stalled_after_s=settings.stalled_after_s, base_url=settings.base_url)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

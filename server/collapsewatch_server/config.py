@@ -34,6 +34,17 @@ class Settings(BaseSettings):
     sse_poll_s: float = Field(default=1.0, gt=0, description="how often live pages look for points")
     db_echo: bool = False
 
+    # alerts and webhooks
+    worker: bool = Field(default=True, description="run the deliverer and the stall scanner")
+    worker_poll_s: float = Field(default=0.5, gt=0, description="outbox poll when not woken")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="one delivery attempt")
+    webhook_retry_horizon_s: float = Field(
+        default=6 * 3600.0, gt=0, description="keep retrying a delivery this long"
+    )
+    webhook_allow_private: bool = Field(
+        default=False, description="allow webhook targets in private networks (10/8, ...)"
+    )
+
     @field_validator("admin_token", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:

@@ -89,6 +89,8 @@ class Run(Base):
     last_seen_at: Mapped[datetime]
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    #: Set when the run's nodata event was raised (claimed atomically); cleared by new data.
+    stalled_notified_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (Index("ix_runs_project_started", "project_id", "started_at"),)
 
@@ -157,3 +159,148 @@ class Point(Base):
     value: Mapped[float | None] = mapped_column(Float, default=None)
 
     __table_args__ = (UniqueConstraint("series_id", "step", name="uq_points_series_step"),)
+
+
+class Rule(Base):
+    """An alert rule of a project (see ``collapsewatch.schemas.alerts`` for the semantics)."""
+
+    __tablename__ = "rules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    indicator: Mapped[str] = mapped_column(String(64))
+    probe_glob: Mapped[str] = mapped_column(String(256), default="*")
+    run_glob: Mapped[str | None] = mapped_column(String(256), default=None)
+    condition: Mapped[str] = mapped_column(String(16))
+    threshold: Mapped[float | None] = mapped_column(Float, default=None)
+    low: Mapped[float | None] = mapped_column(Float, default=None)
+    high: Mapped[float | None] = mapped_column(Float, default=None)
+    percent: Mapped[float | None] = mapped_column(Float, default=None)
+    reference: Mapped[str] = mapped_column(String(16), default="peak")
+    baseline_points: Mapped[int] = mapped_column(Integer, default=5)
+    pending_points: Mapped[int | None] = mapped_column(Integer, default=None)
+    pending_steps: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    recovery: Mapped[float | None] = mapped_column(Float, default=None)
+    warmup_steps: Mapped[int] = mapped_column(BigInteger, default=0)
+    severity: Mapped[str] = mapped_column(String(16), default="warning")
+    repeat_interval_s: Mapped[float | None] = mapped_column(Float, default=None)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    is_default: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_rules_project_name"),)
+
+
+class AlertStateRow(Base):
+    """Where one (rule, run, probe) stands; survives restarts because it lives here."""
+
+    __tablename__ = "alert_states"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("rules.id", ondelete="CASCADE"))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    probe_id: Mapped[int] = mapped_column(ForeignKey("probes.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16), default="normal")
+    breach_count: Mapped[int] = mapped_column(Integer, default=0)
+    breach_start_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    last_value: Mapped[float | None] = mapped_column(Float, default=None)
+    peak: Mapped[float | None] = mapped_column(Float, default=None)
+    trough: Mapped[float | None] = mapped_column(Float, default=None)
+    baseline_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    baseline_count: Mapped[int] = mapped_column(Integer, default=0)
+    since: Mapped[datetime | None] = mapped_column(default=None)
+    last_notified_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("rule_id", "run_id", "probe_id", name="uq_alert_states_rule_run_probe"),
+    )
+
+
+class AlertEvent(Base):
+    """A state change worth telling someone about; its deliveries are written with it."""
+
+    __tablename__ = "alert_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    rule_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rules.id", ondelete="SET NULL"), default=None
+    )
+    rule_name: Mapped[str | None] = mapped_column(String(128), default=None)
+    probe: Mapped[str | None] = mapped_column(String(256), default=None)
+    indicator: Mapped[str | None] = mapped_column(String(64), default=None)
+    status: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float, default=None)
+    threshold: Mapped[float | None] = mapped_column(Float, default=None)
+    step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    reminder: Mapped[bool] = mapped_column(default=False)
+    message: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_alert_events_project_created", "project_id", "created_at"),)
+
+
+class Webhook(Base):
+    """A receiver of a project's alert events. The secret signs deliveries, so it is kept."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(128), default="")
+    url: Mapped[str] = mapped_column(String(2048))
+    format: Mapped[str] = mapped_column(String(16), default="generic")
+    severities: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret: Mapped[str] = mapped_column(String(256))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Delivery(Base):
+    """The outbox: one event for one webhook, written in the event's transaction."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(ForeignKey("alert_events.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: A claimed delivery is someone's until then; a crashed sender's claim expires.
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(2000), default=None)
+    last_latency_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "event_id", name="uq_deliveries_webhook_event"),
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+    )
+
+
+class DeliveryAttempt(Base):
+    """The delivery log: every attempt with what the receiver said."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    latency_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    error: Mapped[str | None] = mapped_column(String(2000), default=None)

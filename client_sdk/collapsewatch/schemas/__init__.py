@@ -259,3 +259,29 @@ class TokenCreated(TokenPublic):
     """Answer to a token creation: the only time the secret is shown."""
 
     token: str
+
+
+# The alerting schemas live in their own module; re-exported so `collapsewatch.schemas` stays
+# the one place clients import from.
+from collapsewatch.schemas.alerts import (  # noqa: E402, F401
+    AlertEventPublic,
+    AlertState,
+    AlertStatePublic,
+    Condition,
+    DeliveryAttemptPublic,
+    DeliveryPublic,
+    DeliveryStatus,
+    EventStatus,
+    Reference,
+    RuleCreate,
+    RulePublic,
+    RuleUpdate,
+    Severity,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookFormat,
+    WebhookPayload,
+    WebhookPublic,
+    WebhookTestResult,
+    WebhookUpdate,
+)

@@ -1,18 +1,16 @@
-"""The store: the only module that talks SQL. Each public method owns its transaction."""
+"""Runs: ingest of statistics into probes, raw records and indicator points; and the reads."""
 
 from __future__ import annotations
 
 import math
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import Engine, func, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from collapsewatch.schemas import (
     IngestBatch,
@@ -26,14 +24,11 @@ from collapsewatch.schemas import (
     RunStatus,
     SeriesKey,
     SeriesPoints,
-    TokenCreated,
-    TokenPublic,
 )
-from collapsewatch_server import auth, errors
+from collapsewatch_server import errors
 from collapsewatch_server.downsample import minmax_downsample
 from collapsewatch_server.models import (
     IngestedBatch,
-    IngestToken,
     Point,
     Probe,
     Project,
@@ -42,6 +37,7 @@ from collapsewatch_server.models import (
     StatRecordRow,
     utcnow,
 )
+from collapsewatch_server.store.base import NewPoint, StoreBase
 
 #: Probes the SDK did not announce are listed after the announced ones.
 _UNANNOUNCED_ORDER = 1_000_000
@@ -51,23 +47,8 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-class Store:
-    """Projects, runs, statistics and indicator points in SQLite or Postgres."""
-
-    def __init__(self, engine: Engine, *, stalled_after_s: float = 300.0) -> None:
-        self.engine = engine
-        self.stalled_after = timedelta(seconds=stalled_after_s)
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
-
-    def ping(self) -> bool:
-        """True when the database answers."""
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            return True
-        except Exception:
-            return False
+class RunStore(StoreBase):
+    """Runs, their probes, statistics and indicator points; ingest and reads."""
 
     # ------------------------------------------------------------------------------ ingest
 
@@ -122,6 +103,7 @@ class Store:
 
             stat_rows = []
             point_rows = []
+            new_points: list[NewPoint] = []
             for record, blob, values in zip(
                 batch.records, encoded_stats, indicator_values, strict=True
             ):
@@ -137,6 +119,7 @@ class Store:
                             "value": _finite_or_none(value),
                         }
                     )
+                    new_points.append(NewPoint(probe_id, record.probe, name, record.step, value))
             if stat_rows:
                 s.execute(StatRecordRow.__table__.insert(), stat_rows)
             if point_rows:
@@ -145,6 +128,9 @@ class Store:
                 )
                 s.execute(stmt, point_rows)
             s.get_one(IngestedBatch, str(batch.batch_id)).records = len(stat_rows)
+            # Alert rules see the points in the same transaction that stores them.
+            new_points.sort(key=lambda p: p.step)
+            self._on_points(s, project, run, new_points)
         return IngestResult(
             batch_id=batch.batch_id,
             run_id=batch.run.run_id,
@@ -152,14 +138,6 @@ class Store:
             records=len(stat_rows),
             points=len(point_rows),
         )
-
-    def _project(self, s: Session, name: str) -> Project:
-        project = s.scalar(select(Project).where(Project.name == name))
-        if project is None:
-            project = Project(name=name)
-            s.add(project)
-            s.flush()
-        return project
 
     def _upsert_run(self, s: Session, batch: IngestBatch, project: Project, now: datetime) -> Run:
         info = batch.run
@@ -186,6 +164,7 @@ class Store:
                 )
             )
         run.last_seen_at = now
+        run.stalled_notified_at = None  # alive again: a later silence is a new nodata event
         if batch.records:
             top = max(r.step for r in batch.records)
             run.last_step = top if run.last_step is None else max(run.last_step, top)
@@ -294,16 +273,6 @@ class Store:
                 query = query.where(Project.name == project)
             rows = s.execute(query.order_by(Run.started_at.desc()).limit(limit)).all()
         return [RunPublic.model_validate(self._run_public(r, p, now)) for r, p in rows]
-
-    def _get_run(self, s: Session, run_id: uuid.UUID) -> tuple[Run, str]:
-        row = s.execute(
-            select(Run, Project.name)
-            .join(Project, Project.id == Run.project_id)
-            .where(Run.id == str(run_id))
-        ).first()
-        if row is None:
-            raise errors.NotFound(errors.RUN_NOT_FOUND.format(run_id=run_id))
-        return row[0], row[1]
 
     def get_run(self, run_id: uuid.UUID) -> RunDetail:
         now = datetime.now(UTC)
@@ -422,67 +391,3 @@ class Store:
         """The newest point id: a live page starts listening from here."""
         with self._sessions() as s:
             return s.scalar(select(func.max(Point.id))) or 0
-
-    # ------------------------------------------------------------------------------ tokens
-
-    def create_token(self, project: str, name: str = "") -> TokenCreated:
-        """A new ingest token for ``project`` (created if needed); the secret is returned once."""
-        secret = auth.new_token()
-        with self._sessions.begin() as s:
-            proj = self._project(s, project)
-            row = IngestToken(
-                project_id=proj.id,
-                name=name,
-                prefix=auth.display_prefix(secret),
-                token_hash=auth.hash_token(secret),
-            )
-            s.add(row)
-            s.flush()
-            return TokenCreated(**self._token_public(row, proj.name).model_dump(), token=secret)
-
-    @staticmethod
-    def _token_public(row: IngestToken, project: str) -> TokenPublic:
-        return TokenPublic(
-            id=row.id,
-            project=project,
-            name=row.name,
-            prefix=row.prefix,
-            created_at=row.created_at,
-            revoked_at=row.revoked_at,
-        )
-
-    def list_tokens(self, project: str) -> list[TokenPublic]:
-        with self._sessions() as s:
-            rows = s.execute(
-                select(IngestToken, Project.name)
-                .join(Project, Project.id == IngestToken.project_id)
-                .where(Project.name == project)
-                .order_by(IngestToken.id)
-            ).all()
-        return [self._token_public(t, p) for t, p in rows]
-
-    def revoke_token(self, project: str, token_id: int) -> TokenPublic:
-        with self._sessions.begin() as s:
-            row = s.execute(
-                select(IngestToken, Project.name)
-                .join(Project, Project.id == IngestToken.project_id)
-                .where(Project.name == project, IngestToken.id == token_id)
-            ).first()
-            if row is None:
-                raise errors.NotFound(f"token {token_id} not found in project {project!r}")
-            token, proj = row
-            if token.revoked_at is None:
-                token.revoked_at = utcnow()
-            return self._token_public(token, proj)
-
-    def token_project(self, secret: str) -> str | None:
-        """The project an unrevoked ingest token belongs to, or None."""
-        with self._sessions() as s:
-            return s.scalar(
-                select(Project.name)
-                .join(IngestToken, IngestToken.project_id == Project.id)
-                .where(
-                    IngestToken.token_hash == auth.hash_token(secret),
-                    IngestToken.revoked_at.is_(None),
-                )
-            )
