@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from collapsewatch_server import errors
 from collapsewatch_server.models import Project, Run
+
+#: Session flag: this transaction wrote deliveries to the outbox.
+ENQUEUED = "collapsewatch_deliveries_enqueued"
 
 
 class NewPoint(NamedTuple):
@@ -39,6 +42,19 @@ class StoreBase:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.dialect = engine.dialect.name
         self._insert: Any = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        #: Called after a commit that put deliveries in the outbox: wakes this process's
+        #: deliverer at once instead of at its next poll (other processes poll).
+        self.on_enqueued: Callable[[], None] | None = None
+        event.listen(self._sessions, "after_commit", self._after_commit)
+        event.listen(self._sessions, "after_rollback", self._after_rollback)
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop(ENQUEUED, False) and self.on_enqueued is not None:
+            self.on_enqueued()
+
+    @staticmethod
+    def _after_rollback(session: Session) -> None:
+        session.info.pop(ENQUEUED, False)
 
     def ping(self) -> bool:
         """True when the database answers."""
