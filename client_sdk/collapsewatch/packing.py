@@ -6,6 +6,9 @@ device sync, while one ``cat`` and one copy per device cost a single sync per sa
 
 from __future__ import annotations
 
+import array
+import base64
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -68,14 +71,43 @@ class StepPack:
 
         def build() -> list[Record]:
             for flat, slots in copies:
-                values = shortest(flat).tolist()
+                # vectors travel packed; scalars and short vectors as (rounded) JSON numbers
+                short: list[tuple[dict[str, Any], str, bool, int, int]] = []
                 offset = 0
                 for stats, key, scalar, size in slots:
-                    stats[key] = values[offset] if scalar else values[offset : offset + size]
+                    if scalar or size < PACK_MIN:
+                        short.append((stats, key, scalar, offset, size))
+                    else:
+                        stats[key] = packed(flat[offset : offset + size])
                     offset += size
+                if short:
+                    values = shortest(torch.cat([flat[o : o + n] for *_, o, n in short])).tolist()
+                    at = 0
+                    for stats, key, scalar, _, size in short:
+                        stats[key] = values[at] if scalar else values[at : at + size]
+                        at += size
             return records
 
         return build
+
+
+#: Vectors at least this long are sent packed (``schemas.Packed``).
+PACK_MIN = 33
+
+
+def packed(values: torch.Tensor) -> dict[str, str]:
+    """A host vector as ``{"f32": base64 of little-endian float32}`` (see ``schemas.Packed``)."""
+    import torch
+
+    f32 = values.to(torch.float32).contiguous()
+    try:
+        data = f32.numpy().astype("<f4", copy=False).tobytes()
+    except RuntimeError:  # torch without numpy
+        arr = array.array("f", f32.tolist())
+        if sys.byteorder == "big":
+            arr.byteswap()
+        data = arr.tobytes()
+    return {"f32": base64.b64encode(data).decode("ascii")}
 
 
 def shortest(values: torch.Tensor) -> torch.Tensor:

@@ -12,12 +12,26 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from collapsewatch.schemas import Packed
+
 _MAGIC = b"CWS1"
 
 Stats = dict[str, float | np.ndarray]
 
 
-def encode_stats(stats: Mapping[str, float | list[float] | np.ndarray]) -> bytes:
+WireStats = Mapping[str, "float | list[float] | Packed | dict[str, str] | np.ndarray"]
+
+
+def vector(value: list[float] | Packed | dict[str, str] | np.ndarray) -> np.ndarray:
+    """A wire vector (JSON list, or packed float32 validated or as sent) as a float64 array."""
+    if isinstance(value, dict):
+        value = Packed.model_validate(value)
+    if isinstance(value, Packed):
+        return np.frombuffer(value.f32, dtype="<f4").astype(np.float64)
+    return np.asarray(value, dtype=np.float64).ravel()
+
+
+def encode_stats(stats: WireStats) -> bytes:
     """Encode scalars and flat vectors; NaN and inf survive."""
     header: dict[str, object] = {}
     chunks: list[bytes] = []
@@ -26,7 +40,7 @@ def encode_stats(stats: Mapping[str, float | list[float] | np.ndarray]) -> bytes
         if isinstance(value, (int, float)):
             header[key] = float(value)
             continue
-        arr = np.asarray(value, dtype="<f4").ravel()
+        arr = vector(value).astype("<f4")
         header[key] = [offset, int(arr.size)]
         chunks.append(arr.tobytes())
         offset += arr.size
@@ -53,9 +67,6 @@ def decode_stats(blob: bytes) -> Stats:
     return out
 
 
-def as_arrays(stats: Mapping[str, float | list[float]]) -> Stats:
-    """Wire statistics (lists) to the form indicators take (float64 vectors)."""
-    return {
-        k: float(v) if isinstance(v, (int, float)) else np.asarray(v, dtype=np.float64)
-        for k, v in stats.items()
-    }
+def as_arrays(stats: WireStats) -> Stats:
+    """Wire statistics to the form indicators take: floats and float64 vectors."""
+    return {k: float(v) if isinstance(v, (int, float)) else vector(v) for k, v in stats.items()}

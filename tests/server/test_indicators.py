@@ -11,7 +11,7 @@ import torch
 from collapsewatch.packing import StepPack
 from collapsewatch.probes import ActivationAccumulator, eigenvalues
 from collapsewatch.schemas import ProbeKind
-from collapsewatch_server.codec import as_arrays, decode_stats, encode_stats
+from collapsewatch_server.codec import as_arrays, decode_stats, encode_stats, vector
 from collapsewatch_server.indicators import compute_indicators
 
 
@@ -79,7 +79,7 @@ def test_wide_layer_is_projected_and_keeps_the_effective_rank() -> None:
     """512 units are projected to 256 dims: the rank of a 10-dim signal survives within 15%."""
     x = layer_output(rows=2000, d=512, rank=10, dead=0, seed=3)
     stats = sdk_stats([torch.from_numpy(x)])
-    assert len(stats["eig"]) == 256
+    assert len(vector(stats["eig"])) == 256
     got = compute_indicators(ProbeKind.activation, as_arrays(stats))
     want = brute(x.astype(np.float64))
     assert got["effective_rank"] == pytest.approx(want["effective_rank"], rel=0.15)

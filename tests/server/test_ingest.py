@@ -165,3 +165,35 @@ def test_gzip_bomb_is_413(small_limit_client: Any) -> None:
     # 1 MB of spaces compresses to about 1 KB: under the limit on the wire, far over inflated
     r = post(small_limit_client, b" " * 1_000_000)
     assert r.status_code == 413
+
+
+def _packed(values: list[float]) -> dict[str, str]:
+    import base64
+    import struct
+
+    return {"f32": base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()}
+
+
+def test_packed_vectors_give_the_same_points_as_lists(client: Any) -> None:
+    plain = make_batch(steps=range(1), probes=("fc1",))
+    packed = make_batch(steps=range(1), probes=("fc1",))
+    for key in ("sum", "sumsq", "pos", "unit_sum", "eig"):
+        packed["records"][0]["stats"][key] = _packed(plain["records"][0]["stats"][key])
+    for batch in (plain, packed):
+        assert post(client, batch).status_code == 202
+    series = [
+        client.get(f"/api/v1/runs/{b['run']['run_id']}/series").json() for b in (plain, packed)
+    ]
+    values = [{(s["indicator"], s["probe"]): s["last_value"] for s in ser} for ser in series]
+    assert values[0] == values[1]
+
+
+@pytest.mark.parametrize("bad", [{"f32": "AAA="}, {"f32": "not base64!"}, {"f64": "AAAAAA=="}])
+def test_broken_packed_vectors_are_422(client: Any, app: Any, bad: dict[str, str]) -> None:
+    batch = make_batch()
+    batch["records"][0]["stats"]["sum"] = bad
+    before = counts(app)
+    r = post(client, batch)
+    assert r.status_code == 422, r.text
+    assert any("sum" in [str(x) for x in d["loc"]] for d in r.json()["detail"])
+    assert counts(app) == before
