@@ -21,6 +21,7 @@ RULE_BAND_ORDER = "'low' must not be greater than 'high'"
 RULE_NEEDS_PERCENT = "condition {condition!r} needs 'percent'"
 RULE_ONE_PENDING = "set 'pending_points' or 'pending_steps', not both"
 RULE_RECOVERY_SIDE = "'recovery' must be on the healthy side of 'threshold' for {condition!r}"
+RULE_RECOVERY_BAND = "'recovery' does not apply to 'outside': a band has no single healthy side"
 
 Glob = Annotated[str, Field(min_length=1, max_length=256, description="fnmatch pattern")]
 RuleName = Annotated[str, Field(min_length=1, max_length=128)]
@@ -114,6 +115,8 @@ class _RuleFields(BaseModel):
             )
             if wrong:
                 raise ValueError(RULE_RECOVERY_SIDE.format(condition=c.value))
+        if c == Condition.outside and self.recovery is not None:
+            raise ValueError(RULE_RECOVERY_BAND)
         return self
 
 
