@@ -51,6 +51,9 @@ format: $(VENV)/.dev-installed ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+validate: $(VENV)/.dev-installed ## train every collapse scenario and its control; print the values
+	COLLAPSEWATCH_VALIDATE=1 $(BIN)/python -m pytest tests/e2e/test_scenarios.py -s -q
+
 bench: $(VENV)/.dev-installed ## SDK overhead benchmark (prints numbers)
 	$(BIN)/python bench/sdk_overhead.py
 

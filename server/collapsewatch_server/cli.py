@@ -85,7 +85,13 @@ class BackgroundServer:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Train a run that kills its ReLUs and a healthy control, streaming into a server."""
+    """Train a scenario's collapsing run and its healthy control, streaming into a server."""
+    if args.list:
+        from collapsewatch_server.scenarios import SCENARIOS
+
+        for sc in SCENARIOS.values():
+            print(f"{sc.name:<16} {sc.family:<14} {sc.indicator} on {sc.probe}: {sc.summary}")
+        return 0
     server_url = args.server
     background = None
     if server_url is None:
@@ -95,9 +101,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         background.start()
         server_url = background.url
     print(f"collapsewatch: dashboard at {server_url}/", flush=True)
-    from collapsewatch_server.demo import run_demo
+    from collapsewatch_server.scenarios import SCENARIOS, run_scenario
 
-    results = run_demo(server_url, project=args.project, token=args.token, steps=args.steps)
+    if args.scenario not in SCENARIOS:
+        known = ", ".join(sorted(SCENARIOS))
+        sys.exit(f"collapsewatch: unknown scenario {args.scenario!r}; known: {known}")
+    results = run_scenario(args.scenario, server_url, project=args.project, token=args.token)
     for result in results:
         print(f"collapsewatch: run page {server_url}/runs/{result['run_id']}", flush=True)
     if background is not None:
@@ -192,7 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, help="port of the started server (default 8420)")
     demo.add_argument("--token", help="ingest token for --server")
     demo.add_argument("--project", default="demo")
-    demo.add_argument("--steps", type=int, default=300)
+    demo.add_argument(
+        "--scenario",
+        default="dead_units",
+        help="which collapse and control to train (see `collapsewatch demo --list`)",
+    )
+    demo.add_argument("--list", action="store_true", help="list the scenarios and exit")
     demo.add_argument("--exit", action="store_true", help="stop the started server at the end")
     db_option(demo)
     demo.set_defaults(func=cmd_demo)

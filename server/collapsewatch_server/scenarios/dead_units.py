@@ -1,4 +1,4 @@
-"""The training side of ``collapsewatch demo``: a ReLU network whose units die, and a control.
+"""Scenario ``dead_units`` (family 9): a ReLU network whose units die, and a control.
 
 Recipe (INDICATORS.md, family 9 "Dead and saturated units"): regression of a fixed random
 smooth function of 20-D Gaussian inputs (made here, nothing is downloaded) by an MLP
@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from collapsewatch_server.scenarios.registry import Scenario, register
 
 IN_DIM = 20
 HIDDEN = 256
@@ -205,25 +207,37 @@ def train_dead_relu(
     return summary
 
 
-def run_demo(
-    server: str,
+def train(
     *,
-    project: str = "demo",
-    token: str | None = None,
-    steps: int = 300,
+    collapse: bool,
+    run: str,
+    project: str,
+    server: str | None,
+    token: str | None,
     log: Callable[[str], object] = print,
-) -> list[dict[str, Any]]:
-    """Train the collapse run and then the healthy control against ``server``, one line each."""
-    return [
-        train_dead_relu(
-            lr=lr,
-            steps=steps,
-            run=run,
-            project=project,
-            server=server,
-            token=token,
-            every=DEMO_EVERY,
-            log=log,
-        )
-        for run, lr in DEMO_RUNS
-    ]
+) -> dict[str, Any]:
+    """The scenario's trainer: the high learning rate kills units, the low one does not."""
+    return train_dead_relu(
+        lr=COLLAPSE_LR if collapse else CONTROL_LR,
+        run=run,
+        project=project,
+        server=server,
+        token=token,
+        every=DEMO_EVERY,
+        log=log,
+    )
+
+
+register(
+    Scenario(
+        name="dead_units",
+        family="dead_units",
+        summary="MLP 20-256-256-1 on raw inputs: SGD at lr 0.1 kills most ReLUs of fc2 within "
+        "5 steps while the loss keeps falling; lr 0.001 keeps them all.",
+        train=train,
+        indicator="dead_fraction",
+        probe="fc2",
+        runs=tuple(name for name, _ in DEMO_RUNS),  # type: ignore[arg-type]
+        fast=True,
+    )
+)
