@@ -71,6 +71,8 @@ class ProbeKind(StrEnum):
     parameter = "parameter"  # one parameter tensor: norms of weight, gradient and update
     loss = "loss"  # the training loss
     scalar = "scalar"  # anything the user logs
+    classes = "classes"  # penultimate features by class and the classifier (neural collapse)
+    tokens = "tokens"  # a block's [batch, seq, dim] output: token uniformity, layer similarity
 
 
 class ActivationStat(StrEnum):
