@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from collapsewatch._version import __version__
-from collapsewatch_server.api import events, ingest, pages, runs
+from collapsewatch_server.api import alerts, events, ingest, pages, runs
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import make_engine, migrate
 from collapsewatch_server.errors import DomainError
@@ -40,11 +40,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     app.include_router(runs.router)
     app.include_router(runs.api)
     app.include_router(ingest.router)
     app.include_router(events.router)
+    app.include_router(alerts.router)
     app.include_router(pages.router)
     return app

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 RUN_NOT_FOUND = "run {run_id} not found"
 SERIES_NOT_FOUND = "no series {indicator!r} on probe {probe!r} in run {run_id}"
 PROJECT_NOT_FOUND = "project {project!r} not found"
@@ -12,6 +15,9 @@ AUTH_WRONG_PROJECT = "this token may only ingest into project {project!r}"
 BODY_TOO_LARGE = "request body larger than {limit} bytes"
 BODY_NOT_GZIP = "body declared Content-Encoding: gzip but is not valid gzip data"
 BODY_BAD_ENCODING = "unsupported Content-Encoding {encoding!r}: send identity or gzip"
+RULE_NOT_FOUND = "rule {rule_id} not found in project {project!r}"
+RULE_NAME_TAKEN = "project {project!r} already has a rule named {name!r}"
+UNKNOWN_INDICATOR = "unknown indicator {indicator!r}; GET /api/v1/indicators lists them"
 REFUSE_PUBLIC_WITHOUT_TOKEN = (
     "refusing to listen on {host}: a non-loopback address needs COLLAPSEWATCH_ADMIN_TOKEN"
 )
@@ -25,6 +31,11 @@ class DomainError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def detail(self) -> Any:
+        """What the API answers as ``{"detail": ...}``."""
+        return self.message
 
 
 class NotFound(DomainError):
@@ -49,3 +60,28 @@ class PayloadTooLarge(DomainError):
 
 class BadRequest(DomainError):
     status_code = 400
+
+
+class Invalid(DomainError):
+    """A field the schema accepted but the domain refuses (an unknown indicator, a merged
+    update that no longer holds together). Answered like FastAPI's own 422: a list of
+    ``{"loc", "msg", "type"}`` saying which field."""
+
+    status_code = 422
+
+    def __init__(
+        self,
+        message: str,
+        loc: Sequence[str | int] = ("body",),
+        problems: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.problems = (
+            list(problems)
+            if problems is not None
+            else [{"type": "value_error", "loc": list(loc), "msg": message}]
+        )
+
+    @property
+    def detail(self) -> Any:
+        return self.problems

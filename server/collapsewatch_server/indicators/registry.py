@@ -37,6 +37,10 @@ class Indicator:
     critical: float | None = None
     unit: str = ""
     sources: tuple[str, ...] = field(default_factory=tuple)
+    #: Defaults of this indicator's rule in the default pack: consecutive breaching points
+    #: before firing, and steps ignored at the start (healthy runs cross thresholds early).
+    pending_points: int = 3
+    warmup_steps: int = 0
 
     def info(self) -> IndicatorInfo:
         return IndicatorInfo(
@@ -70,6 +74,8 @@ def indicator(
     critical: float | None = None,
     unit: str = "",
     sources: tuple[str, ...] = (),
+    pending_points: int = 3,
+    warmup_steps: int = 0,
 ) -> Callable[[Compute], Compute]:
     """Register the decorated function as an indicator (names are unique)."""
 
@@ -89,6 +95,8 @@ def indicator(
             critical=critical,
             unit=unit,
             sources=sources,
+            pending_points=pending_points,
+            warmup_steps=warmup_steps,
         )
         return fn
 

@@ -4,13 +4,16 @@ One class per concern, combined into :class:`Store`; they share sessions through
 :class:`~collapsewatch_server.store.base.StoreBase`.
 """
 
+from collapsewatch_server.store.alerts import AlertStore
 from collapsewatch_server.store.outbox import OutboxStore
+from collapsewatch_server.store.rules import RuleStore
 from collapsewatch_server.store.runs import RunStore
 from collapsewatch_server.store.tokens import TokenStore
 
 
-class Store(RunStore, TokenStore, OutboxStore):
-    """Projects, runs, statistics, points and tokens in SQLite or Postgres."""
+class Store(RunStore, TokenStore, RuleStore, AlertStore, OutboxStore):
+    """Projects, runs, statistics, points, tokens, alert rules, events and states in SQLite
+    or Postgres."""
 
 
 __all__ = ["Store"]

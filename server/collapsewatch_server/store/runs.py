@@ -37,6 +37,7 @@ from collapsewatch_server.models import (
     StatRecordRow,
     utcnow,
 )
+from collapsewatch_server.store.alerts import open_alerts_count
 from collapsewatch_server.store.base import NewPoint, StoreBase
 
 #: Probes the SDK did not announce are listed after the announced ones.
@@ -250,7 +251,9 @@ class RunStore(StoreBase):
             return RunStatus.stalled
         return RunStatus(run.status)
 
-    def _run_public(self, run: Run, project: str, now: datetime) -> dict[str, object]:
+    def _run_public(
+        self, run: Run, project: str, now: datetime, open_alerts: int = 0
+    ) -> dict[str, object]:
         return {
             "run_id": uuid.UUID(run.id),
             "project": project,
@@ -260,30 +263,34 @@ class RunStore(StoreBase):
             "last_seen_at": run.last_seen_at,
             "finished_at": run.finished_at,
             "last_step": run.last_step,
+            "open_alerts": open_alerts,
         }
 
     def list_runs(self, project: str | None = None, limit: int = 500) -> list[RunPublic]:
         """Runs newest first, optionally of one project (unknown project: NotFound)."""
         now = datetime.now(UTC)
         with self._sessions() as s:
-            query = select(Run, Project.name).join(Project, Project.id == Run.project_id)
+            query = select(Run, Project.name, open_alerts_count()).join(
+                Project, Project.id == Run.project_id
+            )
             if project is not None:
                 if s.scalar(select(Project.id).where(Project.name == project)) is None:
                     raise errors.NotFound(errors.PROJECT_NOT_FOUND.format(project=project))
                 query = query.where(Project.name == project)
             rows = s.execute(query.order_by(Run.started_at.desc()).limit(limit)).all()
-        return [RunPublic.model_validate(self._run_public(r, p, now)) for r, p in rows]
+        return [RunPublic.model_validate(self._run_public(r, p, now, n)) for r, p, n in rows]
 
     def get_run(self, run_id: uuid.UUID) -> RunDetail:
         now = datetime.now(UTC)
         with self._sessions() as s:
             run, project = self._get_run(s, run_id)
+            open_alerts = s.scalar(select(open_alerts_count()).where(Run.id == run.id)) or 0
             probes = s.scalars(
                 select(Probe).where(Probe.run_id == run.id).order_by(Probe.order, Probe.id)
             ).all()
             return RunDetail.model_validate(
                 {
-                    **self._run_public(run, project, now),
+                    **self._run_public(run, project, now, open_alerts),
                     "config": run.config,
                     "host": run.host,
                     "torch_version": run.torch_version,

@@ -1,0 +1,56 @@
+"""Rules and the indicator catalogue: the default rule pack and the indicator check.
+
+The schemas validate a rule's shape; whether its indicator exists is the catalogue's business,
+checked here so the schemas (in the SDK package) never depend on the server's catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from collapsewatch.schemas import Condition, RuleCreate, Severity
+from collapsewatch_server import errors
+from collapsewatch_server.indicators import CATALOGUE, Indicator
+
+#: Default rules are named after their indicator, so a user can find and edit them.
+DEFAULT_RULE_NAME = "default: {indicator}"
+
+
+def check_indicator(name: str, loc: tuple[str, ...] = ("body", "indicator")) -> None:
+    """Refuse an indicator the catalogue does not know, as a 422 on ``loc``."""
+    if name not in CATALOGUE:
+        raise errors.Invalid(errors.UNKNOWN_INDICATOR.format(indicator=name), loc=loc)
+
+
+def default_rule(ind: Indicator) -> RuleCreate | None:
+    """The default rule of one catalogue indicator, or None when it has no threshold.
+
+    One rule per indicator, not a warning and a critical rule: a collapse is one alert. The
+    critical value wins when there is one (with severity critical), else the warning value.
+    Info-direction indicators (norms, loss) have no absolute meaning and get no rule.
+    """
+    if ind.direction == "info":
+        return None
+    if ind.critical is not None:
+        threshold, severity = ind.critical, Severity.critical
+    elif ind.warn is not None:
+        threshold, severity = ind.warn, Severity.warning
+    else:
+        return None
+    condition = Condition.below if ind.direction == "low_is_bad" else Condition.above
+    return RuleCreate(
+        name=DEFAULT_RULE_NAME.format(indicator=ind.name),
+        description=f"{ind.title}: {ind.meaning}"[:2000],
+        indicator=ind.name,
+        condition=condition,
+        threshold=threshold,
+        severity=severity,
+        pending_points=ind.pending_points,
+        warmup_steps=ind.warmup_steps,
+    )
+
+
+def default_rules(catalogue: Iterable[Indicator] | None = None) -> list[RuleCreate]:
+    """The default rule pack every new project gets, in catalogue order."""
+    inds = CATALOGUE.values() if catalogue is None else catalogue
+    return [rule for ind in inds if (rule := default_rule(ind)) is not None]

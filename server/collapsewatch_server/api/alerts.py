@@ -1,0 +1,95 @@
+"""Alert rules of a project, alert events and the alert states of a run."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from collapsewatch.schemas import (
+    AlertEventPublic,
+    AlertStatePublic,
+    EventStatus,
+    RuleCreate,
+    RulePublic,
+    RuleUpdate,
+    Severity,
+)
+from collapsewatch_server.alerts.rules import check_indicator
+from collapsewatch_server.api.deps import ReadAuth, StoreDep
+
+router = APIRouter(prefix="/api/v1", tags=["alerts"], dependencies=[ReadAuth])
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    404: {"description": "unknown project or rule"},
+    409: {"description": "a rule of that name exists"},
+    422: {"description": "invalid rule, saying which field"},
+}
+
+
+@router.get("/projects/{project}/rules", response_model=list[RulePublic], responses=_ERRORS)
+def list_rules(project: str, store: StoreDep) -> list[RulePublic]:
+    return store.list_rules(project)
+
+
+@router.post(
+    "/projects/{project}/rules", status_code=201, response_model=RulePublic, responses=_ERRORS
+)
+def create_rule(project: str, rule: RuleCreate, store: StoreDep) -> RulePublic:
+    check_indicator(rule.indicator)
+    return store.create_rule(project, rule)
+
+
+@router.get("/projects/{project}/rules/{rule_id}", response_model=RulePublic, responses=_ERRORS)
+def get_rule(project: str, rule_id: int, store: StoreDep) -> RulePublic:
+    return store.get_rule(project, rule_id)
+
+
+@router.put("/projects/{project}/rules/{rule_id}", response_model=RulePublic, responses=_ERRORS)
+def update_rule(project: str, rule_id: int, update: RuleUpdate, store: StoreDep) -> RulePublic:
+    """Given fields replace the stored ones; the merged rule is validated as a whole."""
+    if update.indicator is not None:
+        check_indicator(update.indicator)
+    return store.update_rule(project, rule_id, update)
+
+
+@router.delete("/projects/{project}/rules/{rule_id}", status_code=204, responses=_ERRORS)
+def delete_rule(project: str, rule_id: int, store: StoreDep) -> Response:
+    store.delete_rule(project, rule_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/projects/{project}/rules/{rule_id}/enable", response_model=RulePublic, responses=_ERRORS
+)
+def enable_rule(project: str, rule_id: int, store: StoreDep) -> RulePublic:
+    return store.set_rule_enabled(project, rule_id, True)
+
+
+@router.post(
+    "/projects/{project}/rules/{rule_id}/disable", response_model=RulePublic, responses=_ERRORS
+)
+def disable_rule(project: str, rule_id: int, store: StoreDep) -> RulePublic:
+    return store.set_rule_enabled(project, rule_id, False)
+
+
+@router.get("/alerts", response_model=list[AlertEventPublic], responses={404: {}})
+def list_alerts(
+    store: StoreDep,
+    project: str | None = None,
+    run_id: uuid.UUID | None = None,
+    state: Annotated[
+        EventStatus | None, Query(description="event status: firing, resolved or nodata")
+    ] = None,
+    severity: Severity | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 100,
+) -> list[AlertEventPublic]:
+    """Alert events, newest first."""
+    return store.list_alerts(project, run_id, state, severity, limit)
+
+
+@router.get("/runs/{run_id}/alerts", response_model=list[AlertStatePublic], responses={404: {}})
+def list_alert_states(run_id: uuid.UUID, store: StoreDep) -> list[AlertStatePublic]:
+    """Where each (rule, probe) of the run stands: normal, pending, firing or resolved."""
+    return store.list_alert_states(run_id)
