@@ -1,4 +1,4 @@
-"""The ``collapsewatch`` command: serve, demo, token, sync, migrate.
+"""The ``collapsewatch`` command: serve, demo, token, sync, migrate, rules.
 
 Only the standard library is imported at module level: ``collapsewatch sync`` works with the
 SDK alone, and the server's dependencies load only for the commands that need them.
@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from collapsewatch_server import cli_rules
 
 if TYPE_CHECKING:
     from collapsewatch_server.config import Settings
@@ -235,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations")
     db_option(migrate)
     migrate.set_defaults(func=cmd_migrate)
+
+    cli_rules.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,240 @@
+"""``collapsewatch rules ...``: manage a project's alert rules through a server's HTTP API.
+
+Talks HTTP (httpx, the SDK's own client), so it works against any server, local or remote,
+and needs only the SDK installed. httpx is imported when a rules command runs, so the other
+commands keep their light start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+DEFAULT_SERVER = "http://127.0.0.1:8420"
+#: (flag, field, type, help) of the rule fields settable from the command line.
+_FIELDS: tuple[tuple[str, str, type, str], ...] = (
+    ("--name", "name", str, "rule name, unique in the project"),
+    ("--description", "description", str, "free text"),
+    ("--indicator", "indicator", str, "indicator name (GET /api/v1/indicators)"),
+    ("--condition", "condition", str, "above, below, outside, drop or rise"),
+    ("--threshold", "threshold", float, "for above/below"),
+    ("--low", "low", float, "band low, for outside"),
+    ("--high", "high", float, "band high, for outside"),
+    ("--percent", "percent", float, "for drop/rise: percent from the reference"),
+    ("--reference", "reference", str, "for drop/rise: peak (default) or baseline"),
+    ("--baseline-points", "baseline_points", int, "points averaged into the baseline"),
+    ("--probe", "probe", str, "probe (layer) glob, default *"),
+    ("--run", "run", str, "run name glob, default every run"),
+    ("--pending-points", "pending_points", int, "consecutive breaching points before firing"),
+    ("--pending-steps", "pending_steps", int, "steps a breach must last before firing"),
+    ("--recovery", "recovery", float, "resolve only past this value"),
+    ("--warmup-steps", "warmup_steps", int, "ignore points before this step"),
+    ("--severity", "severity", str, "info, warning or critical"),
+    ("--repeat-interval", "repeat_interval_s", float, "seconds between reminders while firing"),
+)
+_SHOWN = ("id", "name", "project", "indicator", "probe", "run", "condition", "threshold", "low",
+          "high", "percent", "reference", "baseline_points", "pending_points", "pending_steps",
+          "recovery", "warmup_steps", "severity", "repeat_interval_s", "enabled", "is_default",
+          "description", "created_at", "updated_at")  # fmt: skip
+
+
+class CliError(Exception):
+    """Printed as ``collapsewatch: <message>``; the command exits 1."""
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``rules`` and its subcommands on the main parser's subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--project",
+        default=os.environ.get("COLLAPSEWATCH_PROJECT"),
+        required="COLLAPSEWATCH_PROJECT" not in os.environ,
+        help="project name (default: COLLAPSEWATCH_PROJECT)",
+    )
+    common.add_argument(
+        "--server",
+        default=os.environ.get("COLLAPSEWATCH_SERVER", DEFAULT_SERVER),
+        help=f"server URL (default: COLLAPSEWATCH_SERVER or {DEFAULT_SERVER})",
+    )
+    common.add_argument(
+        "--token",
+        default=os.environ.get("COLLAPSEWATCH_ADMIN_TOKEN")
+        or os.environ.get("COLLAPSEWATCH_TOKEN"),
+        help="token (default: COLLAPSEWATCH_ADMIN_TOKEN, else COLLAPSEWATCH_TOKEN)",
+    )
+
+    def fields(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", dest="json_file", help="rule fields as JSON ('-': stdin)")
+        for flag, dest, kind, text in _FIELDS:
+            p.add_argument(
+                flag, dest=f"field_{dest}", type=kind, metavar=kind.__name__.upper(), help=text
+            )
+
+    rules = sub.add_parser("rules", help="manage alert rules (through the server)")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    rules_sub.add_parser("list", parents=[common], help="list a project's rules")
+    for name, text in (
+        ("show", "show one rule"),
+        ("delete", "delete a rule"),
+        ("enable", "enable a rule"),
+        ("disable", "disable a rule (kept, not evaluated)"),
+    ):
+        rules_sub.add_parser(name, parents=[common], help=text).add_argument("id", type=int)
+    create = rules_sub.add_parser(
+        "create", parents=[common], help="create a rule from flags and/or --json FILE"
+    )
+    fields(create)
+    create.add_argument("--disabled", action="store_true", help="create it disabled")
+    update = rules_sub.add_parser(
+        "update", parents=[common], help="change the given fields of a rule"
+    )
+    update.add_argument("id", type=int)
+    fields(update)
+    rules.set_defaults(func=cmd_rules)
+
+
+def _body(args: argparse.Namespace) -> dict[str, Any]:
+    """Rule fields from --json (if any), overridden by the flags given."""
+    body: dict[str, Any] = {}
+    if args.json_file:
+        try:
+            text = sys.stdin.read() if args.json_file == "-" else Path(args.json_file).read_text()
+            body = json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read rule JSON from {args.json_file}: {exc}") from exc
+        if not isinstance(body, dict):
+            raise CliError("the rule JSON must be an object")
+    for _, dest, _, _ in _FIELDS:
+        value = getattr(args, f"field_{dest}")
+        if value is not None:
+            body[dest] = value
+    if getattr(args, "disabled", False):
+        body["enabled"] = False
+    return body
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    if isinstance(detail, list):  # 422: [{"loc": [...], "msg": ...}, ...]
+        return "; ".join(
+            f"{'.'.join(str(x) for x in p.get('loc', []) if x != 'body') or 'rule'}: {p.get('msg')}"
+            for p in detail
+        )
+    return f"{detail} (HTTP {response.status_code})"
+
+
+def _request(client: httpx.Client, method: str, url: str, token: str | None, **kw: Any) -> Any:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = client.request(method, url, headers=headers, **kw)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the server: {exc}") from exc
+    if response.status_code >= 400:
+        raise CliError(_detail(response))
+    return response.json() if response.content else None
+
+
+def describe_condition(rule: dict[str, Any]) -> str:
+    """A rule's condition as one short phrase: "> 0.5", "drop 50% from peak", ..."""
+    c = rule["condition"]
+    if c in ("above", "below"):
+        text = f"{'>' if c == 'above' else '<'} {rule['threshold']:g}"
+    elif c == "outside":
+        text = f"outside [{rule['low']:g}, {rule['high']:g}]"
+    else:
+        text = f"{c} {rule['percent']:g}% from {rule['reference']}"
+    if rule.get("recovery") is not None:
+        text += f", recover at {rule['recovery']:g}"
+    return text
+
+
+def _pending(rule: dict[str, Any]) -> str:
+    if rule.get("pending_points") is not None:
+        return f"{rule['pending_points']} pts"
+    if rule.get("pending_steps") is not None:
+        return f"{rule['pending_steps']} steps"
+    return "-"
+
+
+def format_table(rules: Sequence[dict[str, Any]]) -> str:
+    """Rules as an aligned text table."""
+    header = ("ID", "NAME", "INDICATOR", "PROBE", "CONDITION", "PENDING", "SEVERITY", "ENABLED")
+    rows = [
+        (
+            str(r["id"]),
+            r["name"],
+            r["indicator"],
+            r["probe"] + (f" (run {r['run']})" if r.get("run") else ""),
+            describe_condition(r),
+            _pending(r),
+            r["severity"],
+            "yes" if r["enabled"] else "no",
+        )
+        for r in rules
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
+
+
+def format_rule(rule: dict[str, Any]) -> str:
+    """One rule, a field a line."""
+    width = max(len(k) for k in _SHOWN)
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return "-" if value in (None, "") else str(value)
+
+    return "\n".join(f"{k.ljust(width)}  {text(rule.get(k))}" for k in _SHOWN)
+
+
+def cmd_rules(args: argparse.Namespace, client: httpx.Client | None = None) -> int:
+    """Run one ``rules`` subcommand; ``client`` lets tests hand in an app's TestClient."""
+    import httpx
+
+    own = client is None
+    http = client or httpx.Client(base_url=args.server.rstrip("/"), timeout=30)
+    base = f"/api/v1/projects/{args.project}/rules"
+    token = args.token
+    try:
+        command = args.rules_command
+        if command == "list":
+            print(format_table(_request(http, "GET", base, token)))
+        elif command == "show":
+            print(format_rule(_request(http, "GET", f"{base}/{args.id}", token)))
+        elif command == "create":
+            print(format_rule(_request(http, "POST", base, token, json=_body(args))))
+        elif command == "update":
+            body = _body(args)
+            if not body:
+                raise CliError("nothing to update: give field flags or --json")
+            print(format_rule(_request(http, "PUT", f"{base}/{args.id}", token, json=body)))
+        elif command == "delete":
+            _request(http, "DELETE", f"{base}/{args.id}", token)
+            print(f"collapsewatch: rule {args.id} deleted")
+        else:  # enable / disable
+            rule = _request(http, "POST", f"{base}/{args.id}/{command}", token)
+            print(f"collapsewatch: rule {rule['id']} ({rule['name']}) {command}d")
+    except CliError as exc:
+        print(f"collapsewatch: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if own:
+            http.close()
+    return 0
