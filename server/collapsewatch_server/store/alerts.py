@@ -120,7 +120,7 @@ class AlertStore(StoreBase):
                 .where(
                     Rule.project_id == project.id,
                     Rule.enabled.is_(True),
-                    Rule.indicator.in_({p.indicator for p in points}),
+                    Rule.indicator.in_(sorted({p.indicator for p in points})),
                 )
                 .order_by(Rule.id)
             )
