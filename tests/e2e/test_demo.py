@@ -22,8 +22,6 @@ def test_demo_starts_its_own_server_on_sqlite(tmp_path: object) -> None:
             "collapsewatch_server.cli",
             "demo",
             "--exit",
-            "--steps",
-            "60",
             "--port",
             str(port),
             "--db",

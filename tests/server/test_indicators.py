@@ -117,3 +117,12 @@ def test_degenerate_inputs_give_nan_not_errors() -> None:
     assert got["effective_rank"] == 0.0
     diverged = {**empty, "n": 8.0, "eig": np.full(4, np.nan)}
     assert math.isnan(compute_indicators(ProbeKind.activation, diverged)["effective_rank"])
+
+
+def test_single_unit_layers_get_no_direction_indicator() -> None:
+    """A regression head with one output: its unit vectors are +-1, so "all outputs point the
+    same way" is a sign pattern, not a collapse; no simsiam_std is computed for it."""
+    x = np.abs(np.random.default_rng(6).normal(size=(64, 1))).astype(np.float32)
+    got = compute_indicators(ProbeKind.activation, as_arrays(sdk_stats([torch.from_numpy(x)])))
+    assert "simsiam_std" not in got
+    assert got["dead_fraction"] == 0.0

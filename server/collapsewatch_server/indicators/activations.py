@@ -1,5 +1,10 @@
-"""Indicators of a layer's outputs: dead units (family 9), dimensional collapse (family 2) and
-complete collapse (family 3) of ../shared/INDICATORS.md."""
+"""Indicators of a layer's outputs: dead and saturated units (family 9), dimensional collapse
+(family 2) and complete collapse (family 3) of ../shared/INDICATORS.md.
+
+Spectra come from at most 256 dimensions: a wider layer's covariance is taken after a fixed
+Gaussian (JL) projection, which keeps traces and the effective rank of a low-rank signal within
+a few percent; per-unit statistics (sums, sums of squares, counts) are never projected.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,22 @@ import math
 import numpy as np
 
 from collapsewatch.schemas import ActivationStat as A
-from collapsewatch.schemas import ProbeKind
+from collapsewatch.schemas import ProbeKind, RelativeDefault
 from collapsewatch_server.indicators.registry import Stats, indicator
 
 _ACT = ProbeKind.activation
+#: RankMe's epsilon (Garrido et al.): added to every normalised singular value.
+RANKME_EPS = 1e-7
+#: VICReg's epsilon inside the square root of the variance hinge.
+VICREG_EPS = 1e-4
 
 
 def _vec(stats: Stats, key: str) -> np.ndarray:
     return np.asarray(stats[key], dtype=np.float64)
 
 
-def _spectrum(stats: Stats) -> np.ndarray:
-    lam = np.clip(_vec(stats, A.eig), 0.0, None)
+def _spectrum(stats: Stats, key: str = A.eig) -> np.ndarray:
+    lam = np.clip(_vec(stats, key), 0.0, None)
     if lam.size == 0 or not np.all(np.isfinite(lam)):
         raise ValueError("no finite spectrum")
     return lam
@@ -66,6 +75,7 @@ def dead_fraction(stats: Stats) -> float:
     what_to_try="Add a variance/covariance regulariser (VICReg), lower the learning rate, "
     "check for feature suppression by an easy shortcut.",
     sources=("LDReg", "VICReg", "Seq-VCR"),
+    relative=RelativeDefault(condition="drop", percent=50.0, reference="peak"),
 )
 def effective_rank(stats: Stats) -> float:
     return effective_rank_of(_spectrum(stats))
@@ -82,6 +92,7 @@ def effective_rank(stats: Stats) -> float:
     "after projection): below 0.05 the layer uses a twentieth of its room.",
     what_to_try="As for the effective rank; compare with the run's own peak before acting.",
     sources=("LDReg", "VICReg"),
+    relative=RelativeDefault(condition="drop", percent=50.0, reference="peak"),
 )
 def effective_rank_ratio(stats: Stats) -> float:
     lam = _spectrum(stats)
@@ -102,9 +113,128 @@ def effective_rank_ratio(stats: Stats) -> float:
     "(VICReg), check the augmentations are not too weak.",
     sources=("VICReg", "Seq-VCR", "SimSiam"),
 )
-def simsiam_std(stats: Stats) -> float:
+def simsiam_std(stats: Stats) -> float | None:
     n = float(stats[A.n])
+    if _vec(stats, A.unit_sum).size < 2:
+        return None  # one unit: every unit vector is +1 or -1, "same direction" means nothing
     if n <= 0:
         return math.nan
     mean_unit = _vec(stats, A.unit_sum) / n
     return float(math.sqrt(max(0.0, 1.0 - float(mean_unit @ mean_unit))))
+
+
+@indicator(
+    "participation_ratio",
+    title="Participation ratio",
+    family="dimensional",
+    applies_to=_ACT,
+    direction="low_is_bad",
+    relative=RelativeDefault(condition="drop", percent=50.0, reference="peak"),
+    meaning="(sum lambda)^2 / sum lambda^2 of the covariance spectrum: the number of directions "
+    "carrying the variance, weighted towards the strongest. Falls with dimensional collapse, "
+    "faster than the effective rank when one direction comes to dominate.",
+    what_to_try="As for the effective rank.",
+    sources=("LDReg", "VICReg", "Seq-VCR"),
+)
+def participation_ratio(stats: Stats) -> float:
+    trace, frob = trace_and_frobenius(stats)
+    return trace**2 / frob if frob > 0 else 0.0
+
+
+def trace_and_frobenius(stats: Stats) -> tuple[float, float]:
+    """tr C and ||C||_F^2 of the (population) covariance of the covariance rows.
+
+    Exact from the spectrum up to 256 units. Wider layers are seen through the projection P
+    (d x k, N(0, 1/k) entries), whose spectrum mu has E sum mu^2 = ||C||^2 (k+1)/k + tr(C)^2/k
+    and E (sum mu)^2 = tr(C)^2 + 2 ||C||^2 / k; solving gives unbiased estimates (the fixed P
+    leaves a few % of error, less for low-rank C). Uncorrected, the participation ratio of a
+    projected spectrum would read about 1 / (1/PR + 1/k).
+    """
+    lam = _spectrum(stats)
+    k = lam.size
+    trace, square = float(lam.sum()), float(lam @ lam)
+    if int(stats[A.width]) <= k:
+        return trace, square
+    frob = (square - trace**2 / k) / ((k + 1) / k - 2 / k**2)
+    frob = max(frob, square / k)  # a noisy estimate must not fall below what is certain
+    return math.sqrt(max(trace**2 - 2 * frob / k, 0.0)), frob
+
+
+@indicator(
+    "rankme",
+    title="RankMe",
+    family="dimensional",
+    applies_to=_ACT,
+    direction="info",
+    meaning="exp of the entropy of the normalised singular values of the uncentred outputs Z "
+    "(Garrido et al.), computed on one sampled step in four. Unlike the covariance effective "
+    "rank it counts the mean direction and misses soft collapse (a few dims carry the signal, "
+    "many keep tiny variance): shown for comparison, alert on the effective rank.",
+    what_to_try="As for the effective rank.",
+    sources=("RankMe", "LDReg", "VICReg"),
+)
+def rankme(stats: Stats) -> float:
+    sigma = np.sqrt(_spectrum(stats, A.eig_raw))
+    total = float(sigma.sum())
+    if total <= 0.0:
+        return 0.0
+    p = sigma / total + RANKME_EPS
+    return float(math.exp(-(p * np.log(p)).sum()))
+
+
+def unit_variances(stats: Stats) -> np.ndarray:
+    """Per-unit variance over the rows of the record, unbiased as ``torch.var`` (VICReg)."""
+    n = float(stats[A.n])
+    if n < 2:
+        raise ValueError("a variance needs two rows")
+    s = _vec(stats, A.sum)
+    return np.clip((_vec(stats, A.sumsq) - s * s / n) / (n - 1), 0.0, None)
+
+
+@indicator(
+    "vicreg_variance",
+    title="VICReg variance hinge",
+    family="complete",
+    applies_to=_ACT,
+    direction="high_is_bad",
+    warn=0.5,
+    meaning="mean_j relu(1 - sqrt(Var z_j + 1e-4)): the share of a unit std of 1 the outputs "
+    "miss, VICReg's variance term. 1 when every output is the same vector. Scale-dependent: "
+    "meant for embeddings trained towards unit variance; a small-scale healthy layer reads high "
+    "too, so judge it together with simsiam_std.",
+    what_to_try="Add VICReg's variance term to the loss, restore the stop-gradient or "
+    "predictor, strengthen augmentations.",
+    sources=("VICReg", "Seq-VCR", "LDReg"),
+)
+def vicreg_variance(stats: Stats) -> float:
+    std = np.sqrt(unit_variances(stats) + VICREG_EPS)
+    return float(np.mean(np.maximum(0.0, 1.0 - std)))
+
+
+@indicator(
+    "vicreg_covariance",
+    title="VICReg covariance term",
+    family="complete",
+    applies_to=_ACT,
+    direction="info",
+    meaning="sum_{i != j} C_ij^2 / d of the (unbiased) covariance: how much the units are "
+    "correlated, VICReg's covariance term. Exact up to 256 units (from the spectrum and the "
+    "covariance diagonal); wider layers estimate ||C||_F^2 from the JL-projected spectrum "
+    "(debiased for the projection, a few % of ||C||_F^2 off) and subtract the exact diagonal.",
+    what_to_try="Add VICReg's covariance term (decorrelation) to the loss; see the effective rank.",
+    sources=("VICReg", "Seq-VCR"),
+)
+def vicreg_covariance(stats: Stats) -> float:
+    d = int(stats[A.width])
+    cov_n = float(stats[A.cov_n])
+    if cov_n < 2 or d <= 0:
+        return math.nan
+    _, frob = trace_and_frobenius(stats)
+    if d <= _spectrum(stats).size:  # not projected: the diagonal of the same rows
+        diag = _vec(stats, A.cov_diag)
+    else:  # the exact per-unit variances, over all rows
+        n = float(stats[A.n])
+        diag = unit_variances(stats) * (n - 1) / n  # population, as the spectrum
+    off = frob - float(diag @ diag)
+    unbias = cov_n / (cov_n - 1)
+    return max(off, 0.0) * unbias**2 / d
