@@ -18,6 +18,17 @@ BODY_BAD_ENCODING = "unsupported Content-Encoding {encoding!r}: send identity or
 RULE_NOT_FOUND = "rule {rule_id} not found in project {project!r}"
 RULE_NAME_TAKEN = "project {project!r} already has a rule named {name!r}"
 UNKNOWN_INDICATOR = "unknown indicator {indicator!r}; GET /api/v1/indicators lists them"
+WEBHOOK_NOT_FOUND = "webhook {webhook_id} not found in project {project!r}"
+WEBHOOK_URL_INVALID = "url is not a valid URL: {reason}"
+WEBHOOK_URL_SCHEME = "url must use http or https, not {scheme!r}"
+WEBHOOK_URL_NO_HOST = "url has no host"
+WEBHOOK_URL_UNRESOLVABLE = "url host {host!r} does not resolve ({reason})"
+WEBHOOK_URL_REFUSED = "url resolves to {address}, a {kind} address"
+WEBHOOK_URL_PRIVATE = (
+    "url resolves to {address}, a private address; "
+    "set COLLAPSEWATCH_WEBHOOK_ALLOW_PRIVATE=true to allow private targets"
+)
+WEBHOOK_DISABLED = "webhook disabled before this delivery was sent"
 REFUSE_PUBLIC_WITHOUT_TOKEN = (
     "refusing to listen on {host}: a non-loopback address needs COLLAPSEWATCH_ADMIN_TOKEN"
 )
