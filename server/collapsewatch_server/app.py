@@ -9,11 +9,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from collapsewatch._version import __version__
-from collapsewatch_server.api import alerts, events, ingest, pages, runs
+from collapsewatch_server.api import alerts, events, ingest, pages, runs, webhooks
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import make_engine, migrate
 from collapsewatch_server.errors import DomainError
 from collapsewatch_server.store import Store
+from collapsewatch_server.webhooks.worker import Worker
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -25,8 +26,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        # The webhook deliverer and the stall scan run with the server, on its event loop.
+        worker = Worker(store, settings) if settings.worker else None
+        if worker is not None:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            engine.dispose()
 
     app = FastAPI(
         title="collapsewatch",
@@ -47,5 +56,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(events.router)
     app.include_router(alerts.router)
+    app.include_router(webhooks.router)
     app.include_router(pages.router)
     return app

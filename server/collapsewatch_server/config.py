@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(
         default=False, description="allow webhook targets in private networks (10/8, ...)"
     )
+    webhook_backoff_base_s: float = Field(
+        default=1.0, gt=0, description="first retry delay; doubles per attempt (full jitter)"
+    )
+    webhook_backoff_max_s: float = Field(default=600.0, gt=0, description="longest retry delay")
+    webhook_concurrency: int = Field(
+        default=16, ge=1, le=1024, description="deliveries in flight per server process"
+    )
 
     @field_validator("admin_token", mode="before")
     @classmethod

@@ -9,9 +9,10 @@ from collapsewatch_server.store.outbox import OutboxStore
 from collapsewatch_server.store.rules import RuleStore
 from collapsewatch_server.store.runs import RunStore
 from collapsewatch_server.store.tokens import TokenStore
+from collapsewatch_server.store.webhooks import WebhookStore
 
 
-class Store(RunStore, TokenStore, RuleStore, AlertStore, OutboxStore):
+class Store(RunStore, TokenStore, RuleStore, AlertStore, WebhookStore, OutboxStore):
     """Projects, runs, statistics, points, tokens, alert rules, events and states in SQLite
     or Postgres."""
 

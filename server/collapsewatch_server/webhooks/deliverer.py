@@ -1,0 +1,243 @@
+"""Sending one delivery: render, sign, POST, classify the answer, record the attempt.
+
+Retry policy: a 2xx delivers. 408, 429, 5xx, timeouts and connection errors are retried with
+exponential backoff and full jitter (a delay drawn from ``[0, min(max, base * 2**(n-1))]``), or
+after ``Retry-After`` when the receiver asks for longer; once the next attempt would fall after
+``created_at + webhook_retry_horizon_s`` the delivery fails. Any other answer (a 3xx, since
+redirects are not followed; a 4xx; a target the SSRF guard refuses) fails at once: repeating
+the same request would get the same answer.
+
+Delivery is at least once: a process that dies between the receiver's answer and recording it
+sends again after its lease expires. Receivers deduplicate on ``webhook-id`` (the event id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from collapsewatch._version import __version__
+from collapsewatch.schemas import WebhookTestResult
+from collapsewatch_server import errors
+from collapsewatch_server.config import Settings
+from collapsewatch_server.models import utcnow
+from collapsewatch_server.store import Store
+from collapsewatch_server.store.webhooks import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    DeliveryJob,
+    WebhookTarget,
+)
+from collapsewatch_server.webhooks import payloads, signing, ssrf
+
+log = logging.getLogger("collapsewatch.webhooks")
+
+USER_AGENT = f"collapsewatch-webhooks/{__version__}"
+#: What is kept of a receiver's answer (the test endpoint shows it; the log does not).
+RESPONSE_KEEP_CHARS = 1000
+GAVE_UP = "{error}; giving up: the next attempt would fall after the {horizon} retry horizon"
+REDIRECT_NOT_FOLLOWED = "redirect to {location!r} not followed: point the webhook at the final URL"
+TIMED_OUT = "timed out after {timeout:g} s"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What one POST got: a status code, or an error (``retryable`` says which kind)."""
+
+    status_code: int | None
+    latency_ms: float
+    error: str | None = None
+    body: str = ""
+    retry_after_s: float | None = None
+    retryable: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def should_retry(self) -> bool:
+        if self.status_code is None:
+            return self.retryable  # timeouts and connection errors are; refusals are not
+        return self.status_code in (408, 429) or self.status_code >= 500
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds asked for by a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def backoff_s(retry: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Full-jitter delay before retry number ``retry`` (1 for the first retry)."""
+    ceiling = min(max_s, base_s * 2.0 ** min(retry - 1, 60))
+    return rng.uniform(0.0, ceiling)
+
+
+def make_client(settings: Settings) -> httpx.AsyncClient:
+    """The client every webhook request goes through: SSRF-guarded connections, no redirects,
+    the configured timeout, no proxies from the environment."""
+    return httpx.AsyncClient(
+        transport=ssrf.guarded_transport(allow_private=settings.webhook_allow_private),
+        timeout=httpx.Timeout(settings.webhook_timeout_s),
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+async def _read_some(response: httpx.Response, limit: int) -> str:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit * 4:  # up to 4 bytes a character in UTF-8
+            break
+    return b"".join(chunks).decode("utf-8", errors="replace")[:limit]
+
+
+async def post(
+    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str], timeout_s: float
+) -> SendResult:
+    """POST ``body`` once; never raises for anything the network or the receiver does."""
+    start = time.perf_counter()
+
+    def ms() -> float:
+        return round((time.perf_counter() - start) * 1000.0, 3)
+
+    try:
+        # httpx's timeout applies per phase (connect, write, read); this bounds the whole.
+        async with asyncio.timeout(timeout_s):
+            async with client.stream(
+                "POST", url, content=body, headers={"Content-Type": "application/json", **headers}
+            ) as response:
+                text = await _read_some(response, RESPONSE_KEEP_CHARS)
+    except ssrf.UnsafeTarget as exc:
+        return SendResult(None, ms(), str(exc), retryable=False)
+    except (TimeoutError, httpx.TimeoutException):
+        return SendResult(None, ms(), TIMED_OUT.format(timeout=timeout_s))
+    except (httpx.HTTPError, OSError) as exc:
+        return SendResult(None, ms(), f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc))
+    except ValueError as exc:  # a URL httpx cannot use: the same next time
+        return SendResult(None, ms(), str(exc), retryable=False)
+    latency = ms()
+    code = response.status_code
+    error = None
+    if response.is_redirect:
+        error = REDIRECT_NOT_FOLLOWED.format(location=response.headers.get("location", ""))
+    elif not 200 <= code < 300:
+        error = f"HTTP {code}"
+    retry_after = parse_retry_after(response.headers.get("retry-after"), utcnow())
+    return SendResult(code, latency, error, text, retry_after)
+
+
+class Deliverer:
+    """Sends claimed deliveries and records the outcome; owns one HTTP client."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.client = client or make_client(settings)
+        self.rng = rng or random.Random()
+        self.horizon = timedelta(seconds=settings.webhook_retry_horizon_s)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def deliver(self, job: DeliveryJob) -> str:
+        """Send one claimed delivery and record it; returns the delivery's new status."""
+        attempted_at = utcnow()
+        if not job.target.enabled:
+            result = SendResult(None, 0.0, errors.WEBHOOK_DISABLED, retryable=False)
+        else:
+            body = payloads.render(payloads.build_payload(job.event), job.target.format)
+            headers = signing.sign_headers(job.target.secret, str(job.event.id), body)
+            result = await post(
+                self.client, job.target.url, body, headers, self.settings.webhook_timeout_s
+            )
+        status, next_at, error = self._outcome(job, result)
+        kept = await asyncio.to_thread(
+            self.store.record_attempt,
+            job,
+            attempted_at=attempted_at,
+            status=status,
+            status_code=result.status_code,
+            latency_ms=result.latency_ms,
+            error=error,
+            next_attempt_at=next_at,
+        )
+        if not kept:
+            log.warning("delivery %s: claim lost before its result was recorded", job.delivery_id)
+        return status
+
+    def _outcome(
+        self, job: DeliveryJob, result: SendResult
+    ) -> tuple[str, datetime | None, str | None]:
+        """(new status, next attempt time, error to record) after one attempt."""
+        if result.ok:
+            return DELIVERED, None, None
+        if not result.should_retry:
+            return FAILED, None, result.error
+        now = utcnow()
+        delay = backoff_s(
+            job.attempts + 1,
+            self.settings.webhook_backoff_base_s,
+            self.settings.webhook_backoff_max_s,
+            self.rng,
+        )
+        if result.retry_after_s is not None:
+            delay = max(delay, result.retry_after_s)
+        next_at = now + timedelta(seconds=delay)
+        if next_at > job.created_at + self.horizon:
+            horizon = _duration(self.horizon.total_seconds())
+            return FAILED, None, GAVE_UP.format(error=result.error, horizon=horizon)
+        return PENDING, next_at, result.error
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+async def send_test(target: WebhookTarget, settings: Settings) -> WebhookTestResult:
+    """Send a signed test event to ``target`` now and report what the receiver said."""
+    payload = payloads.make_test_payload(target.project, f"{settings.base_url}/", utcnow())
+    body = payloads.render(payload, target.format)
+    headers = signing.sign_headers(target.secret, str(payload.event_id), body)
+    async with make_client(settings) as client:
+        result = await post(client, target.url, body, headers, settings.webhook_timeout_s)
+    return WebhookTestResult(
+        ok=result.ok,
+        status_code=result.status_code,
+        latency_ms=result.latency_ms,
+        error=result.error,
+        response_body=result.body,
+    )
