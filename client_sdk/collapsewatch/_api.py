@@ -28,6 +28,7 @@ def watch(
     http_client: httpx.Client | None = None,
     spool_dir: str | os.PathLike[str] | None = None,
     enabled: bool = True,
+    classifier: nn.Module | None = None,
 ) -> Monitor:
     """Start watching ``model`` and return the run's :class:`Monitor`.
 
@@ -50,6 +51,10 @@ def watch(
             ``$COLLAPSEWATCH_SPOOL_DIR`` or ``~/.cache/collapsewatch/spool``.
         enabled: ``False`` returns a monitor that does nothing, as do
             ``COLLAPSEWATCH_DISABLED=1`` and data-parallel ranks other than 0.
+        classifier: the layer whose input are the penultimate features and whose output the
+            logits, for the neural-collapse statistics (with integer labels from the
+            criterion or ``monitor.step(labels=...)``). By default it is the ``nn.Linear``
+            whose output the criterion receives, found on the first sampled step.
 
     Raises:
         ValueError: for an invalid project or run name or ``every < 1``; nothing is raised
@@ -68,6 +73,7 @@ def watch(
         http_client=http_client,
         spool_dir=spool_dir,
         enabled=enabled,
+        classifier=classifier,
     )
 
 

@@ -19,6 +19,7 @@ import httpx
 
 from collapsewatch import config as cfg
 from collapsewatch import registry, runinfo
+from collapsewatch.classifier import ClassWatcher
 from collapsewatch.packing import StepPack
 from collapsewatch.probes import (
     ActivationAccumulator,
@@ -78,6 +79,7 @@ class Monitor:
         http_client: httpx.Client | None = None,
         spool_dir: str | os.PathLike[str] | None = None,
         enabled: bool = True,
+        classifier: nn.Module | None = None,
     ) -> None:
         self._active = enabled and not cfg.disabled_by_env() and not cfg.is_nonzero_rank()
         self._run_id = uuid.uuid4()
@@ -87,6 +89,7 @@ class Monitor:
         self._handles: list[Any] = []
         self._finished = not self._active
         self._broken = False  # set by an SDK error: stop observing, send nothing more
+        self._classes: ClassWatcher | None = None
         if not self._active:
             self._project = project or cfg.DEFAULT_PROJECT
             self._run_name = run or ""
@@ -134,6 +137,15 @@ class Monitor:
         if optimizer is not None:
             self._handles.append(optimizer.register_step_pre_hook(self._on_pre_step))
             self._handles.append(optimizer.register_step_post_hook(self._on_post_step))
+        if classifier is not None or criterion is not None:
+            self._classes = ClassWatcher(
+                model,
+                classifier,
+                sampling=lambda: self._sampling,
+                step=lambda: self._step,
+                on_probe=self._add_class_probe,
+                log_once=self._log_once,
+            )
         registry.add(self)
 
     # ------------------------------------------------------------------------ public API
@@ -177,14 +189,18 @@ class Monitor:
 
         ``loss`` (a tensor, kept on its device, or a number) joins the loss statistics.
         Do not pass ``loss`` when ``watch()`` got a criterion module: its hook records it.
-        ``labels`` is accepted for forward compatibility and not used yet. With an optimizer,
-        steps are counted by its step hook and this only records ``loss``.
+        ``labels`` (integer class labels, one per row of the classifier's input) pair with the
+        features the classifier saw on this step, for the neural-collapse statistics; with an
+        optimizer, pass them before ``optimizer.step()``. With an optimizer, steps are counted
+        by its step hook and this only records ``loss`` and ``labels``.
         """
         if not self._active:
             return
         try:
             if loss is not None:
                 self._add_loss(loss)
+            if labels is not None and self._classes is not None:
+                self._classes.on_labels(labels)
             if self._optimizer is None:
                 if self._sampling:
                     self._pack = self._params.before_step(self._step, keep_weights=False)
@@ -235,6 +251,8 @@ class Monitor:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if self._classes is not None:
+            self._classes.remove()
 
     def __enter__(self) -> Monitor:
         return self
@@ -287,6 +305,8 @@ class Monitor:
             self._loss.add(output)
         except Exception as exc:
             self._fail("loss", exc, disable=False)
+        if self._classes is not None:
+            self._classes.on_criterion(args)  # never raises
 
     def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if not (self._active and self._sampling):
@@ -313,6 +333,10 @@ class Monitor:
             ProbeInfo(name=name, kind=kind, module=module[:128], order=len(self._probes))
         )
         self._probe_names.add(name)
+
+    def _add_class_probe(self, name: str, module: nn.Module) -> None:
+        self._probes.append(runinfo.class_probe(name, module, order=len(self._probes)))
+        self._refresh_run()
 
     def _refresh_run(self) -> None:
         # a new dict, never mutated: the sender thread may be serialising the previous one
@@ -371,6 +395,10 @@ class Monitor:
                 pack.put(stats, "mean", mean)
                 pack.put(stats, "max", peak)
             self._pack_scalars(pack)
+            if self._classes is not None:
+                self._classes.flush(pack)
+                self._overhead += self._classes.overhead  # reduced in the criterion hook
+                self._classes.overhead = 0.0
         self._submit_pack(pack)
 
     def _pack_scalars(self, pack: StepPack) -> None:
@@ -405,6 +433,8 @@ class Monitor:
                 self._params.reset()
                 for layer in self._layers:
                     layer.acc = ActivationAccumulator()
+                if self._classes is not None:
+                    self._classes.reset()
                 self._flush_step(loss_step=max(self._step - 1, 0))
             except Exception as exc:
                 self._fail("finish", exc)

@@ -106,6 +106,21 @@ def discover(model: nn.Module) -> tuple[list[Layer], Params, list[ProbeInfo]]:
     return layers, params, infos
 
 
+def class_probe(name: str, module: nn.Module, order: int) -> ProbeInfo:
+    """The probe of a classifier's neural-collapse statistics (kind ``classes``): it shares the
+    classifier's module name; ``width`` is the feature width d (the classifier's input)."""
+    weight = getattr(module, "weight", None)
+    width = int(weight.shape[1]) if weight is not None and weight.dim() == 2 else None
+    return ProbeInfo(
+        name=name[-MAX_NAME:],
+        kind=ProbeKind.classes,
+        module=type(module).__name__[:128],
+        order=order,
+        width=width,
+        params=_numel(module),
+    )
+
+
 def run_config(
     config: dict[str, Any] | None, optimizer: Any, criterion: Any, every: int | None
 ) -> dict[str, Any]:

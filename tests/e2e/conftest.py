@@ -36,8 +36,14 @@ class LiveServer:
             self.log.close()
 
 
-def start_server(db_url: str, port: int | None = None, log: Path | None = None) -> LiveServer:
-    """Start the real CLI server and wait until /healthz answers."""
+def start_server(
+    db_url: str,
+    port: int | None = None,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> LiveServer:
+    """Start the real CLI server and wait until /healthz answers; ``env`` adds variables
+    (e.g. ``COLLAPSEWATCH_WEBHOOK_BACKOFF_BASE_S``) to a clean environment."""
     port = port or free_port()
     out = open(log, "wb") if log else None  # noqa: SIM115 - closed by LiveServer.stop
     proc = subprocess.Popen(
@@ -55,7 +61,8 @@ def start_server(db_url: str, port: int | None = None, log: Path | None = None) 
         ],
         stdout=out,
         stderr=subprocess.STDOUT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("COLLAPSEWATCH_")},
+        env={k: v for k, v in os.environ.items() if not k.startswith("COLLAPSEWATCH_")}
+        | (env or {}),
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -105,6 +105,32 @@ class LossStat(StrEnum):
     count = "count"  # type: ignore[assignment]  # shadows str.count on purpose
 
 
+class ClassStat(StrEnum):
+    """Penultimate features by class and the classifier on one sampled step (probe kind
+    ``classes``, neural collapse). C classes are tracked: all the classifier's outputs, or the
+    64 most frequent labels of a larger one; d is the feature width. Sums add up across forward
+    calls and ranks; ``basis_*`` only between records made in the same basis."""
+
+    width = "width"  # d
+    classes = "classes"  # C
+    n = "n"  # [C] labelled rows per class
+    sqnorm = "sqnorm"  # [C] per-class sum of ||h||^2
+    sum = "sum"  # [C x d] per-class sum of h; [C x 256] JL-projected when C*d > 65536
+    unit_sum = "unit_sum"  # [C x k] per-class sum of h/||h||; k = min(d, 256), JL above 256
+    # (then, with a lagged basis, of the part orthogonal to it: unit_basis_sum holds the rest)
+    # the basis: the identity when d <= 128 (r = d), else an orthonormal basis of the previous
+    # sampled step's class means (r = C); absent on a first step with d > 128
+    basis_sum = "basis_sum"  # [C x r] per-class sum of the coordinates of h in the basis
+    basis_outer = "basis_outer"  # [r x r] sum of their outer products
+    unit_basis_sum = "unit_basis_sum"  # [C x r] unit sums in the lagged basis (d > 256)
+    ncc_miss = "ncc_miss"  # rows where argmax(logits) != the nearest previous class mean
+    ncc_n = "ncc_n"  # rows compared (absent on the first step)
+    w_gram = "w_gram"  # [C x C] W W^T of the classifier rows, summed over snapshots
+    w_sum = "w_sum"  # [C x C] W S^T: rows against the class sums (per forward, not snapshot)
+    bias = "bias"  # [C] the classifier's bias summed over snapshots (absent without one)
+    snapshots = "snapshots"  # classifier snapshots in w_gram and bias (one per record)
+
+
 # ---------------------------------------------------------------------------------- ingest
 
 
