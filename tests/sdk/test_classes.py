@@ -12,7 +12,7 @@ from torch import nn
 
 import collapsewatch
 from collapsewatch.classes import ClassAccumulator
-from collapsewatch.schemas import ClassStat, ProbeKind
+from collapsewatch.schemas import ClassStat, Packed, ProbeKind
 from tests.sdk.helpers import SERVER, Ingest, mlp, train
 
 
@@ -29,9 +29,10 @@ def watch(
 
 
 def vec(value: object) -> np.ndarray:
-    from collapsewatch_server.codec import vector
-
-    return vector(value)  # type: ignore[arg-type]
+    """A statistic as sent: a JSON list, or packed float32 (``schemas.Packed``)."""
+    if isinstance(value, Packed):
+        return np.frombuffer(value.f32, dtype="<f4").astype(np.float64)
+    return np.asarray(value, dtype=np.float64)
 
 
 def test_classifier_found_from_the_criterion_and_statistics_sent(ingest: Ingest) -> None:
