@@ -1,4 +1,4 @@
-"""The ``collapsewatch`` command: serve, demo, token, sync, migrate, rules.
+"""The ``collapsewatch`` command: serve, demo, token, sync, migrate, rules, webhooks.
 
 Only the standard library is imported at module level: ``collapsewatch sync`` works with the
 SDK alone, and the server's dependencies load only for the commands that need them.
@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server import cli_rules
+from collapsewatch_server import cli_rules, cli_webhooks
 
 if TYPE_CHECKING:
     from collapsewatch_server.config import Settings
@@ -239,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
 
     cli_rules.add_parser(sub)
+    cli_webhooks.add_parser(sub)
     return parser
 
 

@@ -26,7 +26,8 @@ def default_rule(ind: Indicator) -> RuleCreate | None:
     """The default rule of one catalogue indicator, or None when it has no threshold.
 
     One rule per indicator, not a warning and a critical rule: a collapse is one alert. The
-    critical value wins when there is one (with severity critical), else the warning value.
+    critical value wins when there is one (with severity critical), else the warning value;
+    the indicator's ``rule_severity`` overrides the severity (neural collapse only informs).
     Info-direction indicators (norms, loss) have no absolute meaning and get no rule.
     """
     if ind.direction == "info":
@@ -37,6 +38,8 @@ def default_rule(ind: Indicator) -> RuleCreate | None:
         threshold, severity = ind.warn, Severity.warning
     else:
         return None
+    if ind.rule_severity is not None:
+        severity = Severity(ind.rule_severity)
     condition = Condition.below if ind.direction == "low_is_bad" else Condition.above
     return RuleCreate(
         name=DEFAULT_RULE_NAME.format(indicator=ind.name),

@@ -1,6 +1,13 @@
 """Indicators, one module per family; importing this package registers the whole catalogue."""
 
-from collapsewatch_server.indicators import activations, training
+from collapsewatch_server.indicators import activations, neural, training
 from collapsewatch_server.indicators.registry import CATALOGUE, Indicator, compute_indicators
 
-__all__ = ["CATALOGUE", "Indicator", "activations", "compute_indicators", "training"]
+__all__ = [
+    "CATALOGUE",
+    "Indicator",
+    "activations",
+    "compute_indicators",
+    "neural",
+    "training",
+]

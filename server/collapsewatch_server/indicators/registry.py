@@ -41,6 +41,9 @@ class Indicator:
     #: before firing, and steps ignored at the start (healthy runs cross thresholds early).
     pending_points: int = 3
     warmup_steps: int = 0
+    #: Severity of the default rule; None: critical when ``critical`` is set, else warning.
+    #: Conditions that are often wanted (neural collapse in the terminal phase) say "info".
+    rule_severity: Literal["info", "warning", "critical"] | None = None
 
     def info(self) -> IndicatorInfo:
         return IndicatorInfo(
@@ -76,6 +79,7 @@ def indicator(
     sources: tuple[str, ...] = (),
     pending_points: int = 3,
     warmup_steps: int = 0,
+    rule_severity: Literal["info", "warning", "critical"] | None = None,
 ) -> Callable[[Compute], Compute]:
     """Register the decorated function as an indicator (names are unique)."""
 
@@ -97,6 +101,7 @@ def indicator(
             sources=sources,
             pending_points=pending_points,
             warmup_steps=warmup_steps,
+            rule_severity=rule_severity,
         )
         return fn
 
