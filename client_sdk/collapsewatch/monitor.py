@@ -22,11 +22,12 @@ from collapsewatch import registry, runinfo
 from collapsewatch.classifier import ClassWatcher
 from collapsewatch.packing import StepPack
 from collapsewatch.probes import (
+    RAW_SPECTRUM_EVERY,
     ActivationAccumulator,
     LossAccumulator,
     ParameterNorms,
     as_rows,
-    eigenvalues,
+    spectra,
 )
 from collapsewatch.sampling import Sampler
 from collapsewatch.schemas import ProbeInfo, ProbeKind
@@ -382,7 +383,8 @@ class Monitor:
         with torch.no_grad():
             self._params.after_step(pack)
             layers = [layer for layer in self._layers if not layer.acc.empty]
-            eigs = eigenvalues([layer.acc.covariance() for layer in layers])
+            raw = self._sampled_steps % RAW_SPECTRUM_EVERY == 0
+            eigs = spectra([layer.acc for layer in layers], raw)
             for layer, eig in zip(layers, eigs, strict=True):
                 acc, layer.acc = layer.acc, ActivationAccumulator()
                 acc.pack(pack.record(layer.name, "activation", step), pack, eig)

@@ -23,6 +23,9 @@ COV_ROWS = 4096
 COV_DIM = 256
 #: Seed of the projection, fixed so every run (and every rank) projects the same way.
 PROJECTION_SEED = 0x5EED
+#: The uncentred second-moment spectrum (RankMe) is decomposed on one sampled step in this
+#: many: it doubles the eigendecomposition, the largest cost of a sampled step (bench/).
+RAW_SPECTRUM_EVERY = 4
 _EPS = 1e-12
 
 
@@ -131,20 +134,52 @@ class ActivationAccumulator:
         self.cov_n += z.shape[0]
         self.width = d
 
-    def pack(self, stats: dict[str, Any], pack: StepPack, eig: torch.Tensor) -> None:
-        """File this step's ``ActivationStat`` values into a record (``eig``: see eigenvalues)."""
+    def pack(
+        self, stats: dict[str, Any], pack: StepPack, eig: torch.Tensor | dict[str, torch.Tensor]
+    ) -> None:
+        """File this step's ``ActivationStat`` values into a record.
+
+        ``eig``: the covariance eigenvalues (see :func:`eigenvalues`), or the spectra of
+        :func:`spectra` by statistic name.
+        """
         stats["n"] = float(self.n)
         stats["width"] = float(self.width)
         stats["cov_n"] = float(self.cov_n)
         for key in ("sum", "sumsq", "pos", "unit_sum"):
             pack.put(stats, key, getattr(self, key))
-        pack.put(stats, "eig", eig)
+        for key, value in (eig if isinstance(eig, dict) else {"eig": eig}).items():
+            pack.put(stats, key, value)
 
     def covariance(self) -> torch.Tensor:
         """The centred (population) covariance of the covariance rows, ``k x k``."""
         assert self.cov_sum is not None and self.cov_outer is not None
         mean = self.cov_sum / self.cov_n
         return self.cov_outer / self.cov_n - mean[:, None] * mean[None, :]
+
+    def second_moment(self, covariance: torch.Tensor) -> torch.Tensor:
+        """The uncentred second moment ``Z^T Z / n`` of the covariance rows, from their
+        covariance: ``C + mu mu^T`` (``mu`` the rows' mean, undoing the shift)."""
+        assert self.cov_sum is not None and self.cov_shift is not None
+        mu = self.cov_shift + self.cov_sum / self.cov_n
+        return covariance + mu[:, None] * mu[None, :]
+
+
+def spectra(accs: list[ActivationAccumulator], raw: bool) -> list[dict[str, torch.Tensor]]:
+    """Per accumulator, by ``ActivationStat`` name: ``eig`` and ``cov_diag`` of the covariance
+    and, when ``raw``, ``eig_raw`` of the uncentred second moment (RankMe's singular values
+    squared). All matrices go through one batched :func:`eigenvalues`."""
+    import torch
+
+    covs = [acc.covariance() for acc in accs]
+    moments = [acc.second_moment(cov) for acc, cov in zip(accs, covs, strict=True)] if raw else []
+    eigs = eigenvalues(covs + moments)
+    out: list[dict[str, torch.Tensor]] = []
+    for i, cov in enumerate(covs):
+        spec = {"eig": eigs[i], "cov_diag": torch.diagonal(cov)}
+        if raw:
+            spec["eig_raw"] = eigs[len(covs) + i]
+        out.append(spec)
+    return out
 
 
 def eigenvalues(covariances: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -160,9 +195,10 @@ def eigenvalues(covariances: list[torch.Tensor]) -> list[torch.Tensor]:
     for i, cov in enumerate(covariances):
         groups.setdefault((cov.shape[0], cov.device), []).append(i)
     for indices in groups.values():
-        stack = torch.stack([covariances[i] for i in indices])
-        # float64 where the device has it: eigvalsh of a few 256 x 256 matrices is cheap.
-        stack = stack.float() if stack.device.type == "mps" else stack.double()
+        # float32: the matrices are accumulated in float32, so float64 would only decompose
+        # their rounding more exactly (eigenvalues below ~1e-7 of the largest are noise either
+        # way), at 1.4-2.2x the time on CPU and far more on GPUs with slow float64.
+        stack = torch.stack([covariances[i] for i in indices]).float()
         finite = torch.isfinite(stack).flatten(1).all(1)
         safe = torch.where(finite[:, None, None], stack, torch.zeros_like(stack))
         safe = (safe + safe.transpose(1, 2)) / 2

@@ -143,10 +143,10 @@ def test_a_layer_the_sdk_cannot_read_is_skipped(
 def test_an_error_in_step_logic_disables_the_sdk_not_training(
     ingest: Ingest, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(covariances: Any) -> Any:
+    def broken(*args: Any) -> Any:
         raise RuntimeError("eigvalsh failed")
 
-    monkeypatch.setattr(monitor_module, "eigenvalues", broken)
+    monkeypatch.setattr(monitor_module, "spectra", broken)
     with caplog.at_level(logging.WARNING, logger="collapsewatch"):
         monitor = training(ingest, steps=12)
     assert monitor.stats["step"] == 0 and not monitor.enabled

@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from collapsewatch.schemas import ProbeKind
 from collapsewatch_server import errors
+from collapsewatch_server.codec import as_arrays
+from collapsewatch_server.indicators import compute_indicators
 from collapsewatch_server.models import IngestedBatch, Point, Run, StatRecordRow
-from tests.helpers import make_batch
+from tests.helpers import activation_stats, make_batch
 
 
 def post(client: Any, body: bytes | dict[str, Any], *, gz: bool = True, **headers: str) -> Any:
@@ -42,7 +45,9 @@ def test_ingest_stores_records_and_points(client: Any, app: Any) -> None:
     body = r.json()
     assert body["duplicate"] is False
     assert body["records"] == 15  # 5 steps x (2 layers + loss)
-    assert body["points"] == 5 * (2 * 4 + 2)  # 4 activation indicators, 2 loss indicators
+    # every activation indicator the helper's statistics allow, and 2 loss indicators
+    per_layer = len(compute_indicators(ProbeKind.activation, as_arrays(activation_stats())))
+    assert body["points"] == 5 * (2 * per_layer + 2)
     run = client.get(f"/api/v1/runs/{batch['run']['run_id']}").json()
     assert run["last_step"] == 4
     assert [p["name"] for p in run["probes"]] == ["fc1", "fc2", "loss"]

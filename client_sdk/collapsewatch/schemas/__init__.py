@@ -5,7 +5,8 @@ validates it and answers with the ``*Public`` schemas, and the web package rende
 Only pydantic is imported, so ``import collapsewatch`` stays light.
 
 Statistic names inside :class:`StatRecord.stats` are listed in :class:`ActivationStat`,
-:class:`ParameterStat` and :class:`LossStat`; the server's indicators read them.
+:class:`ParameterStat`, :class:`TokenStat` and :class:`LossStat`; the server's indicators read
+them.
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ class ActivationStat(StrEnum):
     unit_sum = "unit_sum"  # [d] sum of the L2-normalised rows
     eig = "eig"  # [k] covariance eigenvalues (k = min(d, 256); JL-projected when d > 256)
     cov_n = "cov_n"  # rows that entered the covariance
+    cov_diag = "cov_diag"  # [k] diagonal of that covariance (its per-dimension variances)
+    eig_raw = "eig_raw"  # [k] eigenvalues of the uncentred Z^T Z / n (RankMe), every 4th sample
+    sat = "sat"  # [d] per-unit count of saturated values (Tanh/Sigmoid outputs only)
 
 
 class ParameterStat(StrEnum):
@@ -95,6 +99,33 @@ class ParameterStat(StrEnum):
     grad_norm = "grad_norm"  # ||g||
     update_norm = "update_norm"  # ||w_after - w_before||; absent without an optimizer
     numel = "numel"
+    # Every 5th sampled step (sparsity of weights with 2+ dims, counts of every parameter):
+    abs_sqrt_sum = "abs_sqrt_sum"  # sum |w|^0.5, i.e. ||w||_0.5 ** 0.5
+    abs_sum = "abs_sum"  # ||w||_1
+    nonzero = "nonzero"  # count of w != 0
+    weight_nan = "weight_nan"
+    weight_inf = "weight_inf"
+    grad_nan = "grad_nan"
+    grad_inf = "grad_inf"
+
+
+class TokenStat(StrEnum):
+    """Statistics of a block's ``[batch, seq, dim]`` output (probe kind ``tokens``) on one
+    sampled step. Padded positions (key padding mask) are left out; ``u`` are unit token
+    states, ``T`` a sequence's length."""
+
+    seqs = "seqs"  # sequences observed
+    tokens = "tokens"  # sum of T
+    pairs = "pairs"  # sum of T (T - 1): ordered token pairs within sequences
+    usum_sq = "usum_sq"  # sum over sequences of ||sum_t u_t||^2
+    sq = "sq"  # sum of ||x_t||^2
+    resid_sq = "resid_sq"  # sum over sequences of ||X - 1 xbar^T||_F^2
+    io_cos = "io_cos"  # sum over tokens of cos(block input, block output)
+    io_tokens = "io_tokens"  # tokens in io_cos
+    # [16] per log2 length bucket b (2^b <= T < 2^(b+1)); pairs are within one sampled step:
+    len_n = "len_n"  # sequences
+    len_pairs = "len_pairs"  # ordered pairs of sequences
+    len_usum_sq = "len_usum_sq"  # ||sum of unit mean-pooled sequence embeddings||^2
 
 
 class LossStat(StrEnum):
@@ -267,6 +298,15 @@ class PointEvent(BaseModel):
     value: float | None
 
 
+class RelativeDefault(BaseModel):
+    """A default threshold relative to the run's own history: a ``drop`` (``rise``) of more
+    than ``percent`` from the run's ``peak`` (trough) or ``baseline`` (its first points)."""
+
+    condition: Literal["drop", "rise"]
+    percent: float
+    reference: Literal["peak", "baseline"] = "peak"
+
+
 class IndicatorInfo(BaseModel):
     """Catalogue entry of an indicator (``GET /api/v1/indicators``)."""
 
@@ -281,6 +321,12 @@ class IndicatorInfo(BaseModel):
     meaning: str
     what_to_try: str
     sources: list[str] = Field(default_factory=list)
+    relative: RelativeDefault | None = Field(
+        default=None, description="default relative to the run's history, besides warn/critical"
+    )
+    window: int = Field(
+        default=1, description="computed on the summed statistics of the probe's last N records"
+    )
 
 
 class TokenCreate(BaseModel):

@@ -2,7 +2,9 @@
 
 Each family module registers its indicators with :func:`indicator`; the server computes every
 indicator that applies to a record's probe kind when the record arrives, and serves the
-metadata at ``GET /api/v1/indicators``.
+metadata at ``GET /api/v1/indicators``. A windowed indicator (``window=W``) reads the sum of
+the statistics of its probe's last W records (this one included): counts over one sampled
+batch over-count dead units, counts over a window of batches do not.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import Literal
 
 import numpy as np
 
-from collapsewatch.schemas import IndicatorInfo, ProbeKind
+from collapsewatch.schemas import IndicatorInfo, ProbeKind, RelativeDefault
 
 Stats = Mapping[str, "float | np.ndarray"]
 Compute = Callable[[Stats], float | None]
+#: The summed statistics of a probe's last ``w`` records, ending at the record being judged.
+WindowStats = Callable[[int], Stats]
 Direction = Literal["low_is_bad", "high_is_bad", "info"]
 
 
@@ -44,6 +48,10 @@ class Indicator:
     #: Severity of the default rule; None: critical when ``critical`` is set, else warning.
     #: Conditions that are often wanted (neural collapse in the terminal phase) say "info".
     rule_severity: Literal["info", "warning", "critical"] | None = None
+    #: A default relative to the run's own history (a drop from its peak, ...), for rule packs.
+    relative: RelativeDefault | None = None
+    #: Records whose statistics are summed before computing (1: this record alone).
+    window: int = 1
 
     def info(self) -> IndicatorInfo:
         return IndicatorInfo(
@@ -58,6 +66,8 @@ class Indicator:
             meaning=self.meaning,
             what_to_try=self.what_to_try,
             sources=list(self.sources),
+            relative=self.relative,
+            window=self.window,
         )
 
 
@@ -80,6 +90,8 @@ def indicator(
     pending_points: int = 3,
     warmup_steps: int = 0,
     rule_severity: Literal["info", "warning", "critical"] | None = None,
+    relative: RelativeDefault | None = None,
+    window: int = 1,
 ) -> Callable[[Compute], Compute]:
     """Register the decorated function as an indicator (names are unique)."""
 
@@ -102,21 +114,34 @@ def indicator(
             pending_points=pending_points,
             warmup_steps=warmup_steps,
             rule_severity=rule_severity,
+            relative=relative,
+            window=window,
         )
         return fn
 
     return register
 
 
-def compute_indicators(kind: ProbeKind, stats: Stats) -> dict[str, float]:
+def windows_needed(kind: ProbeKind) -> int:
+    """The longest window of the indicators of this probe kind (1: no window)."""
+    return max((i.window for i in CATALOGUE.values() if i.applies_to == kind), default=1)
+
+
+def compute_indicators(
+    kind: ProbeKind, stats: Stats, window: WindowStats | None = None
+) -> dict[str, float]:
     """Every applicable indicator of one record. Missing statistics skip an indicator; a value
-    that cannot be computed (empty batch, diverged training) is NaN, which is itself a signal."""
+    that cannot be computed (empty batch, diverged training) is NaN, which is itself a signal.
+
+    ``window(w)`` gives the statistics windowed indicators read; without it they read this
+    record's statistics alone.
+    """
     out: dict[str, float] = {}
     for ind in CATALOGUE.values():
         if ind.applies_to != kind:
             continue
         try:
-            value = ind.compute(stats)
+            value = ind.compute(window(ind.window) if window and ind.window > 1 else stats)
         except KeyError:
             continue
         except (ValueError, FloatingPointError, ZeroDivisionError, np.linalg.LinAlgError):

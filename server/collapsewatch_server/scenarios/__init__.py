@@ -1,7 +1,14 @@
 """The scenarios of ``collapsewatch demo --scenario NAME``; importing this registers them all
 (and imports torch: the CLI imports it lazily, the server extra does not install torch)."""
 
-from collapsewatch_server.scenarios import dead_units
+from collapsewatch_server.scenarios import complete_collapse, dead_units
 from collapsewatch_server.scenarios.registry import SCENARIOS, Scenario, register, run_scenario
 
-__all__ = ["SCENARIOS", "Scenario", "dead_units", "register", "run_scenario"]
+__all__ = [
+    "SCENARIOS",
+    "Scenario",
+    "complete_collapse",
+    "dead_units",
+    "register",
+    "run_scenario",
+]

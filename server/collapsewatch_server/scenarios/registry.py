@@ -46,6 +46,9 @@ class Scenario:
     probe: str
     runs: tuple[str, str]  # names of the collapse run and of the control run
     fast: bool = False  # part of the README test command; the rest run with `make validate`
+    #: Other probes whose default alert fires too because the collapse reaches them (the
+    #: layers downstream of a collapsed embedding); any other firing probe is a false alarm.
+    also_fires: tuple[str, ...] = ()
 
 
 SCENARIOS: dict[str, Scenario] = {}
