@@ -389,8 +389,9 @@ def test_default_rules_inform_about_neural_collapse_and_warn_about_minority_coll
     rules = {name: default_rule(CATALOGUE[name]) for name in NEURAL}
     with_rules = {name: rule for name, rule in rules.items() if rule is not None}
     assert set(with_rules) == {"nc1", "vci", "minority_collapse"}
-    assert {n: (r.condition, r.threshold, r.severity) for n, r in with_rules.items()} == {
-        "nc1": ("below", 0.05, "info"),
-        "vci": ("below", 0.05, "info"),
-        "minority_collapse": ("above", 0.9, "warning"),
+    got = {n: (r.condition, r.threshold, r.severity, r.recovery) for n, r in with_rules.items()}
+    assert got == {
+        "nc1": ("below", 0.05, "info", 0.1),
+        "vci": ("below", 0.05, "info", 0.1),
+        "minority_collapse": ("above", 0.9, "warning", None),
     }

@@ -38,10 +38,11 @@ def expected_default_pack() -> dict[str, tuple[str, float, str]]:
             out[DEFAULT_RULE_NAME.format(indicator=ind.name)] = (
                 condition,
                 ind.critical,
-                "critical",
+                ind.rule_severity or "critical",
             )
         else:
-            out[DEFAULT_RULE_NAME.format(indicator=ind.name)] = (condition, ind.warn, "warning")
+            severity = ind.rule_severity or "warning"
+            out[DEFAULT_RULE_NAME.format(indicator=ind.name)] = (condition, ind.warn, severity)
     return out
 
 

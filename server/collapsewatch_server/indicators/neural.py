@@ -121,6 +121,7 @@ def _mean_subspace(stats: Stats) -> tuple[np.ndarray, np.ndarray, int] | None:
     direction="low_is_bad",
     warn=0.05,
     rule_severity="info",
+    rule_recovery=0.1,  # one batch's NC1 wobbles by ~2x around its trend
     meaning="tr(Sigma_W Sigma_B^+)/C on the penultimate features: within-class spread against "
     "the spread of the class means (~1 early in training). Near 0 every sample sits on its "
     "class mean: neural collapse.",
@@ -321,6 +322,7 @@ def nc4(stats: Stats) -> float | None:
     direction="low_is_bad",
     warn=0.05,
     rule_severity="info",
+    rule_recovery=0.1,
     meaning="1 - tr(Sigma_T^+ Sigma_B)/min(d, C-1), Sigma_T = Sigma_W + Sigma_B, in the span of "
     "the class means: the share of the feature variance along the class means that is not "
     "between-class. ~0.45 early in training, 0 under full variability collapse.",

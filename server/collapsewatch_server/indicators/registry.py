@@ -48,6 +48,9 @@ class Indicator:
     #: Severity of the default rule; None: critical when ``critical`` is set, else warning.
     #: Conditions that are often wanted (neural collapse in the terminal phase) say "info".
     rule_severity: Literal["info", "warning", "critical"] | None = None
+    #: Recovery (hysteresis) of the default rule, for statistics of one sampled batch that
+    #: hover around the threshold; None: resolve as soon as a point no longer breaches.
+    rule_recovery: float | None = None
     #: A default relative to the run's own history (a drop from its peak, ...), for rule packs.
     relative: RelativeDefault | None = None
     #: Records whose statistics are summed before computing (1: this record alone).
@@ -90,6 +93,7 @@ def indicator(
     pending_points: int = 3,
     warmup_steps: int = 0,
     rule_severity: Literal["info", "warning", "critical"] | None = None,
+    rule_recovery: float | None = None,
     relative: RelativeDefault | None = None,
     window: int = 1,
 ) -> Callable[[Compute], Compute]:
@@ -114,6 +118,7 @@ def indicator(
             pending_points=pending_points,
             warmup_steps=warmup_steps,
             rule_severity=rule_severity,
+            rule_recovery=rule_recovery,
             relative=relative,
             window=window,
         )
