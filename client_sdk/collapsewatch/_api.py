@@ -9,6 +9,8 @@ from collapsewatch.monitor import Monitor
 from collapsewatch.registry import finish_all
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import httpx
     import torch
     from torch import nn
@@ -29,6 +31,7 @@ def watch(
     spool_dir: str | os.PathLike[str] | None = None,
     enabled: bool = True,
     classifier: nn.Module | None = None,
+    blocks: Iterable[nn.Module] | None = None,
 ) -> Monitor:
     """Start watching ``model`` and return the run's :class:`Monitor`.
 
@@ -55,10 +58,16 @@ def watch(
             logits, for the neural-collapse statistics (with integer labels from the
             criterion or ``monitor.step(labels=...)``). By default it is the ``nn.Linear``
             whose output the criterion receives, found on the first sampled step.
+        blocks: transformer blocks whose ``[batch, seq, dim]`` outputs (the residual stream)
+            get token statistics, besides every ``nn.TransformerEncoderLayer`` and
+            ``nn.TransformerDecoderLayer``, which are found on their own. A block's forward
+            takes the hidden states first, may take a ``*key_padding_mask`` (True = padding),
+            and returns them (or a tuple starting with them), batch first. Give whole blocks,
+            not their attention sublayers: those are similar by nature and would false-alarm.
 
     Raises:
-        ValueError: for an invalid project or run name or ``every < 1``; nothing is raised
-            once training runs.
+        ValueError: for an invalid project or run name, ``every < 1`` or a block that is not
+            part of ``model``; nothing is raised once training runs.
     """
     return Monitor(
         model,
@@ -74,6 +83,7 @@ def watch(
         spool_dir=spool_dir,
         enabled=enabled,
         classifier=classifier,
+        blocks=blocks,
     )
 
 

@@ -20,6 +20,7 @@ import httpx
 from collapsewatch import config as cfg
 from collapsewatch import registry, runinfo
 from collapsewatch.classifier import ClassWatcher
+from collapsewatch.observers import Observers
 from collapsewatch.packing import StepPack
 from collapsewatch.probes import (
     RAW_SPECTRUM_EVERY,
@@ -35,6 +36,7 @@ from collapsewatch.spool import Spool
 from collapsewatch.transport import Records, Transport
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from types import TracebackType
 
     import torch
@@ -81,6 +83,7 @@ class Monitor:
         spool_dir: str | os.PathLike[str] | None = None,
         enabled: bool = True,
         classifier: nn.Module | None = None,
+        blocks: Iterable[nn.Module] | None = None,
     ) -> None:
         self._active = enabled and not cfg.disabled_by_env() and not cfg.is_nonzero_rank()
         self._run_id = uuid.uuid4()
@@ -117,6 +120,10 @@ class Monitor:
         layers, params, self._probes = runinfo.discover(model)
         self._params = ParameterNorms(params)
         self._layers = [_Layer(layer.name, layer.spatial_dims) for layer in layers]
+        self._observers = Observers(
+            model, blocks, sampling=lambda: self._sampling, log_once=self._log_once
+        )  # Tanh/Sigmoid saturation and transformer blocks' tokens
+        self._probes += self._observers.infos(len(self._probes))
         self._probe_names = {p.name for p in self._probes}
         self._config = runinfo.run_config(config, optimizer, criterion, every)
         self._started_at = datetime.now(UTC)
@@ -133,6 +140,7 @@ class Monitor:
 
         for layer, found in zip(self._layers, layers, strict=True):
             self._handles.append(found.module.register_forward_hook(self._forward_hook(layer)))
+        self._handles += self._observers.install()
         if criterion is not None and hasattr(criterion, "register_forward_hook"):
             self._handles.append(criterion.register_forward_hook(self._on_loss))
         if optimizer is not None:
@@ -388,6 +396,7 @@ class Monitor:
             for layer, eig in zip(layers, eigs, strict=True):
                 acc, layer.acc = layer.acc, ActivationAccumulator()
                 acc.pack(pack.record(layer.name, "activation", step), pack, eig)
+            self._overhead += self._observers.flush(pack, step)
             loss = self._loss.take()
             if loss is not None:
                 loss_step = step if loss_step is None else max(loss_step, self._loss_step + 1)
@@ -435,6 +444,7 @@ class Monitor:
                 self._params.reset()
                 for layer in self._layers:
                     layer.acc = ActivationAccumulator()
+                self._observers.reset()
                 if self._classes is not None:
                     self._classes.reset()
                 self._flush_step(loss_step=max(self._step - 1, 0))

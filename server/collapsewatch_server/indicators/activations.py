@@ -21,6 +21,8 @@ _ACT = ProbeKind.activation
 RANKME_EPS = 1e-7
 #: VICReg's epsilon inside the square root of the variance hinge.
 VICREG_EPS = 1e-4
+#: Sampled steps over which a unit must never fire (or always saturate) to count.
+UNIT_WINDOW = 5
 
 
 def _vec(stats: Stats, key: str) -> np.ndarray:
@@ -51,17 +53,62 @@ def effective_rank_of(eigenvalues: np.ndarray) -> float:
     direction="high_is_bad",
     warn=0.2,
     critical=0.5,
-    meaning="Fraction of units (features, channels) never positive on the sampled batch: after a "
-    "ReLU they output zero and get no gradient, so they stay dead.",
+    meaning="Fraction of units (features, channels) never positive over the last 5 sampled "
+    "batches: after a ReLU they output zero and get no gradient, so they stay dead. (One batch "
+    "alone over-counts units that fire on rare inputs.)",
     what_to_try="Lower the learning rate or add warm-up; use LeakyReLU/GELU; check the init "
     "scale; clip gradients.",
     sources=("INDICATORS.md family 9",),
+    window=UNIT_WINDOW,
 )
 def dead_fraction(stats: Stats) -> float:
     pos = _vec(stats, A.pos)
     if stats[A.n] <= 0 or pos.size == 0:
         return math.nan
     return float(np.mean(pos <= 0))
+
+
+@indicator(
+    "saturated_fraction",
+    title="Saturated units",
+    family="dead_units",
+    applies_to=_ACT,
+    direction="high_is_bad",
+    warn=0.2,
+    critical=0.5,
+    meaning="Fraction of the units of an nn.Tanh or nn.Sigmoid saturated on every input of the "
+    "last 5 sampled batches (|tanh| > 0.99; sigmoid < 0.01 or > 0.99): their gradient is "
+    "under 2% of the unsaturated one, so they have stopped learning.",
+    what_to_try="Lower the learning rate; normalise the inputs of the layer (BatchNorm/"
+    "LayerNorm); use a smaller init scale; prefer ReLU-like units where possible.",
+    sources=("INDICATORS.md family 9",),
+    window=UNIT_WINDOW,
+)
+def saturated_fraction(stats: Stats) -> float:
+    sat = _vec(stats, A.sat)
+    n = float(stats[A.n])
+    if n <= 0 or sat.size == 0:
+        return math.nan
+    return float(np.mean(sat >= n))
+
+
+@indicator(
+    "nonfinite_units",
+    title="Units with NaN/Inf outputs",
+    family="training",
+    applies_to=_ACT,
+    direction="high_is_bad",
+    critical=0.0,
+    pending_points=1,
+    meaning="Units of the layer with a NaN or infinite output on the sampled batch (read from "
+    "their sums of squares, so an output above ~1e19 counts too). Anything above 0 means the "
+    "forward pass has diverged.",
+    what_to_try="Lower the learning rate, clip gradients, check the inputs and the loss scale "
+    "(mixed precision), look for a division or log of zero.",
+    sources=("INDICATORS.md, training health",),
+)
+def nonfinite_units(stats: Stats) -> float:
+    return float(np.sum(~np.isfinite(_vec(stats, A.sumsq))))
 
 
 @indicator(

@@ -10,9 +10,10 @@ from collapsewatch_server.store.rules import RuleStore
 from collapsewatch_server.store.runs import RunStore
 from collapsewatch_server.store.tokens import TokenStore
 from collapsewatch_server.store.webhooks import WebhookStore
+from collapsewatch_server.store.windows import WindowStore
 
 
-class Store(RunStore, TokenStore, RuleStore, AlertStore, WebhookStore, OutboxStore):
+class Store(RunStore, TokenStore, RuleStore, AlertStore, WebhookStore, OutboxStore, WindowStore):
     """Projects, runs, statistics, points, tokens, alert rules, events and states in SQLite
     or Postgres."""
 
