@@ -15,7 +15,9 @@ indicators, rule evaluation and the commit on the server, the deliverer's wake-u
 rendering, signing, and the POST to the receiver. It leaves out the SDK's batching window (the
 sender gathers records for up to ``batch_seconds``, 1 s by default, before it posts): that is a
 throughput setting of the client, printed separately as "queued -> posted" and shortened here
-to 10 ms so that the alerts can follow each other quickly. Both clocks are this process's
+to 10 ms so that the alerts can follow each other quickly. "of which ingest" is the part until
+the server answered the ingest request (its transaction, rules included, committed by then);
+the rest is the deliverer's. Both clocks are this process's
 ``time.perf_counter``. Alerts are sent one at a time (the next crossing waits for the previous
 webhook), after a few unmeasured warm-up alerts.
 
@@ -120,23 +122,34 @@ class Receiver:
 
 
 class PostTimes:
-    """An httpx request hook: when the batch carrying each step of the probe was posted."""
+    """httpx event hooks: when the batch carrying each step of the probe was posted, and when
+    the server answered that ingest request (its commit, rules included, is done by then)."""
 
     def __init__(self) -> None:
         self.posted: dict[int, float] = {}
+        self.answered: dict[int, float] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, request: httpx.Request) -> None:
-        at = time.perf_counter()
+    @staticmethod
+    def _steps(request: httpx.Request) -> list[int]:
         if not request.url.path.endswith("/ingest"):
-            return
+            return []
         body = request.content
         if request.headers.get("content-encoding") == "gzip":
             body = gzip.decompress(body)
-        steps = [r["step"] for r in json.loads(body)["records"] if r["probe"] == PROBE]
+        return [r["step"] for r in json.loads(body)["records"] if r["probe"] == PROBE]
+
+    def request(self, request: httpx.Request) -> None:
+        at = time.perf_counter()
         with self._lock:
-            for step in steps:
+            for step in self._steps(request):
                 self.posted.setdefault(step, at)
+
+    def response(self, response: httpx.Response) -> None:
+        at = time.perf_counter()
+        with self._lock:
+            for step in self._steps(response.request):
+                self.answered.setdefault(step, at)
 
 
 def start_server(db_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -180,7 +193,9 @@ def main() -> None:
     server = start_server(db_url, port, tmp / "server.log")
     receiver = Receiver()
     hook = PostTimes()
-    client = httpx.Client(timeout=10, event_hooks={"request": [hook]})
+    client = httpx.Client(
+        timeout=10, event_hooks={"request": [hook.request], "response": [hook.response]}
+    )
     try:
         with httpx.Client(base_url=server_url, timeout=10) as api:
             created = api.post(f"/api/v1/projects/{PROJECT}/webhooks", json={"url": receiver.url})
@@ -204,6 +219,7 @@ def main() -> None:
         queued: dict[int, float] = {}
         latencies: list[float] = []
         batching: list[float] = []
+        ingest: list[float] = []
         lost = 0
         for i in range(args.warmup + args.alerts):
             step = monitor.stats["step"]
@@ -219,6 +235,8 @@ def main() -> None:
                 continue
             latencies.append((arrived - posted) * 1000)
             batching.append((posted - queued[step]) * 1000)
+            if step in hook.answered:
+                ingest.append((hook.answered[step] - posted) * 1000)
         monitor.finish()
     finally:
         client.close()
@@ -234,10 +252,15 @@ def main() -> None:
           f"{receiver.bad_signatures} bad signatures")  # fmt: skip
     if not latencies:
         return
-    print(f"{'':22}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
-    for name, values in (("posted -> webhook", latencies), ("queued -> posted", batching)):
+    print(f"{'':24}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+    rows = (
+        ("posted -> webhook", latencies),
+        ("  of which ingest", ingest),
+        ("queued -> posted", batching),
+    )
+    for name, values in rows:
         cells = [percentile(values, q) for q in (50, 90, 99)] + [max(values)]
-        print(f"{name + ' (ms)':22}" + "".join(f"{v:9.1f}" for v in cells))
+        print(f"{name + ' (ms)':24}" + "".join(f"{v:9.1f}" for v in cells))
     print(f"mean posted -> webhook: {statistics.fmean(latencies):.1f} ms")
 
 

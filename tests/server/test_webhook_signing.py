@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +98,16 @@ def test_secret_hint_never_shows_the_key() -> None:
     secret = signing.new_secret()
     hint = signing.secret_hint(secret)
     assert hint.startswith("whsec_") and hint.endswith("...") and len(hint) < 16
+
+
+def test_the_readme_snippet_for_receivers_verifies_our_signatures() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Webhooks", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    secret = signing.new_secret()
+    headers = signing.sign_headers(secret, "evt-1", BODY)
+    assert namespace["verify"](secret, headers, BODY) is True
+    assert namespace["verify"](secret, headers, BODY + b" ") is False
+    assert namespace["verify"](signing.new_secret(), headers, BODY) is False
