@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from collapsewatch_server import errors
 from collapsewatch_server.app import create_app
 from collapsewatch_server.config import Settings
-from collapsewatch_server.webhooks import deliverer, signing
+from collapsewatch_server.webhooks import deliverer, signing, worker
 from tests.helpers import free_port
 from tests.webhook_support import Answer, Receiver, put_events
 
@@ -213,6 +213,26 @@ def test_a_webhook_disabled_before_sending_sends_nothing(server: Server) -> None
     (delivery,) = settle(client2, wid, final)
     assert delivery["status"] == "failed" and delivery["last_error"] == errors.WEBHOOK_DISABLED
     assert receiver.arrivals == []
+
+
+def test_a_send_cut_off_by_shutdown_is_handed_back_and_sent_by_the_next_process(
+    server: Server,
+) -> None:
+    """Stopping gives sends in flight a grace period, then cancels them and releases their
+    claims: the next process sends at once instead of waiting for the lease to expire."""
+    first = server(webhook_timeout_s=10.0)
+    with Receiver(Answer(200, delay_s=worker.STOP_GRACE_S + 1.0)) as receiver:
+        wid = add_hook(first, receiver)
+        fire(first)
+        settle(first, wid, lambda log: bool(log) and log[0]["status"] == "delivering")
+        first.__exit__(None, None, None)  # the server process stops mid-send
+        (delivery,) = log_of(server(worker=False), wid)
+        assert (delivery["status"], delivery["attempts"]) == ("pending", 0)
+        second = server()
+        arrivals = receiver.wait_for(2, timeout=worker.lease_s(Settings()) / 2)
+        assert arrivals[0].id == arrivals[1].id  # at least once: the cut-off send, then this
+        (delivery,) = settle(second, wid, final)
+        assert delivery["status"] == "delivered" and delivery["attempts"] == 1
 
 
 @pytest.mark.parametrize("fmt", ["slack", "discord"])

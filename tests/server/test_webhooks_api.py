@@ -54,10 +54,14 @@ def test_a_given_secret_is_kept(local: TestClient) -> None:
     assert create(local, secret=secret).json()["secret"] == secret
 
 
-def test_creating_a_webhook_creates_its_project(client: TestClient) -> None:
+def test_creating_a_webhook_creates_its_project_with_the_default_rules(
+    client: TestClient,
+) -> None:
     assert client.get(BASE).status_code == 404
     assert create(client).status_code == 201
     assert "vision" in [p["name"] for p in client.get("/api/v1/projects").json()]
+    rules = client.get("/api/v1/projects/vision/rules").json()
+    assert rules and all(r["is_default"] for r in rules)
 
 
 def test_update_and_delete(client: TestClient) -> None:
