@@ -21,6 +21,7 @@ UNKNOWN_INDICATOR = "unknown indicator {indicator!r}; GET /api/v1/indicators lis
 WEBHOOK_NOT_FOUND = "webhook {webhook_id} not found in project {project!r}"
 WEBHOOK_URL_INVALID = "url is not a valid URL: {reason}"
 WEBHOOK_URL_SCHEME = "url must use http or https, not {scheme!r}"
+WEBHOOK_URL_NOT_ABSOLUTE = "url must be an absolute http or https URL"
 WEBHOOK_URL_NO_HOST = "url has no host"
 WEBHOOK_URL_UNRESOLVABLE = "url host {host!r} does not resolve ({reason})"
 WEBHOOK_URL_REFUSED = "url resolves to {address}, a {kind} address"

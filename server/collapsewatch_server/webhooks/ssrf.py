@@ -95,6 +95,8 @@ def parse_target(url: str) -> tuple[str, int]:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise UnsafeTarget(errors.WEBHOOK_URL_INVALID.format(reason=exc)) from None
+    if not parsed.scheme:
+        raise UnsafeTarget(errors.WEBHOOK_URL_NOT_ABSOLUTE)
     if parsed.scheme not in ("http", "https"):
         raise UnsafeTarget(errors.WEBHOOK_URL_SCHEME.format(scheme=parsed.scheme))
     if not parsed.host:
