@@ -246,6 +246,11 @@ class WebhookStore(StoreBase):
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
+        # Idle polls stay reads: an UPDATE matching nothing would still take SQLite's write
+        # lock. (A separate transaction: upgrading a read one to a write can fail on SQLite.)
+        with self._sessions() as s:
+            if s.scalar(select(Delivery.id).where(self._due(now)).limit(1)) is None:
+                return []
         with self._sessions.begin() as s:
             ids = s.scalars(
                 update(Delivery)
