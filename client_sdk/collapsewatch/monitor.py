@@ -118,7 +118,8 @@ class Monitor:
         self._logged: set[str] = set()
 
         layers, params, self._probes = runinfo.discover(model)
-        self._params = ParameterNorms(params)
+        self._params = ParameterNorms(params, model)
+        self._probes += self._params.sparsity.probes(len(self._probes))
         self._layers = [_Layer(layer.name, layer.spatial_dims) for layer in layers]
         self._observers = Observers(
             model, blocks, sampling=lambda: self._sampling, log_once=self._log_once

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
     from collapsewatch.packing import StepPack
 
@@ -288,10 +289,16 @@ def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 class ParameterNorms:
-    """``ParameterStat`` of named parameters: norms before the step, update norms after it."""
+    """``ParameterStat`` of named parameters: norms before the step, update norms after it,
+    and on some sampled steps sparsity and NaN/Inf counts (:mod:`collapsewatch.sparsity`)."""
 
-    def __init__(self, params: list[tuple[str, torch.Tensor]]) -> None:
+    def __init__(
+        self, params: list[tuple[str, torch.Tensor]], model: nn.Module | None = None
+    ) -> None:
+        from collapsewatch.sparsity import Sparsity
+
         self.params = params
+        self.sparsity = Sparsity(params, model)
         self._stats: list[dict[str, Any]] | None = None
         self._before: list[torch.Tensor] | None = None
 
@@ -319,6 +326,7 @@ class ParameterNorms:
                 if i in grad_norms:
                     pack.put(stats, "grad_norm", grad_norms[i])
                 self._stats.append(stats)
+            self.sparsity.add(pack, self._stats, step)
             self._before = [w.clone() for w in weights] if keep_weights else None
         return pack
 

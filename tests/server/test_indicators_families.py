@@ -115,3 +115,78 @@ def test_rankme_needs_the_uncentred_spectrum_of_every_fourth_step() -> None:
     x = embedding(rows=100, d=16, rank=3, seed=5)
     got = compute_indicators(ACT, activation_stats([torch.from_numpy(x)], raw=False))
     assert "rankme" not in got and "participation_ratio" in got
+
+
+# ----------------------------------------------------------------------- family 10, health
+
+
+def parameter_records(model: torch.nn.Module) -> dict[str, dict[str, object]]:
+    """The parameter records of one sampled step, through the SDK's ParameterNorms."""
+    from collapsewatch import runinfo
+    from collapsewatch.probes import ParameterNorms
+
+    _, params, _ = runinfo.discover(model)
+    pack = ParameterNorms(params, model).before_step(step=0, keep_weights=False)
+    return {r["probe"]: as_arrays(r["stats"]) for r in pack.records()}
+
+
+def brute_pq(w: np.ndarray) -> float:
+    """PQ index over the unmasked (non-zero) weights, p = 0.5, q = 1."""
+    v = np.abs(w[w != 0]).astype(np.float64)
+    d = v.size
+    return 1 - d ** (1 / 1 - 1 / 0.5) * (np.sum(v**0.5) ** 2) / np.sum(v)
+
+
+def test_pq_index_and_density_per_layer_and_global_match_brute_force() -> None:
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 32))
+    prune.l1_unstructured(model[0], "weight", amount=0.995)  # layer collapse
+    prune.random_unstructured(model[2], "weight", amount=0.5)
+    got = {
+        p: compute_indicators(ProbeKind.parameter, s) for p, s in parameter_records(model).items()
+    }
+    ws = {"0.weight_orig": model[0].weight, "2.weight_orig": model[2].weight}
+    for probe, w in ws.items():
+        w = w.detach().numpy()
+        assert got[probe]["density"] == pytest.approx(np.mean(w != 0), rel=1e-9)
+        # abs 1e-6: square roots in float32 (summed in float64); I is 1 minus a ratio near 1
+        assert got[probe]["pq_index"] == pytest.approx(brute_pq(w), abs=1e-6)
+    assert got["0.weight_orig"]["density"] < 0.01 < got["2.weight_orig"]["density"]
+    assert "density" not in got["0.bias"], "1-D parameters are not prunable layers"
+    flat = np.concatenate([w.detach().numpy().ravel() for w in ws.values()])
+    assert got["(global)"]["density"] == pytest.approx(np.mean(flat != 0), rel=1e-9)
+    assert got["(global)"]["pq_index"] == pytest.approx(brute_pq(flat), abs=1e-6)
+
+
+def test_dense_gaussian_weights_read_about_0_15() -> None:
+    torch.manual_seed(1)
+    layer = torch.nn.Linear(512, 512)
+    torch.nn.init.normal_(layer.weight)
+    got = compute_indicators(ProbeKind.parameter, parameter_records(layer)["weight"])
+    # 1 - (E|w|^0.5)^2 / E|w| = 1 - sqrt(2) Gamma(3/4)^2 / pi / sqrt(2/pi) for N(0, 1)
+    expected = 1 - (2**0.25 * math.gamma(0.75) / math.sqrt(math.pi)) ** 2 / math.sqrt(2 / math.pi)
+    assert expected == pytest.approx(0.1528, abs=1e-4)
+    assert got["pq_index"] == pytest.approx(expected, abs=0.005)
+
+
+def test_nan_and_inf_in_weights_grads_and_activations_are_counted() -> None:
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 4))
+    model(torch.randn(5, 8)).sum().backward()
+    with torch.no_grad():
+        model[0].weight[0, :3] = math.nan
+        model[0].weight[1, 0] = math.inf
+        model[1].weight.grad[2, 2] = -math.inf
+    got = {
+        p: compute_indicators(ProbeKind.parameter, s) for p, s in parameter_records(model).items()
+    }
+    assert got["0.weight"]["nonfinite_weights"] == 4 and got["0.weight"]["nonfinite_grads"] == 0
+    assert got["1.weight"]["nonfinite_grads"] == 1 and got["1.weight"]["nonfinite_weights"] == 0
+    assert got["(global)"]["nonfinite_weights"] == 4 and got["(global)"]["nonfinite_grads"] == 1
+
+    x = np.random.default_rng(3).normal(size=(50, 12)).astype(np.float32)
+    x[4, 3], x[7, 3], x[9, 5] = np.nan, np.inf, -np.inf
+    act = compute_indicators(ACT, activation_stats([torch.from_numpy(x)], raw=False))
+    assert act["nonfinite_units"] == 2  # units 3 and 5

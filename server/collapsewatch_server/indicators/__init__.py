@@ -1,6 +1,6 @@
 """Indicators, one module per family; importing this package registers the whole catalogue."""
 
-from collapsewatch_server.indicators import activations, neural, training
+from collapsewatch_server.indicators import activations, neural, sparsity, training
 from collapsewatch_server.indicators.registry import CATALOGUE, Indicator, compute_indicators
 
 __all__ = [
@@ -9,5 +9,6 @@ __all__ = [
     "activations",
     "compute_indicators",
     "neural",
+    "sparsity",
     "training",
 ]

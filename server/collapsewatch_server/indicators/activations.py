@@ -235,7 +235,8 @@ def unit_variances(stats: Stats) -> np.ndarray:
     if n < 2:
         raise ValueError("a variance needs two rows")
     s = _vec(stats, A.sum)
-    return np.clip((_vec(stats, A.sumsq) - s * s / n) / (n - 1), 0.0, None)
+    with np.errstate(invalid="ignore", over="ignore"):  # diverged outputs: NaN, not a warning
+        return np.clip((_vec(stats, A.sumsq) - s * s / n) / (n - 1), 0.0, None)
 
 
 @indicator(

@@ -1,7 +1,7 @@
 """The scenarios of ``collapsewatch demo --scenario NAME``; importing this registers them all
 (and imports torch: the CLI imports it lazily, the server extra does not install torch)."""
 
-from collapsewatch_server.scenarios import complete_collapse, dead_units, neural_collapse
+from collapsewatch_server.scenarios import complete_collapse, dead_units, neural_collapse, pruning
 from collapsewatch_server.scenarios.registry import SCENARIOS, Scenario, register, run_scenario
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "complete_collapse",
     "dead_units",
     "neural_collapse",
+    "pruning",
     "register",
     "run_scenario",
 ]
