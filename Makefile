@@ -54,8 +54,9 @@ format: $(VENV)/.dev-installed ## apply ruff's formatting and fixes
 validate: $(VENV)/.dev-installed ## train every collapse scenario and its control; print the values
 	COLLAPSEWATCH_VALIDATE=1 $(BIN)/python -m pytest tests/e2e/test_scenarios.py -s -q
 
-bench: $(VENV)/.dev-installed ## SDK overhead benchmark (prints numbers)
+bench: $(VENV)/.dev-installed ## benchmarks that print numbers: SDK overhead, alert latency
 	$(BIN)/python bench/sdk_overhead.py
+	$(BIN)/python bench/alert_latency.py
 
 clean: ## remove the virtual environment
 	rm -rf $(VENV)

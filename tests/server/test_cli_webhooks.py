@@ -3,6 +3,7 @@ and a real receiver."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,6 +51,13 @@ def test_create_list_test_deliveries_delete(api: TestClient, capsys: Any) -> Non
 
         put_events(api.app.state.store, "proj", 1, severity="critical")  # type: ignore[attr-defined]
         receiver.wait_for(2)
+        # the receiver has it before the deliverer has written down the answer: wait for that
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            log = api.get("/api/v1/projects/proj/webhooks/1/deliveries").json()
+            if log and log[0]["status"] == "delivered":
+                break
+            time.sleep(0.05)
         code, out, _ = cli(api, capsys, "deliveries", "1")
         first, attempt = out.splitlines()[:2]
         assert "firing" in first and "1 attempt(s)" in first

@@ -249,10 +249,6 @@ class AlertStore(StoreBase):
 
     # ---------------------------------------------------------------------------- reads
 
-    def _event_url(self, run_id: str, step: int | None) -> str:
-        url = f"{self.base_url}/runs/{run_id}"
-        return url if step is None else f"{url}?step={step}"
-
     def list_alerts(
         self,
         project: str | None = None,
@@ -279,28 +275,7 @@ class AlertStore(StoreBase):
             # events of one batch share a time: the step orders a firing before its resolve
             order = (AlertEvent.created_at.desc(), AlertEvent.step.desc(), AlertEvent.id)
             rows = s.execute(query.order_by(*order).limit(limit)).all()
-        return [
-            AlertEventPublic(
-                id=uuid.UUID(e.id),
-                project=proj,
-                run_id=uuid.UUID(e.run_id),
-                run_name=run_name,
-                rule_id=e.rule_id,
-                rule_name=e.rule_name,
-                status=EventStatus(e.status),
-                severity=Severity(e.severity),
-                indicator=e.indicator,
-                probe=e.probe,
-                value=e.value,
-                threshold=e.threshold,
-                step=e.step,
-                reminder=e.reminder,
-                message=e.message,
-                created_at=e.created_at,
-                url=self._event_url(e.run_id, e.step),
-            )
-            for e, proj, run_name in rows
-        ]
+        return [self._event_public(e, proj, run_name) for e, proj, run_name in rows]
 
     def list_alert_states(self, run_id: uuid.UUID) -> list[AlertStatePublic]:
         """Where every (rule, probe) of a run stands, by rule then probe in model order."""

@@ -12,8 +12,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from collapsewatch.schemas import AlertEventPublic, EventStatus, Severity
 from collapsewatch_server import errors
-from collapsewatch_server.models import Project, Run
+from collapsewatch_server.models import AlertEvent, Project, Run
 
 #: Session flag: this transaction wrote deliveries to the outbox.
 ENQUEUED = "collapsewatch_deliveries_enqueued"
@@ -88,6 +89,32 @@ class StoreBase:
         self, s: Session, project: Project, run: Run, points: Sequence[NewPoint]
     ) -> None:
         """Hook: ``points`` (in step order) were stored in this transaction (alert rules)."""
+
+    def _run_url(self, run_id: uuid.UUID | str, step: int | None) -> str:
+        """The dashboard page of a run, at ``step`` when given (links in alerts and webhooks)."""
+        return f"{self.base_url}/runs/{run_id}" + (f"?step={step}" if step is not None else "")
+
+    def _event_public(self, ev: AlertEvent, project: str, run_name: str) -> AlertEventPublic:
+        """An alert event row as the API and the webhook payloads show it."""
+        return AlertEventPublic(
+            id=uuid.UUID(ev.id),
+            project=project,
+            run_id=uuid.UUID(ev.run_id),
+            run_name=run_name,
+            rule_id=ev.rule_id,
+            rule_name=ev.rule_name,
+            status=EventStatus(ev.status),
+            severity=Severity(ev.severity),
+            indicator=ev.indicator,
+            probe=ev.probe,
+            value=ev.value,
+            threshold=ev.threshold,
+            step=ev.step,
+            reminder=ev.reminder,
+            message=ev.message,
+            created_at=ev.created_at,
+            url=self._run_url(ev.run_id, ev.step),
+        )
 
     def _get_run(self, s: Session, run_id: uuid.UUID) -> tuple[Run, str]:
         row = s.execute(

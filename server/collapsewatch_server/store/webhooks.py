@@ -68,11 +68,6 @@ class DeliveryJob:
     lease_until: datetime
 
 
-def run_url(base_url: str, run_id: uuid.UUID | str, step: int | None) -> str:
-    """The dashboard page of a run, at ``step`` when given."""
-    return f"{base_url}/runs/{run_id}" + (f"?step={step}" if step is not None else "")
-
-
 class WebhookStore(StoreBase):
     """Webhooks of a project and the outbox of their deliveries."""
 
@@ -281,27 +276,6 @@ class WebhookStore(StoreBase):
             )
             for d, h, ev, run_name, project in rows
         ]
-
-    def _event_public(self, ev: AlertEvent, project: str, run_name: str) -> AlertEventPublic:
-        return AlertEventPublic(
-            id=uuid.UUID(ev.id),
-            project=project,
-            run_id=uuid.UUID(ev.run_id),
-            run_name=run_name,
-            rule_id=ev.rule_id,
-            rule_name=ev.rule_name,
-            status=ev.status,
-            severity=ev.severity,
-            indicator=ev.indicator,
-            probe=ev.probe,
-            value=ev.value,
-            threshold=ev.threshold,
-            step=ev.step,
-            reminder=ev.reminder,
-            message=ev.message,
-            created_at=ev.created_at,
-            url=run_url(self.base_url, ev.run_id, ev.step),
-        )
 
     def _claimed(self, job: DeliveryJob) -> ColumnElement[bool]:
         return and_(
