@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from collapsewatch_server.cli_http import DEFAULT_SERVER, CliError, request
+
 if TYPE_CHECKING:
     import httpx
 
-DEFAULT_SERVER = "http://127.0.0.1:8420"
 #: (flag, field, type, help) of the rule fields settable from the command line.
 _FIELDS: tuple[tuple[str, str, type, str], ...] = (
     ("--name", "name", str, "rule name, unique in the project"),
@@ -44,10 +45,6 @@ _SHOWN = ("id", "name", "project", "indicator", "probe", "run", "condition", "th
           "high", "percent", "reference", "baseline_points", "pending_points", "pending_steps",
           "recovery", "warmup_steps", "severity", "repeat_interval_s", "enabled", "is_default",
           "description", "created_at", "updated_at")  # fmt: skip
-
-
-class CliError(Exception):
-    """Printed as ``collapsewatch: <message>``; the command exits 1."""
 
 
 def add_parser(sub: Any) -> None:
@@ -121,32 +118,6 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def _detail(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
-        detail = response.text
-    if isinstance(detail, list):  # 422: [{"loc": [...], "msg": ...}, ...]
-        return "; ".join(
-            f"{'.'.join(str(x) for x in p.get('loc', []) if x != 'body') or 'rule'}: {p.get('msg')}"
-            for p in detail
-        )
-    return f"{detail} (HTTP {response.status_code})"
-
-
-def _request(client: httpx.Client, method: str, url: str, token: str | None, **kw: Any) -> Any:
-    import httpx
-
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        response = client.request(method, url, headers=headers, **kw)
-    except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach the server: {exc}") from exc
-    if response.status_code >= 400:
-        raise CliError(_detail(response))
-    return response.json() if response.content else None
-
-
 def describe_condition(rule: dict[str, Any]) -> str:
     """A rule's condition as one short phrase: "> 0.5", "drop 50% from peak", ..."""
     c = rule["condition"]
@@ -215,21 +186,21 @@ def cmd_rules(args: argparse.Namespace, client: httpx.Client | None = None) -> i
     try:
         command = args.rules_command
         if command == "list":
-            print(format_table(_request(http, "GET", base, token)))
+            print(format_table(request(http, "GET", base, token)))
         elif command == "show":
-            print(format_rule(_request(http, "GET", f"{base}/{args.id}", token)))
+            print(format_rule(request(http, "GET", f"{base}/{args.id}", token)))
         elif command == "create":
-            print(format_rule(_request(http, "POST", base, token, json=_body(args))))
+            print(format_rule(request(http, "POST", base, token, json=_body(args))))
         elif command == "update":
             body = _body(args)
             if not body:
                 raise CliError("nothing to update: give field flags or --json")
-            print(format_rule(_request(http, "PUT", f"{base}/{args.id}", token, json=body)))
+            print(format_rule(request(http, "PUT", f"{base}/{args.id}", token, json=body)))
         elif command == "delete":
-            _request(http, "DELETE", f"{base}/{args.id}", token)
+            request(http, "DELETE", f"{base}/{args.id}", token)
             print(f"collapsewatch: rule {args.id} deleted")
         else:  # enable / disable
-            rule = _request(http, "POST", f"{base}/{args.id}/{command}", token)
+            rule = request(http, "POST", f"{base}/{args.id}/{command}", token)
             print(f"collapsewatch: rule {rule['id']} ({rule['name']}) {command}d")
     except CliError as exc:
         print(f"collapsewatch: {exc}", file=sys.stderr)

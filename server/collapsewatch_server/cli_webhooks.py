@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server.cli_rules import DEFAULT_SERVER, CliError, _request
+from collapsewatch_server.cli_http import DEFAULT_SERVER, CliError, request
 
 if TYPE_CHECKING:
     import httpx
@@ -138,9 +138,9 @@ def cmd_webhooks(args: argparse.Namespace, client: httpx.Client | None = None) -
     try:
         command = args.webhooks_command
         if command == "list":
-            print(format_table(_request(http, "GET", base, token)))
+            print(format_table(request(http, "GET", base, token)))
         elif command == "create":
-            created = _request(http, "POST", base, token, json=_create_body(args))
+            created = request(http, "POST", base, token, json=_create_body(args))
             print(created["secret"])
             print(
                 f"collapsewatch: webhook {created['id']} -> {created['url']} "
@@ -148,14 +148,14 @@ def cmd_webhooks(args: argparse.Namespace, client: httpx.Client | None = None) -
                 file=sys.stderr,
             )
         elif command == "delete":
-            _request(http, "DELETE", f"{base}/{args.id}", token)
+            request(http, "DELETE", f"{base}/{args.id}", token)
             print(f"collapsewatch: webhook {args.id} deleted")
         elif command == "test":
-            result = _request(http, "POST", f"{base}/{args.id}/test", token)
+            result = request(http, "POST", f"{base}/{args.id}/test", token)
             print(format_test(result))
             return 0 if result["ok"] else 1
         else:
-            print(format_deliveries(_request(http, "GET", f"{base}/{args.id}/deliveries", token)))
+            print(format_deliveries(request(http, "GET", f"{base}/{args.id}/deliveries", token)))
     except CliError as exc:
         print(f"collapsewatch: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,40 @@
+"""What the HTTP subcommands of the CLI share: the server default, requests, error text."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+DEFAULT_SERVER = "http://127.0.0.1:8420"
+
+
+class CliError(Exception):
+    """Printed as ``collapsewatch: <message>``; the command exits 1."""
+
+
+def detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    if isinstance(detail, list):  # 422: [{"loc": [...], "msg": ...}, ...]
+        return "; ".join(
+            f"{'.'.join(str(x) for x in p.get('loc', []) if x != 'body') or 'rule'}: {p.get('msg')}"
+            for p in detail
+        )
+    return f"{detail} (HTTP {response.status_code})"
+
+
+def request(client: httpx.Client, method: str, url: str, token: str | None, **kw: Any) -> Any:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = client.request(method, url, headers=headers, **kw)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the server: {exc}") from exc
+    if response.status_code >= 400:
+        raise CliError(detail(response))
+    return response.json() if response.content else None
