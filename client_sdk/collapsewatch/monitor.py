@@ -28,6 +28,7 @@ from collapsewatch.probes import (
     LossAccumulator,
     ParameterNorms,
     as_rows,
+    input_dim,
     spectra,
 )
 from collapsewatch.sampling import Sampler
@@ -49,11 +50,12 @@ MAX_PENDING_SCALARS = 1024
 
 
 class _Layer:
-    __slots__ = ("acc", "disabled", "name", "spatial_dims")
+    __slots__ = ("acc", "disabled", "in_dim", "name", "spatial_dims")
 
-    def __init__(self, name: str, spatial_dims: int) -> None:
+    def __init__(self, name: str, spatial_dims: int, in_dim: int | None = None) -> None:
         self.name = name
         self.spatial_dims = spatial_dims
+        self.in_dim = in_dim  # bounds the rank of the output (ActivationStat.in_dim)
         self.acc = ActivationAccumulator()
         self.disabled = False
 
@@ -120,7 +122,7 @@ class Monitor:
         layers, params, self._probes = runinfo.discover(model)
         self._params = ParameterNorms(params, model)
         self._probes += self._params.sparsity.probes(len(self._probes))
-        self._layers = [_Layer(layer.name, layer.spatial_dims) for layer in layers]
+        self._layers = [_Layer(x.name, x.spatial_dims, input_dim(x.module)) for x in layers]
         self._observers = Observers(
             model, blocks, sampling=lambda: self._sampling, log_once=self._log_once
         )  # Tanh/Sigmoid saturation and transformer blocks' tokens
@@ -396,7 +398,7 @@ class Monitor:
             eigs = spectra([layer.acc for layer in layers], raw)
             for layer, eig in zip(layers, eigs, strict=True):
                 acc, layer.acc = layer.acc, ActivationAccumulator()
-                acc.pack(pack.record(layer.name, "activation", step), pack, eig)
+                acc.pack(pack.record(layer.name, "activation", step), pack, eig, layer.in_dim)
             self._overhead += self._observers.flush(pack, step)
             loss = self._loss.take()
             if loss is not None:

@@ -44,6 +44,20 @@ def projection(d: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor
     return mat.to(device=device, dtype=dtype)
 
 
+def input_dim(module: nn.Module) -> int | None:
+    """The dimension of what one output row is computed from: ``in_features`` of a Linear,
+    ``in_channels x kernel size`` of a ConvNd (all channels: a grouped conv's outputs together
+    see them all). The output's rank cannot exceed it, so an expanding layer (32 -> 256) is
+    judged against 32, not 256."""
+    in_features = getattr(module, "in_features", None)
+    if isinstance(in_features, int):
+        return in_features
+    channels, kernel = getattr(module, "in_channels", None), getattr(module, "kernel_size", None)
+    if isinstance(channels, int) and isinstance(kernel, tuple):
+        return channels * math.prod(kernel)
+    return None
+
+
 def as_rows(output: torch.Tensor, spatial_dims: int) -> torch.Tensor:
     """A layer output as a ``[rows, units]`` matrix.
 
@@ -136,13 +150,19 @@ class ActivationAccumulator:
         self.width = d
 
     def pack(
-        self, stats: dict[str, Any], pack: StepPack, eig: torch.Tensor | dict[str, torch.Tensor]
+        self,
+        stats: dict[str, Any],
+        pack: StepPack,
+        eig: torch.Tensor | dict[str, torch.Tensor],
+        in_dim: int | None = None,
     ) -> None:
         """File this step's ``ActivationStat`` values into a record.
 
         ``eig``: the covariance eigenvalues (see :func:`eigenvalues`), or the spectra of
-        :func:`spectra` by statistic name.
+        :func:`spectra` by statistic name. ``in_dim``: see :func:`input_dim`.
         """
+        if in_dim:
+            stats["in_dim"] = float(in_dim)
         stats["n"] = float(self.n)
         stats["width"] = float(self.width)
         stats["cov_n"] = float(self.cov_n)

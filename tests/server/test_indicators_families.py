@@ -190,3 +190,26 @@ def test_nan_and_inf_in_weights_grads_and_activations_are_counted() -> None:
     x[4, 3], x[7, 3], x[9, 5] = np.nan, np.inf, -np.inf
     act = compute_indicators(ACT, activation_stats([torch.from_numpy(x)], raw=False))
     assert act["nonfinite_units"] == 2  # units 3 and 5
+
+
+def test_effective_rank_ratio_is_judged_against_the_input_dimension() -> None:
+    """A 16 -> 64 layer has rank 16 at most: its ratio divides by 16, not by 64."""
+    from collapsewatch.probes import input_dim
+
+    torch.manual_seed(6)
+    layer = torch.nn.Linear(16, 64)
+    out = layer(torch.randn(800, 16)).detach()
+    acc = ActivationAccumulator()
+    with torch.no_grad():
+        acc.add(out)
+        pack = StepPack()
+        stats = pack.record("layer", "activation", 0)
+        acc.pack(stats, pack, spectra([acc], False)[0], input_dim(layer))
+    got = compute_indicators(ACT, as_arrays(pack.records()[0]["stats"]))
+    lam = np.clip(np.linalg.eigvalsh(np.cov(out.numpy().astype(np.float64).T, bias=True)), 0, None)
+    p = lam[lam > 1e-12 * lam.max()] / lam.sum()
+    assert got["effective_rank_ratio"] == pytest.approx(
+        math.exp(-(p * np.log(p)).sum()) / 16, rel=1e-3
+    )
+    assert input_dim(torch.nn.Conv2d(3, 8, (3, 5), groups=1)) == 45
+    assert input_dim(torch.nn.Conv1d(8, 8, 3, groups=8)) == 24  # all channels, not per group

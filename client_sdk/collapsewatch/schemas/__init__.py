@@ -90,6 +90,7 @@ class ActivationStat(StrEnum):
     cov_diag = "cov_diag"  # [k] diagonal of that covariance (its per-dimension variances)
     eig_raw = "eig_raw"  # [k] eigenvalues of the uncentred Z^T Z / n (RankMe), every 4th sample
     sat = "sat"  # [d] per-unit count of saturated values (Tanh/Sigmoid outputs only)
+    in_dim = "in_dim"  # the layer's input dimension (in_features, in_channels x kernel)
 
 
 class ParameterStat(StrEnum):

@@ -135,15 +135,18 @@ def effective_rank(stats: Stats) -> float:
     applies_to=_ACT,
     direction="low_is_bad",
     warn=0.05,
-    meaning="Effective rank divided by the dimensions the spectrum covers (the width, or 256 "
-    "after projection): below 0.05 the layer uses a twentieth of its room.",
+    meaning="Effective rank divided by the most the layer could have: the dimensions the "
+    "spectrum covers (the width, or 256 after projection), or the layer's input dimension when "
+    "smaller (a 32 -> 256 layer has rank 32 at most). Below 0.05 the layer uses a twentieth of "
+    "its room.",
     what_to_try="As for the effective rank; compare with the run's own peak before acting.",
     sources=("LDReg", "VICReg"),
     relative=RelativeDefault(condition="drop", percent=50.0, reference="peak"),
 )
 def effective_rank_ratio(stats: Stats) -> float:
     lam = _spectrum(stats)
-    return effective_rank_of(lam) / lam.size
+    room = min(lam.size, int(stats.get(A.in_dim, lam.size)) or lam.size)
+    return effective_rank_of(lam) / room
 
 
 @indicator(

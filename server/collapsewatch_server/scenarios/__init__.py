@@ -1,7 +1,13 @@
 """The scenarios of ``collapsewatch demo --scenario NAME``; importing this registers them all
 (and imports torch: the CLI imports it lazily, the server extra does not install torch)."""
 
-from collapsewatch_server.scenarios import complete_collapse, dead_units, neural_collapse, pruning
+from collapsewatch_server.scenarios import (
+    complete_collapse,
+    dead_units,
+    dimensional,
+    neural_collapse,
+    pruning,
+)
 from collapsewatch_server.scenarios.registry import SCENARIOS, Scenario, register, run_scenario
 
 __all__ = [
@@ -9,6 +15,7 @@ __all__ = [
     "Scenario",
     "complete_collapse",
     "dead_units",
+    "dimensional",
     "neural_collapse",
     "pruning",
     "register",
