@@ -7,6 +7,7 @@ from collapsewatch_server.scenarios import (
     dimensional,
     neural_collapse,
     pruning,
+    token_uniformity,
 )
 from collapsewatch_server.scenarios.registry import SCENARIOS, Scenario, register, run_scenario
 
@@ -20,4 +21,5 @@ __all__ = [
     "pruning",
     "register",
     "run_scenario",
+    "token_uniformity",
 ]
