@@ -1,7 +1,11 @@
 """What collapsewatch costs a training step: prints a table, asserts nothing.
 
-For each model, three copies train side by side: without the SDK ("baseline"), watched with
-``every=1`` (every optimizer step sampled) and watched with the default adaptive sampling.
+For each model, four copies train side by side: without the SDK ("baseline"), watched with
+``every=1`` (every optimizer step sampled), the same without the statistics of the collapse
+families added after the walking skeleton ("every=1 lean": no token statistics of transformer
+blocks, no Tanh/Sigmoid saturation, no weight sparsity and NaN/Inf counts), and watched with
+the default adaptive sampling. The transformer's two ``nn.TransformerEncoderLayer`` blocks get
+token statistics; every model's weights get sparsity statistics on one sampled step in five.
 The configurations alternate step blocks within each round (the order rotates from round to
 round), so machine noise hits all of them alike. A step is forward + backward + optimizer step
 on a fixed batch, after warm-up, with ``torch.set_num_threads`` fixed.
@@ -12,6 +16,9 @@ host copy, the background thread's JSON encoding and gzip) is.
 
     python bench/sdk_overhead.py --quick          # a smoke run, a few seconds per model
     python bench/sdk_overhead.py --threads 2 --rounds 7
+
+Then the payload: bytes per sampled step of the MLP, and per record of one 4096-wide Linear
+layer (its activation record and its weight's record with the sparsity statistics), gzipped.
 """
 
 from __future__ import annotations
@@ -35,8 +42,20 @@ import collapsewatch
 CONFIGS: dict[str, dict[str, int | None] | None] = {
     "baseline": None,
     "every=1": {"every": 1},
+    "every=1 lean": {"every": 1},
     "default": {"every": None},
 }
+#: Width of the layer whose records are weighed for the payload (the issue's budget: 300 KB).
+WIDE = 4096
+
+
+def lean(monitor: collapsewatch.Monitor) -> None:
+    """Turn off the statistics added for the collapse families (tokens, saturation, sparsity),
+    leaving the walking skeleton's: the difference to "every=1" is their cost."""
+    for observed in monitor._observers._found:
+        observed.disabled = True
+    monitor._params.sparsity.every = 10**9
+    monitor._params.sparsity._calls = 1
 
 
 class Capture:
@@ -133,12 +152,14 @@ def bench_model(name: str, build: Callable[[], tuple], args: argparse.Namespace,
                 optimizer=optimizer,
                 criterion=criterion,
                 project="bench",
-                run=f"{name.split()[0]}-{config.replace('=', '')}",
+                run=f"{name.split()[0]}-{config.replace('=', '').replace(' ', '-')}",
                 server="http://bench.invalid",
                 http_client=client,
                 spool_dir=spool,
                 **options,
             )
+            if config.endswith("lean"):
+                lean(t.monitor)
         trainees.append(t)
 
     for t in trainees:
@@ -167,7 +188,7 @@ def report(name: str, trainees: list[Trainee], total_steps: int) -> None:
             every = t.monitor.stats["every"]  # the adaptive interval where it ended
             sampled = f"{t.capture.summary()['steps']}/{total_steps}, every {every}"
         print(
-            f"{name:<18} {t.name:<9} {median * 1e3:>9.2f} {median / base_median:>6.3f}"
+            f"{name:<18} {t.name:<12} {median * 1e3:>9.2f} {median / base_median:>6.3f}"
             f" {mean * 1e3:>9.2f} {mean / base_mean:>6.3f}  {sampled}"
         )
 
@@ -195,6 +216,43 @@ def payload(args: argparse.Namespace, spool: str) -> None:
     )
 
 
+def wide_payload(args: argparse.Namespace, spool: str) -> None:
+    """Gzipped bytes of each record of one WIDE x WIDE Linear layer per sampled step: the
+    layer's activation record (every sampled step) and its weight's parameter record (with the
+    sparsity statistics on one sampled step in five), each gzipped alone, and the whole
+    request per sampled step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(WIDE, WIDE), nn.ReLU())
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    capture = Capture()
+    client = httpx.Client(transport=httpx.MockTransport(capture.handler))
+    monitor = collapsewatch.watch(
+        model, optimizer=optimizer, criterion=nn.MSELoss(), project="bench", run="wide",
+        server="http://bench.invalid", http_client=client, spool_dir=spool, every=1,
+    )  # fmt: skip
+    x, y = torch.randn(256, WIDE), torch.randn(256, WIDE)
+    t = Trainee("wide", model, optimizer, nn.MSELoss(), monitor)
+    for _ in range(args.payload_steps):
+        train_step(t, x, y)
+    monitor.finish()
+    sizes: dict[str, list[int]] = {}
+    for body, gzipped in capture.bodies:
+        plain = gzip.decompress(body) if gzipped else body
+        for record in json.loads(plain).get("records", []):
+            key = f"{record['kind']} {record['probe']}"
+            if record["kind"] == "parameter" and "nonzero" in record["stats"]:
+                key += " + sparsity"
+            sizes.setdefault(key, []).append(len(gzip.compress(json.dumps(record).encode())))
+    s = capture.summary()
+    print(
+        f"\nLinear({WIDE}, {WIDE}), every=1, {args.payload_steps} steps: "
+        f"{s['wire'] / max(s['steps'], 1):,.0f} B gzip per sampled step in all (requests of"
+        " several steps, run metadata included); per record, gzipped alone:"
+    )
+    for key, values in sorted(sizes.items()):
+        print(f"  {key:<36} {statistics.median(values):>9,.0f} B  ({len(values)} records)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per block")
@@ -219,7 +277,7 @@ def main() -> None:
         " (statistics, host copy, JSON and gzip in the sender thread are).\n"
     )
     print(
-        f"{'model':<18} {'config':<9} {'median ms':>9} {'ratio':>6}"
+        f"{'model':<18} {'config':<12} {'median ms':>9} {'ratio':>6}"
         f" {'mean ms':>9} {'ratio':>6}  sampled steps"
     )
     print("  (median: of single steps; mean: of all timed steps, so sampled steps count)")
@@ -227,6 +285,7 @@ def main() -> None:
         for name, build in MODELS.items():
             report(name, bench_model(name, build, args, spool), total)
         payload(args, spool)
+        wide_payload(args, spool)
 
 
 if __name__ == "__main__":

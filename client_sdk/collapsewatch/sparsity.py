@@ -61,6 +61,7 @@ class Sparsity:
     def __init__(self, params: list[tuple[str, torch.Tensor]], model: nn.Module | None) -> None:
         self.params = params
         self.model = model
+        self.every = SPARSITY_EVERY  # per instance: the benchmark turns it off for comparison
         self._calls = 0
         self.prunable = [i for i, (_, p) in enumerate(params) if p.dim() >= 2]
 
@@ -78,7 +79,7 @@ class Sparsity:
         parameter, in order) and a ``(global)`` record; call under no_grad."""
         import torch
 
-        due = self._calls % SPARSITY_EVERY == 0
+        due = self._calls % self.every == 0
         self._calls += 1
         if not due:
             return
