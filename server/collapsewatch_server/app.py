@@ -9,7 +9,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from collapsewatch._version import __version__
-from collapsewatch_server.api import alerts, events, ingest, pages, runs, webhooks
+from collapsewatch_server.api import (
+    alerts,
+    dashboards,
+    events,
+    ingest,
+    pages,
+    runs,
+    tokens,
+    webhooks,
+)
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import make_engine, migrate
 from collapsewatch_server.errors import DomainError
@@ -57,5 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(alerts.router)
     app.include_router(webhooks.router)
+    app.include_router(tokens.router)
+    app.include_router(dashboards.router)
     app.include_router(pages.router)
     return app

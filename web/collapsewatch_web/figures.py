@@ -8,16 +8,17 @@ the page swaps only the neutral colours (text, grid) with :func:`theme_layout`.
 
 from __future__ import annotations
 
-import json
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import plotly.graph_objects as go
 
 from collapsewatch.schemas import IndicatorInfo, SeriesPoints
+from collapsewatch.schemas.dashboards import IndicatorBins, Threshold
 
 Severity = Literal["ok", "warn", "critical", "none"]
 
@@ -37,6 +38,15 @@ PALETTE: tuple[str, ...] = (
 )
 WARN_COLOUR = "#d97706"
 CRITICAL_COLOUR = "#ef4444"
+INFO_COLOUR = "#0284c7"
+SEVERITY_COLOURS = {"info": INFO_COLOUR, "warning": WARN_COLOUR, "critical": CRITICAL_COLOUR}
+RESOLVED_COLOUR = "#16a34a"
+#: Lines of the layers that are not among the worst when a chart has more than the palette:
+#: 200 coloured lines are noise, 190 grey ones with the 10 worst in colour tell a story.
+MUTED_COLOUR = "rgba(128, 128, 128, 0.35)"
+#: Alert markers' trace; live updates find probe traces by name and must skip it.
+ALERTS_UID = "alerts"
+FONT = "system-ui, -apple-system, 'Segoe UI', sans-serif"
 
 
 @dataclass(frozen=True)
@@ -60,15 +70,31 @@ def probe_colour(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
-def trace_style(index: int) -> dict[str, Any]:
+def trace_style(index: int, muted: bool = False) -> dict[str, Any]:
     """Style of the ``index``-th probe's line; the page also hands it to the browser, which
-    adds a trace the same way when a probe first appears live."""
+    adds a trace the same way when a probe first appears live. ``muted``: a grey, thinner
+    line for a layer that is not among the worst of a crowded chart."""
     return {
         "mode": "lines",
-        "line": {"color": probe_colour(index), "width": 2},
+        "line": {
+            "color": MUTED_COLOUR if muted else probe_colour(index),
+            "width": 1 if muted else 2,
+        },
         "connectgaps": False,
         "hovertemplate": "%{fullData.name}: %{y:.4g}<extra></extra>",
     }
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A point where an alert fired (or resolved, or a back-test would have fired)."""
+
+    step: int
+    value: float | None
+    status: str  # firing, resolved
+    severity: str  # info, warning, critical
+    text: str
+    probe: str = ""
 
 
 def severity(info: IndicatorInfo, value: float | None) -> Severity:
@@ -114,13 +140,27 @@ def theme_layout(theme: Theme) -> dict[str, Any]:
     return patch
 
 
-def _threshold_lines(fig: go.Figure, info: IndicatorInfo) -> None:
-    for label, level, colour in (
-        ("warn", info.warn, WARN_COLOUR),
-        ("critical", info.critical, CRITICAL_COLOUR),
-    ):
-        if level is None:
-            continue
+def catalogue_thresholds(info: IndicatorInfo) -> list[Threshold]:
+    """The catalogue's warn and critical levels as thresholds (when no rule is known)."""
+    side = "below" if info.direction == "low_is_bad" else "above"
+    return [
+        Threshold.model_validate(
+            {"value": level, "side": side, "severity": sev, "label": label, "source": "catalogue"}
+        )
+        for label, level, sev in (
+            ("warn", info.warn, "warning"),
+            ("critical", info.critical, "critical"),
+        )
+        if level is not None
+    ]
+
+
+def _threshold_lines(fig: go.Figure, thresholds: Sequence[Threshold]) -> None:
+    for t in thresholds:
+        label, level = t.label, t.value
+        colour = SEVERITY_COLOURS.get(t.severity.value, WARN_COLOUR)
+        if len(label) > 14:  # a rule's name in the right margin: keep it short
+            label = label[:13] + "…"
         fig.add_hline(
             y=level,
             line={"color": colour, "width": 1.5, "dash": "dash"},
@@ -134,59 +174,181 @@ def _threshold_lines(fig: go.Figure, info: IndicatorInfo) -> None:
                 "yanchor": "middle",
                 "align": "left",
             },
-            name=label,
+            name=t.severity.value if t.source == "rule" else label,
             layer="below",
         )
 
 
-def indicator_figure(
-    info: IndicatorInfo, series: Sequence[SeriesPoints], theme: Theme = LIGHT
-) -> go.Figure:
-    """One line per probe (in the order given, which callers keep in model order) of one
-    indicator, with dashed horizontal lines at its warn and critical thresholds when set.
+def _marker_trace(markers: Sequence[Marker]) -> go.Scatter:
+    """One trace for every alert marker: a triangle where one fired, a ring where it resolved."""
+    firing = [m.status == "firing" for m in markers]
+    return go.Scatter(
+        x=[m.step for m in markers],
+        y=[m.value for m in markers],
+        mode="markers",
+        name="alerts",
+        uid=ALERTS_UID,
+        showlegend=False,
+        hovertext=[m.text for m in markers],
+        hovertemplate="%{hovertext}<extra></extra>",
+        marker={
+            "symbol": ["triangle-up" if f else "circle-open" for f in firing],
+            "size": 11,
+            "color": [
+                SEVERITY_COLOURS.get(m.severity, WARN_COLOUR) if f else RESOLVED_COLOUR
+                for m, f in zip(markers, firing, strict=True)
+            ],
+            "line": {"width": 1.5, "color": "rgba(255,255,255,0.9)"},
+        },
+    )
 
-    ``None`` values stay ``None`` so Plotly draws a gap: a NaN is a signal, not a zero.
-    """
-    fig = go.Figure()
-    for index, points in enumerate(series):
-        fig.add_trace(
-            go.Scatter(
-                x=list(points.steps), y=list(points.values), name=points.probe, **trace_style(index)
-            )
-        )
-    _threshold_lines(fig, info)
-    has_thresholds = info.warn is not None or info.critical is not None
-    fig.update_layout(
+
+def base_layout(
+    y_title: str, uirevision: str, theme: Theme, *, height: int = 260
+) -> dict[str, Any]:
+    """What every chart shares: transparent backgrounds, fonts, grids, the theme's colours."""
+    return {
         # "none" keeps the JSON small and free of the default template's white backgrounds
-        template="none",
-        height=260,
-        # the right margin holds the threshold labels; without thresholds it is wasted room
-        margin={"l": 56, "r": 56 if has_thresholds else 16, "t": 36, "b": 40},
-        paper_bgcolor="rgba(0,0,0,0)",
-        plot_bgcolor="rgba(0,0,0,0)",
-        font={"family": "system-ui, -apple-system, 'Segoe UI', sans-serif", "size": 12},
-        hovermode="x unified",
-        showlegend=True,
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "xanchor": "left"},
-        xaxis={
+        "template": "none",
+        "height": height,
+        "paper_bgcolor": "rgba(0,0,0,0)",
+        "plot_bgcolor": "rgba(0,0,0,0)",
+        "font": {"family": FONT, "size": 12},
+        "xaxis": {
             "title": {"text": "step", "font": {"size": 11}},
             "showgrid": True,
             "zeroline": False,
         },
-        yaxis={
-            "title": {"text": axis_title(info), "font": {"size": 11}},
+        "yaxis": {
+            "title": {"text": y_title, "font": {"size": 11}},
             "showgrid": True,
             "zeroline": False,
         },
-        meta={"indicator": info.name},
         # keep zoom and legend toggles when traces are extended or restyled live
-        uirevision=info.name,
+        "uirevision": uirevision,
+    }
+
+
+def indicator_figure(
+    info: IndicatorInfo,
+    series: Sequence[SeriesPoints],
+    theme: Theme = LIGHT,
+    *,
+    thresholds: Sequence[Threshold] | None = None,
+    markers: Sequence[Marker] = (),
+    highlight: Collection[str] | None = None,
+) -> go.Figure:
+    """One line per probe (in the order given, which callers keep in model order) of one
+    indicator, with dashed horizontal lines at its thresholds (the rules' when given, else the
+    catalogue's warn and critical) and markers where alerts fired.
+
+    With more probes than palette colours, only the probes in ``highlight`` (the worst) get a
+    colour and the others a grey line. ``None`` values stay ``None`` so Plotly draws a gap: a
+    NaN is a signal, not a zero.
+    """
+    lines = catalogue_thresholds(info) if thresholds is None else list(thresholds)
+    crowded = len(series) > len(PALETTE)
+    keep = set(highlight or ())
+    fig = go.Figure()
+    for index, points in enumerate(series):
+        muted = crowded and points.probe not in keep
+        fig.add_trace(
+            go.Scatter(
+                # numpy arrays: plotly.py validates a list element by element, which costs
+                # a second for 200 layers; figure_json turns NaN back into null
+                x=np.asarray(points.steps, dtype=np.int64),
+                y=np.array(points.values, dtype=np.float64),
+                name=points.probe,
+                **trace_style(index, muted=muted),
+            )
+        )
+    if markers:
+        fig.add_trace(_marker_trace(markers))
+    _threshold_lines(fig, lines)
+    fig.update_layout(
+        base_layout(axis_title(info), info.name, theme),
+        # the right margin holds the threshold labels; without thresholds it is wasted room
+        margin={"l": 56, "r": 76 if lines else 16, "t": 36, "b": 40},
+        # one hover box listing 200 layers would cover the chart: crowded charts say one line
+        hovermode="closest" if crowded else "x unified",
+        showlegend=True,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "xanchor": "left"},
+        meta={"indicator": info.name},
     )
     fig.update_layout(theme_layout(theme))  # plotly.py takes the dotted keys as they are
     return fig
 
 
+def lines_from_bins(bins: IndicatorBins) -> list[SeriesPoints]:
+    """Each probe's binned points as a line: a bin of one point is that point; a wider bin
+    gives its lowest and highest value (at its first and last step, in the order that
+    continues the line), so spikes and collapses survive; a bin of only NaNs is a gap."""
+    out = []
+    for pb in bins.probes:
+        steps: list[int] = []
+        values: list[float | None] = []
+        previous: float | None = None
+        rows = list(
+            zip(pb.first_step, pb.last_step, pb.low, pb.high, pb.count, pb.nonfinite, strict=True)
+        )
+        for i, (first, last, low, high, count, bad) in enumerate(rows):
+            if low is None or high is None:
+                steps.append(first)
+                values.append(None)
+                previous = None
+                continue
+            if count == 1 or low == high:
+                pair = [(first, low)] if count == 1 else [(first, low), (last, high)]
+            else:
+                if previous is not None:  # start at the extreme nearer to where the line is
+                    up = abs(previous - low) <= abs(previous - high)
+                else:  # or end at the one nearer to where it goes next
+                    after = rows[i + 1][2:4] if i + 1 < len(rows) else (None, None)
+                    target = None if None in after else (after[0] + after[1]) / 2  # type: ignore[operator]
+                    up = target is None or abs(target - high) <= abs(target - low)
+                pair = [(first, low), (last, high)] if up else [(first, high), (last, low)]
+            for step, value in pair:
+                steps.append(step)
+                values.append(value)
+            previous = pair[-1][1]
+            if bad:  # a NaN inside the bin: break the line after it
+                steps.append(last)
+                values.append(None)
+                previous = None
+        out.append(
+            SeriesPoints(
+                indicator=bins.indicator,
+                probe=pb.probe,
+                steps=steps,
+                values=values,
+                total=sum(pb.count),
+                downsampled=any(c > 1 for c in pb.count),
+            )
+        )
+    return out
+
+
 def figure_json(fig: go.Figure) -> dict[str, Any]:
-    """The figure as plain JSON data ({"data", "layout"}) ready to embed in a page."""
-    # through Plotly's own encoder: it knows every type a figure may hold
-    return json.loads(fig.to_json())
+    """The figure as plain JSON data ({"data", "layout"}) ready to embed in a page or send:
+    arrays become lists, and NaN or infinite values ``null``, which Plotly draws as gaps."""
+    # per trace, not fig.to_dict(): that turns numpy arrays into base64 typed arrays, which
+    # live updates (extendTraces, smoothing) would have to decode
+    data = [_plain({**t.to_plotly_json(), "type": t.type}) for t in fig.data]
+    return {"data": data, "layout": _plain(fig.layout.to_plotly_json())}
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind == "f":
+            # object dtype so tolist() gives None where the float was not finite
+            return np.where(np.isfinite(obj), obj, None).astype(object).tolist()
+        return obj.tolist()
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

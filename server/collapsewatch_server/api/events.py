@@ -1,4 +1,5 @@
-"""``GET /api/v1/runs/{run_id}/events``: Server-Sent Events with new points and run changes.
+"""``GET /api/v1/runs/{run_id}/events``: Server-Sent Events with new points, run changes and
+alert events.
 
 Server processes keep no state, so each stream polls the store for point ids above its cursor;
 the cursor doubles as the SSE event id, so a reconnecting browser resumes where it stopped.
@@ -10,18 +11,23 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from collapsewatch.schemas import AlertEventPublic
 from collapsewatch_server.api.deps import ReadAuth, SettingsDep, StoreDep
 from collapsewatch_server.store import Store
 
 router = APIRouter(prefix="/api/v1", tags=["live"], dependencies=[ReadAuth])
 
 HEARTBEAT_S = 15.0
+#: How far before the newest alert event seen a stream looks again (clock skew between server
+#: processes, and events committed a little after their timestamp).
+ALERT_OVERLAP = timedelta(seconds=30)
 
 
 def _sse(event: str, data: object, event_id: int | None = None) -> str:
@@ -29,8 +35,33 @@ def _sse(event: str, data: object, event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+class _AlertCursor:
+    """Which alert events a stream has sent. Event ids are random and clocks of several server
+    processes differ a little, so the stream re-reads a window before the newest event it has
+    seen and skips ids it already sent."""
+
+    def __init__(self, since: datetime) -> None:
+        self.since = since
+        self.sent: dict[uuid.UUID, datetime] = {}
+
+    def fresh(self, events: list[AlertEventPublic]) -> list[AlertEventPublic]:
+        out = [e for e in events if e.id not in self.sent]
+        for e in out:
+            self.sent[e.id] = e.created_at
+        if self.sent:
+            newest = max(self.sent.values())
+            self.since = max(self.since, newest - ALERT_OVERLAP)
+            self.sent = {k: t for k, t in self.sent.items() if t >= self.since}
+        return out
+
+
 async def _stream(
-    request: Request, store: Store, run_id: uuid.UUID, cursor: int, poll_s: float
+    request: Request,
+    store: Store,
+    run_id: uuid.UUID,
+    cursor: int,
+    poll_s: float,
+    alerts: _AlertCursor,
 ) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
     state = None
@@ -41,6 +72,11 @@ async def _stream(
             payload = {"points": [e.model_dump() for e in events]}
             yield _sse("points", payload, new_cursor)
             cursor = new_cursor
+            quiet = 0.0
+        # no id: an alert must not move the points' resume cursor (Last-Event-ID)
+        fired = alerts.fresh(await run_in_threadpool(store.alerts_since, run_id, alerts.since))
+        if fired:
+            yield _sse("alert", {"alerts": [e.model_dump(mode="json") for e in fired]})
             quiet = 0.0
         status, last_step = await run_in_threadpool(store.run_state, run_id)
         if (status, last_step) != state:
@@ -62,17 +98,24 @@ async def run_events(
     store: StoreDep,
     settings: SettingsDep,
     after: Annotated[int | None, Query(ge=0, description="point id to resume after")] = None,
+    alerts_after: Annotated[
+        datetime | None, Query(description="send alert events created from then on; default now")
+    ] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    """New points (``event: points``) and status changes (``event: run``) of a run."""
+    """New points (``event: points``), status changes (``event: run``) and new alert events
+    (``event: alert``, ``{"alerts": [...]}``) of a run."""
     await run_in_threadpool(store.run_state, run_id)  # 404 before the stream opens
     # A browser reconnecting on its own repeats the page's URL (and its ?after=) but adds
     # Last-Event-ID: that one is newer, so it wins.
     if last_event_id and last_event_id.isdigit():
         after = int(last_event_id)
     cursor = after if after is not None else await run_in_threadpool(store.latest_cursor)
+    since = alerts_after or datetime.now(UTC)
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
     return StreamingResponse(
-        _stream(request, store, run_id, cursor, settings.sse_poll_s),
+        _stream(request, store, run_id, cursor, settings.sse_poll_s, _AlertCursor(since)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

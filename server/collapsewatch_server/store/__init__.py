@@ -5,6 +5,7 @@ One class per concern, combined into :class:`Store`; they share sessions through
 """
 
 from collapsewatch_server.store.alerts import AlertStore
+from collapsewatch_server.store.dashboards import DashboardStore
 from collapsewatch_server.store.outbox import OutboxStore
 from collapsewatch_server.store.rules import RuleStore
 from collapsewatch_server.store.runs import RunStore
@@ -13,7 +14,16 @@ from collapsewatch_server.store.webhooks import WebhookStore
 from collapsewatch_server.store.windows import WindowStore
 
 
-class Store(RunStore, TokenStore, RuleStore, AlertStore, WebhookStore, OutboxStore, WindowStore):
+class Store(
+    DashboardStore,
+    RunStore,
+    TokenStore,
+    RuleStore,
+    AlertStore,
+    WebhookStore,
+    OutboxStore,
+    WindowStore,
+):
     """Projects, runs, statistics, points, tokens, alert rules, events and states in SQLite
     or Postgres."""
 

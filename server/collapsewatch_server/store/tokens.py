@@ -38,14 +38,15 @@ class TokenStore(StoreBase):
         )
 
     def list_tokens(self, project: str) -> list[TokenPublic]:
+        """The project's tokens, oldest first (NotFound for an unknown project)."""
         with self._sessions() as s:
-            rows = s.execute(
-                select(IngestToken, Project.name)
-                .join(Project, Project.id == IngestToken.project_id)
-                .where(Project.name == project)
+            proj = self._existing_project(s, project)
+            rows = s.scalars(
+                select(IngestToken)
+                .where(IngestToken.project_id == proj.id)
                 .order_by(IngestToken.id)
             ).all()
-        return [self._token_public(t, p) for t, p in rows]
+        return [self._token_public(t, proj.name) for t in rows]
 
     def revoke_token(self, project: str, token_id: int) -> TokenPublic:
         with self._sessions.begin() as s:
@@ -55,7 +56,9 @@ class TokenStore(StoreBase):
                 .where(Project.name == project, IngestToken.id == token_id)
             ).first()
             if row is None:
-                raise errors.NotFound(f"token {token_id} not found in project {project!r}")
+                raise errors.NotFound(
+                    errors.TOKEN_NOT_FOUND.format(token_id=token_id, project=project)
+                )
             token, proj = row
             if token.revoked_at is None:
                 token.revoked_at = utcnow()

@@ -1,0 +1,208 @@
+"""Figure builders beyond the line chart: the layer x step heatmap and the covariance spectrum.
+
+Pure functions from schemas to ``plotly.graph_objects.Figure`` like :mod:`figures`, sharing
+its layout and theme. The heatmap is what makes a collapsing layer jump out: layers top to
+bottom in model order, steps left to right, each cell the worst value of its bin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from collapsewatch.schemas import IndicatorInfo
+from collapsewatch.schemas.dashboards import IndicatorBins, SpectrumPublic, Threshold
+from collapsewatch_web.figures import (
+    LIGHT,
+    PALETTE,
+    SEVERITY_COLOURS,
+    Marker,
+    Theme,
+    base_layout,
+    theme_layout,
+)
+
+#: Healthy cells: a faint tint that reads on a light and a dark page alike.
+CALM = "rgba(59, 130, 246, 0.10)"
+CALM_EDGE = "rgba(59, 130, 246, 0.40)"
+HOT = "#7f1d1d"
+#: Informational indicators have no bad end: a plain sequential scale.
+INFO_SCALE = [[0.0, CALM], [1.0, "#6366f1"]]
+
+
+def worst_is_high(info: IndicatorInfo) -> bool:
+    """Whether a bin's worst value is its highest (also for informational indicators)."""
+    return info.direction != "low_is_bad"
+
+
+def heatmap_matrix(
+    info: IndicatorInfo, bins: IndicatorBins
+) -> tuple[list[int], list[list[float | None]], list[list[bool]]]:
+    """Column steps, the worst value of each (layer, bin) and where a bin held only NaNs.
+
+    Rows follow ``bins.probes`` (model order); a bin without points is ``None``.
+    """
+    high = worst_is_high(info)
+    columns = [bins.start + i * bins.width for i in range(bins.bins)]
+    z: list[list[float | None]] = []
+    nan: list[list[bool]] = []
+    for pb in bins.probes:
+        row: list[float | None] = [None] * bins.bins
+        bad = [False] * bins.bins
+        for i, low, hi, count, nonfinite in zip(
+            pb.index, pb.low, pb.high, pb.count, pb.nonfinite, strict=True
+        ):
+            row[i] = hi if high else low
+            bad[i] = nonfinite > 0 and nonfinite == count
+        z.append(row)
+        nan.append(bad)
+    return columns, z, nan
+
+
+def colour_scale(
+    info: IndicatorInfo, thresholds: Sequence[Threshold], zmin: float, zmax: float
+) -> list[list[Any]]:
+    """Calm up to the first threshold a bad value crosses, then the thresholds' colours, then
+    dark red at the bad end: a collapsed layer is red, a healthy one barely tinted."""
+    if info.direction == "info" or zmax <= zmin:
+        return INFO_SCALE
+    high = info.direction == "high_is_bad"
+    span = zmax - zmin
+
+    def at(value: float) -> float:
+        p = (value - zmin) / span
+        return p if high else 1.0 - p  # position along calm -> bad
+
+    stops: dict[float, str] = {0.0: CALM, 1.0: HOT}
+    crossed = sorted(
+        ((at(t.value), t) for t in thresholds if 0.0 < at(t.value) < 1.0), key=lambda x: x[0]
+    )
+    if crossed:
+        first = crossed[0][0]
+        stops[max(0.0, first - 1e-6)] = CALM_EDGE
+        for p, t in crossed:
+            stops[p] = SEVERITY_COLOURS.get(t.severity.value, HOT)
+    else:
+        stops[0.5] = SEVERITY_COLOURS["warning"]
+    scale = [[p, c] for p, c in sorted(stops.items())]
+    if not high:  # Plotly's scale runs from zmin: for low-is-bad the bad end comes first
+        scale = [[round(1.0 - p, 9), c] for p, c in reversed(scale)]
+    return scale
+
+
+def heatmap_figure(
+    info: IndicatorInfo,
+    bins: IndicatorBins,
+    thresholds: Sequence[Threshold] = (),
+    theme: Theme = LIGHT,
+    markers: Sequence[Marker] = (),
+) -> go.Figure:
+    """Layers (rows, first layer on top) x step bins (columns), coloured by each bin's worst
+    value against the thresholds; a bin of only NaNs takes the bad end's colour, as a
+    diverged statistic is alarming. ``markers`` put a cross where alerts fired."""
+    columns, z, nan = heatmap_matrix(info, bins)
+    probes = [pb.probe for pb in bins.probes]
+    # numpy, not nested lists: plotly.py would validate 60k cells one by one
+    values = np.array(z, dtype=np.float64).reshape(len(probes), len(columns))
+    flags = np.array(nan, dtype=bool).reshape(values.shape)
+    finite = values[np.isfinite(values)]
+    levels = [t.value for t in thresholds]
+    zmin = float(min(finite.min(initial=np.inf), *levels, np.inf))
+    zmax = float(max(finite.max(initial=-np.inf), *levels, -np.inf))
+    if not np.isfinite(zmin) or not np.isfinite(zmax):
+        zmin, zmax = 0.0, 1.0
+    values[flags] = zmax if worst_is_high(info) else zmin
+    # hover says NaN where the colour says "bad"; no text array at all in the usual case
+    text = np.where(flags, "NaN", "").astype(object) if flags.any() else None
+    fig = go.Figure(
+        go.Heatmap(
+            x=np.asarray(columns, dtype=np.int64),
+            y=probes,
+            z=values,
+            text=text,
+            zmin=zmin,
+            zmax=zmax,
+            colorscale=colour_scale(info, thresholds, zmin, zmax),
+            hoverongaps=False,
+            xgap=0,
+            ygap=1 if len(probes) <= 40 else 0,
+            colorbar={"thickness": 10, "len": 0.9, "outlinewidth": 0, "tickfont": {"size": 10}},
+            hovertemplate=("%{y}<br>steps %{x}+: %{z:.4g} %{text}<extra>" + info.name + "</extra>"),
+            name=info.name,
+        )
+    )
+    if markers:
+        fig.add_trace(
+            go.Scatter(
+                x=[m.step for m in markers],
+                y=[m.probe for m in markers],
+                mode="markers",
+                name="alerts",
+                showlegend=False,
+                hovertext=[m.text for m in markers],
+                hovertemplate="%{hovertext}<extra></extra>",
+                marker={
+                    "symbol": "x",
+                    "size": 9,
+                    "color": "#111827",
+                    "line": {"width": 1, "color": "#ffffff"},
+                },
+            )
+        )
+    height = min(480, max(220, 14 * len(probes) + 90)) if len(probes) <= 40 else 420
+    layout = base_layout("layer", info.name + ":heatmap", theme, height=height)
+    layout["yaxis"].update(
+        {"autorange": "reversed", "type": "category", "showgrid": False, "title": {"text": ""}}
+    )
+    layout["xaxis"].update({"showgrid": False})
+    fig.update_layout(
+        layout,
+        margin={"l": 8, "r": 8, "t": 12, "b": 40},
+        hovermode="closest",
+        showlegend=False,
+        meta={
+            "indicator": info.name,
+            "start": bins.start,
+            "width": bins.width,
+            "worst": "max" if worst_is_high(info) else "min",
+        },
+    )
+    fig.update_yaxes(automargin=True)
+    fig.update_layout(theme_layout(theme))
+    return fig
+
+
+def spectrum_figure(spectra: Sequence[SpectrumPublic], theme: Theme = LIGHT) -> go.Figure:
+    """Each spectrum's eigenvalues as shares of their sum, largest first, on a log axis: a
+    dimensional collapse shows as a spectrum that falls off a cliff after a few components."""
+    fig = go.Figure()
+    for index, sp in enumerate(spectra):
+        total = sum(v for v in sp.eigenvalues if v > 0) or 1.0
+        shares = [v / total if v > 0 else None for v in sp.eigenvalues]
+        fig.add_trace(
+            go.Scatter(
+                x=list(range(1, len(shares) + 1)),
+                y=shares,
+                mode="lines+markers",
+                name=f"step {sp.step}",
+                line={"color": PALETTE[index % len(PALETTE)], "width": 2},
+                marker={"size": 4},
+                hovertemplate="component %{x}: %{y:.3g} of the variance<extra>%{fullData.name}"
+                "</extra>",
+            )
+        )
+    layout = base_layout("eigenvalue / sum", "spectrum", theme)
+    layout["xaxis"]["title"]["text"] = "component"
+    layout["yaxis"]["type"] = "log"
+    fig.update_layout(
+        layout,
+        margin={"l": 56, "r": 16, "t": 12, "b": 40},
+        hovermode="x unified",
+        showlegend=True,
+        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+    )
+    fig.update_layout(theme_layout(theme))
+    return fig
