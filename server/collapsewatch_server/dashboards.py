@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 import numpy as np
@@ -48,7 +49,7 @@ MIN_BINS, MAX_BINS = 150, 500
 #: Alert events drawn as markers on one chart.
 MAX_MARKERS = 500
 #: Events in the run page's health summary.
-RECENT_ALERTS = 8
+RECENT_ALERTS = 5
 
 
 def info_of(indicator: str) -> IndicatorInfo:
@@ -128,16 +129,11 @@ def indicator_figures(
         indicator=indicator,
         lines=figures.figure_json(lines),
         heatmap=figures.figure_json(heatmap) if heatmap is not None else None,
-        latest=views.worst_first(latest),
+        latest=views.worst_first(latest, info.direction),
         thresholds=thresholds,
         total=bins.total,
         bin_width=bins.width,
     )
-
-
-def run_latest(store: Store, run: RunDetail) -> list[LatestValue]:
-    """Every series' newest point of a run, judged against the thresholds in force."""
-    return views.latest_values(store.latest_points(run.run_id), run_thresholds(store, run))
 
 
 def health(store: Store, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[FamilyHealth]]:
@@ -271,3 +267,39 @@ def _downsampled(
         total=len(steps),
         downsampled=kept_steps.size < len(steps),
     )
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """What the run page is rendered from: a handful of cheap queries whatever the run's size
+    (the charts themselves load from :func:`indicator_figures` as they scroll into view)."""
+
+    run: RunDetail
+    indicators: list[IndicatorInfo]
+    latest: list[LatestValue]
+    thresholds: dict[str, list[Threshold]]
+    health: RunHealth
+    focus: str | None = None
+
+
+def run_page(
+    store: Store, run_id: uuid.UUID, step: int | None = None, indicator: str | None = None
+) -> RunPage:
+    """The run, its indicators in catalogue order, every series' newest point judged against
+    the thresholds in force, and its health by family. With ``step`` (a link from an alert),
+    ``focus`` is the indicator to scroll to: the one given, else the one of an alert raised
+    at that step."""
+    run = store.get_run(run_id)
+    present = set(store.indicator_names(run_id))
+    # catalogue order puts related indicators together; one that left the catalogue has no
+    # metadata to draw it with and is skipped
+    indicators = [ind.info() for name, ind in CATALOGUE.items() if name in present]
+    thresholds = run_thresholds(store, run)
+    latest = views.latest_values(store.latest_points(run_id), thresholds)
+    families = sorted({i.family for i in indicators}, key=views.family_order)
+    focus = indicator if indicator in present else None
+    if focus is None and step is not None:
+        at_step = (e.indicator for e in store.run_alert_events(run_id) if e.step == step)
+        focus = next((name for name in at_step if name in present), None)
+    health = run_health(store, run_id, families)
+    return RunPage(run, indicators, latest, thresholds, health, focus)

@@ -56,7 +56,7 @@ def layer_stats(dead: int, spread: float, rank_decay: float, n: int = 256) -> di
         "n": float(n),
         "width": float(WIDTH),
         "sum": [1.0] * WIDTH,
-        "sumsq": [2.0] * WIDTH,
+        "sumsq": [2.0 * n] * WIDTH,  # unit variance 2: no VICReg variance hinge
         "pos": [0.0] * dead + [n / 2] * (WIDTH - dead),
         "unit_sum": [unit] * WIDTH,
         "eig": [rank_decay**i for i in range(WIDTH)],
@@ -177,7 +177,14 @@ def wait_until(page: Any, expression: str, timeout_ms: int) -> None:
 
 
 def trace_names(page: Any, dom_id: str) -> list[str]:
-    return page.evaluate(f"document.getElementById('{dom_id}').data.map(t => t.name)")
+    """Names of a chart's layer lines (not its alert markers)."""
+    return page.evaluate(
+        f"document.getElementById('{dom_id}').data.filter(t => t.uid !== 'alerts').map(t => t.name)"
+    )
+
+
+def chart_ready(dom_id: str) -> str:
+    return f"document.getElementById('{dom_id}-card').dataset.state === 'ready'"
 
 
 def test_run_page_renders_charts_and_grows_live(
@@ -186,19 +193,27 @@ def test_run_page_renders_charts_and_grows_live(
     page = tab.page
     run_id = str(uuid.uuid4())
     ingest(live_server, batch(run_id, range(0, 200, 4)))
-    expected = series_indicators(live_server, run_id)
 
     page.goto(f"{live_server.url}/runs/{run_id}")
-    wait_until(
-        page, f"document.querySelectorAll('.js-plotly-plot').length === {len(expected)}", 15_000
-    )
+    # the first family's chart loads as soon as the page shows it; the rest wait to be seen
+    wait_until(page, chart_ready("chart-dead_fraction"), 15_000)
     assert trace_names(page, "chart-dead_fraction") == list(PROBES)
     assert page.evaluate("document.getElementById('chart-dead_fraction').data[1].x.length") == 50
-    # the card of the dead-unit chart is flagged, and fc2 is named in the summary at the top
+    markers = page.evaluate(
+        "document.getElementById('chart-dead_fraction').data.find(t => t.uid === 'alerts')"
+    )
+    assert len(markers["x"]) == 1, "the default rule fired once, on fc2"
+    assert markers["y"][0] > 0.5
+    assert page.evaluate("document.getElementById('chart-loss').data") is None, "not seen yet"
+    # the dead-unit card is flagged, and fc2 leads the worst layers at the top
     assert "severity-critical" in (page.get_attribute("#chart-dead_fraction-card", "class") or "")
-    assert "fc2" in page.inner_text("#attention-list")
+    assert page.inner_text("#worst-rows tr:first-child td.mono") == "fc2"
+    assert "1 critical" in page.inner_text("#health-families")
+    page.locator("#chart-loss-card").scroll_into_view_if_needed()
+    wait_until(page, chart_ready("chart-loss"), 10_000)
+    page.evaluate("window.scrollTo(0, 0)")
 
-    page.screenshot(path=str(screenshot_dir(tmp_path) / "run.png"), full_page=True)
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "run.png"), full_page=False)
 
     # a later step, and a probe the page has not seen yet, arrive while the page is open
     ingest(live_server, batch(run_id, range(400, 401), probes=(*PROBES, "head")))
@@ -216,6 +231,63 @@ def test_run_page_renders_charts_and_grows_live(
     wait_until(
         page, "document.getElementById('run-last-step').textContent === '400'", LIVE_TIMEOUT_MS
     )
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "reloaded"
+    assert tab.problems == [], f"browser errors: {tab.problems}"
+
+
+def collapse_batch(run_id: str, steps: range, collapse_at: int) -> dict[str, Any]:
+    """fc3 loses every unit from ``collapse_at`` on; the other layers stay alive."""
+    body = batch(run_id, steps, name="collapse-fc3", project="heat")
+    for record in body["records"]:
+        if record["kind"] == "activation":
+            dead = WIDTH if record["probe"] == "fc3" and record["step"] >= collapse_at else 0
+            record["stats"] = layer_stats(dead, 0.5, 0.8)
+    return body
+
+
+def test_heatmap_shows_which_layer_collapsed_when_and_the_alert_arrives_live(
+    live_server: LiveServer, tab: Tab
+) -> None:
+    page = tab.page
+    run_id, collapse_at = str(uuid.uuid4()), 100
+    ingest(live_server, collapse_batch(run_id, range(0, collapse_at, 2), collapse_at))
+    page.goto(f"{live_server.url}/runs/{run_id}")
+    wait_until(page, chart_ready("chart-dead_fraction"), 15_000)
+    assert "0 open alerts" in page.inner_text("#open-alerts")
+    assert page.inner_text("#recent-alerts") == ""
+
+    # the collapse arrives while the page is open: points, then the alert, without a reload
+    ingest(live_server, collapse_batch(run_id, range(collapse_at, 200, 2), collapse_at))
+    wait_until(page, "document.querySelectorAll('#recent-alerts li').length > 0", LIVE_TIMEOUT_MS)
+    assert "fc3" in page.inner_text("#recent-alerts")
+    wait_until(
+        page,
+        "document.querySelector('#health-families [data-family=dead_units]')"
+        ".classList.contains('state-critical')",
+        LIVE_TIMEOUT_MS,
+    )
+    wait_until(
+        page,
+        "(document.getElementById('chart-dead_fraction').data.find(t => t.uid === 'alerts') || "
+        "{x: []}).x.length > 0",
+        LIVE_TIMEOUT_MS,
+    )
+    heat = page.evaluate(
+        "(() => { const t = document.getElementById('chart-dead_fraction-heat').data[0];"
+        " return {x: Array.from(t.x), y: Array.from(t.y), z: t.z.map(r => Array.from(r))}; })()"
+    )
+    assert heat["y"] == list(PROBES), "layers in model order"
+    fc3 = heat["y"].index("fc3")
+    # dead units are counted over a window of 5 records: fully dead 4 records after the step
+    settled = collapse_at + 2 * 4
+    for row, values in enumerate(heat["z"]):
+        for step, value in zip(heat["x"], values, strict=True):
+            if value is None:
+                continue
+            if row == fc3 and step >= settled:
+                assert value == pytest.approx(1.0), (step, value)
+            elif row != fc3 or step < collapse_at:
+                assert value < 0.1, (heat["y"][row], step, value)
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "reloaded"
     assert tab.problems == [], f"browser errors: {tab.problems}"
 

@@ -19,6 +19,7 @@ from collapsewatch_server.api.pages import LOGIN_FAILED
 from collapsewatch_server.app import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_server.indicators import CATALOGUE
+from collapsewatch_web import views
 from tests.helpers import make_batch
 
 ADMIN = "cw_admin_secret_for_tests"
@@ -69,7 +70,7 @@ def test_runs_page_filters_by_project(client: TestClient) -> None:
     assert client.get("/", params={"project": "nope"}).status_code == 404
 
 
-def test_run_page_has_a_chart_per_indicator_with_its_data(client: TestClient) -> None:
+def test_run_page_has_a_card_per_indicator_and_its_newest_values(client: TestClient) -> None:
     batch = make_batch(name="relu", steps=range(5), probes=("fc1", "fc2"))
     run_id = batch["run"]["run_id"]
     ingest(client, batch)
@@ -78,22 +79,32 @@ def test_run_page_has_a_chart_per_indicator_with_its_data(client: TestClient) ->
     indicators = {s["indicator"] for s in client.get(f"/api/v1/runs/{run_id}/series").json()}
     assert "dead_fraction" in indicators and "loss" in indicators
     for name in indicators:
-        assert f'<div class="chart" id="chart-{name}"' in r.text, f"no chart for {name}"
+        assert f'<div class="chart lines" id="chart-{name}"' in r.text, f"no chart for {name}"
     data = run_data(r.text)
     assert data["run_id"] == run_id
     assert data["cursor"] > 0
-    charts = {c["indicator"]: c for c in data["charts"]}
-    assert set(charts) == indicators
-    dead = charts["dead_fraction"]["figure"]["data"]
-    assert [t["name"] for t in dead] == ["fc1", "fc2"], "model order"
-    assert dead[0]["x"] == [0, 1, 2, 3, 4]
-    # make_batch kills 1 of 4 units in fc1 and 2 of 4 in fc2
-    assert dead[0]["y"] == [0.25] * 5
-    assert dead[1]["y"] == [0.5] * 5
-    # catalogue order: dead units come before the training charts
-    order = [c["indicator"] for c in data["charts"]]
-    catalogue = [n for n in CATALOGUE if n in indicators]
-    assert order == catalogue
+    assert set(data["indicators"]) == indicators
+    # families in reading order (dead units before training), catalogue order within one
+    order = re.findall(r'data-indicator="([a-z_0-9]+)"', r.text)
+    names = [n for n in CATALOGUE if n in indicators]
+    assert order == sorted(names, key=lambda n: views.family_order(CATALOGUE[n].family))
+    assert order[0] == "dead_fraction"
+    assert order[-2:] == ["loss", "loss_max"]
+    # make_batch kills 1 of 4 units in fc1 and 2 of 4 in fc2: newest values, worst first
+    card = r.text.split('id="chart-dead_fraction-card"')[1].split("</article>")[0]
+    assert re.findall(r'data-probe="(fc\d)"', card) == ["fc2", "fc1"]
+    assert "0.5" in card and "0.25" in card
+
+
+def test_run_page_at_a_step_focuses_the_indicator_that_alerted(client: TestClient) -> None:
+    batch = make_batch(steps=range(6), probes=("fc1", "fc2", "fc3"))  # fc3: 3 of 4 dead
+    ingest(client, batch)
+    run_id = batch["run"]["run_id"]
+    data = run_data(client.get(f"/runs/{run_id}", params={"step": 2}).text)
+    assert (data["step"], data["focus"]) == (2, "dead_fraction")
+    assert run_data(client.get(f"/runs/{run_id}", params={"step": "x"}).text)["step"] is None
+    chosen = run_data(client.get(f"/runs/{run_id}?step=4&indicator=loss").text)
+    assert chosen["focus"] == "loss"
 
 
 def test_run_page_cursor_is_where_the_stream_should_resume(client: TestClient) -> None:
@@ -122,9 +133,10 @@ def test_plotly_js_is_the_installed_plotly_bundle(client: TestClient) -> None:
 
 
 def test_static_files_are_served_and_nothing_else(client: TestClient) -> None:
-    js = client.get("/static/app.js")
+    js = client.get("/static/run.js")
     assert js.status_code == 200
     assert "EventSource" in js.text
+    assert "window.cw" in client.get("/static/app.js").text
     assert client.get("/static/style.css").headers["content-type"].startswith("text/css")
     assert client.get("/static/nope.js").status_code == 404
     assert client.get("/static/..%2Fapp.py").status_code == 404

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from collapsewatch.schemas import IndicatorInfo, ProbeKind, SeriesPoints
+from collapsewatch.schemas.dashboards import Threshold
 from collapsewatch_web import figures
 
 
@@ -179,3 +180,51 @@ def test_severity_honours_direction(direction: str, value: float | None, expecte
 def test_severity_without_thresholds_is_none() -> None:
     assert figures.severity(info(), 0.99) == "none"
     assert figures.severity(info(warn=0.2), 0.99) == "warn", "warn alone still flags"
+
+
+def rule_line(value: float, severity: str, label: str = "my rule") -> Threshold:
+    return Threshold.model_validate(
+        {"value": value, "side": "above", "severity": severity, "label": label, "source": "rule"}
+    )
+
+
+def test_rule_thresholds_replace_the_catalogue_lines() -> None:
+    fig = figures.indicator_figure(
+        info(warn=0.2, critical=0.5),
+        [points("fc1", [0], [0.0])],
+        thresholds=[rule_line(0.3, "critical"), rule_line(0.1, "info")],
+    )
+    assert thresholds(fig) == {"critical": 0.3, "info": 0.1}
+    assert {s.line.color for s in fig.layout.shapes} == {
+        figures.CRITICAL_COLOUR,
+        figures.INFO_COLOUR,
+    }
+    no_lines = figures.indicator_figure(info(warn=0.2), [points("fc1", [0], [0.0])], thresholds=[])
+    assert thresholds(no_lines) == {}, "an empty list means: no rule draws a line"
+
+
+def test_alert_markers_are_one_trace_after_the_probes() -> None:
+    markers = [
+        figures.Marker(12, 0.7, "firing", "critical", "fired"),
+        figures.Marker(40, 0.1, "resolved", "critical", "resolved"),
+    ]
+    fig = figures.indicator_figure(info(), [points("fc1", [0, 50], [0.0, 0.1])], markers=markers)
+    assert [t.name for t in fig.data] == ["fc1", "alerts"]
+    alerts = fig.data[1]
+    assert alerts.uid == figures.ALERTS_UID
+    assert list(alerts.x) == [12, 40]
+    assert list(alerts.marker.symbol) == ["triangle-up", "circle-open"]
+    assert list(alerts.marker.color) == [figures.CRITICAL_COLOUR, figures.RESOLVED_COLOUR]
+    assert list(alerts.hovertext) == ["fired", "resolved"]
+
+
+def test_a_crowded_chart_colours_only_the_highlighted_layers() -> None:
+    series = [points(f"layer.{i}", [0, 1], [0.0, 0.1]) for i in range(200)]
+    fig = figures.indicator_figure(info(), series, highlight=["layer.150"])
+    colours = [t.line.color for t in fig.data]
+    assert colours[150] == figures.probe_colour(150)
+    assert colours.count(figures.MUTED_COLOUR) == 199
+    assert fig.layout.hovermode == "closest", "one hover box of 200 layers covers the chart"
+    few = figures.indicator_figure(info(), series[:4])
+    assert figures.MUTED_COLOUR not in [t.line.color for t in few.data]
+    assert few.layout.hovermode == "x unified"

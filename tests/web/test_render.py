@@ -13,15 +13,19 @@ from typing import Any
 import pytest
 
 from collapsewatch.schemas import (
+    AlertEventPublic,
+    EventStatus,
     IndicatorInfo,
+    PointEvent,
     ProbeKind,
     ProbePublic,
     RunDetail,
     RunPublic,
     RunStatus,
-    SeriesPoints,
+    Severity,
 )
-from collapsewatch_web import figures, render
+from collapsewatch.schemas.dashboards import FamilyHealth, LatestValue, RunHealth
+from collapsewatch_web import render, views
 
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 XSS = "<script>alert(1)</script>"
@@ -40,19 +44,30 @@ def indicator(name: str, family: str, **kw: Any) -> IndicatorInfo:
     )
 
 
-def chart(info: IndicatorInfo, lines: dict[str, list[float | None]]) -> tuple[IndicatorInfo, dict]:
-    series = [
-        SeriesPoints(
-            indicator=info.name,
-            probe=probe,
-            steps=list(range(len(values))),
-            values=values,
-            total=len(values),
-            downsampled=False,
-        )
-        for probe, values in lines.items()
-    ]
-    return info, figures.figure_json(figures.indicator_figure(info, series))
+def judged(info: IndicatorInfo, lines: dict[str, float | None]) -> list[LatestValue]:
+    """Each probe's newest value judged against the catalogue's levels, as the server does."""
+    points = [PointEvent(indicator=info.name, probe=p, step=9, value=v) for p, v in lines.items()]
+    return views.latest_values(points, {info.name: views.thresholds_for(info, [])})
+
+
+def health(**kw: Any) -> RunHealth:
+    base: dict[str, Any] = {"run_id": uuid.uuid4(), "families": [], "open_alerts": 0, "recent": []}
+    return RunHealth(**{**base, **kw})
+
+
+def page(
+    infos: list[IndicatorInfo], latest: list[LatestValue], run: RunDetail | None = None, **kw: Any
+) -> str:
+    return render.render_run_page(
+        run or run_detail(),
+        indicators=infos,
+        latest=latest,
+        thresholds={i.name: views.thresholds_for(i, []) for i in infos},
+        health=kw.pop("health", health()),
+        cursor=kw.pop("cursor", 0),
+        alerts_after=T0,
+        **kw,
+    )
 
 
 def run_detail(**kw: Any) -> RunDetail:
@@ -84,50 +99,110 @@ RANK = indicator("effective_rank", "dimensional", direction="low_is_bad")
 LOSS = indicator("loss", "training", direction="info")
 
 
-def test_run_page_has_a_chart_per_indicator_grouped_by_family_in_reading_order() -> None:
-    charts = [chart(LOSS, {"loss": [1.0]}), chart(RANK, {"fc1": [3.0]}), chart(DEAD, {"fc1": [0]})]
-    html = render.render_run_page(run_detail(), charts, cursor=7)
-    for name in ("dead_fraction", "effective_rank", "loss"):
-        assert f'id="chart-{name}"' in html
+def test_run_page_has_a_lazy_card_per_indicator_grouped_by_family_in_reading_order() -> None:
+    latest = judged(DEAD, {"fc1": 0.0, "fc2": 0.1}) + judged(LOSS, {"loss": 1.0})
+    html = page([LOSS, RANK, DEAD], latest + judged(RANK, {"fc1": 3.0}), cursor=7)
     headings = re.findall(r'<h2 id="family-([a-z_]+)"', html)
     assert headings == ["dead_units", "dimensional", "training"]
+    for name in ("dead_fraction", "effective_rank", "loss"):
+        assert f'data-indicator="{name}" data-state="idle"' in html, "charts load when seen"
+        assert f'<div class="chart lines" id="chart-{name}"' in html
+    assert 'id="chart-dead_fraction-heat"' in html
+    assert 'id="chart-loss-heat"' not in html, "one probe: no heatmap"
     data = embedded(html)
     assert data["cursor"] == 7
-    assert [c["indicator"] for c in data["charts"]] == ["loss", "effective_rank", "dead_fraction"]
-    assert data["charts"][2]["critical"] == 0.5
+    assert data["alerts_after"] == T0.isoformat()
+    assert set(data["indicators"]) == {"loss", "effective_rank", "dead_fraction"}
+    dead = data["indicators"]["dead_fraction"]
+    assert dead["dom_id"] == "chart-dead_fraction"
+    assert [(t["value"], t["severity"]) for t in dead["thresholds"]] == [
+        (0.2, "warning"),
+        (0.5, "critical"),
+    ]
 
 
-def test_latest_values_flag_the_layer_past_its_threshold() -> None:
-    charts = [chart(DEAD, {"fc1": [0.0, 0.01], "fc2": [0.1, 0.73], "fc3": [0.0, 0.25]})]
-    html = render.render_run_page(run_detail(), charts, cursor=0)
-    items = dict(re.findall(r'<li data-probe="([^"]+)" class="severity-(\w+)">', html))
-    assert items == {"fc1": "ok", "fc2": "critical", "fc3": "warn"}
-    attention = html.split('id="attention-list"')[1].split("</ul>")[0]
-    assert attention.index("fc2") < attention.index("fc3"), "critical before warn"
-    assert "0.73" in attention
-    assert 'class="card severity-critical"' in html
+def test_latest_values_flag_the_layer_past_its_threshold_worst_first() -> None:
+    html = page([DEAD], judged(DEAD, {"fc1": 0.01, "fc2": 0.73, "fc3": 0.25}))
+    items = re.findall(r'<li data-probe="([^"]+)" class="severity-(\w+)">', html)
+    assert items == [("fc2", "critical"), ("fc3", "warn"), ("fc1", "ok")]
+    worst = html.split('id="worst-rows"')[1].split("</tbody>")[0]
+    assert worst.index("fc2") < worst.index("fc3"), "critical before warn"
+    assert "fc1" not in worst
+    assert "0.73" in worst
+    assert 'class="card severity-critical' in html
+    assert [v["probe"] for v in embedded(html)["worst"]] == ["fc2", "fc3"]
 
 
 def test_a_nan_last_point_shows_nan_not_an_older_value() -> None:
-    html = render.render_run_page(run_detail(), [chart(DEAD, {"fc1": [0.9, None]})], cursor=0)
+    html = page([DEAD], judged(DEAD, {"fc1": None}))
     item = html.split('data-probe="fc1"')[1].split("</li>")[0]
     assert "NaN" in item
-    assert "0.9" not in item
+    assert "severity-critical" in html, "a diverged statistic is past every threshold"
 
 
 def test_no_series_says_so() -> None:
-    html = render.render_run_page(run_detail(), [], cursor=0)
+    html = page([], [])
     assert "No indicator points yet" in html
-    assert embedded(html)["charts"] == []
+    assert embedded(html)["indicators"] == {}
+
+
+def test_health_by_family_and_the_latest_alerts() -> None:
+    event = AlertEventPublic(
+        id=uuid.uuid4(),
+        project="demo",
+        run_id=uuid.uuid4(),
+        run_name="relu",
+        status=EventStatus.firing,
+        severity=Severity.critical,
+        indicator="dead_fraction",
+        probe="fc2",
+        step=15,
+        message="dead_fraction on fc2 is 0.77, above 0.5 for 3 points",
+        created_at=T0,
+        url="/",
+    )
+    families = [
+        FamilyHealth(family="dead_units", title="Dead units", state="critical", firing=1),
+        FamilyHealth(family="training", title="Training health", state="ok"),
+    ]
+    html = page([DEAD], [], health=health(families=families, recent=[event]))
+    chips = re.findall(r'<li class="chip state-(\w+)" data-family="(\w+)">', html)
+    assert chips == [("critical", "dead_units"), ("ok", "training")]
+    assert "1 critical" in html
+    assert event.message in html
+    assert f'href="/runs/{event.run_id}?step=15&amp;indicator=dead_fraction"' in html
+
+
+def test_step_and_focus_go_to_the_page_script() -> None:
+    data = embedded(page([DEAD], [], step=120, focus="dead_fraction"))
+    assert (data["step"], data["focus"]) == (120, "dead_fraction")
+
+
+def test_model_summary_in_the_header() -> None:
+    probes = [
+        ProbePublic(
+            name=f"blocks.{i}",
+            kind=ProbeKind.activation,
+            module="Linear",
+            order=i,
+            width=512,
+            params=262_656,
+        )
+        for i in range(4)
+    ]
+    html = page([DEAD], [], run=run_detail(probes=probes))
+    assert "4 probes · 1.05M params" in html
+    assert "Linear \u00d7 4" in html
+    assert '<td class="mono">blocks.3</td>' in html
 
 
 def test_user_text_is_escaped_everywhere() -> None:
     run = run_detail(host=XSS, config={"note": XSS})
-    html = render.render_run_page(run, [chart(DEAD, {XSS: [0.9]})], cursor=0)
+    html = page([DEAD], judged(DEAD, {XSS: 0.9}), run=run)
     assert XSS not in html
     # the JSON block cannot be closed early by a probe name
     assert "</script><script>" not in html
-    assert embedded(html)["charts"][0]["figure"]["data"][0]["name"] == XSS
+    assert embedded(html)["worst"][0]["probe"] == XSS
     runs = [
         RunPublic(
             run_id=uuid.uuid4(),
@@ -174,7 +249,7 @@ def test_runs_page_without_runs_explains_how_to_start() -> None:
 
 
 def test_pages_reference_local_assets_only() -> None:
-    html = render.render_run_page(run_detail(), [chart(DEAD, {"fc1": [0.0]})], cursor=0)
+    html = page([DEAD], judged(DEAD, {"fc1": 0.0}))
     sources = re.findall(r'(?:src|href)="([^"#]+)"', html)
     assert any(s.startswith("/static/plotly.min.js?v=") for s in sources)
     assert all(not s.startswith(("http:", "https:", "//")) for s in sources), sources

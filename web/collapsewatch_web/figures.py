@@ -157,10 +157,10 @@ def catalogue_thresholds(info: IndicatorInfo) -> list[Threshold]:
 
 def _threshold_lines(fig: go.Figure, thresholds: Sequence[Threshold]) -> None:
     for t in thresholds:
-        label, level = t.label, t.value
+        # a rule's name is too long for the right margin: its severity says what it means
+        label = t.label if t.source == "catalogue" else t.severity.value
+        level = t.value
         colour = SEVERITY_COLOURS.get(t.severity.value, WARN_COLOUR)
-        if len(label) > 14:  # a rule's name in the right margin: keep it short
-            label = label[:13] + "…"
         fig.add_hline(
             y=level,
             line={"color": colour, "width": 1.5, "dash": "dash"},
@@ -174,7 +174,7 @@ def _threshold_lines(fig: go.Figure, thresholds: Sequence[Threshold]) -> None:
                 "yanchor": "middle",
                 "align": "left",
             },
-            name=t.severity.value if t.source == "rule" else label,
+            name=label,
             layer="below",
         )
 
@@ -268,11 +268,12 @@ def indicator_figure(
     fig.update_layout(
         base_layout(axis_title(info), info.name, theme),
         # the right margin holds the threshold labels; without thresholds it is wasted room
-        margin={"l": 56, "r": 76 if lines else 16, "t": 36, "b": 40},
+        margin={"l": 56, "r": 64 if lines else 16, "t": 12, "b": 40},
         # one hover box listing 200 layers would cover the chart: crowded charts say one line
         hovermode="closest" if crowded else "x unified",
-        showlegend=True,
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "xanchor": "left"},
+        # the page lists the layers under each chart with their newest value: that list is
+        # the legend (a legend of 200 layers would be the chart's size)
+        showlegend=False,
         meta={"indicator": info.name},
     )
     fig.update_layout(theme_layout(theme))  # plotly.py takes the dotted keys as they are

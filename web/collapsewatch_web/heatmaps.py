@@ -28,7 +28,9 @@ from collapsewatch_web.figures import (
 #: Healthy cells: a faint tint that reads on a light and a dark page alike.
 CALM = "rgba(59, 130, 246, 0.10)"
 CALM_EDGE = "rgba(59, 130, 246, 0.40)"
-HOT = "#7f1d1d"
+#: Past the worst threshold: a darker shade of its colour.
+DARK_COLOURS = {"info": "#075985", "warning": "#92400e", "critical": "#7f1d1d"}
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 #: Informational indicators have no bad end: a plain sequential scale.
 INFO_SCALE = [[0.0, CALM], [1.0, "#6366f1"]]
 
@@ -41,52 +43,56 @@ def worst_is_high(info: IndicatorInfo) -> bool:
 def heatmap_matrix(
     info: IndicatorInfo, bins: IndicatorBins
 ) -> tuple[list[int], list[list[float | None]], list[list[bool]]]:
-    """Column steps, the worst value of each (layer, bin) and where a bin held only NaNs.
+    """Column steps, the worst value of each (layer, column) and where a cell held only NaNs.
 
-    Rows follow ``bins.probes`` (model order); a bin without points is ``None``.
+    Columns are the bins that hold a point of any layer (a run sampled every 10 steps leaves
+    most one-step bins empty, which would draw as stripes); rows follow ``bins.probes``
+    (model order); a layer without a point in a column is ``None``.
     """
     high = worst_is_high(info)
-    columns = [bins.start + i * bins.width for i in range(bins.bins)]
+    used = sorted({i for pb in bins.probes for i in pb.index})
+    column_of = {b: c for c, b in enumerate(used)}
     z: list[list[float | None]] = []
     nan: list[list[bool]] = []
     for pb in bins.probes:
-        row: list[float | None] = [None] * bins.bins
-        bad = [False] * bins.bins
+        row: list[float | None] = [None] * len(used)
+        bad = [False] * len(used)
         for i, low, hi, count, nonfinite in zip(
             pb.index, pb.low, pb.high, pb.count, pb.nonfinite, strict=True
         ):
-            row[i] = hi if high else low
-            bad[i] = nonfinite > 0 and nonfinite == count
+            c = column_of[i]
+            row[c] = hi if high else low
+            bad[c] = nonfinite > 0 and nonfinite == count
         z.append(row)
         nan.append(bad)
-    return columns, z, nan
+    return [bins.start + i * bins.width for i in used], z, nan
 
 
 def colour_scale(
     info: IndicatorInfo, thresholds: Sequence[Threshold], zmin: float, zmax: float
 ) -> list[list[Any]]:
-    """Calm up to the first threshold a bad value crosses, then the thresholds' colours, then
-    dark red at the bad end: a collapsed layer is red, a healthy one barely tinted."""
-    if info.direction == "info" or zmax <= zmin:
+    """Calm up to the first threshold a bad value crosses, each threshold's colour past it,
+    and a darker shade of the worst one at the bad end: a collapsed layer is red, a healthy
+    one barely tinted. Without thresholds (or direction) nothing is alarming: a neutral
+    scale, so the lowest rank of a healthy run is not painted as a collapse."""
+    if not thresholds or info.direction == "info" or zmax <= zmin:
         return INFO_SCALE
     high = info.direction == "high_is_bad"
     span = zmax - zmin
 
-    def at(value: float) -> float:
+    def badness(value: float) -> float:  # 0 at the calm end, 1 at the bad end
         p = (value - zmin) / span
-        return p if high else 1.0 - p  # position along calm -> bad
+        return min(1.0, max(0.0, p if high else 1.0 - p))
 
-    stops: dict[float, str] = {0.0: CALM, 1.0: HOT}
-    crossed = sorted(
-        ((at(t.value), t) for t in thresholds if 0.0 < at(t.value) < 1.0), key=lambda x: x[0]
-    )
-    if crossed:
-        first = crossed[0][0]
-        stops[max(0.0, first - 1e-6)] = CALM_EDGE
-        for p, t in crossed:
-            stops[p] = SEVERITY_COLOURS.get(t.severity.value, HOT)
-    else:
-        stops[0.5] = SEVERITY_COLOURS["warning"]
+    ranked = sorted(thresholds, key=lambda t: badness(t.value))
+    stops: dict[float, str] = {0.0: CALM}
+    first = badness(ranked[0].value)
+    if first > 0.0:
+        stops[first] = CALM_EDGE
+    for t in ranked:  # a value at a threshold is not past it: the colour starts just after
+        stops[min(1.0, badness(t.value) + 1e-6)] = SEVERITY_COLOURS[t.severity.value]
+    worst = max(ranked, key=lambda t: _SEVERITY_RANK[t.severity.value])
+    stops.setdefault(1.0, DARK_COLOURS[worst.severity.value])
     scale = [[p, c] for p, c in sorted(stops.items())]
     if not high:  # Plotly's scale runs from zmin: for low-is-bad the bad end comes first
         scale = [[round(1.0 - p, 9), c] for p, c in reversed(scale)]
@@ -114,6 +120,8 @@ def heatmap_figure(
     zmax = float(max(finite.max(initial=-np.inf), *levels, -np.inf))
     if not np.isfinite(zmin) or not np.isfinite(zmax):
         zmin, zmax = 0.0, 1.0
+    if zmax <= zmin:  # a flat indicator (no NaN/Inf anywhere: all 0) still needs a range
+        zmax = zmin + max(abs(zmin), 1.0)
     values[flags] = zmax if worst_is_high(info) else zmin
     # hover says NaN where the colour says "bad"; no text array at all in the usual case
     text = np.where(flags, "NaN", "").astype(object) if flags.any() else None

@@ -9,27 +9,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from collapsewatch._version import __version__
-from collapsewatch.schemas import IndicatorInfo, RunDetail, RunPublic
-from collapsewatch_web import figures
+from collapsewatch.schemas import IndicatorInfo, ProbeKind, RunDetail, RunPublic
+from collapsewatch.schemas.dashboards import FamilyHealth, LatestValue, RunHealth, Threshold
+from collapsewatch_web import figures, views
 from collapsewatch_web.assets import PLOTLY_JS, plotly_version
-
-#: Families in the order researchers read them; unknown families follow, by name.
-FAMILY_TITLES: dict[str, str] = {
-    "dead_units": "Dead units",
-    "dimensional": "Dimensional collapse",
-    "complete": "Complete collapse",
-    "training": "Training health",
-    "scalars": "Logged scalars",
-}
-_SEVERITY_RANK = {"critical": 0, "warn": 1}
 
 
 def format_value(value: float | None) -> str:
@@ -71,98 +61,12 @@ def _environment() -> Environment:
     env.filters["time"] = format_time
     env.globals["static_url"] = _static_url
     env.globals["version"] = __version__
+    # every page: the Plotly relayout patch per colour scheme, read by app.js
+    env.globals["themes"] = {name: figures.theme_layout(t) for name, t in figures.THEMES.items()}
     return env
 
 
 _ENV = _environment()
-
-
-@dataclass(frozen=True)
-class Latest:
-    """The newest point of one probe's line in a chart."""
-
-    probe: str
-    colour: str
-    step: int | None
-    value: float | None
-    severity: figures.Severity
-
-
-@dataclass(frozen=True)
-class ChartView:
-    """What the run page shows of one indicator: the figure and its probes' latest values."""
-
-    dom_id: str
-    info: IndicatorInfo
-    figure: dict[str, Any]
-    latest: list[Latest]
-
-    @property
-    def severity(self) -> str:
-        """The worst severity among the probes, for the card's badge."""
-        found = {item.severity for item in self.latest}
-        return next((s for s in ("critical", "warn", "ok") if s in found), "none")
-
-
-@dataclass
-class FamilyView:
-    family: str
-    title: str
-    charts: list[ChartView] = field(default_factory=list)
-
-
-def chart_dom_id(indicator: str) -> str:
-    """The element id of an indicator's chart (also what app.js looks up)."""
-    return "chart-" + re.sub(r"[^A-Za-z0-9_-]", "-", indicator)
-
-
-def _latest(info: IndicatorInfo, figure: dict[str, Any]) -> list[Latest]:
-    out = []
-    for trace in figure.get("data", []):
-        xs, ys = trace.get("x") or [], trace.get("y") or []
-        # the last point, even when it is NaN: a run that just diverged must not show an old value
-        step, value = (xs[-1], ys[-1]) if xs else (None, None)
-        out.append(
-            Latest(
-                probe=str(trace.get("name", "")),
-                colour=str(trace.get("line", {}).get("color", "")),
-                step=step,
-                value=value,
-                severity=figures.severity(info, value),
-            )
-        )
-    return out
-
-
-def _chart_view(info: IndicatorInfo, figure: dict[str, Any]) -> ChartView:
-    layout = dict(figure.get("layout", {}))
-    # the page lists the probes beside each chart with their latest value: that list is the
-    # legend, so Plotly's own is hidden and its room at the top given back to the plot
-    layout["showlegend"] = False
-    layout["margin"] = {**layout.get("margin", {}), "t": 12}
-    figure = {**figure, "layout": layout}
-    return ChartView(chart_dom_id(info.name), info, figure, _latest(info, figure))
-
-
-def _families(charts: Sequence[ChartView]) -> list[FamilyView]:
-    groups: dict[str, FamilyView] = {}
-    for chart in charts:
-        family = chart.info.family
-        if family not in groups:
-            title = FAMILY_TITLES.get(family, family.replace("_", " ").capitalize())
-            groups[family] = FamilyView(family, title)
-        groups[family].charts.append(chart)
-    known = list(FAMILY_TITLES)
-    return sorted(
-        groups.values(),
-        key=lambda g: (known.index(g.family) if g.family in known else len(known), g.family),
-    )
-
-
-def _attention(charts: Sequence[ChartView]) -> list[tuple[ChartView, Latest]]:
-    """Every (chart, probe) past a threshold, critical first, then in page order."""
-    hits = [(c, item) for c in charts for item in c.latest if item.severity in _SEVERITY_RANK]
-    return sorted(hits, key=lambda hit: _SEVERITY_RANK[hit[1].severity])
 
 
 def render_runs_page(
@@ -174,42 +78,139 @@ def render_runs_page(
     )
 
 
+@dataclass(frozen=True)
+class CardView:
+    """One indicator's card on the run page; its charts load when it scrolls into view."""
+
+    dom_id: str
+    info: IndicatorInfo
+    probes: int
+    judgement: str
+    latest: list[LatestValue]
+
+    @property
+    def heatmap(self) -> bool:
+        """A heatmap needs layers to stack: one probe (the loss) has none."""
+        return self.probes > 1
+
+
+@dataclass
+class FamilyView:
+    family: str
+    title: str
+    health: FamilyHealth | None
+    cards: list[CardView] = field(default_factory=list)
+
+
+def chart_dom_id(indicator: str) -> str:
+    """The element id of an indicator's line chart (also what the scripts look up); its card
+    is ``{id}-card``, its heatmap ``{id}-heat``."""
+    return "chart-" + re.sub(r"[^A-Za-z0-9_-]", "-", indicator)
+
+
+#: Probes listed under a card before its charts load, worst first.
+CARD_LATEST = 8
+
+
+def run_families(
+    indicators: Sequence[IndicatorInfo],
+    latest: Sequence[LatestValue],
+    health: Sequence[FamilyHealth] = (),
+) -> list[FamilyView]:
+    """A section per family (reading order), a card per indicator (the order given: the
+    catalogue's), each with its probes' newest values worst first."""
+    by_indicator: dict[str, list[LatestValue]] = {}
+    for value in latest:
+        by_indicator.setdefault(value.indicator, []).append(value)
+    health_of = {h.family: h for h in health}
+    groups: dict[str, FamilyView] = {}
+    for info in indicators:
+        values = views.worst_first(by_indicator.get(info.name, []), info.direction)
+        family = groups.setdefault(
+            info.family,
+            FamilyView(info.family, views.family_title(info.family), health_of.get(info.family)),
+        )
+        family.cards.append(
+            CardView(
+                dom_id=chart_dom_id(info.name),
+                info=info,
+                probes=len(values),
+                judgement=values[0].judgement if values else "none",
+                latest=values[:CARD_LATEST],
+            )
+        )
+    return sorted(groups.values(), key=lambda g: views.family_order(g.family))
+
+
 def render_run_page(
     run: RunDetail,
-    charts: Sequence[tuple[IndicatorInfo, dict[str, Any]]],
-    cursor: int,
     *,
+    indicators: Sequence[IndicatorInfo],
+    latest: Sequence[LatestValue],
+    thresholds: Mapping[str, Sequence[Threshold]],
+    health: RunHealth,
+    cursor: int,
+    alerts_after: datetime,
+    step: int | None = None,
+    focus: str | None = None,
     show_logout: bool = False,
 ) -> str:
-    """One run: its metadata, a chart per indicator grouped by family, and what app.js needs
-    to keep the charts live (the SSE cursor the figures were read at, thresholds, themes)."""
-    views = [_chart_view(info, figure) for info, figure in charts]
+    """One run: header and model, health by family, the worst layers now, and a section per
+    family whose charts the browser loads when they scroll into view (``live`` is what
+    run.js needs: the SSE cursors, thresholds to judge live points, themes)."""
+    families = run_families(indicators, latest, health.families)
+    worst = views.worst_layers(latest, WORST_ROWS)
+    activations = [p.name for p in run.probes if p.kind == ProbeKind.activation]
     live = {
         "run_id": str(run.run_id),
         "cursor": cursor,
-        "charts": [
-            {
-                "dom_id": v.dom_id,
-                "indicator": v.info.name,
-                "direction": v.info.direction,
-                "warn": v.info.warn,
-                "critical": v.info.critical,
-                "figure": v.figure,
+        "alerts_after": alerts_after.isoformat(),
+        "step": step,
+        "last_step": run.last_step,
+        "indicators": {
+            info.name: {
+                "dom_id": chart_dom_id(info.name),
+                "title": info.title,
+                "direction": info.direction,
+                "thresholds": [t.model_dump(mode="json") for t in thresholds.get(info.name, ())],
             }
-            for v in views
-        ],
-        "themes": {name: figures.theme_layout(t) for name, t in figures.THEMES.items()},
+            for info in indicators
+        },
+        "worst": [v.model_dump(mode="json") for v in worst],
+        "worst_limit": WORST_ROWS,
+        "focus": focus,
         "palette": list(figures.PALETTE),
         "trace_style": figures.trace_style(0),
+        "muted_style": figures.trace_style(0, muted=True),
     }
+    titles = {info.name: info.title for info in indicators}
     return _ENV.get_template("run.html").render(
         run=run,
-        families=_families(views),
-        attention=_attention(views),
+        families=families,
+        worst=worst,
+        titles=titles,
+        dom_ids={info.name: chart_dom_id(info.name) for info in indicators},
+        health=health,
+        model=views.model_summary(run.probes),
+        spectrum_probes=activations,
+        spectrum_probe=_spectrum_probe(worst, activations),
         live=live,
         show_logout=show_logout,
         nav="runs",
     )
+
+
+#: Rows of the "worst layers now" table.
+WORST_ROWS = 12
+
+
+def _spectrum_probe(worst: Sequence[LatestValue], activations: Sequence[str]) -> str | None:
+    """The layer whose spectrum the page opens with: the worst activation layer, else the
+    first one."""
+    for value in worst:
+        if value.probe in activations:
+            return value.probe
+    return activations[0] if activations else None
 
 
 def render_login_page(error: str | None = None, next_url: str = "/") -> str:

@@ -166,9 +166,20 @@ def latest_values(
     return out
 
 
-def worst_first(values: Iterable[LatestValue]) -> list[LatestValue]:
-    """Worst judgement first, then furthest past its threshold; stable otherwise."""
-    return sorted(values, key=lambda v: (JUDGEMENTS.index(v.judgement), -v.margin))
+def worst_first(values: Iterable[LatestValue], direction: str = "") -> list[LatestValue]:
+    """Worst judgement first, then furthest past its threshold, then (with the indicator's
+    ``direction``) nearest to the bad end: the highest value when high is bad."""
+    return sorted(
+        values, key=lambda v: (JUDGEMENTS.index(v.judgement), -v.margin, -_badness(v, direction))
+    )
+
+
+def _badness(v: LatestValue, direction: str) -> float:
+    if v.value is None or not math.isfinite(v.value):
+        return math.inf
+    if direction == "high_is_bad":
+        return v.value
+    return -v.value if direction == "low_is_bad" else 0.0
 
 
 def worst_layers(values: Iterable[LatestValue], limit: int = 12) -> list[LatestValue]:
@@ -269,10 +280,6 @@ def highlighted(values: Sequence[LatestValue], direction: str, k: int) -> list[s
     then the most extreme last values in the bad direction (the highest for informational
     indicators), so the layer that collapsed is never one of the grey lines."""
 
-    def badness(v: LatestValue) -> float:
-        if v.value is None or not math.isfinite(v.value):
-            return math.inf
-        return -v.value if direction == "low_is_bad" else v.value
-
-    ranked = sorted(values, key=lambda v: (JUDGEMENTS.index(v.judgement), -v.margin, -badness(v)))
+    # informational indicators have no bad end: their highest values stand out
+    ranked = worst_first(values, direction if direction != "info" else "high_is_bad")
     return [v.probe for v in ranked[:k]]

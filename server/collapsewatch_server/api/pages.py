@@ -8,14 +8,14 @@ render with ``collapsewatch_web.render``. Store calls are synchronous, so page r
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from collapsewatch_server import errors
+from collapsewatch_server import dashboards, errors
 from collapsewatch_server.api.deps import (
     SESSION_COOKIE,
     SettingsDep,
@@ -24,11 +24,8 @@ from collapsewatch_server.api.deps import (
     is_admin,
 )
 from collapsewatch_server.config import Settings
-from collapsewatch_server.indicators import CATALOGUE
-from collapsewatch_web import assets, figures, render
+from collapsewatch_web import assets, render
 
-#: Points per series on a page: enough for a sharp line on a wide screen, small to ship.
-PAGE_MAX_POINTS = 1000
 LOGIN_FAILED = "That token was not accepted."
 LOGIN_NOT_NEEDED = "This server has no admin token: nothing to log in to."
 #: A dashboard login should outlive a browser restart but not a month of disuse.
@@ -93,30 +90,39 @@ def runs_page(store: StoreDep, settings: SettingsDep, project: str | None = None
 
 
 @protected.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(run_id: str, store: StoreDep, settings: SettingsDep) -> HTMLResponse:
-    """One run with a chart per indicator, kept live by app.js from the SSE stream."""
+def run_page(
+    run_id: str,
+    store: StoreDep,
+    settings: SettingsDep,
+    step: str | None = None,
+    indicator: str | None = None,
+) -> HTMLResponse:
+    """One run: header, health, worst layers and a section per indicator family whose charts
+    load as they scroll into view; run.js keeps everything live from the SSE stream.
+    ``?step=N`` marks that step on every chart and scrolls to the indicator that alerted
+    there (alert links point to it); ``&indicator=`` names the indicator."""
     try:
         rid = uuid.UUID(run_id)
-        # The cursor is read before the points: a point stored in between is then drawn twice
-        # (harmless, same x and y) rather than never.
+        # The cursors are read before the data: a point or alert stored in between is then
+        # sent twice (drawn once: the page skips steps it has) rather than never.
         cursor = store.latest_cursor()
-        run = store.get_run(rid)
-        keys = store.list_series(rid)
+        alerts_after = datetime.now(UTC)
+        at = int(step) if step and step.isdigit() else None
+        data = dashboards.run_page(store, rid, at, indicator)
     except (ValueError, errors.NotFound):  # ValueError: not a UUID, so no such run either
         return _not_found(settings, errors.RUN_NOT_FOUND.format(run_id=run_id))
-    probes_of: dict[str, list[str]] = defaultdict(list)
-    for key in keys:  # model order within an indicator, as the store lists them
-        probes_of[key.indicator].append(key.probe)
-    charts = []
-    # Catalogue order puts related indicators next to each other; a series whose indicator
-    # left the catalogue has no metadata to draw it with and is skipped.
-    for name, indicator in CATALOGUE.items():
-        if name not in probes_of:
-            continue
-        info = indicator.info()
-        series = [store.get_points(rid, name, probe, PAGE_MAX_POINTS) for probe in probes_of[name]]
-        charts.append((info, figures.figure_json(figures.indicator_figure(info, series))))
-    page = render.render_run_page(run, charts, cursor, show_logout=_auth_on(settings))
+    page = render.render_run_page(
+        data.run,
+        indicators=data.indicators,
+        latest=data.latest,
+        thresholds=data.thresholds,
+        health=data.health,
+        cursor=cursor,
+        alerts_after=alerts_after,
+        step=at,
+        focus=data.focus,
+        show_logout=_auth_on(settings),
+    )
     return _html(page)
 
 

@@ -48,7 +48,7 @@ from collapsewatch_server.store.alerts import open_alerts_count
 from collapsewatch_server.store.runs import RunStore
 
 #: Records looked at, newest first, for one that carries a spectrum (not every record does).
-_SPECTRUM_SCAN = 64
+_SPECTRUM_SCAN = 5000
 
 
 @dataclass(frozen=True)
@@ -281,7 +281,9 @@ class DashboardStore(RunStore):
                     base.where(StatRecordRow.step <= step).order_by(StatRecordRow.step.desc()),
                     base.where(StatRecordRow.step > step).order_by(StatRecordRow.step),
                 ):
-                    for found, blob in s.execute(query.limit(_SPECTRUM_SCAN)):
+                    # streamed: the spectrum may ride on every 100th record only
+                    rows = s.execute(query.limit(_SPECTRUM_SCAN).execution_options(yield_per=256))
+                    for found, blob in rows:
                         stats = decode_stats(blob)
                         eig = stats.get("eig")
                         if eig is None or isinstance(eig, float):

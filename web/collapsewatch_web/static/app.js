@@ -1,25 +1,18 @@
-// collapsewatch dashboards: plain JavaScript, no build step.
-// The run page draws the embedded figures and extends them from the run's SSE stream;
-// the runs page refreshes its table from the JSON API.
+// collapsewatch dashboards: what every page shares. Plain JavaScript, no build step.
+// Each page has its own small script (run.js, runs.js, compare.js, alerts.js, settings.js)
+// that uses window.cw.
 "use strict";
 
 (function () {
   const darkScheme = window.matchMedia("(prefers-color-scheme: dark)");
+  const JUDGEMENTS = ["critical", "warn", "info", "ok", "none"];
+  const JUDGEMENT_OF = { critical: "critical", warning: "warn", info: "info" };
 
-  // Same rules as collapsewatch_web.render.format_value and figures.severity.
+  // Same rules as collapsewatch_web.render.format_value.
   function formatValue(v) {
     if (v === null || v === undefined || !Number.isFinite(v)) return "NaN";
     if (v !== 0 && (Math.abs(v) >= 1e4 || Math.abs(v) < 1e-3)) return v.toExponential(2);
     return String(Number(v.toPrecision(3)));
-  }
-
-  function severity(chart, v) {
-    if (v === null || !Number.isFinite(v) || chart.direction === "info") return "none";
-    if (chart.warn === null && chart.critical === null) return "none";
-    const worse = chart.direction === "high_is_bad" ? (a, t) => a >= t : (a, t) => a <= t;
-    if (chart.critical !== null && worse(v, chart.critical)) return "critical";
-    if (chart.warn !== null && worse(v, chart.warn)) return "warn";
-    return "ok";
   }
 
   function formatTime(iso) {
@@ -28,219 +21,183 @@
     return new Date(text).toISOString().slice(0, 16).replace("T", " ") + " UTC";
   }
 
-  function setBadge(el, kind, value) {
-    el.className = "badge " + kind + "-" + value;
-    el.textContent = value;
+  // fnmatch's case-sensitive glob (*, ?, [seq], [!seq]), as rules match probe names.
+  const globCache = new Map();
+  function globMatch(name, pattern) {
+    if (!globCache.has(pattern)) {
+      let re = "";
+      for (let i = 0; i < pattern.length; i++) {
+        const c = pattern[i];
+        if (c === "*") re += ".*";
+        else if (c === "?") re += ".";
+        else if (c === "[" && pattern.indexOf("]", i + 2) > 0) {
+          const end = pattern.indexOf("]", i + 2);
+          let body = pattern.slice(i + 1, end).replace(/\\/g, "\\\\");
+          if (body[0] === "!") body = "^" + body.slice(1);
+          re += "[" + body + "]";
+          i = end;
+        } else re += c.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+      }
+      globCache.set(pattern, new RegExp("^" + re + "$", "s"));
+    }
+    return globCache.get(pattern).test(name);
   }
 
-  // ------------------------------------------------------------------------- run page
-
-  function initRunPage(live) {
-    const charts = new Map(); // indicator -> {spec, el, card}
-    const themePatch = () => live.themes[darkScheme.matches ? "dark" : "light"];
-    const config = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
-
-    for (const spec of live.charts) {
-      const el = document.getElementById(spec.dom_id);
-      if (!el) continue;
-      charts.set(spec.indicator, { spec, el, card: document.getElementById(spec.dom_id + "-card") });
-      Plotly.newPlot(el, spec.figure.data, spec.figure.layout, config).then(() => {
-        if (darkScheme.matches) Plotly.relayout(el, themePatch());
-      });
+  // Same rules as collapsewatch_web.views.judge: the worst threshold a value is past.
+  function judge(v, thresholds, probe) {
+    const applicable = thresholds.filter((t) => globMatch(probe, t.probe));
+    if (!applicable.length) return { judgement: "none", threshold: null, margin: 0 };
+    const finite = v !== null && v !== undefined && Number.isFinite(v);
+    let best = null;
+    for (const t of applicable) {
+      let margin = Infinity;
+      if (finite) {
+        const past = t.side === "above" ? v > t.value : v < t.value;
+        if (!past) continue;
+        margin = Math.abs(v - t.value) / Math.max(Math.abs(t.value), 1e-12);
+      }
+      const rank = JUDGEMENTS.indexOf(JUDGEMENT_OF[t.severity]);
+      if (!best || rank < best.rank || (rank === best.rank && margin > best.margin)) {
+        best = { rank, margin, value: t.value };
+      }
     }
-    darkScheme.addEventListener("change", () => {
-      for (const { el } of charts.values()) Plotly.relayout(el, themePatch());
+    if (!best) return { judgement: "ok", threshold: null, margin: 0 };
+    return { judgement: JUDGEMENTS[best.rank], threshold: best.value, margin: best.margin };
+  }
+
+  // Same order as collapsewatch_web.views.worst_first; with a direction, nearest the bad end.
+  function badness(v, direction) {
+    if (v.value === null || !Number.isFinite(v.value)) return Infinity;
+    return direction === "high_is_bad" ? v.value : direction === "low_is_bad" ? -v.value : 0;
+  }
+  function worstFirst(a, b, direction) {
+    const rank = JUDGEMENTS.indexOf(a.judgement) - JUDGEMENTS.indexOf(b.judgement);
+    if (rank !== 0) return rank;
+    if (b.margin !== a.margin) return b.margin - a.margin;
+    const diff = badness(b, direction) - badness(a, direction);
+    return Number.isNaN(diff) ? 0 : diff;
+  }
+
+  // el("li", {class: "x", dataset: {id: 1}}, "text", child): a small DOM builder.
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key === "text") node.textContent = value;
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    for (const child of children) {
+      if (child !== null && child !== undefined) node.append(child);
+    }
+    return node;
+  }
+
+  function badge(kind, value, text) {
+    return el("span", { class: "badge " + kind + "-" + value, text: text || value });
+  }
+
+  function setBadge(node, kind, value) {
+    node.className = "badge " + kind + "-" + value;
+    node.textContent = value;
+  }
+
+  // One alert event: the markup of the event_row macro in _macros.html.
+  function eventRow(e, withRun) {
+    const step = e.step === null ? null : el("a", {
+      class: "event-step",
+      href: "/runs/" + e.run_id + "?step=" + e.step + (e.indicator ? "&indicator=" + encodeURIComponent(e.indicator) : ""),
+      text: "step " + e.step,
     });
-
-    function latestItem(chart, probe, colour) {
-      for (const li of chart.card.querySelectorAll(".latest li")) {
-        if (li.dataset.probe === probe) return li;
-      }
-      const li = document.createElement("li");
-      li.dataset.probe = probe;
-      const swatch = document.createElement("span");
-      swatch.className = "swatch";
-      swatch.style.background = colour;
-      const name = document.createElement("span");
-      name.className = "probe";
-      name.textContent = probe;
-      const value = document.createElement("span");
-      value.className = "value";
-      li.append(swatch, " ", name, " ", value);
-      chart.card.querySelector(".latest").append(li);
-      return li;
-    }
-
-    function traceIndex(chart, probe) {
-      const gd = chart.el;
-      const found = gd.data.findIndex((t) => t.name === probe);
-      if (found >= 0) return found;
-      const colour = live.palette[gd.data.length % live.palette.length];
-      const trace = Object.assign({}, live.trace_style, { x: [], y: [], name: probe });
-      trace.line = Object.assign({}, live.trace_style.line, { color: colour });
-      Plotly.addTraces(gd, trace);
-      latestItem(chart, probe, colour);
-      return gd.data.length - 1;
-    }
-
-    function refreshSeverities(chart) {
-      const levels = new Set();
-      for (const li of chart.card.querySelectorAll(".latest li")) {
-        levels.add(li.className.replace("severity-", ""));
-      }
-      const worst = ["critical", "warn", "ok"].find((s) => levels.has(s)) || "none";
-      chart.card.classList.remove("severity-critical", "severity-warn", "severity-ok", "severity-none");
-      chart.card.classList.add("severity-" + worst);
-      const badge = chart.card.querySelector(".card-badge");
-      badge.textContent = "";
-      if (worst === "warn" || worst === "critical") {
-        const span = document.createElement("span");
-        setBadge(span, "severity", worst);
-        badge.append(span);
-      }
-    }
-
-    // Rebuild "Past a threshold" from the latest values shown in the cards.
-    function refreshAttention() {
-      const list = document.getElementById("attention-list");
-      const hits = [];
-      for (const chart of charts.values()) {
-        const title = chart.card.querySelector("h3").textContent;
-        for (const li of chart.card.querySelectorAll(".latest li")) {
-          const level = li.className.replace("severity-", "");
-          if (level === "warn" || level === "critical") hits.push({ chart, title, li, level });
-        }
-      }
-      hits.sort((a, b) => (a.level === b.level ? 0 : a.level === "critical" ? -1 : 1));
-      list.textContent = "";
-      for (const hit of hits) {
-        const item = document.createElement("li");
-        item.className = "severity-" + hit.level;
-        const badge = document.createElement("span");
-        setBadge(badge, "severity", hit.level);
-        const link = document.createElement("a");
-        link.href = "#" + hit.chart.spec.dom_id + "-card";
-        link.textContent = hit.title;
-        const probe = document.createElement("span");
-        probe.className = "probe";
-        probe.textContent = hit.li.dataset.probe;
-        const value = document.createElement("span");
-        value.className = "value";
-        value.textContent = hit.li.querySelector(".value").textContent;
-        item.append(badge, " ", link, " ", probe, " ", value);
-        list.append(item);
-      }
-      document.getElementById("attention-clear").hidden = hits.length > 0;
-    }
-
-    function applyPoints(points) {
-      const byIndicator = new Map();
-      for (const p of points) {
-        if (!charts.has(p.indicator)) {
-          // a chart needs the indicator's metadata, which only the server page has
-          document.getElementById("new-indicators").hidden = false;
-          continue;
-        }
-        if (!byIndicator.has(p.indicator)) byIndicator.set(p.indicator, new Map());
-        const byProbe = byIndicator.get(p.indicator);
-        if (!byProbe.has(p.probe)) byProbe.set(p.probe, []);
-        byProbe.get(p.probe).push(p);
-      }
-      for (const [indicator, byProbe] of byIndicator) {
-        const chart = charts.get(indicator);
-        const indices = [], xs = [], ys = [];
-        for (const [probe, pts] of byProbe) {
-          indices.push(traceIndex(chart, probe));
-          xs.push(pts.map((p) => p.step));
-          ys.push(pts.map((p) => p.value));
-          const last = pts[pts.length - 1];
-          const li = latestItem(chart, probe, "");
-          li.className = "severity-" + severity(chart.spec, last.value);
-          li.querySelector(".value").textContent = formatValue(last.value);
-        }
-        Plotly.extendTraces(chart.el, { x: xs, y: ys }, indices);
-        refreshSeverities(chart);
-      }
-      if (byIndicator.size) refreshAttention();
-    }
-
-    function applyRun(state) {
-      setBadge(document.getElementById("run-status"), "status", state.status);
-      document.getElementById("run-last-step").textContent =
-        state.last_step === null ? "–" : String(state.last_step);
-    }
-
-    // The browser reconnects by itself and sends Last-Event-ID, which the server prefers to
-    // ?after=; only a stream the browser gave up on (an HTTP error) is reopened by hand.
-    let cursor = live.cursor;
-    function connect() {
-      const url = "/api/v1/runs/" + encodeURIComponent(live.run_id) + "/events?after=" + cursor;
-      const source = new EventSource(url);
-      source.addEventListener("points", (ev) => {
-        if (ev.lastEventId) cursor = Number(ev.lastEventId);
-        applyPoints(JSON.parse(ev.data).points);
-      });
-      source.addEventListener("run", (ev) => applyRun(JSON.parse(ev.data)));
-      source.onerror = () => {
-        if (source.readyState === EventSource.CLOSED) setTimeout(connect, 3000);
-      };
-    }
-    connect();
+    const sev = e.severity === "warning" ? "warn" : e.severity;
+    return el("li", { class: "event status-" + e.status, dataset: { id: e.id } },
+      badge("severity", sev, e.severity), " ",
+      el("span", { class: "event-status", text: e.status }), " ",
+      withRun ? el("a", { class: "mono", href: "/runs/" + e.run_id, text: e.run_name }) : null,
+      withRun ? " " : null,
+      el("span", { class: "event-message", text: e.message }), " ",
+      step, " ",
+      el("time", { datetime: e.created_at, text: formatTime(e.created_at) }));
   }
 
-  // ------------------------------------------------------------------------ runs page
-
-  function initRunsPage(table) {
-    const project = table.dataset.project;
-    const url = "/api/v1/runs" + (project ? "?project=" + encodeURIComponent(project) : "");
-    const body = table.tBodies[0];
-    const template = document.getElementById("run-row");
-
-    function newRow(run) {
-      const row = template.content.firstElementChild.cloneNode(true);
-      row.dataset.runId = run.run_id;
-      const projectLink = row.querySelector("a.project");
-      projectLink.href = "/?project=" + encodeURIComponent(run.project);
-      projectLink.textContent = run.project;
-      const name = row.querySelector("a.run-name");
-      name.href = "/runs/" + encodeURIComponent(run.run_id);
-      name.textContent = run.name;
-      const time = row.querySelector("time");
-      time.dateTime = run.started_at;
-      time.textContent = formatTime(run.started_at);
-      return row;
+  // JSON over fetch; a non-2xx answer throws an Error carrying the status and the body.
+  async function fetchJSON(url, options) {
+    const opts = Object.assign({ headers: {} }, options || {});
+    opts.headers = Object.assign({ Accept: "application/json" }, opts.headers);
+    if (opts.json !== undefined) {
+      opts.body = JSON.stringify(opts.json);
+      opts.headers["Content-Type"] = "application/json";
+      delete opts.json;
     }
-
-    async function refresh() {
-      if (document.hidden) return;
-      let runs;
-      try {
-        const response = await fetch(url, { headers: { Accept: "application/json" } });
-        if (!response.ok) return;
-        runs = await response.json();
-      } catch (err) {
-        return; // the server is restarting: try again on the next tick
-      }
-      const rows = new Map([...body.rows].map((r) => [r.dataset.runId, r]));
-      const ordered = runs.map((run) => {
-        const row = rows.get(run.run_id) || newRow(run);
-        setBadge(row.querySelector(".status .badge"), "status", run.status);
-        row.querySelector(".last-step").textContent = run.last_step === null ? "–" : String(run.last_step);
-        return row;
-      });
-      // newest first, as the API orders them; left alone when unchanged so focus stays put
-      const same = ordered.length === body.rows.length && ordered.every((r, i) => r === body.rows[i]);
-      if (!same) body.replaceChildren(...ordered);
-      table.hidden = ordered.length === 0;
-      document.getElementById("runs-empty").hidden = ordered.length > 0;
+    const response = await fetch(url, opts);
+    const text = await response.text();
+    const body = text ? JSON.parse(text) : null;
+    if (!response.ok) {
+      const error = new Error(describeError(body, response.status));
+      error.status = response.status;
+      error.body = body;
+      throw error;
     }
-    setInterval(refresh, 5000);
+    return body;
   }
 
-  document.addEventListener("DOMContentLoaded", () => {
-    const liveData = document.getElementById("cw-run-data");
-    if (liveData) initRunPage(JSON.parse(liveData.textContent));
-    const runsTable = document.getElementById("runs-table");
-    if (runsTable) initRunsPage(runsTable);
+  function describeError(body, status) {
+    const detail = body && body.detail;
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) return detail.map((d) => d.msg).join("; ");
+    return "HTTP " + status;
+  }
+
+  // 422 problems by field: {"threshold": "...", "rule.name": "..."} (loc without "body").
+  function fieldErrors(error) {
+    const out = {};
+    const detail = error && error.body && error.body.detail;
+    if (!Array.isArray(detail)) return out;
+    for (const d of detail) {
+      const loc = (d.loc || []).filter((p) => p !== "body" && p !== "query");
+      out[loc.join(".") || "_"] = (d.msg || "").replace(/^Value error, /, "");
+    }
+    return out;
+  }
+
+  // ----------------------------------------------------------------------- charts
+
+  const plotConfig = {
+    responsive: true,
+    displaylogo: false,
+    modeBarButtonsToRemove: ["lasso2d", "select2d"],
+  };
+  // the Plotly relayout patch of each theme, from collapsewatch_web.figures (base.html)
+  const themeData = document.getElementById("cw-themes");
+  const themes = themeData ? JSON.parse(themeData.textContent) : null;
+  const drawn = new Set();
+
+  function themePatch() {
+    return themes ? themes[darkScheme.matches ? "dark" : "light"] : {};
+  }
+
+  // Draw (or redraw, keeping zoom) a figure from the server in the page's colour scheme.
+  function plot(node, figure) {
+    const layout = Object.assign({}, figure.layout);
+    const first = !drawn.has(node);
+    drawn.add(node);
+    const draw = first ? Plotly.newPlot : Plotly.react;
+    return draw(node, figure.data, layout, plotConfig).then(() => {
+      const patch = themePatch();
+      if (Object.keys(patch).length) return Plotly.relayout(node, patch);
+      return null;
+    });
+  }
+
+  darkScheme.addEventListener("change", () => {
+    for (const node of drawn) {
+      if (node.isConnected) Plotly.relayout(node, themePatch());
+    }
   });
+
+  window.cw = {
+    formatValue, formatTime, globMatch, judge, worstFirst, el, badge, setBadge,
+    fetchJSON, fieldErrors, plot, eventRow, JUDGEMENTS,
+  };
 })();
