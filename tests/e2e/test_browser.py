@@ -319,6 +319,11 @@ def test_runs_page_lists_runs_and_picks_up_new_ones(
         "#runs-table tbody a.run-name", "els => els.map(e => e.textContent)"
     )
     assert names == ["relu-lr0.1", "vit-s16-byol", "relu-lr0.001"], "newest first"
+    # fc2 of every run loses its units: each row says so in its dead-units chip
+    chips = page.eval_on_selector_all(
+        "#runs-table tbody td.health .chip.state-critical", "els => els.map(e => e.title)"
+    )
+    assert chips == ["Dead units: critical, 1 firing"] * 3
     page.screenshot(path=str(screenshot_dir(tmp_path) / "runs.png"), full_page=True)
 
     ingest(live_server, batch(str(uuid.uuid4()), range(1), name="resnet18-new", project="vision"))

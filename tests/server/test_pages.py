@@ -70,6 +70,18 @@ def test_runs_page_filters_by_project(client: TestClient) -> None:
     assert client.get("/", params={"project": "nope"}).status_code == 404
 
 
+def test_runs_page_searches_names_and_shows_health_per_family(client: TestClient) -> None:
+    ingest(client, make_batch(project="a", name="resnet-sick", probes=("fc1", "fc2", "fc3")))
+    ingest(client, make_batch(project="a", name="vit-fine", probes=("fc1",)))
+    r = client.get("/", params={"q": "RESNET"})
+    assert "resnet-sick" in r.text
+    assert "vit-fine" not in r.text
+    assert 'title="Dead units: critical, 1 firing"' in r.text, "fc3 has 3 of 4 units dead"
+    assert 'value="RESNET"' in r.text
+    assert "No run matches" in client.get("/", params={"q": "nothing"}).text
+    assert "<option>a</option>" in client.get("/").text
+
+
 def test_run_page_has_a_card_per_indicator_and_its_newest_values(client: TestClient) -> None:
     batch = make_batch(name="relu", steps=range(5), probes=("fc1", "fc2"))
     run_id = batch["run"]["run_id"]

@@ -20,11 +20,10 @@ from collapsewatch.schemas import (
     ProbeKind,
     ProbePublic,
     RunDetail,
-    RunPublic,
     RunStatus,
     Severity,
 )
-from collapsewatch.schemas.dashboards import FamilyHealth, LatestValue, RunHealth
+from collapsewatch.schemas.dashboards import FamilyHealth, LatestValue, RunHealth, RunOverview
 from collapsewatch_web import render, views
 
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
@@ -204,23 +203,25 @@ def test_user_text_is_escaped_everywhere() -> None:
     assert "</script><script>" not in html
     assert embedded(html)["worst"][0]["probe"] == XSS
     runs = [
-        RunPublic(
+        RunOverview(
             run_id=uuid.uuid4(),
             project="p",
             name="n",
             status=RunStatus.running,
             started_at=T0,
             last_seen_at=T0,
+            health=[FamilyHealth(family=XSS, title=XSS, state="critical", firing=1)],
         )
     ]
-    assert XSS not in render.render_runs_page(runs, project=XSS)
+    html = render.render_runs_page(runs, projects=[XSS], project=XSS, q=XSS)
+    assert XSS not in html
     assert XSS not in render.render_login_page(XSS)
     assert XSS not in render.render_error_page(404, XSS)
 
 
-def test_runs_page_rows_in_the_given_order_with_links_and_badges() -> None:
+def test_runs_page_rows_in_the_given_order_with_links_badges_and_health() -> None:
     runs = [
-        RunPublic(
+        RunOverview(
             run_id=uuid.uuid4(),
             project=project,
             name=name,
@@ -228,24 +229,34 @@ def test_runs_page_rows_in_the_given_order_with_links_and_badges() -> None:
             started_at=T0,
             last_seen_at=T0,
             last_step=step,
+            open_alerts=len(health),
+            health=health,
         )
-        for project, name, status, step in [
-            ("demo", "newer", RunStatus.running, 10),
-            ("ssl", "older", RunStatus.crashed, None),
+        for project, name, status, step, health in [
+            ("demo", "newer", RunStatus.running, 10, [DEAD_CRITICAL]),
+            ("ssl", "older", RunStatus.crashed, None, []),
         ]
     ]
-    html = render.render_runs_page(runs)
+    html = render.render_runs_page(runs, projects=["demo", "ssl"], project="ssl")
     assert re.findall(r'class="run-name" href="/runs/[^"]+">([^<]+)<', html) == ["newer", "older"]
     assert f'href="/runs/{runs[0].run_id}"' in html
     assert 'class="badge status-crashed"' in html
     assert "2026-03-01 09:30 UTC" in html
     assert 'id="runs-empty" hidden' in html
+    assert '<li class="chip state-critical" title="Dead units: critical, 1 firing">' in html
+    assert "all clear" in html
+    assert '<td class="num open-alerts has-alerts">1</td>' in html
+    assert "<option selected>ssl</option>" in html
+
+
+DEAD_CRITICAL = FamilyHealth(family="dead_units", title="Dead units", state="critical", firing=1)
 
 
 def test_runs_page_without_runs_explains_how_to_start() -> None:
     html = render.render_runs_page([])
     assert "collapsewatch.watch(" in html
-    assert '<table class="runs" id="runs-table" data-project="" hidden>' in html
+    assert 'id="runs-table" data-project="" data-q="" hidden>' in html
+    assert "No run matches" in render.render_runs_page([], q="nothing")
 
 
 def test_pages_reference_local_assets_only() -> None:

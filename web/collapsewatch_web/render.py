@@ -16,8 +16,14 @@ from datetime import UTC, datetime
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from collapsewatch._version import __version__
-from collapsewatch.schemas import IndicatorInfo, ProbeKind, RunDetail, RunPublic
-from collapsewatch.schemas.dashboards import FamilyHealth, LatestValue, RunHealth, Threshold
+from collapsewatch.schemas import IndicatorInfo, ProbeKind, RunDetail
+from collapsewatch.schemas.dashboards import (
+    FamilyHealth,
+    LatestValue,
+    RunHealth,
+    RunOverview,
+    Threshold,
+)
 from collapsewatch_web import figures, views
 from collapsewatch_web.assets import PLOTLY_JS, plotly_version
 
@@ -70,11 +76,22 @@ _ENV = _environment()
 
 
 def render_runs_page(
-    runs: Sequence[RunPublic], *, project: str | None = None, show_logout: bool = False
+    runs: Sequence[RunOverview],
+    *,
+    projects: Sequence[str] = (),
+    project: str | None = None,
+    q: str | None = None,
+    show_logout: bool = False,
 ) -> str:
-    """The runs list, newest first as given; ``project`` when the list is filtered to one."""
+    """The runs list, newest first as given, with each run's health per family; ``project``
+    and ``q`` when the list is filtered (to one project, to names containing ``q``)."""
     return _ENV.get_template("runs.html").render(
-        runs=runs, project=project, show_logout=show_logout, nav="runs"
+        runs=runs,
+        projects=projects,
+        project=project,
+        q=q,
+        show_logout=show_logout,
+        nav="runs",
     )
 
 

@@ -80,13 +80,21 @@ protected = APIRouter(include_in_schema=False, dependencies=[Depends(require_pag
 
 
 @protected.get("/", response_class=HTMLResponse)
-def runs_page(store: StoreDep, settings: SettingsDep, project: str | None = None) -> HTMLResponse:
-    """Every run, newest first; ``?project=`` narrows the list to one project."""
+def runs_page(
+    store: StoreDep, settings: SettingsDep, project: str | None = None, q: str | None = None
+) -> HTMLResponse:
+    """Every run, newest first, with its health per indicator family; ``?project=`` narrows
+    the list to one project, ``?q=`` to names containing it."""
+    project, q = project or None, (q or "").strip()[:128] or None
     try:
-        runs = store.list_runs(project)
+        runs = dashboards.runs_overview(store, project, q)
     except errors.NotFound as exc:
         return _not_found(settings, exc.message)
-    return _html(render.render_runs_page(runs, project=project, show_logout=_auth_on(settings)))
+    projects = [p.name for p in store.list_projects()]
+    page = render.render_runs_page(
+        runs, projects=projects, project=project, q=q, show_logout=_auth_on(settings)
+    )
+    return _html(page)
 
 
 @protected.get("/runs/{run_id}", response_class=HTMLResponse)
