@@ -192,6 +192,13 @@ def compare(
         names.append(run.name if run.name not in names else f"{run.name} ({str(run_id)[:8]})")
     renamed = [s.model_copy(update={"probe": n}) for s, n in zip(series, names, strict=True)]
     fig = figures.indicator_figure(info, renamed)
+    # a line per run: here the legend is the only key to the colours
+    fig.update_layout(
+        showlegend=True,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "xanchor": "left"},
+        margin={"t": 36},
+        height=380,
+    )
     return ComparePublic(
         indicator=indicator, probe=probe, series=series, figure=figures.figure_json(fig)
     )
@@ -303,3 +310,27 @@ def run_page(
         focus = next((name for name in at_step if name in present), None)
     health = run_health(store, run_id, families)
     return RunPage(run, indicators, latest, thresholds, health, focus)
+
+
+@dataclass(frozen=True)
+class ComparePage:
+    """The compare page: the runs, what they can be compared on, and other runs to add."""
+
+    runs: list[RunDetail]
+    options: dict[str, list[str]]  # indicator (catalogue order) -> probes (model order)
+    titles: dict[str, str]
+    others: list[RunPublic]
+
+
+def compare_page(store: Store, run_ids: Sequence[uuid.UUID]) -> ComparePage:
+    """Runs to overlay (NotFound for an unknown one) and the indicators and probes they have;
+    ``others``: recent runs that could be added, the first run's project first."""
+    runs = [store.get_run(r) for r in run_ids]
+    index = store.series_index(run_ids) if run_ids else {}
+    options = {name: index[name] for name in CATALOGUE if name in index}
+    titles = {name: CATALOGUE[name].title for name in options}
+    chosen = set(run_ids)
+    recent = [r for r in store.find_runs(limit=100) if r.run_id not in chosen]
+    if runs:
+        recent.sort(key=lambda r: r.project != runs[0].project)  # stable: newest first within
+    return ComparePage(runs, options, titles, recent)

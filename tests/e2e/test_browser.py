@@ -326,6 +326,23 @@ def test_runs_page_lists_runs_and_picks_up_new_ones(
     assert chips == ["Dead units: critical, 1 firing"] * 3
     page.screenshot(path=str(screenshot_dir(tmp_path) / "runs.png"), full_page=True)
 
+    # tick two runs and compare them: a line per run on one indicator and layer
+    page.check("#runs-table tbody tr:nth-child(1) .pick")
+    page.check("#runs-table tbody tr:nth-child(3) .pick")
+    page.click("#compare-button")
+    page.wait_for_url("**/compare?runs=*")
+    wait_until(page, "!!document.getElementById('compare-chart').data", 10_000)
+    assert trace_names(page, "compare-chart") == ["relu-lr0.1", "relu-lr0.001"]
+    page.select_option("#compare-probe", "fc2")
+    wait_until(
+        page,
+        "Math.max(...document.getElementById('compare-chart').data[0].y) > 0.5",
+        5_000,
+    )
+    assert "probe=fc2" in page.url, "the choice is in the URL, to share"
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "compare.png"), full_page=True)
+    page.go_back()
+
     ingest(live_server, batch(str(uuid.uuid4()), range(1), name="resnet18-new", project="vision"))
     wait_until(
         page,

@@ -82,6 +82,27 @@ def test_runs_page_searches_names_and_shows_health_per_family(client: TestClient
     assert "<option>a</option>" in client.get("/").text
 
 
+def test_compare_page_offers_the_runs_indicators_and_layers(client: TestClient) -> None:
+    a = make_batch(name="lr-0.1", probes=("fc1", "fc2"))
+    b = make_batch(name="lr-0.01", probes=("fc1", "head"))
+    other = make_batch(name="elsewhere")
+    for batch in (a, b, other):
+        ingest(client, batch)
+    ids = f"{a['run']['run_id']},{b['run']['run_id']}"
+    r = client.get("/compare", params={"runs": ids, "probe": "head"})
+    assert r.status_code == 200
+    assert "lr-0.1" in r.text and "lr-0.01" in r.text
+    data = json.loads(re.search(r'id="cw-compare-data">(.*?)</script>', r.text, re.S).group(1))
+    assert data["runs"] == ids.split(",")
+    assert data["indicator"] == "dead_fraction", "the first indicator of the catalogue"
+    assert data["probe"] == "head"
+    assert data["options"]["dead_fraction"] == ["fc1", "fc2", "head"]
+    assert f'<option value="{other["run"]["run_id"]}">elsewhere (proj)</option>' in r.text
+    assert client.get("/compare", params={"runs": "nope"}).status_code == 400
+    assert client.get("/compare", params={"runs": str(uuid.uuid4())}).status_code == 404
+    assert "Choose runs to compare" in client.get("/compare").text
+
+
 def test_run_page_has_a_card_per_indicator_and_its_newest_values(client: TestClient) -> None:
     batch = make_batch(name="relu", steps=range(5), probes=("fc1", "fc2"))
     run_id = batch["run"]["run_id"]

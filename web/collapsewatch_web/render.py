@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from collapsewatch._version import __version__
-from collapsewatch.schemas import IndicatorInfo, ProbeKind, RunDetail
+from collapsewatch.schemas import IndicatorInfo, ProbeKind, RunDetail, RunPublic
 from collapsewatch.schemas.dashboards import (
     FamilyHealth,
     LatestValue,
@@ -228,6 +228,43 @@ def _spectrum_probe(worst: Sequence[LatestValue], activations: Sequence[str]) ->
         if value.probe in activations:
             return value.probe
     return activations[0] if activations else None
+
+
+def render_compare_page(
+    runs: Sequence[RunDetail],
+    *,
+    options: Mapping[str, Sequence[str]],
+    titles: Mapping[str, str],
+    others: Sequence[RunPublic] = (),
+    indicator: str | None = None,
+    probe: str | None = None,
+    show_logout: bool = False,
+) -> str:
+    """Runs side by side on one indicator and layer; the chosen pair defaults to the first
+    indicator (catalogue order) and its first layer."""
+    if indicator not in options:
+        indicator = next(iter(options), None)
+    probes = list(options.get(indicator, ())) if indicator else []
+    if probe not in probes:
+        probe = probes[0] if probes else None
+    data = {
+        "runs": [str(r.run_id) for r in runs],
+        "options": options,
+        "indicator": indicator,
+        "probe": probe,
+    }
+    return _ENV.get_template("compare.html").render(
+        runs=runs,
+        options=options,
+        titles=titles,
+        others=others,
+        indicator=indicator,
+        probe=probe,
+        probes=probes,
+        data=data,
+        show_logout=show_logout,
+        nav="compare",
+    )
 
 
 def render_login_page(error: str | None = None, next_url: str = "/") -> str:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from collapsewatch_server import dashboards, errors
+from collapsewatch_server.api.dashboards import parse_run_ids
 from collapsewatch_server.api.deps import (
     SESSION_COOKIE,
     SettingsDep,
@@ -129,6 +130,34 @@ def run_page(
         alerts_after=alerts_after,
         step=at,
         focus=data.focus,
+        show_logout=_auth_on(settings),
+    )
+    return _html(page)
+
+
+@protected.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    store: StoreDep,
+    settings: SettingsDep,
+    runs: str = "",
+    indicator: str | None = None,
+    probe: str | None = None,
+) -> HTMLResponse:
+    """Runs overlaid, one line per run, on a chosen indicator and layer (compare.js draws it
+    from ``GET /api/v1/compare``)."""
+    try:
+        data = dashboards.compare_page(store, parse_run_ids(runs))
+    except errors.Invalid as exc:
+        return _html(render.render_error_page(400, str(exc), show_logout=_auth_on(settings)), 400)
+    except errors.NotFound as exc:
+        return _not_found(settings, exc.message)
+    page = render.render_compare_page(
+        data.runs,
+        options=data.options,
+        titles=data.titles,
+        others=data.others,
+        indicator=indicator,
+        probe=probe,
         show_logout=_auth_on(settings),
     )
     return _html(page)
