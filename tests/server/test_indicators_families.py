@@ -213,3 +213,28 @@ def test_effective_rank_ratio_is_judged_against_the_input_dimension() -> None:
     )
     assert input_dim(torch.nn.Conv2d(3, 8, (3, 5), groups=1)) == 45
     assert input_dim(torch.nn.Conv1d(8, 8, 3, groups=8)) == 24  # all channels, not per group
+
+
+def test_windowed_dead_fraction_over_steps_and_ranks_matches_brute_force() -> None:
+    """Five sampled steps of a real layer on two ranks, summed as the ingest window sums them:
+    a unit is dead when it was positive on none of the 5 x 2 batches. One batch over-counts."""
+    from collapsewatch.schemas import ActivationStat
+    from collapsewatch_server.indicators import CATALOGUE
+    from collapsewatch_server.windows import sum_stats
+
+    torch.manual_seed(8)
+    layer = torch.nn.Linear(16, 64)
+    with torch.no_grad():
+        layer.bias -= torch.linspace(0.0, 6.0, 64)  # units from always to almost never firing
+    g = torch.Generator().manual_seed(9)
+    batches = [[torch.randn(32, 16, generator=g) for _rank in range(2)] for _step in range(5)]
+    records = []
+    for per_rank in batches:
+        ranks = [activation_stats([layer(x).detach()], raw=False) for x in per_rank]
+        records.append(add_records(*ranks) | {ActivationStat.width: 64.0})  # all-reduce
+    assert CATALOGUE["dead_fraction"].window == len(records)
+    got = compute_indicators(ACT, sum_stats(records))["dead_fraction"]
+    outputs = torch.cat([layer(x) for per_rank in batches for x in per_rank]).detach().numpy()
+    assert got == pytest.approx(float(np.mean((outputs > 0).sum(0) == 0)))
+    one_batch = compute_indicators(ACT, records[-1])["dead_fraction"]
+    assert one_batch > got, "a single batch over-counts dead units"

@@ -23,6 +23,9 @@ RANKME_EPS = 1e-7
 VICREG_EPS = 1e-4
 #: Sampled steps over which a unit must never fire (or always saturate) to count.
 UNIT_WINDOW = 5
+#: Steps the default rules of the collapse ratios ignore: healthy runs cross them briefly at the
+#: start (a SimSiam predictor's output is near-constant for its first 100-200 steps).
+WARMUP_STEPS = 200
 
 
 def _vec(stats: Stats, key: str) -> np.ndarray:
@@ -135,6 +138,7 @@ def effective_rank(stats: Stats) -> float:
     applies_to=_ACT,
     direction="low_is_bad",
     warn=0.05,
+    warmup_steps=WARMUP_STEPS,
     meaning="Effective rank divided by the most the layer could have: the dimensions the "
     "spectrum covers (the width, or 256 after projection), or the layer's input dimension when "
     "smaller (a 32 -> 256 layer has rank 32 at most). Below 0.05 the layer uses a twentieth of "
@@ -157,6 +161,7 @@ def effective_rank_ratio(stats: Stats) -> float:
     direction="low_is_bad",
     warn=0.3,
     critical=0.1,
+    warmup_steps=WARMUP_STEPS,
     meaning="sqrt(1 - ||mean unit vector||^2): ~1 when outputs point everywhere, 0 when every "
     "input maps to the same direction (complete collapse, invisible to centred statistics).",
     what_to_try="Restore the stop-gradient or predictor (SimSiam/BYOL), add a variance term "
@@ -249,10 +254,12 @@ def unit_variances(stats: Stats) -> np.ndarray:
     applies_to=_ACT,
     direction="high_is_bad",
     warn=0.5,
+    rule_severity="info",
     meaning="mean_j relu(1 - sqrt(Var z_j + 1e-4)): the share of a unit std of 1 the outputs "
     "miss, VICReg's variance term. 1 when every output is the same vector. Scale-dependent: "
-    "meant for embeddings trained towards unit variance; a small-scale healthy layer reads high "
-    "too, so judge it together with simsiam_std.",
+    "meant for embeddings trained towards unit variance. Healthy layers of other networks read "
+    "0.4-0.9 (every layer of the SimSiam control, the regression output of the dead-units "
+    "control), so its default rule only informs; judge it together with simsiam_std.",
     what_to_try="Add VICReg's variance term to the loss, restore the stop-gradient or "
     "predictor, strengthen augmentations.",
     sources=("VICReg", "Seq-VCR", "LDReg"),
