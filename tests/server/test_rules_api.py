@@ -48,13 +48,23 @@ def expected_default_pack() -> dict[str, tuple[str, float, str]]:
 
 def test_new_project_gets_the_default_pack_which_is_editable(client: Any) -> None:
     new_project(client)
-    rules = client.get(RULES).json()
+    everything = client.get(RULES).json()
+    # relative rules (a drop from the run's peak) ship disabled: healthy training moves those
+    # indicators too; the absolute ones ship enabled
+    relative = [r for r in everything if r["condition"] in ("drop", "rise")]
+    rules = [r for r in everything if r not in relative]
     pack = expected_default_pack()
     assert {r["name"]: (r["condition"], r["threshold"], r["severity"]) for r in rules} == pack
     assert "default: dead_fraction" in pack and pack["default: dead_fraction"][1] == 0.5
     assert all(r["is_default"] and r["enabled"] for r in rules)
     assert all(r["pending_points"] == CATALOGUE[r["indicator"]].pending_points for r in rules)
-    assert all(r["indicator"] in CATALOGUE and r["probe"] == "*" for r in rules)
+    assert all(r["indicator"] in CATALOGUE and r["probe"] == "*" for r in everything)
+    assert {r["indicator"] for r in relative} == {
+        name for name, ind in CATALOGUE.items() if ind.relative is not None
+    }
+    assert all(r["is_default"] and not r["enabled"] for r in relative)
+    ratio = next(r for r in relative if r["indicator"] == "effective_rank_ratio")
+    assert (ratio["condition"], ratio["percent"], ratio["reference"]) == ("drop", 50.0, "peak")
 
     dead = next(r for r in rules if r["indicator"] == "dead_fraction")
     r = client.put(f"{RULES}/{dead['id']}", json={"threshold": 0.3, "pending_points": 5})
@@ -66,7 +76,7 @@ def test_new_project_gets_the_default_pack_which_is_editable(client: Any) -> Non
     assert client.get(f"{RULES}/{dead['id']}").json()["enabled"] is False
     # a second batch of the same project does not add the pack again
     new_project(client)
-    assert len(client.get(RULES).json()) == len(pack)
+    assert len(client.get(RULES).json()) == len(everything)
 
 
 def test_rule_crud(client: Any) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from collapsewatch.schemas import Condition, RuleCreate, Severity
+from collapsewatch.schemas import Condition, Reference, RuleCreate, Severity
 from collapsewatch_server import errors
 from collapsewatch_server.indicators import CATALOGUE, Indicator
 
 #: Default rules are named after their indicator, so a user can find and edit them.
 DEFAULT_RULE_NAME = "default: {indicator}"
+DEFAULT_RELATIVE_RULE_NAME = "default: {indicator} {condition} from {reference}"
 
 
 def check_indicator(name: str, loc: tuple[str, ...] = ("body", "indicator")) -> None:
@@ -55,7 +56,40 @@ def default_rule(ind: Indicator) -> RuleCreate | None:
     )
 
 
+def default_relative_rule(ind: Indicator) -> RuleCreate | None:
+    """The rule of an indicator's default relative to the run's own history, or None.
+
+    Shipped DISABLED: healthy training also moves these indicators far from their starting
+    point (a random initialisation has a high effective rank that learning lowers), so on by
+    default it would cry wolf on every run. It is in the pack so enabling it is one click.
+    """
+    rel = ind.relative
+    if rel is None:
+        return None
+    return RuleCreate(
+        name=DEFAULT_RELATIVE_RULE_NAME.format(
+            indicator=ind.name, condition=rel.condition, reference=rel.reference
+        ),
+        description=f"{ind.title}: a {rel.condition} of more than {rel.percent:g}% from the "
+        f"run's own {rel.reference}. {ind.meaning}"[:2000],
+        indicator=ind.name,
+        condition=Condition(rel.condition),
+        percent=rel.percent,
+        reference=Reference(rel.reference),
+        severity=Severity.warning,
+        pending_points=ind.pending_points,
+        warmup_steps=ind.warmup_steps,
+        enabled=False,
+    )
+
+
 def default_rules(catalogue: Iterable[Indicator] | None = None) -> list[RuleCreate]:
-    """The default rule pack every new project gets, in catalogue order."""
+    """The default rule pack every new project gets, in catalogue order: per indicator its
+    absolute rule (enabled) and its relative rule (disabled), where it has them."""
     inds = CATALOGUE.values() if catalogue is None else catalogue
-    return [rule for ind in inds if (rule := default_rule(ind)) is not None]
+    return [
+        rule
+        for ind in inds
+        for rule in (default_rule(ind), default_relative_rule(ind))
+        if rule is not None
+    ]
