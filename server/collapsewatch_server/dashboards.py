@@ -1,5 +1,5 @@
 """The dashboards' service: store reads + catalogue + ``collapsewatch_web`` builders -> the
-schemas of the dashboard endpoints and the data of the pages.
+schemas of the dashboard endpoints (the pages' own data: :mod:`.page_data`).
 
 Routes call these and stay a few lines; everything here is reads, nothing is written.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 import numpy as np
@@ -27,7 +26,6 @@ from collapsewatch.schemas.dashboards import (
     ComparePublic,
     FamilyHealth,
     IndicatorFigures,
-    LatestValue,
     RunHealth,
     RunOverview,
     SpectrumView,
@@ -274,63 +272,3 @@ def _downsampled(
         total=len(steps),
         downsampled=kept_steps.size < len(steps),
     )
-
-
-@dataclass(frozen=True)
-class RunPage:
-    """What the run page is rendered from: a handful of cheap queries whatever the run's size
-    (the charts themselves load from :func:`indicator_figures` as they scroll into view)."""
-
-    run: RunDetail
-    indicators: list[IndicatorInfo]
-    latest: list[LatestValue]
-    thresholds: dict[str, list[Threshold]]
-    health: RunHealth
-    focus: str | None = None
-
-
-def run_page(
-    store: Store, run_id: uuid.UUID, step: int | None = None, indicator: str | None = None
-) -> RunPage:
-    """The run, its indicators in catalogue order, every series' newest point judged against
-    the thresholds in force, and its health by family. With ``step`` (a link from an alert),
-    ``focus`` is the indicator to scroll to: the one given, else the one of an alert raised
-    at that step."""
-    run = store.get_run(run_id)
-    present = set(store.indicator_names(run_id))
-    # catalogue order puts related indicators together; one that left the catalogue has no
-    # metadata to draw it with and is skipped
-    indicators = [ind.info() for name, ind in CATALOGUE.items() if name in present]
-    thresholds = run_thresholds(store, run)
-    latest = views.latest_values(store.latest_points(run_id), thresholds)
-    families = sorted({i.family for i in indicators}, key=views.family_order)
-    focus = indicator if indicator in present else None
-    if focus is None and step is not None:
-        at_step = (e.indicator for e in store.run_alert_events(run_id) if e.step == step)
-        focus = next((name for name in at_step if name in present), None)
-    health = run_health(store, run_id, families)
-    return RunPage(run, indicators, latest, thresholds, health, focus)
-
-
-@dataclass(frozen=True)
-class ComparePage:
-    """The compare page: the runs, what they can be compared on, and other runs to add."""
-
-    runs: list[RunDetail]
-    options: dict[str, list[str]]  # indicator (catalogue order) -> probes (model order)
-    titles: dict[str, str]
-    others: list[RunPublic]
-
-
-def compare_page(store: Store, run_ids: Sequence[uuid.UUID]) -> ComparePage:
-    """Runs to overlay (NotFound for an unknown one) and the indicators and probes they have;
-    ``others``: recent runs that could be added, the first run's project first."""
-    runs = [store.get_run(r) for r in run_ids]
-    index = store.series_index(run_ids) if run_ids else {}
-    options = {name: index[name] for name in CATALOGUE if name in index}
-    titles = {name: CATALOGUE[name].title for name in options}
-    chosen = set(run_ids)
-    recent = [r for r in store.find_runs(limit=100) if r.run_id not in chosen]
-    if runs:
-        recent.sort(key=lambda r: r.project != runs[0].project)  # stable: newest first within
-    return ComparePage(runs, options, titles, recent)

@@ -351,3 +351,63 @@ def test_runs_page_lists_runs_and_picks_up_new_ones(
     )
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "reloaded"
     assert tab.problems == [], f"browser errors: {tab.problems}"
+
+
+def test_rule_editor_creates_a_rule_the_api_lists_and_back_tests_it(
+    live_server: LiveServer, tab: Tab, tmp_path: Path
+) -> None:
+    page = tab.page
+    run_id = str(uuid.uuid4())
+    ingest(live_server, batch(run_id, range(0, 200, 4)))
+    page.goto(f"{live_server.url}/alerts?project=demo")
+    assert "fc2" in page.inner_text("#firing-table")
+
+    page.fill("#rule-name", "fc2 losing units")
+    page.select_option("#rule-indicator", "dead_fraction")
+    page.select_option("#rule-condition", "outside")
+    page.fill("#rule-low", "0.6")
+    page.fill("#rule-high", "0.1")
+    page.click("#rule-save")
+    # the API's 422 is shown next to the field it is about, and nothing is stored
+    wait_until(page, "document.getElementById('err-low').textContent !== ''", LIVE_TIMEOUT_MS)
+    assert "'low' must not be greater than 'high'" in page.inner_text("#err-low")
+    page.fill("#rule-low", "0")
+    page.fill("#rule-high", "0.3")
+    page.fill("#rule-pending_points", "2")
+    page.select_option("#rule-severity", "critical")
+
+    # back-test the unsaved rule on the run: it would have fired on fc2 only
+    page.select_option("#backtest-run", run_id)
+    page.click("#backtest-button")
+    wait_until(page, "!!document.getElementById('backtest-chart').data", LIVE_TIMEOUT_MS)
+    assert "fired 1 time(s)" in page.inner_text("#backtest-summary")
+    assert "fc2" in page.inner_text("#backtest-events")
+    markers = page.evaluate(
+        "document.getElementById('backtest-chart').data.find(t => t.uid === 'alerts').x"
+    )
+    assert len(markers) == 1
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "alerts.png"), full_page=True)
+
+    page.click("#rule-save")
+    wait_until(page, "document.getElementById('rule-saved').textContent !== ''", LIVE_TIMEOUT_MS)
+    rules = httpx.get(f"{live_server.url}/api/v1/projects/demo/rules", timeout=10).json()
+    created = next(r for r in rules if r["name"] == "fc2 losing units")
+    assert (created["condition"], created["low"], created["high"]) == ("outside", 0.0, 0.3)
+    assert (created["pending_points"], created["severity"]) == (2, "critical")
+    assert "fc2 losing units" in page.inner_text("#rules-rows")
+
+    # disable it from its row: the API says so
+    page.click(f"#rules-rows tr[data-rule-id='{created['id']}'] .toggle-rule")
+    wait_until(
+        page,
+        f"document.querySelector(\"tr[data-rule-id='{created['id']}']\")"
+        ".classList.contains('disabled')",
+        LIVE_TIMEOUT_MS,
+    )
+    rule = httpx.get(
+        f"{live_server.url}/api/v1/projects/demo/rules/{created['id']}", timeout=10
+    ).json()
+    assert rule["enabled"] is False
+    # the browser logs the 422 it was shown; nothing else went wrong
+    unexpected = [p for p in tab.problems if "status of 422" not in p]
+    assert unexpected == [], f"browser errors: {unexpected}"

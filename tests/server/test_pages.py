@@ -103,6 +103,34 @@ def test_compare_page_offers_the_runs_indicators_and_layers(client: TestClient) 
     assert "Choose runs to compare" in client.get("/compare").text
 
 
+def test_alerts_page_lists_firing_and_past_alerts_linking_to_the_run_at_its_step(
+    client: TestClient,
+) -> None:
+    sick = make_batch(project="vision", name="sick", probes=("fc1", "fc2", "fc3"))
+    ingest(client, sick)
+    ingest(client, make_batch(project="other", name="elsewhere", probes=("fc1", "fc2", "fc3")))
+    run_id = sick["run"]["run_id"]
+    r = client.get("/alerts", params={"project": "vision"})
+    assert r.status_code == 200
+    firing = r.text.split('id="firing-table"')[1].split("</table>")[0]
+    assert "sick" in firing and "elsewhere" not in firing
+    events = r.text.split('id="events-table"')[1].split("</table>")[0]
+    assert f'href="/runs/{run_id}?step=2&amp;indicator=dead_fraction"' in events
+    assert "dead_fraction on fc3 is 0.75, above 0.5 for 3 points" in events
+    # the project's rules with the editor; its runs to back-test on
+    assert 'id="rule-form"' in r.text
+    assert "default: dead_fraction" in r.text
+    assert "above 0.5 for 3 points" in r.text
+    assert f'<option value="{run_id}">sick' in r.text
+    resolved = client.get("/alerts", params={"project": "vision", "state": "resolved"}).text
+    assert "No alert event matches." in resolved
+    assert "Nothing is firing" in resolved
+    everything = client.get("/alerts", params={"severity": "bogus", "run_id": "x"}).text
+    assert "elsewhere" in everything, "a filter that is no value filters nothing"
+    assert "Choose a project above" in everything
+    assert client.get("/alerts", params={"project": "nope"}).status_code == 404
+
+
 def test_run_page_has_a_card_per_indicator_and_its_newest_values(client: TestClient) -> None:
     batch = make_batch(name="relu", steps=range(5), probes=("fc1", "fc2"))
     run_id = batch["run"]["run_id"]

@@ -16,9 +16,18 @@ from datetime import UTC, datetime
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from collapsewatch._version import __version__
-from collapsewatch.schemas import IndicatorInfo, ProbeKind, RunDetail, RunPublic
+from collapsewatch.schemas import (
+    AlertEventPublic,
+    IndicatorInfo,
+    ProbeKind,
+    RuleCreate,
+    RulePublic,
+    RunDetail,
+    RunPublic,
+)
 from collapsewatch.schemas.dashboards import (
     FamilyHealth,
+    FiringAlert,
     LatestValue,
     RunHealth,
     RunOverview,
@@ -265,6 +274,70 @@ def render_compare_page(
         show_logout=show_logout,
         nav="compare",
     )
+
+
+#: What the rule editor offers, in the schema's words.
+RULE_CONDITIONS = ("above", "below", "outside", "drop", "rise")
+SEVERITIES = ("info", "warning", "critical")
+EVENT_STATES = ("firing", "resolved", "nodata")
+
+
+def render_alerts_page(
+    *,
+    projects: Sequence[str],
+    runs: Sequence[RunPublic],
+    firing: Sequence[FiringAlert],
+    events: Sequence[AlertEventPublic],
+    rules: Sequence[RulePublic],
+    indicators: Sequence[IndicatorInfo],
+    filters: Mapping[str, str | None],
+    show_logout: bool = False,
+) -> str:
+    """Alerts firing now and past events under ``filters`` (project, run_id, severity,
+    state), and, for a chosen project, its rules with the editor and back-test."""
+    project = filters.get("project")
+    data = {
+        "project": project,
+        "rules": [r.model_dump(mode="json") for r in rules],
+        "defaults": RuleCreate(name="x", indicator="x", condition="above", threshold=0).model_dump(
+            mode="json", exclude={"name", "indicator", "condition", "threshold"}
+        ),
+    }
+    return _ENV.get_template("alerts.html").render(
+        projects=projects,
+        runs=runs,
+        firing=firing,
+        events=events,
+        rules=rules,
+        indicators=indicators,
+        filters=filters,
+        project=project,
+        conditions=RULE_CONDITIONS,
+        severities=SEVERITIES,
+        states=EVENT_STATES,
+        data=data,
+        show_logout=show_logout,
+        nav="alerts",
+    )
+
+
+def rule_summary(rule: RulePublic) -> str:
+    """A rule's condition as people say it: "above 0.5 for 3 points"."""
+    c = rule.condition.value
+    if c in ("above", "below"):
+        text = f"{c} {format_value(rule.threshold)}"
+    elif c == "outside":
+        text = f"outside [{format_value(rule.low)}, {format_value(rule.high)}]"
+    else:
+        text = f"{c} {rule.percent:g}% from its {rule.reference.value}"
+    if rule.pending_points:
+        text += f" for {rule.pending_points} point{'s' if rule.pending_points != 1 else ''}"
+    elif rule.pending_steps:
+        text += f" for {rule.pending_steps} steps"
+    return text
+
+
+_ENV.filters["rule_summary"] = rule_summary
 
 
 def render_login_page(error: str | None = None, next_url: str = "/") -> str:

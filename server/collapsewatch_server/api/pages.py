@@ -15,7 +15,8 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from collapsewatch_server import dashboards, errors
+from collapsewatch.schemas import EventStatus, Severity
+from collapsewatch_server import dashboards, errors, page_data
 from collapsewatch_server.api.dashboards import parse_run_ids
 from collapsewatch_server.api.deps import (
     SESSION_COOKIE,
@@ -117,7 +118,7 @@ def run_page(
         cursor = store.latest_cursor()
         alerts_after = datetime.now(UTC)
         at = int(step) if step and step.isdigit() else None
-        data = dashboards.run_page(store, rid, at, indicator)
+        data = page_data.run_page(store, rid, at, indicator)
     except (ValueError, errors.NotFound):  # ValueError: not a UUID, so no such run either
         return _not_found(settings, errors.RUN_NOT_FOUND.format(run_id=run_id))
     page = render.render_run_page(
@@ -146,7 +147,7 @@ def compare_page(
     """Runs overlaid, one line per run, on a chosen indicator and layer (compare.js draws it
     from ``GET /api/v1/compare``)."""
     try:
-        data = dashboards.compare_page(store, parse_run_ids(runs))
+        data = page_data.compare_page(store, parse_run_ids(runs))
     except errors.Invalid as exc:
         return _html(render.render_error_page(400, str(exc), show_logout=_auth_on(settings)), 400)
     except errors.NotFound as exc:
@@ -161,6 +162,55 @@ def compare_page(
         show_logout=_auth_on(settings),
     )
     return _html(page)
+
+
+@protected.get("/alerts", response_class=HTMLResponse)
+def alerts_page(
+    store: StoreDep,
+    settings: SettingsDep,
+    project: str = "",
+    run_id: str = "",
+    severity: str = "",
+    state: str = "",
+) -> HTMLResponse:
+    """Alerts firing now and past events under the filters, each linking to its run at its
+    step; with a project, its rules, the rule editor and the back-test (alerts.js)."""
+    # a filter that is not a value of its kind filters nothing (a page, not an API: no 422)
+    filters = {
+        "project": project or None,
+        "run_id": run_id if _is_uuid(run_id) else None,
+        "severity": severity if severity in render.SEVERITIES else None,
+        "state": state if state in render.EVENT_STATES else None,
+    }
+    try:
+        data = page_data.alerts_page(
+            store,
+            filters["project"],
+            uuid.UUID(filters["run_id"]) if filters["run_id"] else None,
+            EventStatus(filters["state"]) if filters["state"] else None,
+            Severity(filters["severity"]) if filters["severity"] else None,
+        )
+    except errors.NotFound as exc:
+        return _not_found(settings, exc.message)
+    page = render.render_alerts_page(
+        projects=data.projects,
+        runs=data.runs,
+        firing=data.firing,
+        events=data.events,
+        rules=data.rules,
+        indicators=data.indicators,
+        filters=filters,
+        show_logout=_auth_on(settings),
+    )
+    return _html(page)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------- login
