@@ -15,6 +15,8 @@ from collapsewatch.schemas import (
     RunDetail,
     RunPublic,
     Severity,
+    TokenPublic,
+    WebhookPublic,
 )
 from collapsewatch.schemas.dashboards import FiringAlert, LatestValue, RunHealth, Threshold
 from collapsewatch_server.dashboards import run_health, run_thresholds
@@ -119,3 +121,17 @@ def alerts_page(
         rules=store.list_rules(project) if project else [],
         indicators=[ind.info() for ind in CATALOGUE.values()],
     )
+
+
+@dataclass(frozen=True)
+class SettingsPage:
+    """A project's settings page: its ingest tokens and webhooks."""
+
+    project: str
+    tokens: list[TokenPublic]
+    webhooks: list[WebhookPublic]
+
+
+def settings_page(store: Store, project: str) -> SettingsPage:
+    """Tokens and webhooks of an existing project (NotFound otherwise)."""
+    return SettingsPage(project, store.list_tokens(project), store.list_webhooks(project))

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import LiveServer
+from tests.webhook_support import Answer, Receiver
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Screenshots go to docs/ only when asked (UPDATE_SCREENSHOTS=1), so a test run leaves the
@@ -411,3 +412,45 @@ def test_rule_editor_creates_a_rule_the_api_lists_and_back_tests_it(
     # the browser logs the 422 it was shown; nothing else went wrong
     unexpected = [p for p in tab.problems if "status of 422" not in p]
     assert unexpected == [], f"browser errors: {unexpected}"
+
+
+def test_settings_page_creates_tokens_and_a_webhook_whose_test_reaches_the_receiver(
+    live_server: LiveServer, tab: Tab, tmp_path: Path
+) -> None:
+    page = tab.page
+    page.on("dialog", lambda dialog: dialog.accept())  # "Revoke this token?"
+    ingest(live_server, batch(str(uuid.uuid4()), range(0, 20, 4)))
+    page.goto(f"{live_server.url}/projects/demo/settings")
+
+    page.fill("#token-name", "cluster-a")
+    page.click("#token-form button[type=submit]")
+    wait_until(page, "!document.getElementById('token-secret').hidden", LIVE_TIMEOUT_MS)
+    secret = page.inner_text("#token-secret-value")
+    tokens = httpx.get(f"{live_server.url}/api/v1/projects/demo/tokens", timeout=10).json()
+    assert [(t["name"], secret.startswith(t["prefix"])) for t in tokens] == [("cluster-a", True)]
+    assert secret not in page.inner_text("#tokens-table"), "the table shows a prefix only"
+
+    with Receiver(Answer(200, body='{"received": true}')) as receiver:
+        page.fill("#webhook-name", "ml-alerts")
+        page.fill("#webhook-url", receiver.url)
+        page.click("#webhook-form button[type=submit]")
+        wait_until(page, "!document.getElementById('webhook-secret').hidden", LIVE_TIMEOUT_MS)
+        receiver.secret = page.inner_text("#webhook-secret-value")
+        page.click("#webhooks-rows .test-webhook")
+        wait_until(
+            page,
+            "document.getElementById('webhook-output-title').textContent.startsWith('ok')",
+            LIVE_TIMEOUT_MS,
+        )
+        assert "HTTP 200" in page.inner_text("#webhook-output-title")
+        assert '{"received": true}' in page.inner_text("#webhook-output-body")
+        [arrival] = receiver.arrivals
+        assert arrival.signature_error is None, "signed with the secret the page showed"
+        assert arrival.json()["type"] == "test"
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "settings.png"), full_page=True)
+
+    page.click("#tokens-rows .revoke-token")
+    wait_until(page, "document.querySelector('#tokens-rows tr.disabled') !== null", 5_000)
+    tokens = httpx.get(f"{live_server.url}/api/v1/projects/demo/tokens", timeout=10).json()
+    assert tokens[0]["revoked_at"] is not None
+    assert tab.problems == [], f"browser errors: {tab.problems}"

@@ -131,6 +131,23 @@ def test_alerts_page_lists_firing_and_past_alerts_linking_to_the_run_at_its_step
     assert client.get("/alerts", params={"project": "nope"}).status_code == 404
 
 
+def test_settings_page_lists_tokens_and_webhooks_without_secrets(client: TestClient) -> None:
+    ingest(client, make_batch(project="vision"))
+    token = client.post("/api/v1/projects/vision/tokens", json={"name": "cluster-a"}).json()
+    hook = client.post(
+        "/api/v1/projects/vision/webhooks",
+        json={"name": "ml-alerts", "url": "http://127.0.0.1:9/hook", "format": "slack"},
+    ).json()
+    r = client.get("/projects/vision/settings")
+    assert r.status_code == 200
+    assert "cluster-a" in r.text and f"{token['prefix']}…" in r.text
+    assert token["token"] not in r.text, "a token is shown once, when created"
+    assert "ml-alerts" in r.text and "http://127.0.0.1:9/hook" in r.text
+    assert hook["secret"] not in r.text
+    assert f"{hook['secret_hint']}…" in r.text
+    assert client.get("/projects/nope/settings").status_code == 404
+
+
 def test_run_page_has_a_card_per_indicator_and_its_newest_values(client: TestClient) -> None:
     batch = make_batch(name="relu", steps=range(5), probes=("fc1", "fc2"))
     run_id = batch["run"]["run_id"]

@@ -24,6 +24,8 @@ from collapsewatch.schemas import (
     RulePublic,
     RunDetail,
     RunPublic,
+    TokenPublic,
+    WebhookPublic,
 )
 from collapsewatch.schemas.dashboards import (
     FamilyHealth,
@@ -338,6 +340,32 @@ def rule_summary(rule: RulePublic) -> str:
 
 
 _ENV.filters["rule_summary"] = rule_summary
+
+
+def render_settings_page(
+    project: str,
+    *,
+    tokens: Sequence[TokenPublic],
+    webhooks: Sequence[WebhookPublic],
+    server_url: str = "",
+    show_logout: bool = False,
+) -> str:
+    """A project's ingest tokens and webhooks, with forms to add them (a secret is shown
+    once, when created), revoke tokens, test webhooks and read their delivery logs."""
+    return _ENV.get_template("settings.html").render(
+        project=project,
+        tokens=tokens,
+        webhooks=webhooks,
+        server_url=server_url,
+        formats=WEBHOOK_FORMATS,
+        severities=SEVERITIES,
+        data={"project": project},
+        show_logout=show_logout,
+        nav="",
+    )
+
+
+WEBHOOK_FORMATS = ("generic", "slack", "discord")
 
 
 def render_login_page(error: str | None = None, next_url: str = "/") -> str:

@@ -205,6 +205,24 @@ def alerts_page(
     return _html(page)
 
 
+@protected.get("/projects/{project}/settings", response_class=HTMLResponse)
+def settings_page(project: str, store: StoreDep, settings: SettingsDep) -> HTMLResponse:
+    """A project's ingest tokens and webhooks; settings.js creates, revokes, tests and reads
+    delivery logs through the tokens and webhooks APIs."""
+    try:
+        data = page_data.settings_page(store, project)
+    except errors.NotFound as exc:
+        return _not_found(settings, exc.message)
+    page = render.render_settings_page(
+        data.project,
+        tokens=data.tokens,
+        webhooks=data.webhooks,
+        server_url=settings.base_url,
+        show_logout=_auth_on(settings),
+    )
+    return _html(page)
+
+
 def _is_uuid(text: str) -> bool:
     try:
         uuid.UUID(text)
