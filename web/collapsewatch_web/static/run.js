@@ -42,7 +42,8 @@
     for (const card of cards.values()) observer.observe(card.node);
 
     function pump() {
-      while (loading < LOADS_AT_ONCE && queue.length) {
+      // the first chart loads alone: it is the one the reader waits for
+      while (loading < (firstChart ? 1 : LOADS_AT_ONCE) && queue.length) {
         loading++;
         load(queue.shift()).finally(() => { loading--; pump(); });
       }
