@@ -56,7 +56,10 @@ def test_new_project_gets_the_default_pack_which_is_editable(client: Any) -> Non
     pack = expected_default_pack()
     assert {r["name"]: (r["condition"], r["threshold"], r["severity"]) for r in rules} == pack
     assert "default: dead_fraction" in pack and pack["default: dead_fraction"][1] == 0.5
-    assert all(r["is_default"] and r["enabled"] for r in rules)
+    assert all(r["is_default"] for r in rules)
+    # enabled unless the catalogue says the indicator only means something for some networks
+    assert all(r["enabled"] == CATALOGUE[r["indicator"]].rule_enabled for r in rules)
+    assert next(r for r in rules if r["indicator"] == "vicreg_variance")["enabled"] is False
     assert all(r["pending_points"] == CATALOGUE[r["indicator"]].pending_points for r in rules)
     assert all(r["indicator"] in CATALOGUE and r["probe"] == "*" for r in everything)
     assert {r["indicator"] for r in relative} == {

@@ -29,7 +29,7 @@ def default_rule(ind: Indicator) -> RuleCreate | None:
     One rule per indicator, not a warning and a critical rule: a collapse is one alert. The
     critical value wins when there is one (with severity critical), else the warning value;
     the indicator's ``rule_severity`` overrides the severity (neural collapse only informs) and
-    its ``rule_recovery`` gives the rule a hysteresis.
+    its ``rule_recovery`` gives the rule a hysteresis; ``rule_enabled=False`` ships it disabled.
     Info-direction indicators (norms, loss) have no absolute meaning and get no rule.
     """
     if ind.direction == "info":
@@ -53,6 +53,7 @@ def default_rule(ind: Indicator) -> RuleCreate | None:
         pending_points=ind.pending_points,
         warmup_steps=ind.warmup_steps,
         recovery=ind.rule_recovery,
+        enabled=ind.rule_enabled,
     )
 
 

@@ -254,17 +254,20 @@ def unit_variances(stats: Stats) -> np.ndarray:
     applies_to=_ACT,
     direction="high_is_bad",
     warn=0.5,
-    rule_severity="info",
+    rule_enabled=False,
     meaning="mean_j relu(1 - sqrt(Var z_j + 1e-4)): the share of a unit std of 1 the outputs "
     "miss, VICReg's variance term. 1 when every output is the same vector. Scale-dependent: "
     "meant for embeddings trained towards unit variance. Healthy layers of other networks read "
     "0.4-0.9 (every layer of the SimSiam control, the regression output of the dead-units "
-    "control), so its default rule only informs; judge it together with simsiam_std.",
+    "control), so its default rule ships disabled: enable it for a VICReg-style embedding, and "
+    "judge it together with simsiam_std.",
     what_to_try="Add VICReg's variance term to the loss, restore the stop-gradient or "
     "predictor, strengthen augmentations.",
     sources=("VICReg", "Seq-VCR", "LDReg"),
 )
-def vicreg_variance(stats: Stats) -> float:
+def vicreg_variance(stats: Stats) -> float | None:
+    if int(stats[A.width]) < 2:
+        return None  # a regression output: one unit's scale says nothing about collapse
     std = np.sqrt(unit_variances(stats) + VICREG_EPS)
     return float(np.mean(np.maximum(0.0, 1.0 - std)))
 

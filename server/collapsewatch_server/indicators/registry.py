@@ -51,6 +51,8 @@ class Indicator:
     #: Recovery (hysteresis) of the default rule, for statistics of one sampled batch that
     #: hover around the threshold; None: resolve as soon as a point no longer breaches.
     rule_recovery: float | None = None
+    #: False: the default rule is created disabled (meaningful only for some networks).
+    rule_enabled: bool = True
     #: A default relative to the run's own history (a drop from its peak, ...), for rule packs.
     relative: RelativeDefault | None = None
     #: Records whose statistics are summed before computing (1: this record alone).
@@ -94,6 +96,7 @@ def indicator(
     warmup_steps: int = 0,
     rule_severity: Literal["info", "warning", "critical"] | None = None,
     rule_recovery: float | None = None,
+    rule_enabled: bool = True,
     relative: RelativeDefault | None = None,
     window: int = 1,
 ) -> Callable[[Compute], Compute]:
@@ -119,6 +122,7 @@ def indicator(
             warmup_steps=warmup_steps,
             rule_severity=rule_severity,
             rule_recovery=rule_recovery,
+            rule_enabled=rule_enabled,
             relative=relative,
             window=window,
         )
