@@ -189,7 +189,11 @@ def compare(
         series.append(points)
         names.append(run.name if run.name not in names else f"{run.name} ({str(run_id)[:8]})")
     renamed = [s.model_copy(update={"probe": n}) for s, n in zip(series, names, strict=True)]
-    fig = figures.indicator_figure(info, renamed)
+    # the thresholds in force in the first run's project, as its run page draws them
+    first = store.get_run(run_ids[0]) if run_ids else None
+    rules = store.list_rules(first.project) if first else []
+    thresholds = views.thresholds_for(info, rules, first.name if first else "", [probe])
+    fig = figures.indicator_figure(info, renamed, thresholds=thresholds)
     # a line per run: here the legend is the only key to the colours
     fig.update_layout(
         showlegend=True,

@@ -2,7 +2,8 @@
 ``collapsewatch serve`` process. Charts must render from the embedded figures, grow live from
 the SSE stream without a reload, and the runs table must pick up new runs by itself.
 
-With UPDATE_SCREENSHOTS=1 also writes the screenshots of docs/screenshots/.
+With UPDATE_SCREENSHOTS=1, test_screenshots_of_the_demo trains the demo through the SDK and
+writes the screenshots of docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -24,15 +25,12 @@ from tests.e2e.conftest import LiveServer
 from tests.webhook_support import Answer, Receiver
 
 CHROMIUM = Path("/usr/bin/chromium")
-#: Screenshots go to docs/ only when asked (UPDATE_SCREENSHOTS=1), so a test run leaves the
-#: work tree clean; otherwise into the test's temporary directory.
+#: Screenshots are taken only when asked (UPDATE_SCREENSHOTS=1), so a test run leaves the
+#: work tree clean.
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
-def screenshot_dir(tmp_path: Path) -> Path:
-    target = DOCS_SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
-    target.mkdir(parents=True, exist_ok=True)
-    return target
+UPDATE_SCREENSHOTS = os.environ.get("UPDATE_SCREENSHOTS") == "1"
 
 
 LIVE_TIMEOUT_MS = 5_000
@@ -188,9 +186,7 @@ def chart_ready(dom_id: str) -> str:
     return f"document.getElementById('{dom_id}-card').dataset.state === 'ready'"
 
 
-def test_run_page_renders_charts_and_grows_live(
-    live_server: LiveServer, tab: Tab, tmp_path: Path
-) -> None:
+def test_run_page_renders_charts_and_grows_live(live_server: LiveServer, tab: Tab) -> None:
     page = tab.page
     run_id = str(uuid.uuid4())
     ingest(live_server, batch(run_id, range(0, 200, 4)))
@@ -213,8 +209,6 @@ def test_run_page_renders_charts_and_grows_live(
     page.locator("#chart-loss-card").scroll_into_view_if_needed()
     wait_until(page, chart_ready("chart-loss"), 10_000)
     page.evaluate("window.scrollTo(0, 0)")
-
-    page.screenshot(path=str(screenshot_dir(tmp_path) / "run.png"), full_page=False)
 
     # a later step, and a probe the page has not seen yet, arrive while the page is open
     ingest(live_server, batch(run_id, range(400, 401), probes=(*PROBES, "head")))
@@ -293,9 +287,7 @@ def test_heatmap_shows_which_layer_collapsed_when_and_the_alert_arrives_live(
     assert tab.problems == [], f"browser errors: {tab.problems}"
 
 
-def test_runs_page_lists_runs_and_picks_up_new_ones(
-    live_server: LiveServer, tab: Tab, tmp_path: Path
-) -> None:
+def test_runs_page_lists_runs_and_picks_up_new_ones(live_server: LiveServer, tab: Tab) -> None:
     page = tab.page
     t0 = datetime.now(UTC) - timedelta(hours=3)
     runs = [
@@ -325,7 +317,6 @@ def test_runs_page_lists_runs_and_picks_up_new_ones(
         "#runs-table tbody td.health .chip.state-critical", "els => els.map(e => e.title)"
     )
     assert chips == ["Dead units: critical, 1 firing"] * 3
-    page.screenshot(path=str(screenshot_dir(tmp_path) / "runs.png"), full_page=True)
 
     # tick two runs and compare them: a line per run on one indicator and layer
     page.check("#runs-table tbody tr:nth-child(1) .pick")
@@ -341,7 +332,6 @@ def test_runs_page_lists_runs_and_picks_up_new_ones(
         5_000,
     )
     assert "probe=fc2" in page.url, "the choice is in the URL, to share"
-    page.screenshot(path=str(screenshot_dir(tmp_path) / "compare.png"), full_page=True)
     page.go_back()
 
     ingest(live_server, batch(str(uuid.uuid4()), range(1), name="resnet18-new", project="vision"))
@@ -355,7 +345,7 @@ def test_runs_page_lists_runs_and_picks_up_new_ones(
 
 
 def test_rule_editor_creates_a_rule_the_api_lists_and_back_tests_it(
-    live_server: LiveServer, tab: Tab, tmp_path: Path
+    live_server: LiveServer, tab: Tab
 ) -> None:
     page = tab.page
     run_id = str(uuid.uuid4())
@@ -387,7 +377,6 @@ def test_rule_editor_creates_a_rule_the_api_lists_and_back_tests_it(
         "document.getElementById('backtest-chart').data.find(t => t.uid === 'alerts').x"
     )
     assert len(markers) == 1
-    page.screenshot(path=str(screenshot_dir(tmp_path) / "alerts.png"), full_page=True)
 
     page.click("#rule-save")
     wait_until(page, "document.getElementById('rule-saved').textContent !== ''", LIVE_TIMEOUT_MS)
@@ -415,7 +404,7 @@ def test_rule_editor_creates_a_rule_the_api_lists_and_back_tests_it(
 
 
 def test_settings_page_creates_tokens_and_a_webhook_whose_test_reaches_the_receiver(
-    live_server: LiveServer, tab: Tab, tmp_path: Path
+    live_server: LiveServer, tab: Tab
 ) -> None:
     page = tab.page
     page.on("dialog", lambda dialog: dialog.accept())  # "Revoke this token?"
@@ -447,10 +436,76 @@ def test_settings_page_creates_tokens_and_a_webhook_whose_test_reaches_the_recei
         [arrival] = receiver.arrivals
         assert arrival.signature_error is None, "signed with the secret the page showed"
         assert arrival.json()["type"] == "test"
-    page.screenshot(path=str(screenshot_dir(tmp_path) / "settings.png"), full_page=True)
 
     page.click("#tokens-rows .revoke-token")
     wait_until(page, "document.querySelector('#tokens-rows tr.disabled') !== null", 5_000)
     tokens = httpx.get(f"{live_server.url}/api/v1/projects/demo/tokens", timeout=10).json()
     assert tokens[0]["revoked_at"] is not None
     assert tab.problems == [], f"browser errors: {tab.problems}"
+
+
+@pytest.mark.skipif(not UPDATE_SCREENSHOTS, reason="writes docs/screenshots/: UPDATE_SCREENSHOTS=1")
+def test_screenshots_of_the_demo(live_server: LiveServer, browser: Any) -> None:
+    """The README's screenshots, from the demo trained through the real SDK: the dead-units
+    scenario (project demo) and the complete-collapse one (project ssl), with a webhook that
+    receives the alerts and an ingest token."""
+    from collapsewatch_server.scenarios import run_scenario
+
+    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with Receiver() as receiver:
+        hook = {"name": "#ml-alerts", "url": receiver.url, "format": "slack"}
+        r = httpx.post(f"{live_server.url}/api/v1/projects/demo/webhooks", json=hook, timeout=10)
+        assert r.status_code == 201, r.text
+        runs = run_scenario("dead_units", live_server.url, project="demo", log=lambda _: None)
+        run_scenario("complete_collapse", live_server.url, project="ssl", log=lambda _: None)
+        collapsed, control = (str(r["run_id"]) for r in runs)
+        httpx.post(f"{live_server.url}/api/v1/projects/demo/tokens", json={"name": "gpu-cluster"})
+        deadline = time.monotonic() + 10
+        while not receiver.arrivals and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+        for scheme in ("light", "dark"):
+            context = browser.new_context(
+                viewport={"width": 1360, "height": 1500}, color_scheme=scheme
+            )
+            page = context.new_page()
+            page.goto(f"{live_server.url}/runs/{collapsed}")
+            wait_until(page, chart_ready("chart-dead_fraction"), 15_000)
+            page.wait_for_timeout(500)
+            name = "run.png" if scheme == "light" else "run-dark.png"
+            page.screenshot(path=str(DOCS_SCREENSHOTS / name))
+            context.close()
+
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.goto(f"{live_server.url}/")
+        page.screenshot(path=str(DOCS_SCREENSHOTS / "runs.png"))
+        page.goto(
+            f"{live_server.url}/compare?runs={collapsed},{control}"
+            "&indicator=dead_fraction&probe=fc2"
+        )
+        wait_until(page, "!!document.getElementById('compare-chart').data", 10_000)
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(DOCS_SCREENSHOTS / "compare.png"))
+        page.goto(f"{live_server.url}/alerts?project=demo")
+        page.fill("#rule-name", "fc2 losing units")
+        page.select_option("#rule-indicator", "dead_fraction")
+        page.fill("#rule-threshold", "0.3")
+        page.fill("#rule-pending_points", "2")
+        page.select_option("#backtest-run", collapsed)
+        page.click("#backtest-button")
+        wait_until(page, "!!document.getElementById('backtest-chart').data", 10_000)
+        page.mouse.move(0, 0)  # no hover box, no mode bar
+        page.wait_for_timeout(300)
+        page.locator("#rule-form").screenshot(path=str(DOCS_SCREENSHOTS / "rule-editor.png"))
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(DOCS_SCREENSHOTS / "alerts.png"))
+        page.goto(f"{live_server.url}/projects/demo/settings")
+        page.click("#webhooks-rows .test-webhook")
+        wait_until(
+            page,
+            "document.getElementById('webhook-output-title').textContent.startsWith('ok')",
+            10_000,
+        )
+        page.screenshot(path=str(DOCS_SCREENSHOTS / "settings.png"), full_page=True)
+        context.close()

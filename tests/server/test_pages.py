@@ -144,7 +144,7 @@ def test_settings_page_lists_tokens_and_webhooks_without_secrets(client: TestCli
     assert token["token"] not in r.text, "a token is shown once, when created"
     assert "ml-alerts" in r.text and "http://127.0.0.1:9/hook" in r.text
     assert hook["secret"] not in r.text
-    assert f"{hook['secret_hint']}…" in r.text
+    assert hook["secret_hint"] in r.text
     assert client.get("/projects/nope/settings").status_code == 404
 
 

@@ -290,7 +290,8 @@ def test_format_time_treats_naive_as_utc() -> None:
 
 def test_web_package_never_imports_the_server_or_the_database() -> None:
     code = (
-        "import sys, collapsewatch_web.render, collapsewatch_web.figures, collapsewatch_web.assets;"
+        "import sys, collapsewatch_web.render, collapsewatch_web.figures, collapsewatch_web.assets,"
+        " collapsewatch_web.heatmaps, collapsewatch_web.views;"
         "print(sorted(m for m in sys.modules"
         " if m.split('.')[0] in ('collapsewatch_server', 'sqlalchemy', 'fastapi', 'starlette')))"
     )

@@ -60,6 +60,11 @@ def format_time(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def format_clock(moment: datetime | None) -> str:
+    """The time of day, ``HH:MM`` UTC: alert lists show when, the title says which day."""
+    return format_time(moment)[11:16]
+
+
 def _static_url(name: str) -> str:
     # the version in the query makes browsers fetch the new file after an upgrade
     version = plotly_version() if name == PLOTLY_JS else __version__
@@ -76,6 +81,7 @@ def _environment() -> Environment:
     )
     env.filters["value"] = format_value
     env.filters["time"] = format_time
+    env.filters["clock"] = format_clock
     env.globals["static_url"] = _static_url
     env.globals["version"] = __version__
     # every page: the Plotly relayout patch per colour scheme, read by app.js

@@ -176,10 +176,12 @@
               result.run_name + " the rule would have fired " + fired.length + " time(s).";
         document.getElementById("backtest-events").replaceChildren(...result.events.slice(0, 50).map((e) =>
           el("li", { class: "event status-" + e.status },
-            badge("severity", e.severity === "warning" ? "warn" : e.severity, e.severity), " ",
-            el("span", { class: "event-status", text: e.status }), " ",
-            el("span", { class: "event-message", text: e.message }), " ",
-            el("a", { class: "event-step", href: "/runs/" + result.run_id + "?step=" + e.step, text: "step " + e.step }))));
+            el("span", { class: "event-head" },
+              badge("severity", e.severity === "warning" ? "warn" : e.severity, e.severity), " ",
+              el("span", { class: "event-status", text: e.status })),
+            el("span", { class: "event-message", text: e.message }),
+            el("span", { class: "event-meta" },
+              el("a", { class: "event-step", href: "/runs/" + result.run_id + "?step=" + e.step, text: "step " + e.step })))));
         chart.hidden = false;
         await plot(chart, result.figure);
       } catch (err) {

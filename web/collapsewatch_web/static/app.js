@@ -111,14 +111,15 @@
       text: "step " + e.step,
     });
     const sev = e.severity === "warning" ? "warn" : e.severity;
+    const when = formatTime(e.created_at);
     return el("li", { class: "event status-" + e.status, dataset: { id: e.id } },
-      badge("severity", sev, e.severity), " ",
-      el("span", { class: "event-status", text: e.status }), " ",
-      withRun ? el("a", { class: "mono", href: "/runs/" + e.run_id, text: e.run_name }) : null,
-      withRun ? " " : null,
-      el("span", { class: "event-message", text: e.message }), " ",
-      step, " ",
-      el("time", { datetime: e.created_at, text: formatTime(e.created_at) }));
+      el("span", { class: "event-head" }, badge("severity", sev, e.severity), " ",
+        el("span", { class: "event-status", text: e.status })),
+      el("span", { class: "event-message" },
+        withRun ? el("a", { class: "mono", href: "/runs/" + e.run_id, text: e.run_name }) : null,
+        withRun ? " " : null, e.message),
+      el("span", { class: "event-meta" }, step, step ? " " : null,
+        el("time", { datetime: e.created_at, title: when, text: when.slice(11, 16) })));
   }
 
   // JSON over fetch; a non-2xx answer throws an Error carrying the status and the body.

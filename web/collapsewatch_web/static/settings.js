@@ -88,7 +88,7 @@
       return el("tr", { dataset: { webhookId: w.id }, class: w.enabled ? null : "disabled" },
         el("td", { text: w.name || "–" }), el("td", { class: "mono url", text: w.url }),
         el("td", { text: w.format }), el("td", { text: w.severities.join(", ") }),
-        el("td", { class: "mono", text: w.secret_hint + "…" }),
+        el("td", { class: "mono", text: w.secret_hint }),
         el("td", { text: w.enabled ? "enabled" : "disabled" }),
         el("td", { class: "actions" }, button("secondary test-webhook", "Send test"), " ",
           button("secondary show-deliveries", "Deliveries"), " ", toggle, " ",
