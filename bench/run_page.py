@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -263,6 +264,8 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        # the temporary directory holds the server's log and, without --db, the database
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
