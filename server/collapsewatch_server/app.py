@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 
 from collapsewatch._version import __version__
@@ -52,6 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Collapse indicators of neural networks in training, live.",
         lifespan=lifespan,
     )
+    # Figures of a large run are megabytes of JSON; gzip makes them a fraction. Server-Sent
+    # Events are left alone by the middleware (they must not be buffered).
+    app.add_middleware(GZipMiddleware, minimum_size=2048)
     app.state.settings = settings
     app.state.store = store
 

@@ -113,3 +113,13 @@ def test_indicator_catalogue(client: Any) -> None:
     assert dead["direction"] == "high_is_bad"
     assert (dead["warn"], dead["critical"]) == (0.2, 0.5)
     assert all(i["meaning"] and i["what_to_try"] for i in catalogue.values())
+
+
+def test_large_responses_are_gzipped(client: Any) -> None:
+    batch = make_batch(steps=range(400), probes=("fc1",))
+    ingest(client, batch)
+    url = f"/api/v1/runs/{batch['run']['run_id']}/series/dead_fraction"
+    r = client.get(url, params={"probe": "fc1"}, headers={"accept-encoding": "gzip"})
+    assert r.status_code == 200
+    assert r.headers.get("content-encoding") == "gzip"
+    assert len(r.json()["steps"]) == 400  # httpx decodes it transparently
