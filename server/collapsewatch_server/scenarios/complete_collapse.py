@@ -187,28 +187,15 @@ def train_simsiam(
     return summary
 
 
-def train(
-    *,
-    collapse: bool,
-    run: str,
-    project: str,
-    server: str | None,
-    token: str | None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """The scenario's trainer: without the stop-gradient SimSiam collapses, with it not."""
-    return train_simsiam(
-        stop_grad=not collapse, run=run, project=project, server=server, token=token, log=log
-    )
-
-
 register(
     Scenario(
         name="complete_collapse",
         family="complete",
         summary="SimSiam on an 8-D manifold in 32-D: without the stop-gradient every input maps "
         "to one direction (output std 0.84 -> 0.05 in 100 steps); with it the std stays ~0.5.",
-        train=train,
+        train=train_simsiam,
+        collapse={"stop_grad": False},
+        control={"stop_grad": True},
         indicator="simsiam_std",
         probe="encoder.fc2",
         runs=RUNS,

@@ -207,34 +207,15 @@ def train_dead_relu(
     return summary
 
 
-def train(
-    *,
-    collapse: bool,
-    run: str,
-    project: str,
-    server: str | None,
-    token: str | None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """The scenario's trainer: the high learning rate kills units, the low one does not."""
-    return train_dead_relu(
-        lr=COLLAPSE_LR if collapse else CONTROL_LR,
-        run=run,
-        project=project,
-        server=server,
-        token=token,
-        every=DEMO_EVERY,
-        log=log,
-    )
-
-
 register(
     Scenario(
         name="dead_units",
         family="dead_units",
         summary="MLP 20-256-256-1 on raw inputs: SGD at lr 0.1 kills most ReLUs of fc2 within "
         "5 steps while the loss keeps falling; lr 0.001 keeps them all.",
-        train=train,
+        train=train_dead_relu,
+        collapse={"lr": COLLAPSE_LR, "every": DEMO_EVERY},
+        control={"lr": CONTROL_LR, "every": DEMO_EVERY},
         indicator="dead_fraction",
         probe="fc2",
         runs=tuple(name for name, _ in DEMO_RUNS),  # type: ignore[arg-type]

@@ -163,26 +163,6 @@ def train_vicreg(
     return summary
 
 
-def train(
-    *,
-    collapse: bool,
-    run: str,
-    project: str,
-    server: str | None,
-    token: str | None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """The scenario's trainer: without the covariance term the embedding's rank collapses."""
-    return train_vicreg(
-        covariance=0.0 if collapse else 1.0,
-        run=run,
-        project=project,
-        server=server,
-        token=token,
-        log=log,
-    )
-
-
 register(
     Scenario(
         name="dimensional",
@@ -190,7 +170,9 @@ register(
         summary="VICReg on an 8-D manifold in 32-D: without the covariance term the 64-D "
         "embedding collapses to ~1 effective dimension (ratio 0.40 -> 0.02) while its variance "
         "stays; with it the ratio stays ~0.4.",
-        train=train,
+        train=train_vicreg,
+        collapse={"covariance": 0.0},
+        control={"covariance": 1.0},
         indicator="effective_rank_ratio",
         probe="encoder.fc2",
         runs=RUNS,

@@ -198,26 +198,6 @@ def train_neural_collapse(
     return summary
 
 
-def train(
-    *,
-    collapse: bool,
-    run: str,
-    project: str,
-    server: str | None,
-    token: str | None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """The scenario's trainer: 200 epochs reach the terminal phase, 3 epochs do not."""
-    return train_neural_collapse(
-        epochs=EPOCHS if collapse else CONTROL_EPOCHS,
-        run=run,
-        project=project,
-        server=server,
-        token=token,
-        log=log,
-    )
-
-
 register(
     Scenario(
         name="neural_collapse",
@@ -225,7 +205,9 @@ register(
         summary="MLP 10-512-512-64 on 5 overlapping Gaussian classes, SGD with weight decay and a "
         "cosine schedule: after 200 epochs each class sits on its mean (NC1 1.2 -> 0.01); "
         "stopped after 3 epochs it does not (0.9).",
-        train=train,
+        train=train_neural_collapse,
+        collapse={"epochs": EPOCHS},
+        control={"epochs": CONTROL_EPOCHS},
         indicator="nc1",
         probe="head",
         runs=RUNS,

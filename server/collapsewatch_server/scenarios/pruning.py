@@ -198,21 +198,6 @@ def train_pruned(
     return summary
 
 
-def train(
-    *,
-    collapse: bool,
-    run: str,
-    project: str,
-    server: str | None,
-    token: str | None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """The scenario's trainer: a global threshold empties fc3, a per-layer one does not."""
-    return train_pruned(
-        global_threshold=collapse, run=run, project=project, server=server, token=token, log=log
-    )
-
-
 register(
     Scenario(
         name="pruning",
@@ -220,7 +205,9 @@ register(
         summary="MLP 32-64-2048-64-10 pruned to 98% by magnitude: a global threshold leaves the "
         "wide-fan-in layer fc3 0.23% of its weights (layer collapse); the same budget layer by "
         "layer keeps every layer at 2%.",
-        train=train,
+        train=train_pruned,
+        collapse={"global_threshold": True},
+        control={"global_threshold": False},
         indicator="density",
         probe="fc3.weight",
         runs=RUNS,

@@ -16,17 +16,18 @@ Log = Callable[[str], object]
 
 
 class Trainer(Protocol):
-    """Trains one run through ``collapsewatch.watch`` and returns a summary with ``run_id``."""
+    """Trains one run through ``collapsewatch.watch`` and returns a summary with ``run_id``;
+    what makes it the collapse or the control comes in the scenario's keyword arguments."""
 
     def __call__(
         self,
         *,
-        collapse: bool,
         run: str,
         project: str,
         server: str | None,
         token: str | None,
         log: Log,
+        **recipe: Any,
     ) -> dict[str, Any]: ...
 
 
@@ -45,6 +46,8 @@ class Scenario:
     indicator: str
     probe: str
     runs: tuple[str, str]  # names of the collapse run and of the control run
+    collapse: dict[str, Any]  # keyword arguments of ``train`` for the collapse run
+    control: dict[str, Any]  # ... and for the healthy control
     fast: bool = False  # part of the README test command; the rest run with `make validate`
     #: Other probes whose default alert fires too because the collapse reaches them (the
     #: layers downstream of a collapsed embedding); any other firing probe is a false alarm.
@@ -72,13 +75,6 @@ def run_scenario(
     """Train the collapse run, then the control, against ``server``."""
     scenario = SCENARIOS[name]
     return [
-        scenario.train(
-            collapse=collapse,
-            run=run,
-            project=project,
-            server=server,
-            token=token,
-            log=log,
-        )
-        for collapse, run in zip((True, False), scenario.runs, strict=True)
+        scenario.train(run=run, project=project, server=server, token=token, log=log, **recipe)
+        for recipe, run in zip((scenario.collapse, scenario.control), scenario.runs, strict=True)
     ]

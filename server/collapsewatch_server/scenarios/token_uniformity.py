@@ -151,28 +151,15 @@ def train_stack(
     return summary
 
 
-def train(
-    *,
-    collapse: bool,
-    run: str,
-    project: str,
-    server: str | None,
-    token: str | None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """The scenario's trainer: without skips the tokens collapse, with pre-LN skips not."""
-    return train_stack(
-        skip=not collapse, run=run, project=project, server=server, token=token, log=log
-    )
-
-
 register(
     Scenario(
         name="token_uniformity",
         family="tokens",
         summary="24 self-attention blocks, d 64, 64 tokens: without skips every token of a "
         "sequence is the same vector from block 3 on (cosine 1.0); pre-LN skips keep ~0.3.",
-        train=train,
+        train=train_stack,
+        collapse={"skip": False},
+        control={"skip": True},
         indicator="token_cosine",
         probe=f"blocks.{DEPTH - 1}",
         runs=RUNS,
