@@ -1,0 +1,125 @@
+"""The run page in a real browser against the real ``collapsewatch serve``: charts render,
+grow live from the SSE stream without a reload, and the heatmap shows which layer collapsed
+when, with its alert arriving live."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.e2e.browser import (
+    LIVE_TIMEOUT_MS,
+    PROBES,
+    WIDTH,
+    Tab,
+    batch,
+    chart_ready,
+    ingest,
+    layer_stats,
+    trace_names,
+    wait_until,
+)
+from tests.e2e.conftest import LiveServer
+
+
+def test_run_page_renders_charts_and_grows_live(live_server: LiveServer, tab: Tab) -> None:
+    page = tab.page
+    run_id = str(uuid.uuid4())
+    ingest(live_server, batch(run_id, range(0, 200, 4)))
+
+    page.goto(f"{live_server.url}/runs/{run_id}")
+    # the first family's chart loads as soon as the page shows it; the rest wait to be seen
+    wait_until(page, chart_ready("chart-dead_fraction"), 15_000)
+    assert trace_names(page, "chart-dead_fraction") == list(PROBES)
+    assert page.evaluate("document.getElementById('chart-dead_fraction').data[1].x.length") == 50
+    markers = page.evaluate(
+        "document.getElementById('chart-dead_fraction').data.find(t => t.uid === 'alerts')"
+    )
+    assert len(markers["x"]) == 1, "the default rule fired once, on fc2"
+    assert markers["y"][0] > 0.5
+    assert page.evaluate("document.getElementById('chart-loss').data") is None, "not seen yet"
+    # the dead-unit card is flagged, and fc2 leads the worst layers at the top
+    assert "severity-critical" in (page.get_attribute("#chart-dead_fraction-card", "class") or "")
+    assert page.inner_text("#worst-rows tr:first-child td.mono") == "fc2"
+    assert "1 critical" in page.inner_text("#health-families")
+    page.locator("#chart-loss-card").scroll_into_view_if_needed()
+    wait_until(page, chart_ready("chart-loss"), 10_000)
+    page.evaluate("window.scrollTo(0, 0)")
+
+    # a later step, and a probe the page has not seen yet, arrive while the page is open
+    ingest(live_server, batch(run_id, range(400, 401), probes=(*PROBES, "head")))
+    wait_until(
+        page,
+        "document.getElementById('chart-dead_fraction').data[1].x.includes(400)",
+        LIVE_TIMEOUT_MS,
+    )
+    assert trace_names(page, "chart-dead_fraction") == [*PROBES, "head"]
+    fc2 = page.evaluate("document.getElementById('chart-dead_fraction').data[1]")
+    assert fc2["x"][-1] == 400
+    assert fc2["y"][-1] == pytest.approx(49 / WIDTH)
+    latest_fc2 = "#chart-dead_fraction-card .latest li[data-probe='fc2'] .value"
+    assert page.inner_text(latest_fc2) == "0.766"
+    wait_until(
+        page, "document.getElementById('run-last-step').textContent === '400'", LIVE_TIMEOUT_MS
+    )
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "reloaded"
+    assert tab.problems == [], f"browser errors: {tab.problems}"
+
+
+def collapse_batch(run_id: str, steps: range, collapse_at: int) -> dict[str, Any]:
+    """fc3 loses every unit from ``collapse_at`` on; the other layers stay alive."""
+    body = batch(run_id, steps, name="collapse-fc3", project="heat")
+    for record in body["records"]:
+        if record["kind"] == "activation":
+            dead = WIDTH if record["probe"] == "fc3" and record["step"] >= collapse_at else 0
+            record["stats"] = layer_stats(dead, 0.5, 0.8)
+    return body
+
+
+def test_heatmap_shows_which_layer_collapsed_when_and_the_alert_arrives_live(
+    live_server: LiveServer, tab: Tab
+) -> None:
+    page = tab.page
+    run_id, collapse_at = str(uuid.uuid4()), 100
+    ingest(live_server, collapse_batch(run_id, range(0, collapse_at, 2), collapse_at))
+    page.goto(f"{live_server.url}/runs/{run_id}")
+    wait_until(page, chart_ready("chart-dead_fraction"), 15_000)
+    assert "0 open alerts" in page.inner_text("#open-alerts")
+    assert page.inner_text("#recent-alerts") == ""
+
+    # the collapse arrives while the page is open: points, then the alert, without a reload
+    ingest(live_server, collapse_batch(run_id, range(collapse_at, 200, 2), collapse_at))
+    wait_until(page, "document.querySelectorAll('#recent-alerts li').length > 0", LIVE_TIMEOUT_MS)
+    assert "fc3" in page.inner_text("#recent-alerts")
+    wait_until(
+        page,
+        "document.querySelector('#health-families [data-family=dead_units]')"
+        ".classList.contains('state-critical')",
+        LIVE_TIMEOUT_MS,
+    )
+    wait_until(
+        page,
+        "(document.getElementById('chart-dead_fraction').data.find(t => t.uid === 'alerts') || "
+        "{x: []}).x.length > 0",
+        LIVE_TIMEOUT_MS,
+    )
+    heat = page.evaluate(
+        "(() => { const t = document.getElementById('chart-dead_fraction-heat').data[0];"
+        " return {x: Array.from(t.x), y: Array.from(t.y), z: t.z.map(r => Array.from(r))}; })()"
+    )
+    assert heat["y"] == list(PROBES), "layers in model order"
+    fc3 = heat["y"].index("fc3")
+    # dead units are counted over a window of 5 records: fully dead 4 records after the step
+    settled = collapse_at + 2 * 4
+    for row, values in enumerate(heat["z"]):
+        for step, value in zip(heat["x"], values, strict=True):
+            if value is None:
+                continue
+            if row == fc3 and step >= settled:
+                assert value == pytest.approx(1.0), (step, value)
+            elif row != fc3 or step < collapse_at:
+                assert value < 0.1, (heat["y"][row], step, value)
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "reloaded"
+    assert tab.problems == [], f"browser errors: {tab.problems}"
