@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,3 +40,26 @@ def request(client: httpx.Client, method: str, url: str, token: str | None, **kw
     if response.status_code >= 400:
         raise CliError(detail(response))
     return response.json() if response.content else None
+
+
+def project_options() -> argparse.ArgumentParser:
+    """``--project``, ``--server`` and ``--token`` of every subcommand that talks to the API."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--project",
+        default=os.environ.get("COLLAPSEWATCH_PROJECT"),
+        required="COLLAPSEWATCH_PROJECT" not in os.environ,
+        help="project name (default: COLLAPSEWATCH_PROJECT)",
+    )
+    common.add_argument(
+        "--server",
+        default=os.environ.get("COLLAPSEWATCH_SERVER", DEFAULT_SERVER),
+        help=f"server URL (default: COLLAPSEWATCH_SERVER or {DEFAULT_SERVER})",
+    )
+    common.add_argument(
+        "--token",
+        default=os.environ.get("COLLAPSEWATCH_ADMIN_TOKEN")
+        or os.environ.get("COLLAPSEWATCH_TOKEN"),
+        help="token (default: COLLAPSEWATCH_ADMIN_TOKEN, else COLLAPSEWATCH_TOKEN)",
+    )
+    return common

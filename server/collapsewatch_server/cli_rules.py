@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server.cli_http import DEFAULT_SERVER, CliError, request
+from collapsewatch_server.cli_http import CliError, project_options, request
 
 if TYPE_CHECKING:
     import httpx
@@ -49,24 +48,7 @@ _SHOWN = ("id", "name", "project", "indicator", "probe", "run", "condition", "th
 
 def add_parser(sub: Any) -> None:
     """Register ``rules`` and its subcommands on the main parser's subparsers."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--project",
-        default=os.environ.get("COLLAPSEWATCH_PROJECT"),
-        required="COLLAPSEWATCH_PROJECT" not in os.environ,
-        help="project name (default: COLLAPSEWATCH_PROJECT)",
-    )
-    common.add_argument(
-        "--server",
-        default=os.environ.get("COLLAPSEWATCH_SERVER", DEFAULT_SERVER),
-        help=f"server URL (default: COLLAPSEWATCH_SERVER or {DEFAULT_SERVER})",
-    )
-    common.add_argument(
-        "--token",
-        default=os.environ.get("COLLAPSEWATCH_ADMIN_TOKEN")
-        or os.environ.get("COLLAPSEWATCH_TOKEN"),
-        help="token (default: COLLAPSEWATCH_ADMIN_TOKEN, else COLLAPSEWATCH_TOKEN)",
-    )
+    common = project_options()
 
     def fields(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", dest="json_file", help="rule fields as JSON ('-': stdin)")

@@ -7,12 +7,11 @@ against any server and needs only the SDK installed; it shares that module's req
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server.cli_http import DEFAULT_SERVER, CliError, request
+from collapsewatch_server.cli_http import CliError, project_options, request
 
 if TYPE_CHECKING:
     import httpx
@@ -23,23 +22,7 @@ SEVERITIES = ("info", "warning", "critical")
 
 def add_parser(sub: Any) -> None:
     """Register ``webhooks`` and its subcommands on the main parser's subparsers."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--project",
-        default=os.environ.get("COLLAPSEWATCH_PROJECT"),
-        required="COLLAPSEWATCH_PROJECT" not in os.environ,
-        help="project name (default: COLLAPSEWATCH_PROJECT)",
-    )
-    common.add_argument(
-        "--server",
-        default=os.environ.get("COLLAPSEWATCH_SERVER", DEFAULT_SERVER),
-        help=f"server URL (default: COLLAPSEWATCH_SERVER or {DEFAULT_SERVER})",
-    )
-    common.add_argument(
-        "--token",
-        default=os.environ.get("COLLAPSEWATCH_ADMIN_TOKEN"),
-        help="admin token (default: COLLAPSEWATCH_ADMIN_TOKEN)",
-    )
+    common = project_options()
 
     hooks = sub.add_parser("webhooks", help="manage webhooks (through the server)")
     hooks_sub = hooks.add_subparsers(dest="webhooks_command", required=True)
