@@ -19,7 +19,26 @@ from collapsewatch_server.store.windows import WindowStore
 
 #: Statistics that describe a record rather than add up over records: a window keeps the
 #: newest record's value. Windowed indicators must read only sums (counts, sums of values).
-NOT_SUMMED = frozenset({"width", "eig", "eig_raw", "cov_diag", "classes"})
+NOT_SUMMED = frozenset(
+    {
+        "width",
+        "eig",
+        "eig_raw",
+        "cov_diag",
+        "classes",
+        "heads",
+        "qk_sigma",
+        "codes",
+        "dims",
+        "experts",
+        "k",
+        "generation",
+        "train_length",
+    }
+)
+#: Statistics that merge by maximum (sketch registers, largest values): a window keeps the
+#: element-wise maximum over its records.
+MAXIMA = frozenset({"hll_2", "hll_3", "max_abs"})
 
 
 def sum_stats(records: Sequence[Stats]) -> Stats:
@@ -42,8 +61,9 @@ def sum_stats(records: Sequence[Stats]) -> Stats:
         if key in NOT_SUMMED or len(summed) == 1:
             continue
         total = np.asarray(value, dtype=np.float64).copy()
+        merge = np.maximum if key in MAXIMA else np.add
         for older in summed[1:]:
-            total = total + np.asarray(older[key], dtype=np.float64)
+            total = merge(total, np.asarray(older[key], dtype=np.float64))
         out[key] = float(total) if total.ndim == 0 else total
     return out
 

@@ -44,6 +44,8 @@ FAMILY_TITLES: dict[str, str] = {
     "routing": "Expert routing",
     "sparsity": "Sparsity and pruning",
     "diversity": "Output diversity",
+    "generative": "Generative mode collapse",
+    "state": "Long-context state",
     "training": "Training health",
     "scalars": "Logged scalars",
 }

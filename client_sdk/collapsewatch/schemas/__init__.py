@@ -4,9 +4,8 @@ Defined once, here, in the SDK package: the SDK builds :class:`IngestBatch`, the
 validates it and answers with the ``*Public`` schemas, and the web package renders those.
 Only pydantic is imported, so ``import collapsewatch`` stays light.
 
-Statistic names inside :class:`StatRecord.stats` are listed in :class:`ActivationStat`,
-:class:`ParameterStat`, :class:`TokenStat` and :class:`LossStat`; the server's indicators read
-them.
+Statistic names inside :class:`StatRecord.stats` are listed per probe kind in
+:mod:`collapsewatch.schemas.stats` (re-exported here); the server's indicators read them.
 """
 
 from __future__ import annotations
@@ -17,6 +16,23 @@ from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+from collapsewatch.schemas.stats import (  # noqa: F401  (re-exported)
+    ActivationStat,
+    AttentionStat,
+    ClassStat,
+    CodeStat,
+    EvalStat,
+    LossStat,
+    ParameterStat,
+    PosteriorStat,
+    ProbeKind,
+    RoutingStat,
+    SampleStat,
+    StateStat,
+    TextStat,
+    TokenStat,
+)
 
 SCHEMA_VERSION: Final = 1
 
@@ -63,104 +79,6 @@ class RunStatus(StrEnum):
     finished = "finished"
     crashed = "crashed"
     stalled = "stalled"
-
-
-class ProbeKind(StrEnum):
-    """What a probe observes; it decides which indicators apply to its records."""
-
-    activation = "activation"  # outputs of a Linear/Conv layer
-    parameter = "parameter"  # one parameter tensor: norms of weight, gradient and update
-    loss = "loss"  # the training loss
-    scalar = "scalar"  # anything the user logs
-    classes = "classes"  # penultimate features by class and the classifier (neural collapse)
-    tokens = "tokens"  # a block's [batch, seq, dim] output: token uniformity, layer similarity
-
-
-class ActivationStat(StrEnum):
-    """Statistics of a layer's output on one sampled step (rows = samples x positions)."""
-
-    n = "n"  # rows observed
-    width = "width"  # d, the number of units (features / channels)
-    sum = "sum"  # [d] per-unit sum
-    sumsq = "sumsq"  # [d] per-unit sum of squares
-    pos = "pos"  # [d] per-unit count of positive values
-    unit_sum = "unit_sum"  # [d] sum of the L2-normalised rows
-    eig = "eig"  # [k] covariance eigenvalues (k = min(d, 256); JL-projected when d > 256)
-    cov_n = "cov_n"  # rows that entered the covariance
-    cov_diag = "cov_diag"  # [k] diagonal of that covariance (its per-dimension variances)
-    eig_raw = "eig_raw"  # [k] eigenvalues of the uncentred Z^T Z / n (RankMe), every 4th sample
-    sat = "sat"  # [d] per-unit count of saturated values (Tanh/Sigmoid outputs only)
-    in_dim = "in_dim"  # the layer's input dimension (in_features, in_channels x kernel)
-
-
-class ParameterStat(StrEnum):
-    """Statistics of one parameter tensor on one sampled step."""
-
-    weight_norm = "weight_norm"  # ||w|| before the optimizer step
-    grad_norm = "grad_norm"  # ||g||
-    update_norm = "update_norm"  # ||w_after - w_before||; absent without an optimizer
-    numel = "numel"
-    # Every 5th sampled step (sparsity of weights with 2+ dims, counts of every parameter):
-    abs_sqrt_sum = "abs_sqrt_sum"  # sum |w|^0.5, i.e. ||w||_0.5 ** 0.5
-    abs_sum = "abs_sum"  # ||w||_1
-    nonzero = "nonzero"  # count of w != 0
-    weight_nan = "weight_nan"
-    weight_inf = "weight_inf"
-    grad_nan = "grad_nan"
-    grad_inf = "grad_inf"
-
-
-class TokenStat(StrEnum):
-    """Statistics of a block's ``[batch, seq, dim]`` output (probe kind ``tokens``) on one
-    sampled step. Padded positions (key padding mask) are left out; ``u`` are unit token
-    states, ``T`` a sequence's length."""
-
-    seqs = "seqs"  # sequences observed
-    tokens = "tokens"  # sum of T
-    pairs = "pairs"  # sum of T (T - 1): ordered token pairs within sequences
-    usum_sq = "usum_sq"  # sum over sequences of ||sum_t u_t||^2
-    sq = "sq"  # sum of ||x_t||^2
-    resid_sq = "resid_sq"  # sum over sequences of ||X - 1 xbar^T||_F^2
-    io_cos = "io_cos"  # sum over tokens of cos(block input, block output)
-    io_tokens = "io_tokens"  # tokens in io_cos
-    # [16] per log2 length bucket b (2^b <= T < 2^(b+1)); pairs are within one sampled step:
-    len_n = "len_n"  # sequences
-    len_pairs = "len_pairs"  # ordered pairs of sequences
-    len_usum_sq = "len_usum_sq"  # ||sum of unit mean-pooled sequence embeddings||^2
-
-
-class LossStat(StrEnum):
-    """The loss over the steps since the previous sampled step."""
-
-    mean = "mean"
-    max = "max"
-    count = "count"  # type: ignore[assignment]  # shadows str.count on purpose
-
-
-class ClassStat(StrEnum):
-    """Penultimate features by class and the classifier on one sampled step (probe kind
-    ``classes``, neural collapse). C classes are tracked: all the classifier's outputs, or the
-    64 most frequent labels of a larger one; d is the feature width. Sums add up across forward
-    calls and ranks; ``basis_*`` only between records made in the same basis."""
-
-    width = "width"  # d
-    classes = "classes"  # C
-    n = "n"  # [C] labelled rows per class
-    sqnorm = "sqnorm"  # [C] per-class sum of ||h||^2
-    sum = "sum"  # [C x d] per-class sum of h; [C x 256] JL-projected when C*d > 65536
-    unit_sum = "unit_sum"  # [C x k] per-class sum of h/||h||; k = min(d, 256), JL above 256
-    # (then, with a lagged basis, of the part orthogonal to it: unit_basis_sum holds the rest)
-    # the basis: the identity when d <= 128 (r = d), else an orthonormal basis of the previous
-    # sampled step's class means (r = C); absent on a first step with d > 128
-    basis_sum = "basis_sum"  # [C x r] per-class sum of the coordinates of h in the basis
-    basis_outer = "basis_outer"  # [r x r] sum of their outer products
-    unit_basis_sum = "unit_basis_sum"  # [C x r] unit sums in the lagged basis (d > 256)
-    ncc_miss = "ncc_miss"  # rows where argmax(logits) != the nearest previous class mean
-    ncc_n = "ncc_n"  # rows compared (absent on the first step)
-    w_gram = "w_gram"  # [C x C] W W^T of the classifier rows, summed over snapshots
-    w_sum = "w_sum"  # [C x C] W S^T: rows against the class sums (per forward, not snapshot)
-    bias = "bias"  # [C] the classifier's bias summed over snapshots (absent without one)
-    snapshots = "snapshots"  # classifier snapshots in w_gram and bias (one per record)
 
 
 # ---------------------------------------------------------------------------------- ingest
