@@ -20,6 +20,8 @@ import httpx
 from collapsewatch import config as cfg
 from collapsewatch import registry, runinfo
 from collapsewatch.classifier import ClassWatcher
+from collapsewatch.logger_methods import LoggerMethods
+from collapsewatch.loggers import MAX_PENDING, Loggers
 from collapsewatch.observers import Observers
 from collapsewatch.packing import StepPack
 from collapsewatch.probes import (
@@ -60,8 +62,13 @@ class _Layer:
         self.disabled = False
 
 
-class Monitor:
+class Monitor(LoggerMethods):
     """Watches one training run; made by :func:`collapsewatch.watch`, which documents arguments.
+
+    Besides the hooks, explicit loggers record what hooks cannot see: ``log_attention``,
+    ``log_codes``, ``log_posterior``, ``log_routing`` in the training loop, ``log_tokens``,
+    ``log_eval``, ``log_samples``, ``log_state`` in evaluations (:mod:`collapsewatch.loggers`),
+    and ``log_scalar`` for anything else.
 
     A disabled monitor (``enabled=False``, ``COLLAPSEWATCH_DISABLED=1``, or a data-parallel
     rank other than 0) installs nothing and all its methods do nothing, so training code
@@ -128,6 +135,12 @@ class Monitor:
         )  # Tanh/Sigmoid saturation and transformer blocks' tokens
         self._probes += self._observers.infos(len(self._probes))
         self._probe_names = {p.name for p in self._probes}
+        self._loggers = Loggers(
+            sampling=lambda: self._sampling,
+            step=lambda: self._step,
+            add_probe=self._add_logger_probe,
+            log_once=self._log_once,
+        )
         self._config = runinfo.run_config(config, optimizer, criterion, every)
         self._started_at = datetime.now(UTC)
         if criterion is not None:
@@ -346,6 +359,23 @@ class Monitor:
         )
         self._probe_names.add(name)
 
+    def _add_logger_probe(self, name: str, kind: ProbeKind) -> None:
+        if name in self._probe_names:
+            # the server keeps one probe per name: the logger's records would land under it
+            raise ValueError(f"{name!r} is the name of a watched layer or probe; log under another")
+        self._add_probe(name, kind, "")
+        self._refresh_run()
+
+    def _evaluation_logged(self) -> None:
+        """Evaluation records wait for the end of their step; too many are copied now."""
+        if self._loggers.pending >= MAX_PENDING:
+            self._flush_evaluations()
+
+    def _flush_evaluations(self) -> None:
+        pack = StepPack()
+        self._loggers.flush(pack, evaluations_only=True)
+        self._submit_pack(pack)
+
     def _add_class_probe(self, name: str, module: nn.Module) -> None:
         self._probes.append(runinfo.class_probe(name, module, order=len(self._probes)))
         self._refresh_run()
@@ -379,6 +409,8 @@ class Monitor:
             self._sampled_steps += 1
         else:
             overhead = 0.0
+            if self._loggers.pending:
+                self._flush_evaluations()  # an evaluation at this step: send it now
         if self._last_step_end is not None:
             self._sampler.observe(sampled, wall, overhead)
         self._step += 1
@@ -400,6 +432,7 @@ class Monitor:
                 acc, layer.acc = layer.acc, ActivationAccumulator()
                 acc.pack(pack.record(layer.name, "activation", step), pack, eig, layer.in_dim)
             self._overhead += self._observers.flush(pack, step)
+            self._overhead += self._loggers.flush(pack)
             loss = self._loss.take()
             if loss is not None:
                 loss_step = step if loss_step is None else max(loss_step, self._loss_step + 1)
@@ -448,6 +481,7 @@ class Monitor:
                 for layer in self._layers:
                     layer.acc = ActivationAccumulator()
                 self._observers.reset()
+                self._loggers.reset()
                 if self._classes is not None:
                     self._classes.reset()
                 self._flush_step(loss_step=max(self._step - 1, 0))

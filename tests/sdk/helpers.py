@@ -15,6 +15,7 @@ import httpx
 import torch
 from torch import nn
 
+import collapsewatch
 from collapsewatch.schemas import IngestBatch, StatRecord
 
 SERVER = "http://testserver"
@@ -90,3 +91,23 @@ def train(
             after_step(loss)
         losses.append(loss.item())
     return losses
+
+
+def watched(
+    ingest: Ingest, every: int = 4
+) -> tuple[nn.Module, torch.optim.Optimizer, collapsewatch.Monitor]:
+    """The MLP with SGD, watched with a fixed sampling interval, sending to ``ingest``."""
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    monitor = collapsewatch.watch(
+        model, optimizer, server=SERVER, http_client=ingest.client(), every=every
+    )
+    return model, optimizer, monitor
+
+
+def one_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """One training step of ``watched``'s MLP on a random batch."""
+    loss = model(torch.randn(8, 8)).square().mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()

@@ -132,17 +132,19 @@ class AttentionStat(StrEnum):
 
 
 class CodeStat(StrEnum):
-    """VQ code usage (probe kind ``codes``): how often each of K codes was chosen."""
+    """VQ code usage (probe kind ``codes``): how often each of K codes was chosen over the
+    calls of one sampled step (a window of steps gives utilisation and perplexity)."""
 
     codes = "codes"  # K, the codebook size (not summed)
     counts = "counts"  # [K] times each code was chosen
-    n = "n"  # indices counted (in range 0..K-1); others are left out
+    n = "n"  # indices in range 0..K-1, the sum of counts
     out_of_range = "out_of_range"  # indices outside 0..K-1 (negatives are often padding)
 
 
 class PosteriorStat(StrEnum):
     """A diagonal Gaussian posterior q(z|x) = N(mu, exp(logvar)) (probe kind ``posterior``),
-    per latent dimension j over the rows (samples) of the sampled step."""
+    per latent dimension j over the rows (samples) of the sampled step; every dimension of
+    ``mu`` after the first (the batch) is a latent dimension."""
 
     n = "n"  # rows
     dims = "dims"  # latent dimensions (not summed)
@@ -153,20 +155,22 @@ class PosteriorStat(StrEnum):
 
 class RoutingStat(StrEnum):
     """A mixture-of-experts router (probe kind ``routing``): E experts, each token sent to its
-    top-k experts by the router logits, as the model does."""
+    top-k experts by the router logits, as the model does. Every call of a step has the same E
+    and k."""
 
     experts = "experts"  # E (not summed)
     k = "k"  # experts per token (not summed)
-    tokens = "tokens"  # tokens routed
-    counts = "counts"  # [E] tokens dispatched to each expert (top-k choices)
+    tokens = "tokens"  # tokens routed (rows of the logits)
+    counts = "counts"  # [E] top-k choices that went to each expert (sums to k * tokens)
     prob_sum = "prob_sum"  # [E] sum over tokens of the router's softmax probability
     z_sum = "z_sum"  # sum over tokens of logsumexp(logits)^2 (the router z-loss times tokens)
-    dropped = "dropped"  # choices over the capacity, when log_routing got capacity=
+    dropped = "dropped"  # choices past the capacity, per call, when log_routing got capacity=
 
 
 class TextStat(StrEnum):
     """Generated token ids (probe kind ``text``): diversity of the samples of one call (or of
-    the calls of one step). Distinct n-gram counts come from HyperLogLog sketches (4096
+    the calls of one step). Negative ids are padding; n-grams that touch padding are left out.
+    Distinct n-gram counts come from HyperLogLog sketches of 64-bit n-gram hashes (4096
     registers, about 1.6% standard error), which merge by maximum, not by addition."""
 
     sequences = "sequences"
@@ -177,8 +181,8 @@ class TextStat(StrEnum):
     hll_2 = "hll_2"  # [4096] HyperLogLog registers of the distinct bigrams (merge: max)
     hll_3 = "hll_3"  # [4096] ... of the distinct trigrams (merge: max)
     rep_sum = "rep_sum"  # sum over sequences of 1 - distinct 4-grams / 4-grams (seq-rep-4)
-    rep_seqs = "rep_seqs"  # sequences with at least one 4-gram
-    generation = "generation"  # the self-consuming round the samples come from (not summed)
+    rep_seqs = "rep_seqs"  # sequences with at least one 4-gram (those in rep_sum)
+    generation = "generation"  # the self-consuming round, when given (the newest; not summed)
 
 
 class EvalStat(StrEnum):
@@ -189,10 +193,10 @@ class EvalStat(StrEnum):
 
 
 class SampleStat(StrEnum):
-    """Generated samples, flattened to vectors, and optionally real ones (probe kind
-    ``samples``). Pairwise distances are between samples of one call (up to 512 of them); the
-    reference statistics are those of the call's ``reference``, or of the last call that had
-    one."""
+    """Generated samples, flattened to vectors, and real ones (probe kind ``samples``).
+    Pairwise distances are between the samples of one call (up to 512 of them, evenly spaced).
+    The ``ref_*`` statistics are those of the record's own ``reference`` samples, or, in a
+    record without any, those of the last record that had some (absent before the first)."""
 
     n = "n"  # generated samples
     pair_dist = "pair_dist"  # sum of Euclidean distances over pairs of samples of one call
@@ -201,13 +205,15 @@ class SampleStat(StrEnum):
     ref_pairs = "ref_pairs"
     cov_n = "cov_n"  # samples in the covariance
     eig = "eig"  # [k] covariance eigenvalues of the generated samples (JL-projected past 256)
+    ref_cov_n = "ref_cov_n"  # real samples in their covariance
+    ref_eig = "ref_eig"  # [k] covariance eigenvalues of the real samples (the same projection)
 
 
 class StateStat(StrEnum):
     """Recurrent or state-space states by position (probe kind ``state``), per log2 position
     bucket b (positions 2^b <= t < 2^(b+1); bucket 0 also holds t = 0)."""
 
-    count = "count"  # [32] states per bucket
+    count = "count"  # type: ignore[assignment]  # [32] states per bucket (shadows str.count)
     norm_sum = "norm_sum"  # [32] sum of ||h_t||
     max_abs = "max_abs"  # [32] max_j |h_t,j| (merge: max)
     train_length = "train_length"  # the training sequence length, when given (not summed)
