@@ -1,10 +1,14 @@
-"""Probes beyond the Linear/Conv outputs: saturating activations and transformer blocks.
+"""Probes beyond the Linear/Conv outputs: saturating activations, attention, transformer blocks.
 
 - ``nn.Tanh`` and ``nn.Sigmoid`` modules: per-unit counts of saturated outputs (family 9),
   probe kind ``activation`` with ``n``, ``width`` and ``sat`` only.
 - Transformer blocks (``nn.TransformerEncoderLayer``, ``nn.TransformerDecoderLayer`` and the
   modules given as ``watch(..., blocks=[...])``): token statistics of their output, the
   residual stream (family 4), probe kind ``tokens`` (see :mod:`collapsewatch.tokens`).
+- ``nn.MultiheadAttention`` modules (so every ``nn.TransformerEncoderLayer``/``DecoderLayer``'s
+  attention): the normalised attention entropy per head, recomputed for a sample of queries
+  from the captured inputs, and at the end of the step the spectral norm of ``W_Q^h W_K^h^T``
+  per head (family 5), probe kind ``attention`` (see :mod:`collapsewatch.attention`).
 
 Same rules as the monitor's own hooks: on an unsampled step a hook reads one flag and returns;
 on a sampled step statistics stay on the device until :meth:`Observers.flush`; an error
@@ -17,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from collapsewatch.attention import AttentionAccumulator, qk_sigma
 from collapsewatch.probes import as_rows
 from collapsewatch.runinfo import MAX_NAME
 from collapsewatch.schemas import ProbeInfo, ProbeKind
@@ -75,19 +80,30 @@ class _Observed:
     def __init__(self, name: str, module: nn.Module, kind: str, spatial_dims: int = 0) -> None:
         self.name = name
         self.module = module
-        self.kind = kind  # "tanh", "sigmoid" or "block"
+        self.kind = kind  # "tanh", "sigmoid", "block" or "attention"
         self.spatial_dims = spatial_dims
         self.disabled = False
-        self.acc: SaturationAccumulator | TokenAccumulator = self.fresh()
+        self.acc: SaturationAccumulator | TokenAccumulator | AttentionAccumulator = self.fresh()
 
-    def fresh(self) -> SaturationAccumulator | TokenAccumulator:
+    def fresh(self) -> SaturationAccumulator | TokenAccumulator | AttentionAccumulator:
         if self.kind == "block":
             return TokenAccumulator()
+        if self.kind == "attention":
+            return AttentionAccumulator()
         return SaturationAccumulator(sigmoid=self.kind == "sigmoid")
+
+    @property
+    def probe_kind(self) -> ProbeKind:
+        if self.kind == "block":
+            return ProbeKind.tokens
+        if self.kind == "attention":
+            return ProbeKind.attention
+        return ProbeKind.activation
 
 
 def find(model: nn.Module, blocks: Iterable[nn.Module] = ()) -> list[_Observed]:
-    """Saturating activations and transformer blocks of ``model``, in model order.
+    """Saturating activations, attention modules and transformer blocks of ``model``, in model
+    order.
 
     A Tanh/Sigmoid after a ConvNd (the last Linear/Conv before it in model order) has its
     units in the channel dim; otherwise in the last dim. Blocks nested in a watched block are
@@ -112,6 +128,8 @@ def find(model: nn.Module, blocks: Iterable[nn.Module] = ()) -> list[_Observed]:
             module, nn.TransformerEncoderLayer | nn.TransformerDecoderLayer
         ):
             found.append(_Observed(probe, module, "block"))
+        elif isinstance(module, nn.MultiheadAttention):  # one given as a block stays a block
+            found.append(_Observed(probe, module, "attention"))
     missing = chosen - {id(o.module) for o in found}
     if missing:
         raise ValueError(f"collapsewatch: {len(missing)} of the blocks are not part of the model")
@@ -119,7 +137,8 @@ def find(model: nn.Module, blocks: Iterable[nn.Module] = ()) -> list[_Observed]:
 
 
 class Observers:
-    """Hooks on saturating activations and transformer blocks; see the module docstring."""
+    """Hooks on saturating activations, attention and transformer blocks; see the module
+    docstring."""
 
     def __init__(
         self,
@@ -139,8 +158,10 @@ class Observers:
         out = []
         for i, o in enumerate(self._found):
             width = getattr(getattr(o.module, "linear2", None), "out_features", None)
-            kind = ProbeKind.tokens if o.kind == "block" else ProbeKind.activation
+            if o.kind == "attention":
+                width = getattr(o.module, "embed_dim", None)
             module = type(o.module).__name__[:128]
+            kind = o.probe_kind
             info = ProbeInfo(name=o.name, kind=kind, module=module, order=start + i, width=width)
             out.append(info)
         return out
@@ -151,6 +172,8 @@ class Observers:
         for o in self._found:
             if o.kind == "block":
                 hook = o.module.register_forward_hook(self._block_hook(o), with_kwargs=True)
+            elif o.kind == "attention":
+                hook = o.module.register_forward_hook(self._attention_hook(o), with_kwargs=True)
             else:
                 hook = o.module.register_forward_hook(self._saturation_hook(o))
             handles.append(hook)
@@ -162,8 +185,10 @@ class Observers:
         for o in self._found:
             acc, o.acc = o.acc, o.fresh()
             if acc.n:
-                kind = "tokens" if o.kind == "block" else "activation"
-                acc.pack(pack.record(o.name, kind, step), pack)
+                stats = pack.record(o.name, o.probe_kind.value, step)
+                acc.pack(stats, pack)
+                if o.kind == "attention":
+                    self._pack_sigma(o, stats, pack)
         seconds, self._seconds = self._seconds, 0.0
         return seconds
 
@@ -192,6 +217,35 @@ class Observers:
                 with torch.no_grad():
                     assert isinstance(o.acc, SaturationAccumulator)
                     o.acc.add(as_rows(output, o.spatial_dims))
+            except Exception as exc:
+                self._failed(o, exc)
+            self._seconds += time.perf_counter() - t0
+
+        return hook
+
+    def _pack_sigma(self, o: _Observed, stats: dict[str, Any], pack: StepPack) -> None:
+        """``qk_sigma`` from the weights as they are at the end of the step; an error leaves it
+        out of this record only (logged once): the entropies are still worth sending."""
+        try:
+            import torch
+
+            with torch.no_grad():
+                pack.put(stats, "qk_sigma", qk_sigma(o.module))  # type: ignore[arg-type]
+        except Exception as exc:
+            message = f"collapsewatch: no qk_sigma for {o.name!r} after an error: {exc!r}"
+            self._log_once(f"qk_sigma:{o.name}", message, exc)
+
+    def _attention_hook(self, o: _Observed) -> Any:
+        def hook(module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+            if not self._sampling() or o.disabled or not module.training:
+                return
+            t0 = time.perf_counter()
+            try:
+                import torch
+
+                with torch.no_grad():
+                    assert isinstance(o.acc, AttentionAccumulator)
+                    o.acc.add_mha(module, args, kwargs)  # type: ignore[arg-type]
             except Exception as exc:
                 self._failed(o, exc)
             self._seconds += time.perf_counter() - t0
