@@ -49,8 +49,9 @@ def expected_default_pack() -> dict[str, tuple[str, float, str]]:
 def test_new_project_gets_the_default_pack_which_is_editable(client: Any) -> None:
     new_project(client)
     everything = client.get(RULES).json()
-    # relative rules (a drop from the run's peak) ship disabled: healthy training moves those
-    # indicators too; the absolute ones ship enabled
+    # relative rules (a drop from the run's peak) ship disabled, healthy training moves those
+    # indicators too, except where the catalogue says healthy runs hold them (validation
+    # perplexity, sample diversity); the absolute ones ship enabled
     relative = [r for r in everything if r["condition"] in ("drop", "rise")]
     rules = [r for r in everything if r not in relative]
     pack = expected_default_pack()
@@ -65,9 +66,15 @@ def test_new_project_gets_the_default_pack_which_is_editable(client: Any) -> Non
     assert {r["indicator"] for r in relative} == {
         name for name, ind in CATALOGUE.items() if ind.relative is not None
     }
-    assert all(r["is_default"] and not r["enabled"] for r in relative)
+    assert all(r["is_default"] for r in relative)
+    assert all(r["enabled"] == CATALOGUE[r["indicator"]].relative.enabled for r in relative)
     ratio = next(r for r in relative if r["indicator"] == "effective_rank_ratio")
     assert (ratio["condition"], ratio["percent"], ratio["reference"]) == ("drop", 50.0, "peak")
+    assert ratio["enabled"] is False
+    ppl = next(r for r in relative if r["indicator"] == "eval_perplexity")
+    assert (ppl["condition"], ppl["percent"], ppl["reference"]) == ("rise", 10.0, "baseline")
+    assert ppl["baseline_points"] == 1 and ppl["enabled"] is True
+    assert ppl["name"] == "default: eval_perplexity rise from baseline"
 
     dead = next(r for r in rules if r["indicator"] == "dead_fraction")
     r = client.put(f"{RULES}/{dead['id']}", json={"threshold": 0.3, "pending_points": 5})

@@ -224,6 +224,12 @@ class RelativeDefault(BaseModel):
     condition: Literal["drop", "rise"]
     percent: float
     reference: Literal["peak", "baseline"] = "peak"
+    baseline_points: int = Field(default=5, ge=1, description="points averaged as the baseline")
+    enabled: bool = Field(
+        default=False,
+        description="whether the default pack's rule ships enabled: only where healthy "
+        "training does not move the indicator far from its reference",
+    )
 
 
 class IndicatorInfo(BaseModel):

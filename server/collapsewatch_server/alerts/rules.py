@@ -60,33 +60,40 @@ def default_rule(ind: Indicator) -> RuleCreate | None:
 def default_relative_rule(ind: Indicator) -> RuleCreate | None:
     """The rule of an indicator's default relative to the run's own history, or None.
 
-    Shipped DISABLED: healthy training also moves these indicators far from their starting
-    point (a random initialisation has a high effective rank that learning lowers), so on by
-    default it would cry wolf on every run. It is in the pack so enabling it is one click.
+    Shipped disabled unless the default says otherwise (``RelativeDefault.enabled``): healthy
+    training also moves most of these indicators far from their starting point (a random
+    initialisation has a high effective rank that learning lowers), so on by default they would
+    cry wolf on every run; they are in the pack so enabling them is one click. Validation
+    perplexity and the diversity of a trained model's samples do not move so when all is well:
+    their relative rules ship enabled, against the mean of the run's first points.
     """
     rel = ind.relative
     if rel is None:
         return None
+    # the "peak" of a rise is the lowest point so far: say so in the rule's name
+    reference = "trough" if rel.reference == "peak" and rel.condition == "rise" else rel.reference
     return RuleCreate(
         name=DEFAULT_RELATIVE_RULE_NAME.format(
-            indicator=ind.name, condition=rel.condition, reference=rel.reference
+            indicator=ind.name, condition=rel.condition, reference=reference
         ),
         description=f"{ind.title}: a {rel.condition} of more than {rel.percent:g}% from the "
-        f"run's own {rel.reference}. {ind.meaning}"[:2000],
+        f"run's own {reference}. {ind.meaning}"[:2000],
         indicator=ind.name,
         condition=Condition(rel.condition),
         percent=rel.percent,
         reference=Reference(rel.reference),
+        baseline_points=rel.baseline_points,
         severity=Severity.warning,
         pending_points=ind.pending_points,
         warmup_steps=ind.warmup_steps,
-        enabled=False,
+        enabled=rel.enabled,
     )
 
 
 def default_rules(catalogue: Iterable[Indicator] | None = None) -> list[RuleCreate]:
     """The default rule pack every new project gets, in catalogue order: per indicator its
-    absolute rule (enabled) and its relative rule (disabled), where it has them."""
+    absolute rule and its relative rule, where it has them (see the two functions above for
+    which ship enabled)."""
     inds = CATALOGUE.values() if catalogue is None else catalogue
     return [
         rule
