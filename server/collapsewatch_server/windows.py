@@ -24,6 +24,7 @@ NOT_SUMMED = frozenset(
         "width",
         "eig",
         "eig_raw",
+        "ref_eig",
         "cov_diag",
         "classes",
         "heads",

@@ -2,24 +2,38 @@
 (and imports torch: the CLI imports it lazily, the server extra does not install torch)."""
 
 from collapsewatch_server.scenarios import (
+    attention_entropy,
     complete_collapse,
     dead_units,
     dimensional,
+    gan_mode_collapse,
+    model_collapse,
+    moe_routing,
     neural_collapse,
+    posterior_collapse,
     pruning,
+    state_collapse,
     token_uniformity,
+    vq_codebook,
 )
 from collapsewatch_server.scenarios.registry import SCENARIOS, Scenario, register, run_scenario
 
 __all__ = [
     "SCENARIOS",
     "Scenario",
+    "attention_entropy",
     "complete_collapse",
     "dead_units",
     "dimensional",
+    "gan_mode_collapse",
+    "model_collapse",
+    "moe_routing",
     "neural_collapse",
+    "posterior_collapse",
     "pruning",
     "register",
     "run_scenario",
+    "state_collapse",
     "token_uniformity",
+    "vq_codebook",
 ]
