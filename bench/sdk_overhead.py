@@ -12,7 +12,14 @@ on a fixed batch, after warm-up, with ``torch.set_num_threads`` fixed.
 
 The SDK sends to an ``httpx.Client`` over an ``httpx.MockTransport`` that answers 202: no server
 runs and the network is not measured, but the SDK's own work (statistics on sampled steps, the
-host copy, the background thread's JSON encoding and gzip) is.
+host copy, the background thread's JSON encoding and gzip) is. "every=1 no-attn" is "every=1"
+without the attention statistics of the transformer's ``nn.MultiheadAttention`` layers (the
+probabilities recomputed for a sample of queries, and sigma(W_Q W_K^T)): the difference to
+"every=1" is their cost.
+
+Then the explicit loggers (``monitor.log_*``): the time of one call, median of repeated calls
+on realistic tensors, on a sampled step and, for the training-loop loggers, on an unsampled
+one (which should cost next to nothing).
 
     python bench/sdk_overhead.py --quick          # a smoke run, a few seconds per model
     python bench/sdk_overhead.py --threads 2 --rounds 7
@@ -42,6 +49,7 @@ import collapsewatch
 CONFIGS: dict[str, dict[str, int | None] | None] = {
     "baseline": None,
     "every=1": {"every": 1},
+    "every=1 no-attn": {"every": 1},
     "every=1 lean": {"every": 1},
     "default": {"every": None},
 }
@@ -50,12 +58,19 @@ WIDE = 4096
 
 
 def lean(monitor: collapsewatch.Monitor) -> None:
-    """Turn off the statistics added for the collapse families (tokens, saturation, sparsity),
-    leaving the walking skeleton's: the difference to "every=1" is their cost."""
+    """Turn off the statistics added for the collapse families (tokens, saturation, attention,
+    sparsity), leaving the walking skeleton's: the difference to "every=1" is their cost."""
     for observed in monitor._observers._found:
         observed.disabled = True
     monitor._params.sparsity.every = 10**9
     monitor._params.sparsity._calls = 1
+
+
+def no_attention(monitor: collapsewatch.Monitor) -> None:
+    """Turn off the attention statistics only."""
+    for observed in monitor._observers._found:
+        if observed.kind == "attention":
+            observed.disabled = True
 
 
 class Capture:
@@ -160,6 +175,8 @@ def bench_model(name: str, build: Callable[[], tuple], args: argparse.Namespace,
             )
             if config.endswith("lean"):
                 lean(t.monitor)
+            elif config.endswith("no-attn"):
+                no_attention(t.monitor)
         trainees.append(t)
 
     for t in trainees:
@@ -188,7 +205,7 @@ def report(name: str, trainees: list[Trainee], total_steps: int) -> None:
             every = t.monitor.stats["every"]  # the adaptive interval where it ended
             sampled = f"{t.capture.summary()['steps']}/{total_steps}, every {every}"
         print(
-            f"{name:<18} {t.name:<12} {median * 1e3:>9.2f} {median / base_median:>6.3f}"
+            f"{name:<18} {t.name:<16} {median * 1e3:>9.2f} {median / base_median:>6.3f}"
             f" {mean * 1e3:>9.2f} {mean / base_mean:>6.3f}  {sampled}"
         )
 
@@ -253,6 +270,52 @@ def wide_payload(args: argparse.Namespace, spool: str) -> None:
         print(f"  {key:<36} {statistics.median(values):>9,.0f} B  ({len(values)} records)")
 
 
+def logger_calls() -> dict[str, tuple[Callable[[collapsewatch.Monitor], None], bool]]:
+    """One call per explicit logger on realistic tensors, and whether it is a training-loop
+    logger (reduced on sampled steps only)."""
+    g = torch.Generator().manual_seed(0)
+    probs = torch.randn(16, 8, 256, 256, generator=g).softmax(-1)
+    codes = torch.randint(0, 1024, (256, 64), generator=g)
+    mu, logvar = torch.randn(256, 64, generator=g), torch.randn(256, 64, generator=g) * 0.1
+    router = torch.randn(4096, 64, generator=g)
+    ids = torch.randint(0, 32_000, (64, 256), generator=g)
+    nll = torch.tensor(1234.5)
+    fake, real = torch.randn(512, 784, generator=g), torch.randn(512, 784, generator=g)
+    states, positions = torch.randn(16, 11, 512, generator=g), [2**i - 1 for i in range(11)]
+    return {
+        "log_attention [16,8,256,256]": (lambda m: m.log_attention("attn", probs), True),
+        "log_codes [256,64] K=1024": (lambda m: m.log_codes("codes", codes, 1024), True),
+        "log_posterior [256,64]": (lambda m: m.log_posterior("z", mu, logvar), True),
+        "log_routing [4096,64] k=2": (lambda m: m.log_routing("moe", router, k=2), True),
+        "log_tokens [64,256]": (lambda m: m.log_tokens("text", ids, generation=0), False),
+        "log_eval": (lambda m: m.log_eval("val", nll, 4096), False),
+        "log_samples [512,784]+ref": (lambda m: m.log_samples("gen", fake, real), False),
+        "log_state [16,11,512]": (lambda m: m.log_state("rnn", states, positions), False),
+    }
+
+
+def loggers(args: argparse.Namespace, spool: str) -> None:
+    """Median time of one call of each explicit logger, sampled and unsampled."""
+    print(f"\n{'explicit logger, one call':<30} {'sampled ms':>10} {'unsampled ms':>13}")
+    for name, (call, in_loop) in logger_calls().items():
+        timings: dict[bool, list[float]] = {True: [], False: []}
+        for sampled in (True, False) if in_loop else (True,):
+            client = httpx.Client(transport=httpx.MockTransport(Capture().handler))
+            monitor = collapsewatch.watch(
+                nn.Linear(2, 2), project="bench", run="loggers", server="http://bench.invalid",
+                http_client=client, spool_dir=spool, every=1 if sampled else 10**6,
+            )  # fmt: skip
+            monitor.step()  # step 0 is always sampled; from step 1 on only with every=1
+            for _ in range(args.logger_calls):
+                start = time.perf_counter()
+                call(monitor)
+                timings[sampled].append(time.perf_counter() - start)
+                monitor.step()  # ends the step: the records are filed and handed over
+            monitor.finish()
+        unsampled = f"{statistics.median(timings[False]) * 1e3:>13.4f}" if in_loop else " " * 13
+        print(f"{name:<30} {statistics.median(timings[True]) * 1e3:>10.3f} {unsampled}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per block")
@@ -260,10 +323,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per configuration")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--payload-steps", type=int, default=20)
+    parser.add_argument("--logger-calls", type=int, default=20, help="timed calls per logger")
     parser.add_argument("--quick", action="store_true", help="steps 5, rounds 2, warmup 3")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.rounds, args.warmup, args.payload_steps = 5, 2, 3, 10
+        args.logger_calls = 5
 
     torch.set_num_threads(args.threads)
     total = args.warmup + args.rounds * args.steps
@@ -277,7 +342,7 @@ def main() -> None:
         " (statistics, host copy, JSON and gzip in the sender thread are).\n"
     )
     print(
-        f"{'model':<18} {'config':<12} {'median ms':>9} {'ratio':>6}"
+        f"{'model':<18} {'config':<16} {'median ms':>9} {'ratio':>6}"
         f" {'mean ms':>9} {'ratio':>6}  sampled steps"
     )
     print("  (median: of single steps; mean: of all timed steps, so sampled steps count)")
@@ -286,6 +351,7 @@ def main() -> None:
             report(name, bench_model(name, build, args, spool), total)
         payload(args, spool)
         wide_payload(args, spool)
+        loggers(args, spool)
 
 
 if __name__ == "__main__":
