@@ -7,9 +7,11 @@ unsampled step; otherwise it reduces its tensors on their device and returns. No
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from collapsewatch.loggers import MAX_PENDING
+from collapsewatch.packing import StepPack
 from collapsewatch.schemas import ProbeKind
 
 if TYPE_CHECKING:
@@ -26,9 +28,18 @@ class LoggerMethods:
 
     _active: bool
     _loggers: Loggers
+    _submit_pack: Callable[[StepPack], None]  # the monitor's: host copy, then the sender
 
-    def _evaluation_logged(self) -> None:  # the monitor copies evaluation records to the host
-        raise NotImplementedError
+    def _evaluation_logged(self) -> None:
+        """Evaluation records wait for the end of their step; too many are copied now."""
+        if self._loggers.pending >= MAX_PENDING:
+            self._flush_evaluations()
+
+    def _flush_evaluations(self) -> None:
+        """Hand the evaluation records over (the training-loop ones of a step stay open)."""
+        pack = StepPack()
+        self._loggers.flush(pack, evaluations_only=True)
+        self._submit_pack(pack)
 
     # ------------------------------------------------------------------- training loop
 

@@ -21,7 +21,7 @@ from collapsewatch import config as cfg
 from collapsewatch import registry, runinfo
 from collapsewatch.classifier import ClassWatcher
 from collapsewatch.logger_methods import LoggerMethods
-from collapsewatch.loggers import MAX_PENDING, Loggers
+from collapsewatch.loggers import Loggers
 from collapsewatch.observers import Observers
 from collapsewatch.packing import StepPack
 from collapsewatch.probes import (
@@ -365,16 +365,6 @@ class Monitor(LoggerMethods):
             raise ValueError(f"{name!r} is the name of a watched layer or probe; log under another")
         self._add_probe(name, kind, "")
         self._refresh_run()
-
-    def _evaluation_logged(self) -> None:
-        """Evaluation records wait for the end of their step; too many are copied now."""
-        if self._loggers.pending >= MAX_PENDING:
-            self._flush_evaluations()
-
-    def _flush_evaluations(self) -> None:
-        pack = StepPack()
-        self._loggers.flush(pack, evaluations_only=True)
-        self._submit_pack(pack)
 
     def _add_class_probe(self, name: str, module: nn.Module) -> None:
         self._probes.append(runinfo.class_probe(name, module, order=len(self._probes)))
