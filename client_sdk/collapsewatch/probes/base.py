@@ -87,6 +87,9 @@ class Guard:
         self._log_once = log_once
         self.seconds = 0.0
         self._depth = 0  # a guarded call may call into another probe: time the outer one only
+        #: A torch function mode of ours is active (:mod:`collapsewatch.probes.functions`):
+        #: guarded code runs with torch functions handled natively, not through the mode.
+        self.functions_watched = False
 
     def run(self, probe: Probe, fn: Callable[..., object], *args: Any) -> None:
         """``fn(*args)`` for ``probe``; an exception is logged once and handled as the probe
@@ -98,7 +101,7 @@ class Guard:
         t0 = time.perf_counter()
         self._depth += 1
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _native(self.functions_watched):
                 fn(*args)
         except Exception as exc:
             self.fail(probe, exc)
@@ -254,6 +257,15 @@ class Hooks:
 
     def __len__(self) -> int:
         return len(self._handles)
+
+
+def _native(watched: bool) -> Any:
+    """Torch functions without any ``__torch_function__`` handling, while ours is active."""
+    import contextlib
+
+    import torch
+
+    return torch._C.DisableTorchFunction() if watched else contextlib.nullcontext()
 
 
 def _grad_enabled() -> bool:

@@ -127,6 +127,8 @@ class FunctionProbe(Probe):
         mode = _make_mode(self)
         mode.__enter__()
         self._mode = mode
+        if self._guard is not None:
+            self._guard.functions_watched = True
 
     def leave(self) -> None:
         """Leave the mode (the step ends); other modes pushed above it since stay as they
@@ -134,6 +136,8 @@ class FunctionProbe(Probe):
         mode, self._mode = self._mode, None
         if mode is not None:
             _remove_mode(mode)
+        if self._guard is not None:
+            self._guard.functions_watched = False
 
     def on_call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The mode's ``__torch_function__``: read the call, never change its result."""
