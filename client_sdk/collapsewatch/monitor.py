@@ -35,8 +35,8 @@ from collapsewatch.probes import (
 )
 from collapsewatch.sampling import Sampler
 from collapsewatch.schemas import ProbeInfo, ProbeKind
-from collapsewatch.spool import Spool
-from collapsewatch.transport import Records, Transport
+from collapsewatch.pipeline.spool import Spool
+from collapsewatch.pipeline.sender import Records, Transport
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

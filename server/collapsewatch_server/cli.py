@@ -162,7 +162,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Upload batches spooled while the server was away (idempotent: safe to repeat)."""
-    from collapsewatch.sync import sync
+    from collapsewatch.pipeline.replay import sync
 
     sent, failed = sync(args.directory, server=args.server, token=args.token)
     print(f"collapsewatch: {sent} batches sent, {failed} failed")

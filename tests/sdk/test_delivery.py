@@ -21,9 +21,9 @@ from torch import nn
 
 import collapsewatch
 from collapsewatch import monitor as monitor_module
-from collapsewatch.spool import Spool, batch_id
-from collapsewatch.sync import sync
-from collapsewatch.transport import Transport
+from collapsewatch.pipeline.spool import Spool, batch_id
+from collapsewatch.pipeline.replay import sync
+from collapsewatch.pipeline.sender import Transport
 from tests.sdk.helpers import SERVER, Ingest, decode, mlp, train
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 
 from collapsewatch.config import INGEST_PATH
-from collapsewatch.spool import Spool
-from collapsewatch.wire import REJECTED, SENT, UNREACHABLE, Delivery, Record, encode, post
+from collapsewatch.pipeline.spool import Spool
+from collapsewatch.pipeline.wire import REJECTED, SENT, UNREACHABLE, Delivery, Record, encode, post
 
 logger = logging.getLogger("collapsewatch")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 
 from collapsewatch.config import INGEST_PATH, server_url, token_value
-from collapsewatch.spool import batch_files
-from collapsewatch.wire import REJECTED, SENT, post
+from collapsewatch.pipeline.spool import batch_files
+from collapsewatch.pipeline.wire import REJECTED, SENT, post
 
 logger = logging.getLogger("collapsewatch")
 
