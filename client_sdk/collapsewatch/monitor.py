@@ -24,6 +24,8 @@ from collapsewatch.logger_methods import LoggerMethods
 from collapsewatch.loggers import Loggers
 from collapsewatch.observers import Observers
 from collapsewatch.packing import StepPack
+from collapsewatch.pipeline.sender import COUNTERS, Records, Sender
+from collapsewatch.pipeline.spool import Spool
 from collapsewatch.probes import (
     RAW_SPECTRUM_EVERY,
     ActivationAccumulator,
@@ -35,8 +37,6 @@ from collapsewatch.probes import (
 )
 from collapsewatch.sampling import Sampler
 from collapsewatch.schemas import ProbeInfo, ProbeKind
-from collapsewatch.pipeline.spool import Spool
-from collapsewatch.pipeline.sender import Records, Transport
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -107,7 +107,7 @@ class Monitor(LoggerMethods):
             self._project = project or cfg.DEFAULT_PROJECT
             self._run_name = run or ""
             self._sampler = Sampler(every)
-            self._transport: Transport | None = None
+            self._transport: Sender | None = None
             return
         settings = cfg.resolve(
             project=project, run=run, server=server, token=token, spool_dir=spool_dir
@@ -146,7 +146,7 @@ class Monitor(LoggerMethods):
         if criterion is not None:
             self._add_probe("loss", ProbeKind.loss, type(criterion).__name__)
         self._refresh_run()
-        self._transport = Transport(
+        self._transport = Sender(
             server=settings.server,
             token=settings.token,
             spool=Spool(settings.spool_root / str(self._run_id)),
@@ -195,18 +195,17 @@ class Monitor(LoggerMethods):
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: current step and interval, sampled steps, records made, batches sent,
-        send failures, batches spooled to disk and records dropped."""
+        """Counters: current step and interval, sampled steps, records made, and where they
+        are (``stored`` + ``spooled`` + ``rejected`` + ``dropped`` + ``pending`` = ``records``;
+        nothing is pending after :meth:`finish`), then batches sent and spooled, and failed
+        requests."""
         t = self._transport
         return {
             "step": self._step,
             "every": self._sampler.every,
             "sampled_steps": self._sampled_steps,
             "records": self._records,
-            "batches_sent": t.batches_sent if t else 0,
-            "failures": t.failures if t else 0,
-            "spooled": t.spooled if t else 0,
-            "dropped": t.dropped if t else 0,
+            **(t.counters() if t else dict.fromkeys(COUNTERS, 0)),
         }
 
     def step(self, loss: torch.Tensor | float | None = None, labels: Any = None) -> None:

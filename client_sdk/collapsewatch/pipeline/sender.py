@@ -1,28 +1,41 @@
-"""The background sender: batches records, gzips them, posts them, spools what cannot be sent.
+"""The background sender: batches records, gzips them, posts them, spools what is not taken.
 
-Built like Sentry's worker: the training thread only does ``put_nowait`` on a bounded queue
-(when full, records are counted as dropped), a named daemon thread started lazily does the
-rest and is started again in a forked child. Nothing here raises into the caller.
+Built like Sentry's worker: the training thread only appends to an in-memory queue, and a
+named daemon thread, started lazily and started again in a forked child, does the rest.
+Nothing here raises into the caller.
+
+The delivery guarantee (:mod:`collapsewatch.pipeline.ledger`): every record handed to
+:meth:`Sender.submit` ends stored by the server, spooled on disk, set aside in the spool's
+``rejected/`` folder with the server's answer, or counted as dropped with a reason.
+
+- The queue is bounded by the memory its records take, not by calls: consecutive records
+  share one entry, and when the bound is reached the queued records are spooled, not dropped.
+- Whatever the server does not take is spooled, and sent again (:mod:`.replay`) before newer
+  batches once the server takes batches again. A 429 or 503 with ``Retry-After`` holds sending
+  for that long (at most ``max_pause``); a server that cannot be reached, or that refuses the
+  token or the URL, holds it for ``offline_retry``. Batches made meanwhile go to the spool.
+- ``close`` sends what is left within its timeout, then spools everything still in memory,
+  including batches in flight (a late answer only makes a spooled batch a duplicate).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import queue
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from collapsewatch.config import INGEST_PATH
+from collapsewatch.pipeline import notices
+from collapsewatch.pipeline.ledger import Fate, Ledger
+from collapsewatch.pipeline.replay import Replay, Round
 from collapsewatch.pipeline.spool import Spool
-from collapsewatch.pipeline.wire import REJECTED, SENT, UNREACHABLE, Delivery, Record, encode, post
+from collapsewatch.pipeline.wire import Answer, Endpoint, Outcome, Record, encode
 
 logger = logging.getLogger("collapsewatch")
 
@@ -30,19 +43,67 @@ logger = logging.getLogger("collapsewatch")
 #: the training thread.
 Records = list[Record] | Callable[[], list[Record]]
 
+#: The counters :meth:`Sender.counters` returns (records by fate, then batches).
+COUNTERS = (
+    "stored",
+    "spooled",
+    "rejected",
+    "dropped",
+    "pending",
+    "batches_sent",
+    "batches_spooled",
+    "failures",
+)
 
-def _size(record: Record) -> int:
-    return sum(len(v) if isinstance(v, list) else 1 for v in record["stats"].values())
+# Memory estimates for the queue's bound: a record's dicts, keys and step as Python objects,
+# and one value in a list (a pointer and a float).
+RECORD_BYTES = 400
+VALUE_BYTES = 32
+#: A record still to be built is not known until the sender thread builds it (a scalar, or
+#: host copies of vectors up to a k x k matrix): this is the first guess, then the sender uses
+#: the average of the records it has built.
+BUILT_RECORD_BYTES = 4096
+#: The wait after a 429 that names no ``Retry-After``.
+THROTTLE_DEFAULT = 2.0
+#: How long ``close`` waits for the sender thread to finish building a batch it has taken.
+BUILD_GRACE = 2.0
+
+DROP_AFTER_CLOSE = "logged after finish"
+DROP_BUILD_FAILED = "statistics could not be built"
+DROP_NO_DISK = "not sent and the spool could not be written"
+DROP_SENDER_ERROR = "sender error"
+DROP_STUCK = "still being encoded at the finish timeout"
 
 
-@dataclass
-class _Close:
-    status: str
-    done: threading.Event
+def values(record: Record) -> int:
+    """How many numbers a record carries (a packed vector counts its floats)."""
+    total = 0
+    for value in record["stats"].values():
+        if isinstance(value, list):
+            total += len(value)
+        elif isinstance(value, dict):  # {"f32": base64}: 4 bytes a float, 4 chars per 3 bytes
+            total += len(value.get("f32", "")) * 3 // 16
+        else:
+            total += 1
+    return total
 
 
-class Transport:
-    """Sends records for one run; see the module docstring. Counters are plain ints."""
+def footprint(records: list[Record]) -> int:
+    """Estimated bytes of memory the records hold."""
+    return sum(RECORD_BYTES + VALUE_BYTES * values(r) for r in records)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """Queued records (or a function that builds ``count`` of them) and their memory."""
+
+    records: Records
+    count: int
+    size: int
+
+
+class Sender:
+    """Sends the records of one run; see the module docstring. Never raises."""
 
     def __init__(
         self,
@@ -52,62 +113,110 @@ class Transport:
         spool: Spool,
         run: Callable[[], dict[str, Any]],
         client: httpx.Client | None = None,
-        queue_size: int = 256,
+        queue_bytes: int = 32 * 2**20,
         batch_records: int = 2000,
         batch_values: int = 500_000,
         batch_seconds: float = 1.0,
         offline_retry: float = 30.0,
+        max_pause: float = 60.0,
     ) -> None:
         self.server = server
-        self.url = server + INGEST_PATH
-        self.token = token
         self.spool = spool
         self._run = run
-        self._client = client
-        self._own_client = client is None
-        self._queue_size = queue_size
+        self._endpoint = Endpoint(server, token, client)
+        self._replay = Replay(self._endpoint)
+        self.ledger = Ledger()
+        self._notices = notices.Notices()
+        self.queue_bytes = queue_bytes
         self.batch_records = batch_records
         self.batch_values = batch_values
         self.batch_seconds = batch_seconds
         self.offline_retry = offline_retry
-        self.batches_sent = self.records_sent = self.failures = self.spooled = self.dropped = 0
-        self._count_lock = threading.Lock()
-        #: seconds the worker spent encoding: it competes with training for the GIL
+        self.max_pause = max_pause
+        #: seconds spent building and encoding batches: it competes with training for the GIL
         self.encode_seconds = 0.0
-        self._logged: set[str] = set()
-        self._warned = False
+        self._built_size = BUILT_RECORD_BYTES  # bytes a record to be built is taken to hold
         self._closed = False
+        self._pid = os.getpid()
         self._reset()
 
     def _reset(self) -> None:
         """Fresh thread state: at start, and in a child after ``fork`` (threads do not survive)."""
-        self._pid = os.getpid()
-        self._queue: queue.Queue[Records | _Close] = queue.Queue(self._queue_size)
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self.ledger.after_fork(parent_pending="left to the parent process at fork")
+            self.spool.after_fork()
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._intake: list[_Entry] = []
+        self._intake_records = self._intake_bytes = 0
+        self._first_at = 0.0
+        self._building: int | None = None  # records the worker took and is building
+        self._outgoing: dict[str, bytes] = {}  # encoded batches not settled yet
+        self._closing: tuple[str, float] | None = None  # final status and deadline
+        self._final_made = False
+        self._hold_until = 0.0  # no request before this (offline, throttled, refused)
         self._stop = threading.Event()
+        self._done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pending: list[Record] = []
-        self._unsent: dict[str, tuple[bytes, int]] = {}
-        self._offline_until = 0.0
-        self._spooled_any = False
+
+    def counters(self) -> dict[str, int]:
+        """Records by fate and batch counters, consistent with each other (see COUNTERS)."""
+        counts = self.ledger.counts()
+        return {name: counts[name] for name in COUNTERS}
 
     # ----------------------------------------------------------------- training thread side
 
     def submit(self, records: Records, count: int | None = None) -> None:
         """Queue records, or a function the sender calls to build them (``count`` records);
-        never blocks, never raises."""
+        never blocks on the network, never raises."""
         count = len(records) if isinstance(records, list) else (count or 0)
         if not count:
             return
-        if self._closed:
-            self._count("dropped", count)
-            return
-        self._ensure_thread()
         try:
-            self._queue.put_nowait(records)
-        except queue.Full:
-            self._count("dropped", count)
-            self._log_once("queue", "collapsewatch: send queue full; records are being dropped")
+            self.ledger.accept(count)
+            if self._closed:
+                self.ledger.drop(count, DROP_AFTER_CLOSE)
+                return
+            self._ensure_thread()
+            size = footprint(records) if isinstance(records, list) else count * self._built_size
+            with self._lock:
+                before = self._intake_records
+                last = self._intake[-1] if self._intake else None
+                if (
+                    isinstance(records, list)
+                    and last is not None
+                    and isinstance(last.records, list)
+                ):
+                    last.records.extend(records)  # many small calls share one entry
+                    last.count += count
+                    last.size += size
+                else:  # a list is copied: it may be extended
+                    entry = list(records) if isinstance(records, list) else records
+                    self._intake.append(_Entry(entry, count, size))
+                if not before:
+                    self._first_at = time.monotonic()
+                self._intake_records += count
+                self._intake_bytes += size
+                if not before or before < self.batch_records <= self._intake_records:
+                    self._wake.notify()
+                full = self._intake_bytes > self.queue_bytes
+            if full:
+                self._spill()
+        except Exception:
+            logger.exception("collapsewatch: queueing statistics failed")
+
+    def _spill(self) -> None:
+        """The queue is full (the server is slower than training): spool its oldest batch.
+
+        One batch at a time, so a call that finds the queue full pays for one batch's encoding,
+        never for the whole queue's.
+        """
+        with self._lock:
+            items = self._take_intake(self.batch_records)
+        self._notices.spilled(self.spool.directory)
+        for batch_id, body in self._encode(self._build(items), None):
+            self._write(batch_id, body)
 
     def _ensure_thread(self) -> None:
         if self._pid != os.getpid():
@@ -121,216 +230,257 @@ class Transport:
                     self._thread.start()
 
     def close(self, status: str, timeout: float) -> None:
-        """Send what is queued plus a final batch with ``status``, within ``timeout`` seconds.
-
-        Whatever is not delivered by then is written to the spool.
-        """
+        """Send what is queued plus a final batch with ``status``, within ``timeout`` seconds;
+        spool whatever is not settled by then, and log the account if not all is stored."""
         if self._closed:
             return
         self._closed = True
         deadline = time.monotonic() + max(0.0, timeout)
-        self._ensure_thread()
-        done = threading.Event()
         try:
-            self._queue.put(_Close(status, done), timeout=max(0.0, deadline - time.monotonic()))
-            queued = True
-        except queue.Full:
-            queued = False
-        try:
-            if not (queued and done.wait(max(0.0, deadline - time.monotonic()))):
-                self._spool_leftovers(status, final_queued=queued)
-            if self._own_client and self._client is not None:
-                self._client.close()
+            self._ensure_thread()
+            with self._lock:
+                self._closing = (status, deadline)
+                self._wake.notify_all()
+            finished = self._done.wait(max(0.0, deadline - time.monotonic()))
+            if not finished or self._intake or self._outgoing or not self._final_made:
+                self._take_over(status)  # out of time, or the worker died: nothing is left out
+            counts = self.ledger.counts()
+            message = notices.account(counts, self.ledger.drop_reasons, self.spool.directory)
+            if message:
+                logger.warning(message)
+            self._endpoint.close()
         except Exception:
             logger.exception("collapsewatch: closing the sender failed")
 
-    def _spool_leftovers(self, status: str, final_queued: bool) -> None:
-        """Out of time: stop the worker sending and spool everything it still holds."""
+    def _take_over(self, status: str) -> None:
+        """Out of time: stop the worker and spool everything still in memory."""
         self._stop.set()
-        spooled_before = self.spooled
         with self._lock:
-            records, self._pending = self._pending, []
-            unsent = list(self._unsent.items())
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, _Close):  # the worker never saw it: the final batch is made here
-                final_queued = False
-            else:
-                records.extend(item if isinstance(item, list) else item())
-        for batch_id, (body, count) in unsent:
-            self._spool(batch_id, body, count)
-        if records or not final_queued:
-            for chunk, last in self._chunks(records):
-                batch_id, body = encode(self._run(), chunk, status if last else None)
-                self._spool(batch_id, body, len(chunk))
-        if self.spooled > spooled_before:
-            where = self.spool.directory
-            self._warn(
-                "unreachable",
-                f"collapsewatch: server {self.server} did not take the last batches before the "
-                f"finish timeout; they are spooled to {where}; upload later with "
-                f"`collapsewatch sync {where}`",
-            )
+            give_up = time.monotonic() + BUILD_GRACE
+            while self._building is not None and time.monotonic() < give_up:
+                self._wake.wait(give_up - time.monotonic())
+            stuck, self._building = self._building, None
+            outgoing, self._outgoing = self._outgoing, {}
+            items = self._take_intake()
+            final_made = self._final_made
+        if stuck:
+            self.ledger.drop(stuck, DROP_STUCK)
+        for batch_id, body in outgoing.items():
+            self._write(batch_id, body)
+        records = self._build(items)
+        if records or not final_made:
+            for batch_id, body in self._encode(records, None if final_made else status):
+                self._write(batch_id, body)
 
     # ------------------------------------------------------------------------ worker side
 
     def _work(self) -> None:
-        started: float | None = None
-        while True:
-            timeout = None if started is None else started + self.batch_seconds - time.monotonic()
-            try:
-                item = self._queue.get(timeout=None if timeout is None else max(0.0, timeout))
-            except queue.Empty:
-                item = None
-            if isinstance(item, _Close):
+        try:
+            while not self._stop.is_set():
                 try:
-                    self._flush(item.status)
-                except Exception:
+                    final = self._work_once()
+                except Exception:  # a bug here must not kill the worker silently
                     logger.exception("collapsewatch: sender failed")
-                finally:
-                    item.done.set()
-                return
-            try:
-                if item is not None:
-                    if not isinstance(item, list):
-                        t0 = time.perf_counter()
-                        item = item()
-                        self.encode_seconds += time.perf_counter() - t0
                     with self._lock:
-                        self._pending.extend(item)
-                    started = started or time.monotonic()
-                full = len(self._pending) >= self.batch_records
-                if item is None or full:
-                    self._flush(None)
-                    started = None
-            except Exception:  # a bug here must not kill the worker silently
-                logger.exception("collapsewatch: sender failed")
+                        if self._building:
+                            self.ledger.drop(self._building, DROP_SENDER_ERROR)
+                        self._building = None
+                        self._wake.notify_all()
+                    final = self._closing
+                if final is not None:
+                    return
+        finally:
+            self._done.set()
 
-    def _flush(self, status: str | None) -> None:
+    def _work_once(self) -> tuple[str, float] | None:
+        """Wait for a batch's worth of records (or the batch window), send them; returns the
+        closing status and deadline once the final batch is out."""
         with self._lock:
-            records, self._pending = self._pending, []
-        if not records and status is None:
-            return
+            while not self._intake and self._closing is None:
+                self._wake.wait()
+            while self._closing is None and self._intake_records < self.batch_records:
+                left = self._first_at + self.batch_seconds - time.monotonic()
+                if left <= 0:
+                    break
+                self._wake.wait(left)
+            closing = self._closing
+            items = self._take_intake()
+            self._building = sum(entry.count for entry in items)
+        batches = self._encode(self._build(items), closing[0] if closing else None)
+        with self._lock:
+            self._outgoing.update(batches)
+            self._building = None
+            self._final_made = closing is not None
+            self._wake.notify_all()
+        for batch_id, body in batches:
+            if self._stop.is_set():
+                break
+            self._ship(batch_id, body, closing)
+        if closing is not None:
+            self._drain(closing[1])
+        return closing
+
+    def _drain(self, deadline: float) -> None:
+        """At close: replay the spool while that moves batches and pauses end in time."""
+        while self.spool.has_pending() and not self._stop.is_set():
+            left = self._hold_until - time.monotonic()
+            if left > 0 and (time.monotonic() + left >= deadline or self._stop.wait(left)):
+                return
+            result = self._replay_spool(None)
+            moved = result.accepted or result.rejected or result.struck
+            busy = result.wait is not None and result.wait.outcome is Outcome.THROTTLED
+            if not (moved or busy):
+                return  # the same answer again would change nothing before the deadline
+
+    def _take_intake(self, limit: int | None = None) -> list[_Entry]:
+        """The queued entries, oldest first: all of them, or about ``limit`` records (a list
+        is split; a records function is taken whole). Call with the lock held."""
+        if limit is None or limit >= self._intake_records:
+            items, self._intake = self._intake, []
+            self._intake_records = self._intake_bytes = 0
+            return items
+        items = []
+        taken = 0
+        while self._intake and taken < limit:
+            entry = self._intake[0]
+            if isinstance(entry.records, list) and entry.count > limit - taken:
+                n = limit - taken
+                size = entry.size * n // entry.count
+                items.append(_Entry(entry.records[:n], n, size))
+                entry.records, entry.count, entry.size = (
+                    entry.records[n:],
+                    entry.count - n,
+                    entry.size - size,
+                )
+            else:
+                items.append(self._intake.pop(0))
+            taken += items[-1].count
+            self._intake_records -= items[-1].count
+            self._intake_bytes -= items[-1].size
+        return items
+
+    def _build(self, items: list[_Entry]) -> list[Record]:
+        records: list[Record] = []
+        for entry in items:
+            if isinstance(entry.records, list):
+                records.extend(entry.records)
+                continue
+            t0 = time.perf_counter()
+            try:
+                built = entry.records()
+            except Exception:
+                logger.exception("collapsewatch: building statistics failed")
+                self.ledger.drop(entry.count, DROP_BUILD_FAILED)
+                continue
+            records.extend(built)
+            if built:  # what the next records to build will hold, about
+                self._built_size = (self._built_size + footprint(built) // len(built)) // 2
+            self.encode_seconds += time.perf_counter() - t0
+        return records
+
+    def _encode(self, records: list[Record], status: str | None) -> list[tuple[str, bytes]]:
+        """Batches within the record and value limits; the last one carries ``status``."""
+        out = []
         for chunk, last in self._chunks(records):
+            if not chunk and (status is None or not last):
+                continue
             t0 = time.perf_counter()
             batch_id, body = encode(self._run(), chunk, status if last else None)
             self.encode_seconds += time.perf_counter() - t0
-            with self._lock:
-                self._unsent[batch_id] = (body, len(chunk))
-            self._ship(batch_id, body, len(chunk))
-            with self._lock:
-                self._unsent.pop(batch_id, None)
+            self.ledger.batch(batch_id, len(chunk))
+            out.append((batch_id, body))
+        return out
 
     def _chunks(self, records: list[Record]) -> Iterator[tuple[list[Record], bool]]:
-        """Batches within the record and value limits; ``last`` marks the final one."""
         chunk: list[Record] = []
-        values = 0
+        size = 0
         for record in records:
-            size = _size(record)
-            if chunk and (len(chunk) >= self.batch_records or values + size > self.batch_values):
+            n = values(record)
+            if chunk and (len(chunk) >= self.batch_records or size + n > self.batch_values):
                 yield chunk, False
-                chunk, values = [], 0
+                chunk, size = [], 0
             chunk.append(record)
-            values += size
+            size += n
         yield chunk, True
 
-    def _ship(self, batch_id: str, body: bytes, count: int) -> None:
-        if self._stop.is_set() or time.monotonic() < self._offline_until:
-            self._spool(batch_id, body, count)
+    def _ship(self, batch_id: str, body: bytes, closing: tuple[str, float] | None) -> None:
+        if self._held(closing):
+            if self._claim(batch_id):
+                self._write(batch_id, body)
             return
-        # spooled batches go first so the server sees this run's batches in order
-        if self._spooled_any and not self._drain():
-            self._spool(batch_id, body, count)
+        if self.spool.has_pending():  # spooled batches go first: this one joins them
+            if self._claim(batch_id):
+                self._write(batch_id, body)
+            self._replay_spool(None)
             return
-        result = self._post(body)
-        if result.outcome == SENT:
-            self._count("batches_sent")
-            self._count("records_sent", count)
-        elif result.outcome == REJECTED:
-            self._rejected(result, count)
+        answer = self._endpoint.post(body, stop=self._stop)
+        if not self._claim(batch_id):
+            return  # the closer spooled it meanwhile
+        if answer.outcome.accepted:
+            self.ledger.settle(batch_id, Fate.STORED)
+            return
+        path = self._write(batch_id, body)
+        if path is None:
+            self._after(answer)
         else:
-            self._unreachable(result)
-            self._spool(batch_id, body, count)
+            self._replay_spool((path, answer))
 
-    def _post(self, body: bytes) -> Delivery:
-        if self._client is None:
-            self._client = httpx.Client(timeout=5.0)
-        return post(self._client, self.url, body, self.token, stop=self._stop)
-
-    def _drain(self) -> bool:
-        """Send spooled batches oldest first; False (and offline) if the server is still down."""
-        for path in self.spool.pending():
-            try:
-                body = path.read_bytes()
-            except OSError:
-                continue
-            result = self._post(body)
-            if result.outcome == UNREACHABLE:
-                self._unreachable(result)
-                return False
-            if result.outcome == SENT:
-                self._count("batches_sent")
-            else:
-                self._rejected(result, 0)
-            path.unlink(missing_ok=True)
-        self._spooled_any = False
-        return True
-
-    def _spool(self, batch_id: str, body: bytes, count: int) -> None:
-        try:
-            if self.spool.write(batch_id, body):
-                self._count("spooled")
-                self._spooled_any = True
-        except OSError as exc:
-            self._count("dropped", count)
-            self._warn(
-                "spool",
-                f"collapsewatch: cannot write the spool {self.spool.directory} "
-                f"({exc}); {count} records were dropped",
-            )
-
-    def _unreachable(self, result: Delivery) -> None:
-        self._count("failures")
-        self._offline_until = time.monotonic() + self.offline_retry
-        where = self.spool.directory
-        self._warn(
-            "unreachable",
-            f"collapsewatch: server {self.server} unreachable "
-            f"({result.reason}); statistics are spooled to {where}; upload later with "
-            f"`collapsewatch sync {where}`",
-        )
-
-    def _rejected(self, result: Delivery, count: int) -> None:
-        self._count("failures")
-        self._count("dropped", count)
-        self._warn(
-            "rejected",
-            f"collapsewatch: server {self.server} rejected a batch "
-            f"({result.reason}); it was dropped",
-        )
-
-    # ---------------------------------------------------------------------------- reporting
-
-    def _count(self, name: str, n: int = 1) -> None:
-        # both threads update counters; += on an attribute is not atomic
-        with self._count_lock:
-            setattr(self, name, getattr(self, name) + n)
-
-    def _log_once(self, key: str, message: str) -> bool:
-        if key in self._logged:
+    def _held(self, closing: tuple[str, float] | None) -> bool:
+        """Whether sending is on hold; at close, a hold that ends before the deadline is
+        waited out."""
+        left = self._hold_until - time.monotonic()
+        if left <= 0:
             return False
-        self._logged.add(key)
-        logger.warning(message)
+        if closing is not None and time.monotonic() + left < closing[1]:
+            return self._stop.wait(left)
         return True
 
-    def _warn(self, key: str, message: str) -> None:
-        """Log each kind of problem once, and show the user one warning per monitor."""
-        if not self._log_once(key, message) or self._warned:
+    def _claim(self, batch_id: str) -> bool:
+        """Take a batch out of the outgoing set; False if the closer took it first."""
+        with self._lock:
+            return self._outgoing.pop(batch_id, None) is not None
+
+    def _write(self, batch_id: str, body: bytes) -> Path | None:
+        """Spool a batch; a batch the disk refuses is dropped and counted."""
+        try:
+            path = self.spool.write(batch_id, body)
+        except OSError as exc:
+            self.ledger.settle(batch_id, Fate.DROPPED, DROP_NO_DISK)
+            self._notices.disk(self.spool.directory, exc)
+            return None
+        self.ledger.settle(batch_id, Fate.SPOOLED)
+        return path
+
+    def _replay_spool(self, answered: tuple[Path, Answer] | None) -> Round:
+        """One replay round over the spool (with the batch just answered, if any)."""
+        pending = [p for p in self.spool.pending() if answered is None or p != answered[0]]
+        result = self._replay.round(pending, answered=answered, stop=self._stop)
+        for batch_id in result.accepted:
+            self.ledger.settle(batch_id, Fate.STORED)
+        for batch_id in result.rejected:
+            self.ledger.settle(batch_id, Fate.REJECTED)
+            self._notices.rejected(self.server, result.answers[batch_id], self.spool.directory)
+        for _ in result.answers:
+            self.ledger.failure()
+        if result.wait is not None:
+            self._after(result.wait)
+        return result
+
+    def _after(self, answer: Answer) -> None:
+        """Hold sending as the answer asks, and tell the user once what is going on."""
+        where = self.spool.directory
+        if answer.outcome is Outcome.THROTTLED:
+            asked = answer.retry_after
+            pause = min(THROTTLE_DEFAULT if asked is None else asked, self.max_pause)
+            self._notices.throttled(self.server, pause)
+        elif answer.outcome is Outcome.REFUSED:
+            pause = self.offline_retry
+            project = str(self._run().get("project", ""))
+            self._notices.refused(self.server, project, answer, where)
+        elif answer.outcome is Outcome.REJECTED:
+            self._notices.rejected(self.server, answer, where)
             return
-        self._warned = True
-        # with warnings configured as errors, the log line above must do
-        with contextlib.suppress(Exception):
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        else:
+            pause = self.offline_retry
+            self._notices.unreachable(self.server, answer, where)
+        self._hold_until = time.monotonic() + pause
