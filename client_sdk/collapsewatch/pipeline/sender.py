@@ -468,6 +468,8 @@ class Sender:
 
     def _after(self, answer: Answer) -> None:
         """Hold sending as the answer asks, and tell the user once what is going on."""
+        if self._stop.is_set():
+            return  # closed: the account is given; a request cut short says nothing new
         where = self.spool.directory
         if answer.outcome is Outcome.THROTTLED:
             asked = answer.retry_after
