@@ -174,11 +174,12 @@ class Sender:
         if not count:
             return
         try:
+            if not self._closed:
+                self._ensure_thread()  # first: in a forked child it resets the ledger's pending
             self.ledger.accept(count)
             if self._closed:
                 self.ledger.drop(count, DROP_AFTER_CLOSE)
                 return
-            self._ensure_thread()
             size = footprint(records) if isinstance(records, list) else count * self._built_size
             with self._lock:
                 before = self._intake_records
