@@ -54,9 +54,10 @@ format: $(VENV)/.dev-installed ## apply ruff's formatting and fixes
 validate: $(VENV)/.dev-installed ## train every collapse scenario and its control; print the values
 	COLLAPSEWATCH_VALIDATE=1 $(BIN)/python -m pytest tests/e2e/test_scenarios.py -s -q
 
-bench: $(VENV)/.dev-installed ## benchmarks that print numbers: SDK overhead, alert latency
+bench: $(VENV)/.dev-installed ## benchmarks that print numbers: SDK overhead, alert latency, delivery
 	$(BIN)/python bench/sdk_overhead.py
 	$(BIN)/python bench/alert_latency.py
+	$(BIN)/python bench/delivery.py
 
 clean: ## remove the virtual environment
 	rm -rf $(VENV)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from collapsewatch import wire
+from collapsewatch.pipeline import wire
 from collapsewatch.pipeline.packing import StepPack
 from collapsewatch.probes.neural_collapse import ClassAccumulator
 

@@ -22,6 +22,8 @@ from collapsewatch import open_runs, runinfo
 from collapsewatch.coverage import coverage, describe, say
 from collapsewatch.pipeline.packing import StepPack
 from collapsewatch.pipeline.sampling import Sampler
+from collapsewatch.pipeline.sender import COUNTERS, Sender
+from collapsewatch.pipeline.spool import Spool
 from collapsewatch.probes.activations import LayerOutputs
 from collapsewatch.probes.attention import AttentionProbe
 from collapsewatch.probes.base import MAX_NAME, Guard, Hooks, Probe, StepHook
@@ -33,8 +35,6 @@ from collapsewatch.probes.loss import LossProbe
 from collapsewatch.probes.parameters import ParameterProbe
 from collapsewatch.probes.scalars import MAX_PENDING_SCALARS, ScalarProbe
 from collapsewatch.schemas import ProbeInfo, ProbeKind
-from collapsewatch.spool import Spool
-from collapsewatch.transport import Transport
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -80,7 +80,7 @@ class Monitor:
         self._finished = not self._active
         self._broken = False  # set by an SDK error: stop observing, send nothing more
         self._sampler = Sampler(every)
-        self._transport: Transport | None = None
+        self._transport: Sender | None = None
         self._logged: set[str] = set()
         self._project = options.get("project") or cfg.DEFAULT_PROJECT
         self._run_name = options.get("run") or ""
@@ -130,7 +130,7 @@ class Monitor:
         self._config = runinfo.run_config(options.get("config"), optimizer, criterion, every)
         self._started_at = datetime.now(UTC)
         self._refresh_run()
-        self._transport = Transport(
+        self._transport = Sender(
             server=settings.server,
             token=settings.token,
             spool=Spool(settings.spool_root / str(self._run_id)),
@@ -174,18 +174,17 @@ class Monitor:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: current step and interval, sampled steps, records made, batches sent,
-        send failures, batches spooled to disk and records dropped."""
+        """Counters: current step and interval, sampled steps, records made, and where they
+        are (``stored`` + ``spooled`` + ``rejected`` + ``dropped`` + ``pending`` = ``records``;
+        nothing is pending after :meth:`finish`), then batches sent and spooled, and failed
+        requests."""
         t = self._transport
         return {
             "step": self._step,
             "every": self._sampler.every,
             "sampled_steps": self._sampled_steps,
             "records": self._records,
-            "batches_sent": t.batches_sent if t else 0,
-            "failures": t.failures if t else 0,
-            "spooled": t.spooled if t else 0,
-            "dropped": t.dropped if t else 0,
+            **(t.counters() if t else dict.fromkeys(COUNTERS, 0)),
         }
 
     def step(self, loss: torch.Tensor | float | None = None, labels: Any = None) -> None:

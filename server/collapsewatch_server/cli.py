@@ -161,12 +161,26 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    """Upload batches spooled while the server was away (idempotent: safe to repeat)."""
-    from collapsewatch.sync import sync
+    """Upload batches spooled while the server was away (idempotent: safe to repeat).
 
-    sent, failed = sync(args.directory, server=args.server, token=args.token)
-    print(f"collapsewatch: {sent} batches sent, {failed} failed")
-    return 0 if failed == 0 else 1
+    Exit code 0 only when every batch is on the server; 1 when some were set aside as rejected
+    or kept for a later sync, or when the directory does not exist.
+    """
+    from collapsewatch.pipeline.replay import sync
+
+    try:
+        report = sync(args.directory, server=args.server, token=args.token)
+    except FileNotFoundError as exc:
+        print(f"collapsewatch: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"collapsewatch: {report.sent} batches sent, {report.duplicate} already stored, "
+        f"{report.rejected} rejected (set aside in rejected/ with the server's answer), "
+        f"{report.kept} kept for a later sync"
+    )
+    for problem in report.problems:
+        print(f"collapsewatch: {problem}", file=sys.stderr)
+    return 0 if report.complete else 1
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -30,6 +30,8 @@ class Ingest:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":  # /healthz, asked when a batch keeps failing
+            return httpx.Response(200, json={"status": "ok", "store": "ok"})
         with self.lock:
             self.requests.append(request)
             answer = self.responses.pop(0) if self.responses else None

@@ -1,8 +1,11 @@
-"""Delivery when the world misbehaves: a server that is down, flaky, refusing, or broken,
-and SDK errors that must never reach the training loop."""
+"""Delivery when the world misbehaves: a server that is down, flaky, refusing, busy or broken,
+and SDK errors that must never reach the training loop. The server here is a fake at the edge
+(``httpx.MockTransport``); the same guarantees against the real app are in
+``tests/e2e/test_delivery_guarantee.py``."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -22,9 +25,9 @@ from torch import nn
 import collapsewatch
 from collapsewatch import monitor as monitor_module
 from collapsewatch.pipeline.packing import StepPack
-from collapsewatch.spool import Spool, batch_id
-from collapsewatch.sync import sync
-from collapsewatch.transport import Transport
+from collapsewatch.pipeline.replay import sync
+from collapsewatch.pipeline.sender import Sender
+from collapsewatch.pipeline.spool import Spool, batch_id
 from tests.sdk.helpers import SERVER, Ingest, decode, mlp, train
 
 
@@ -46,18 +49,25 @@ def training(ingest: Ingest | None = None, steps: int = 30, **kwargs: Any) -> An
     return monitor
 
 
-def test_server_down_spools_then_sync_uploads(tmp_path: Path) -> None:
-    spool_root = tmp_path / "spool"
-    with pytest.warns(RuntimeWarning) as caught:
-        monitor = training(server=f"http://127.0.0.1:{unused_port()}")
-    messages = [str(w.message) for w in caught]
-    assert len(messages) == 1, f"expected exactly one warning, got {messages}"
-    assert "unreachable" in messages[0] and "collapsewatch sync" in messages[0]
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
+
+def test_server_down_spools_then_sync_uploads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool_root = tmp_path / "spool"
+    with caplog.at_level(logging.INFO, logger="collapsewatch"):
+        monitor = training(server=f"http://127.0.0.1:{unused_port()}")
+    away, account = warnings_of(caplog)  # said once, then the account at finish
     run_dir = spool_root / str(monitor.run_id)
+    assert "unreachable" in away and f"collapsewatch sync {run_dir}" in away
+    stats = monitor.stats
+    assert stats["spooled"] == stats["records"] > 0 and stats["pending"] == 0
+    assert f"of {stats['records']} records, 0 stored; {stats['records']} spooled" in account
+
     files = sorted(run_dir.glob("*.json.gz"))
-    assert files and monitor.stats["spooled"] == len(files)
-    assert str(run_dir) in messages[0]
+    assert files and stats["batches_spooled"] == len(files)
     spooled = [decode(f.read_bytes()) for f in files]
     assert [str(b.batch_id) for b in spooled] == [batch_id(f) for f in files]
     assert spooled[-1].status == "finished"
@@ -66,8 +76,10 @@ def test_server_down_spools_then_sync_uploads(tmp_path: Path) -> None:
     }  # fmt: skip
 
     ingest = Ingest()
-    assert sync(run_dir, server=SERVER, http_client=ingest.client()) == (len(files), 0)
+    report = sync(run_dir, server=SERVER, http_client=ingest.client())
+    assert (report.sent, report.duplicate, report.rejected, report.kept) == (len(files), 0, 0, 0)
     assert [str(b.batch_id) for b in ingest.batches] == [batch_id(f) for f in files]
+    assert len(ingest.records()) == stats["records"]
     assert list(run_dir.iterdir()) == []
 
 
@@ -76,9 +88,10 @@ def test_sync_keeps_files_while_the_server_is_down(tmp_path: Path) -> None:
     for i in range(3):
         spool.write(f"00000000-0000-4000-8000-00000000000{i}", b"not sent")
     down = Ingest(responses=[httpx.ConnectError("refused")] * 10)
-    # the first file fails after retries, the rest are not tried
-    assert sync(tmp_path, server=SERVER, http_client=down.client()) == (0, 3)
-    assert len(spool.pending()) == 3
+    report = sync(tmp_path, server=SERVER, http_client=down.client())
+    assert (report.sent, report.rejected, report.kept) == (0, 0, 3)
+    assert len(down.requests) == 4, "the first file, retried; the rest not tried"
+    assert len(spool.pending()) == 3 and "ConnectError" in report.problems[-1]
 
 
 def test_a_503_then_200_delivers_the_batch_once() -> None:
@@ -86,23 +99,49 @@ def test_a_503_then_200_delivers_the_batch_once() -> None:
     monitor = training(ingest)
     first, second = ingest.batches
     assert first.batch_id == second.batch_id, "a retry resends the same batch"
-    assert monitor.stats["batches_sent"] == 1 and monitor.stats["spooled"] == 0
-
-
-def test_a_rejected_batch_is_dropped_and_counted() -> None:
-    ingest = Ingest(responses=[httpx.Response(422, json={"detail": "bad"})])
-    with pytest.warns(RuntimeWarning, match="rejected"):
-        monitor = training(ingest)
-    assert len(ingest.requests) == 1, "a 4xx is permanent: no retry"
     stats = monitor.stats
-    assert stats["dropped"] == stats["records"] > 0 and stats["failures"] == 1
+    assert stats["batches_sent"] == 1 and stats["spooled"] == 0
+    assert stats["stored"] == stats["records"] > 0
 
 
-def test_a_transport_that_raises_never_reaches_the_loop(tmp_path: Path) -> None:
+def test_a_rejected_batch_is_set_aside_with_the_answer_and_later_ones_go_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ingest = Ingest(responses=[httpx.Response(422, json={"detail": "bad step"})])
+    transport = sender(tmp_path, ingest.client(), batch_records=1)
+    transport.submit([scalar(0)])
+    wait_for(lambda: transport.counters()["rejected"] == 1)
+    for step in range(1, 4):
+        transport.submit([scalar(step)])
+    with caplog.at_level(logging.WARNING, logger="collapsewatch"):
+        transport.close("finished", timeout=10)
+    refused, *accepted = ingest.batches
+    assert [r.step for r in refused.records] == [0]
+    assert [r.step for b in accepted for r in b.records] == [1, 2, 3], "a 422 is not repeated"
+    assert accepted[-1].status == "finished"
+    counts = transport.counters()
+    assert (counts["stored"], counts["rejected"], counts["spooled"], counts["dropped"]) == (
+        3, 1, 0, 0
+    )  # fmt: skip
+    rejected = tmp_path / "run" / "rejected"
+    (batch,) = rejected.glob("*.json.gz")
+    assert [r.step for r in decode(batch.read_bytes()).records] == [0]
+    (note,) = rejected.glob("*.answer.json")
+    assert json.loads(note.read_text())["status"] == 422 and "bad step" in note.read_text()
+    assert transport.spool.pending() == [], "replays skip the rejected folder"
+    notice, account = warnings_of(caplog)
+    assert "rejected a batch (HTTP 422" in notice and str(rejected) in notice
+    assert f"of 4 records, 3 stored; 1 set aside in {rejected}" in account
+
+
+def test_a_transport_that_raises_never_reaches_the_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     ingest = Ingest(responses=[RuntimeError("broken transport")] * 5)
-    with pytest.warns(RuntimeWarning, match="RuntimeError"):
+    with caplog.at_level(logging.WARNING, logger="collapsewatch"):
         monitor = training(ingest)
-    assert monitor.stats["spooled"] >= 1
+    assert "RuntimeError" in warnings_of(caplog)[0]
+    assert monitor.stats["spooled"] == monitor.stats["records"] > 0
     assert list((tmp_path / "spool" / str(monitor.run_id)).glob("*.json.gz"))
 
 
@@ -155,7 +194,9 @@ def test_an_error_in_step_logic_disables_the_sdk_not_training(
     assert ingest.batches[-1].status == "finished", "the run is still closed properly"
 
 
-def test_finish_spools_what_a_hung_server_did_not_take(tmp_path: Path) -> None:
+def test_finish_spools_what_a_hung_server_did_not_take(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     def hang(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("slow", request=request)
 
@@ -164,24 +205,21 @@ def test_finish_spools_what_a_hung_server_did_not_take(tmp_path: Path) -> None:
     monitor = collapsewatch.watch(model, server=SERVER, http_client=client, every=1)
     model(torch.randn(4, 8))
     monitor.step()
-    with pytest.warns(RuntimeWarning, match="spooled to"):
+    with caplog.at_level(logging.WARNING, logger="collapsewatch"):
         monitor.finish(timeout=0.2)
+    assert "spooled to" in warnings_of(caplog)[-1]
     files = sorted((tmp_path / "spool" / str(monitor.run_id)).glob("*.json.gz"))
     batches = [decode(f.read_bytes()) for f in files]
     assert batches[-1].status == "finished"
     assert any(r.kind == "activation" for b in batches for r in b.records)
+    stats = monitor.stats
+    assert stats["spooled"] == sum(len(b.records) for b in batches) == stats["records"]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_the_sender_restarts_in_a_forked_child(ingest: Ingest, tmp_path: Path) -> None:
     record = {"probe": "x", "kind": "scalar", "step": 0, "stats": {"value": 1.0}}
-    transport = Transport(
-        server=SERVER,
-        token=None,
-        spool=Spool(tmp_path / "run"),
-        run=lambda: {},
-        client=ingest.client(),
-    )
+    transport = sender(tmp_path, ingest.client())
     transport.submit([record])  # starts the parent's thread
     read, write = os.pipe()
     with warnings.catch_warnings():
@@ -193,7 +231,8 @@ def test_the_sender_restarts_in_a_forked_child(ingest: Ingest, tmp_path: Path) -
             ingest.requests.clear()
             transport.submit([record])
             transport.close("finished", timeout=5)
-            code = 0 if len(ingest.requests) == 1 and transport.batches_sent == 1 else 2
+            sent = transport.counters()["batches_sent"]
+            code = 0 if len(ingest.requests) == 1 and sent == 1 else 2
         finally:
             os.write(write, bytes([code]))
             os._exit(0)
@@ -202,7 +241,7 @@ def test_the_sender_restarts_in_a_forked_child(ingest: Ingest, tmp_path: Path) -
     os.waitpid(pid, 0)
     transport.close("finished", timeout=5)
     assert answer == b"\x00", "the child could not send"
-    assert transport.batches_sent == 1
+    assert transport.counters()["batches_sent"] == 1
 
 
 EXIT_SCRIPT = """
@@ -249,6 +288,14 @@ def scalar(step: int) -> dict[str, Any]:
     return {"probe": "x", "kind": "scalar", "step": step, "stats": {"value": float(step)}}
 
 
+def sender(tmp_path: Path, client: httpx.Client, **kwargs: Any) -> Sender:
+    """A sender of hand-made scalar records to ``client``, spooling to ``tmp_path/run``."""
+    return Sender(
+        server=SERVER, token=None, spool=Spool(tmp_path / "run"), run=lambda: RUN, client=client,
+        **kwargs,
+    )  # fmt: skip
+
+
 def wait_for(condition: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -258,22 +305,18 @@ def wait_for(condition: Any, timeout: float = 10.0) -> None:
 
 def test_spooled_batches_go_first_once_the_server_is_back(tmp_path: Path) -> None:
     ingest = Ingest(responses=[httpx.ConnectError("down")] * 4)  # every retry of batch one
-    spool = Spool(tmp_path / "run")
-    transport = Transport(
-        server=SERVER, token=None, spool=spool, run=lambda: RUN, client=ingest.client(),
-        batch_records=1, offline_retry=0.0,
-    )  # fmt: skip
-    with pytest.warns(RuntimeWarning, match="unreachable"):
-        transport.submit([scalar(0)])
-        wait_for(lambda: transport.spooled == 1)
+    transport = sender(tmp_path, ingest.client(), batch_records=1, offline_retry=0.0)
+    transport.submit([scalar(0)])
+    wait_for(lambda: transport.counters()["spooled"] == 1)
     transport.submit([scalar(1)])
     transport.close("finished", timeout=10)
     delivered = [decode(r.content) for r in ingest.requests[4:]]
-    assert [[r.step for r in b.records] for b in delivered] == [[0], [1], []]
-    assert delivered[-1].status == "finished" and spool.pending() == []
+    assert [r.step for b in delivered for r in b.records] == [0, 1]  # the spooled one first
+    assert delivered[-1].status == "finished" and transport.spool.pending() == []
+    assert transport.counters()["stored"] == 2
 
 
-def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
+def test_a_full_queue_spools_instead_of_dropping(tmp_path: Path) -> None:
     release = threading.Event()
 
     def slow(request: httpx.Request) -> httpx.Response:
@@ -282,15 +325,112 @@ def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
         return httpx.Response(202)
 
     ingest = Ingest()
-    transport = Transport(
-        server=SERVER, token=None, spool=Spool(tmp_path / "run"), run=lambda: RUN,
-        client=httpx.Client(transport=httpx.MockTransport(slow)), queue_size=1, batch_records=1,
-    )  # fmt: skip
+    client = httpx.Client(transport=httpx.MockTransport(slow))
+    # room for about three scalar records in memory
+    transport = sender(tmp_path, client, queue_bytes=1300, batch_records=1)
     transport.submit([scalar(0)])
     wait_for(lambda: len(ingest.requests) == 1)  # the sender is busy with the first batch
-    for step in range(1, 5):
-        transport.submit([scalar(step)])  # one fits in the queue, three do not
-    assert transport.dropped == 3
+    for step in range(1, 11):
+        transport.submit([scalar(step)])  # the queue overflows: to the spool, not dropped
+    assert transport.counters()["spooled"] > 0 and transport.counters()["dropped"] == 0
     release.set()
     transport.close("finished", timeout=10)
-    assert transport.batches_sent == 3 and transport.records_sent == 2
+    counts = transport.counters()
+    assert (counts["stored"], counts["spooled"], counts["dropped"], counts["pending"]) == (
+        11, 0, 0, 0
+    )  # fmt: skip
+    assert sorted(r.step for r in ingest.records()) == list(range(11))
+
+
+def test_many_float_scalars_share_one_queue_entry(tmp_path: Path) -> None:
+    """2,000 single-record submits are one batch, not 2,000 queue slots."""
+    ingest = Ingest()
+    transport = sender(tmp_path, ingest.client(), batch_seconds=60.0)
+    for step in range(2000):
+        transport.submit([scalar(step)])
+    transport.close("finished", timeout=10)
+    assert len(ingest.batches[0].records) == 2000, "one batch, not one request per call"
+    assert [r.step for r in ingest.records()] == list(range(2000))
+    counts = transport.counters()
+    assert (counts["stored"], counts["dropped"]) == (2000, 0)
+
+
+def test_a_busy_server_holds_sending_and_nothing_is_dropped(tmp_path: Path) -> None:
+    """429 with Retry-After: the batch is spooled, the sender waits, then sends in order."""
+    busy = httpx.Response(429, headers={"Retry-After": "1"}, json={"detail": "queue deep"})
+    ingest = Ingest(responses=[busy])
+    transport = sender(tmp_path, ingest.client(), batch_records=1)
+    transport.submit([scalar(0)])
+    wait_for(lambda: transport.counters()["spooled"] == 1)
+    transport.submit([scalar(1)])  # during the pause: spooled without a request
+    wait_for(lambda: transport.counters()["spooled"] == 2)
+    assert len(ingest.requests) == 1
+    transport.close("finished", timeout=10)  # the pause ends before the deadline: waited out
+    assert [r.step for r in ingest.records()] == [0, 1]
+    counts = transport.counters()
+    assert (counts["stored"], counts["spooled"], counts["dropped"]) == (2, 0, 0)
+
+
+def test_records_logged_after_finish_are_counted_as_dropped(tmp_path: Path) -> None:
+    transport = sender(tmp_path, Ingest().client())
+    transport.close("finished", timeout=5)
+    transport.submit([scalar(0)])
+    assert transport.counters()["dropped"] == 1
+    assert transport.ledger.drop_reasons == {"logged after finish": 1}
+
+
+def test_a_batch_that_keeps_failing_is_set_aside_and_never_blocks_the_others(
+    tmp_path: Path,
+) -> None:
+    """The server answers 500 to one batch and stores the others: after three failures of
+    its own the batch goes to rejected/, and every batch after it is stored meanwhile."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"status": "ok"})
+        batch = decode(request.content)
+        ingest.requests.append(request)
+        if any(r.step == 0 for r in batch.records):
+            return httpx.Response(500, text="Internal Server Error")
+        return httpx.Response(202, json={"duplicate": False})
+
+    ingest = Ingest()
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    transport = sender(tmp_path, client, batch_records=1, offline_retry=0.0)
+    transport.submit([scalar(0)])
+    wait_for(lambda: transport.counters()["spooled"] == 1)
+    for step in range(1, 6):
+        transport.submit([scalar(step)])
+    transport.close("finished", timeout=60)
+    counts = transport.counters()
+    assert (counts["stored"], counts["rejected"], counts["spooled"], counts["dropped"]) == (
+        5, 1, 0, 0
+    )  # fmt: skip
+    failed = [r for r in ingest.requests if any(x.step == 0 for x in decode(r.content).records)]
+    assert len(failed) == 3 * 4, "three rounds of four attempts each"
+    note = json.loads(next((tmp_path / "run" / "rejected").glob("*.answer.json")).read_text())
+    assert note["status"] == 500 and "3 times" in note["why"]
+
+
+def test_a_server_in_trouble_does_not_get_batches_set_aside(tmp_path: Path) -> None:
+    """Every batch gets 500 and /healthz says the store is down: nothing counts against the
+    batches; they stay spooled for later."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"status": "degraded", "store": "unreachable"})
+        return httpx.Response(500)
+
+    transport = sender(
+        tmp_path, httpx.Client(transport=httpx.MockTransport(handler)), batch_records=1,
+        offline_retry=0.0,
+    )  # fmt: skip
+    for step in range(3):  # three rounds: as many as a poison batch gets
+        transport.submit([scalar(step)])
+        wait_for(lambda s=step: transport.counters()["spooled"] == s + 1)
+    transport.close("finished", timeout=30)
+    counts = transport.counters()
+    assert (counts["stored"], counts["rejected"], counts["spooled"], counts["dropped"]) == (
+        0, 0, 3, 0
+    )  # fmt: skip
+    assert not (tmp_path / "run" / "rejected").exists()

@@ -14,16 +14,16 @@ sends again after its lease expires. Receivers deduplicate on ``webhook-id`` (th
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import httpx
 
 from collapsewatch._version import __version__
+from collapsewatch.pipeline.backoff import backoff_s, parse_retry_after
 from collapsewatch.schemas import WebhookTestResult
 from collapsewatch_server import errors
 from collapsewatch_server.config import Settings
@@ -68,28 +68,6 @@ class SendResult:
         if self.status_code is None:
             return self.retryable  # timeouts and connection errors are; refusals are not
         return self.status_code in (408, 429) or self.status_code >= 500
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds asked for by a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def backoff_s(retry: int, base_s: float, max_s: float, rng: random.Random) -> float:
-    """Full-jitter delay before retry number ``retry`` (1 for the first retry)."""
-    ceiling = min(max_s, base_s * 2.0 ** min(retry - 1, 60))
-    return rng.uniform(0.0, ceiling)
 
 
 def make_client(settings: Settings) -> httpx.AsyncClient:
