@@ -13,24 +13,6 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
-from collapsewatch.schemas import (
-    AlertEventPublic,
-    IndicatorInfo,
-    RunDetail,
-    RunPublic,
-    SeriesPoints,
-)
-from collapsewatch.schemas.dashboards import (
-    BacktestRequest,
-    BacktestResult,
-    ComparePublic,
-    FamilyHealth,
-    IndicatorFigures,
-    RunHealth,
-    RunOverview,
-    SpectrumView,
-    Threshold,
-)
 from collapsewatch_server import errors
 from collapsewatch_server.alerts import backtest as backtest_replay
 from collapsewatch_server.alerts.rules import check_indicator
@@ -39,6 +21,17 @@ from collapsewatch_server.indicators import CATALOGUE
 from collapsewatch_server.store import Store
 from collapsewatch_server.store.dashboards import StateCount
 from collapsewatch_web import figures, heatmaps, views
+from collapsewatch_web.api_schemas.alerts import AlertEventPublic
+from collapsewatch_web.api_schemas.backtest import BacktestRequest, BacktestResult
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import (
+    ComparePublic,
+    IndicatorFigures,
+    SpectrumView,
+    Threshold,
+)
+from collapsewatch_web.api_schemas.health import FamilyHealth, RunHealth, RunOverview
+from collapsewatch_web.api_schemas.runs import RunDetail, RunPublic, SeriesPoints
 
 #: Points a line chart draws in all, shared among its probes: 4 layers get 1000 points each,
 #: 200 layers 300 each (the heatmap's columns are the same bins).

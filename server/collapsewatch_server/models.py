@@ -166,7 +166,7 @@ class Point(Base):
 
 
 class Rule(Base):
-    """An alert rule of a project (see ``collapsewatch.schemas.alerts`` for the semantics)."""
+    """An alert rule of a project (semantics: ``collapsewatch_web.api_schemas.alerts``)."""
 
     __tablename__ = "rules"
 

@@ -7,22 +7,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from collapsewatch.schemas import (
-    AlertEventPublic,
-    EventStatus,
-    IndicatorInfo,
-    RulePublic,
-    RunDetail,
-    RunPublic,
-    Severity,
-    TokenPublic,
-    WebhookPublic,
-)
-from collapsewatch.schemas.dashboards import FiringAlert, LatestValue, RunHealth, Threshold
 from collapsewatch_server.dashboards import run_health, run_thresholds
 from collapsewatch_server.indicators import CATALOGUE
 from collapsewatch_server.store import Store
 from collapsewatch_web import views
+from collapsewatch_web.api_schemas.alerts import AlertEventPublic, EventStatus, RulePublic, Severity
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import LatestValue, Threshold
+from collapsewatch_web.api_schemas.health import FiringAlert, RunHealth
+from collapsewatch_web.api_schemas.ingest_tokens import TokenPublic
+from collapsewatch_web.api_schemas.runs import RunDetail, RunPublic
+from collapsewatch_web.api_schemas.webhooks import WebhookPublic
 
 
 @dataclass(frozen=True)

@@ -13,57 +13,37 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from collapsewatch.schemas import IngestBatch
+from collapsewatch.schemas.stats import merge_kind
 from collapsewatch_server.codec import Stats
 from collapsewatch_server.indicators.registry import windows_needed
 from collapsewatch_server.store.windows import WindowStore
 
-#: Statistics that describe a record rather than add up over records: a window keeps the
-#: newest record's value. Windowed indicators must read only sums (counts, sums of values).
-NOT_SUMMED = frozenset(
-    {
-        "width",
-        "eig",
-        "eig_raw",
-        "ref_eig",
-        "cov_diag",
-        "classes",
-        "heads",
-        "qk_sigma",
-        "codes",
-        "dims",
-        "experts",
-        "k",
-        "generation",
-        "train_length",
-    }
-)
-#: Statistics that merge by maximum (sketch registers, largest values): a window keeps the
-#: element-wise maximum over its records.
-MAXIMA = frozenset({"hll_2", "hll_3", "max_abs"})
-
 
 def sum_stats(records: Sequence[Stats]) -> Stats:
-    """The statistics of several records of one probe, summed (the last is the newest).
+    """The statistics of several records of one probe, merged (the last is the newest): each
+    statistic as :func:`collapsewatch.schemas.stats.merge_kind` says, summed, maximised or the
+    newest record's value. Windowed indicators must read only sums and maxima.
 
-    Older records that lack one of the newest record's statistics, or hold it in another shape
-    (a layer that changed width), are left out whole, so every sum covers the same records.
+    Older records that lack one of the newest record's merged statistics, or hold it in another
+    shape (a layer that changed width), are left out whole, so every sum covers the same records.
     """
     newest = records[-1]
-    summed = [newest]
+    merged = [newest]
     for older in records[:-1]:
         if all(
             key in older and np.shape(older[key]) == np.shape(value)
             for key, value in newest.items()
-            if key not in NOT_SUMMED
+            if merge_kind(key) != "last"
         ):
-            summed.append(older)
+            merged.append(older)
     out: dict[str, float | np.ndarray] = dict(newest)
     for key, value in newest.items():
-        if key in NOT_SUMMED or len(summed) == 1:
+        kind = merge_kind(key)
+        if kind == "last" or len(merged) == 1:
             continue
         total = np.asarray(value, dtype=np.float64).copy()
-        merge = np.maximum if key in MAXIMA else np.add
-        for older in summed[1:]:
+        merge = np.maximum if kind == "max" else np.add
+        for older in merged[1:]:
             total = merge(total, np.asarray(older[key], dtype=np.float64))
         out[key] = float(total) if total.ndim == 0 else total
     return out

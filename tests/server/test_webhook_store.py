@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from collapsewatch.schemas import WebhookCreate, WebhookUpdate
 from collapsewatch_server import errors
 from collapsewatch_server.db import make_engine, migrate
 from collapsewatch_server.models import utcnow
 from collapsewatch_server.store import Store
+from collapsewatch_web.api_schemas.webhooks import WebhookCreate, WebhookUpdate
 from tests.webhook_support import put_events
 
 URL = "http://127.0.0.1:9/hook"

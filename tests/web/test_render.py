@@ -12,19 +12,13 @@ from typing import Any
 
 import pytest
 
-from collapsewatch.schemas import (
-    AlertEventPublic,
-    EventStatus,
-    IndicatorInfo,
-    PointEvent,
-    ProbeKind,
-    ProbePublic,
-    RunDetail,
-    RunStatus,
-    Severity,
-)
-from collapsewatch.schemas.dashboards import FamilyHealth, LatestValue, RunHealth, RunOverview
+from collapsewatch.schemas import ProbeKind, RunStatus
 from collapsewatch_web import render, views
+from collapsewatch_web.api_schemas.alerts import AlertEventPublic, EventStatus, Severity
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import LatestValue
+from collapsewatch_web.api_schemas.health import FamilyHealth, RunHealth, RunOverview
+from collapsewatch_web.api_schemas.runs import PointEvent, ProbePublic, RunDetail
 
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 XSS = "<script>alert(1)</script>"

@@ -1,4 +1,4 @@
-"""Figure builders: pure functions from wire schemas to ``plotly.graph_objects.Figure``.
+"""Figure builders: pure functions from API schemas to ``plotly.graph_objects.Figure``.
 
 Nothing here touches a server, a database or a browser, so every chart can be tested as data.
 Plotly cannot read CSS variables, so colours come from a :class:`Theme`; the trace palette and
@@ -17,8 +17,9 @@ from typing import Any, Literal
 import numpy as np
 import plotly.graph_objects as go
 
-from collapsewatch.schemas import IndicatorInfo, SeriesPoints
-from collapsewatch.schemas.dashboards import IndicatorBins, Threshold
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import IndicatorBins, Threshold
+from collapsewatch_web.api_schemas.runs import SeriesPoints
 
 Severity = Literal["ok", "warn", "critical", "none"]
 

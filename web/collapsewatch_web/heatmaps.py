@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from collapsewatch.schemas import IndicatorInfo
-from collapsewatch.schemas.dashboards import IndicatorBins, SpectrumPublic, Threshold
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import IndicatorBins, SpectrumPublic, Threshold
 from collapsewatch_web.figures import (
     LIGHT,
     PALETTE,

@@ -1,6 +1,6 @@
 """Page rendering: a Jinja environment over ``templates/`` and one function per page.
 
-Functions take wire schemas and figure JSON and return HTML. Whatever a template would have to
+Functions take API schemas and figure JSON and return HTML. Whatever a template would have to
 compute (latest values, severities, grouping by family) is computed here, in Python, so the
 templates stay logic-light and the computation stays testable.
 """
@@ -16,26 +16,15 @@ from datetime import UTC, datetime
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from collapsewatch._version import __version__
-from collapsewatch.schemas import (
-    AlertEventPublic,
-    IndicatorInfo,
-    ProbeKind,
-    RuleCreate,
-    RulePublic,
-    RunDetail,
-    RunPublic,
-    TokenPublic,
-    WebhookPublic,
-)
-from collapsewatch.schemas.dashboards import (
-    FamilyHealth,
-    FiringAlert,
-    LatestValue,
-    RunHealth,
-    RunOverview,
-    Threshold,
-)
+from collapsewatch.schemas import ProbeKind
 from collapsewatch_web import figures, views
+from collapsewatch_web.api_schemas.alerts import AlertEventPublic, RuleCreate, RulePublic
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import LatestValue, Threshold
+from collapsewatch_web.api_schemas.health import FamilyHealth, FiringAlert, RunHealth, RunOverview
+from collapsewatch_web.api_schemas.ingest_tokens import TokenPublic
+from collapsewatch_web.api_schemas.runs import RunDetail, RunPublic
+from collapsewatch_web.api_schemas.webhooks import WebhookPublic
 from collapsewatch_web.assets import PLOTLY_JS, plotly_version
 
 

@@ -14,22 +14,11 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Protocol
 
-from collapsewatch.schemas import (
-    Condition,
-    IndicatorInfo,
-    PointEvent,
-    ProbePublic,
-    RuleCreate,
-    RulePublic,
-    Severity,
-)
-from collapsewatch.schemas.dashboards import (
-    FamilyHealth,
-    HealthState,
-    Judgement,
-    LatestValue,
-    Threshold,
-)
+from collapsewatch_web.api_schemas.alerts import Condition, RuleCreate, RulePublic, Severity
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import Judgement, LatestValue, Threshold
+from collapsewatch_web.api_schemas.health import FamilyHealth, HealthState
+from collapsewatch_web.api_schemas.runs import PointEvent, ProbePublic
 
 #: Families in the order researchers read them; unknown families follow, by name.
 FAMILY_TITLES: dict[str, str] = {

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Protocol
 
-from collapsewatch.schemas import RuleCreate
-from collapsewatch.schemas.dashboards import BacktestEvent
 from collapsewatch_server.alerts.engine import RuleSpec, SeriesState, evaluate
+from collapsewatch_web.api_schemas.alerts import RuleCreate
+from collapsewatch_web.api_schemas.backtest import BacktestEvent
 
 #: The replay's clock: fixed, so no repeat interval ever elapses (no reminders).
 _REPLAY_NOW = datetime(2000, 1, 1, tzinfo=UTC)

@@ -48,7 +48,13 @@ import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from collapsewatch.schemas import AlertState, Condition, EventStatus, Reference, Severity
+from collapsewatch_web.api_schemas.alerts import (
+    AlertState,
+    Condition,
+    EventStatus,
+    Reference,
+    Severity,
+)
 
 
 @dataclass(frozen=True, slots=True)

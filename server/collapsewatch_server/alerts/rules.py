@@ -1,16 +1,16 @@
 """Rules and the indicator catalogue: the default rule pack and the indicator check.
 
 The schemas validate a rule's shape; whether its indicator exists is the catalogue's business,
-checked here so the schemas (in the SDK package) never depend on the server's catalogue.
+checked here so the schemas (in ``collapsewatch_web``) never depend on the server's catalogue.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from collapsewatch.schemas import Condition, Reference, RuleCreate, Severity
 from collapsewatch_server import errors
 from collapsewatch_server.indicators import CATALOGUE, Indicator
+from collapsewatch_web.api_schemas.alerts import Condition, Reference, RuleCreate, Severity
 
 #: Default rules are named after their indicator, so a user can find and edit them.
 DEFAULT_RULE_NAME = "default: {indicator}"

@@ -7,7 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from collapsewatch.schemas import (
+from collapsewatch_server.alerts.rules import check_indicator
+from collapsewatch_server.api.deps import ReadAuth, StoreDep
+from collapsewatch_web.api_schemas.alerts import (
     AlertEventPublic,
     AlertStatePublic,
     EventStatus,
@@ -16,8 +18,6 @@ from collapsewatch.schemas import (
     RuleUpdate,
     Severity,
 )
-from collapsewatch_server.alerts.rules import check_indicator
-from collapsewatch_server.api.deps import ReadAuth, StoreDep
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"], dependencies=[ReadAuth])
 

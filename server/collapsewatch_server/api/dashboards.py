@@ -12,18 +12,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from collapsewatch.schemas.dashboards import (
-    BacktestRequest,
-    BacktestResult,
-    ComparePublic,
-    FiringAlert,
-    IndicatorFigures,
-    RunHealth,
-    RunOverview,
-    SpectrumView,
-)
 from collapsewatch_server import dashboards, errors
 from collapsewatch_server.api.deps import ReadAuth, StoreDep
+from collapsewatch_web.api_schemas.backtest import BacktestRequest, BacktestResult
+from collapsewatch_web.api_schemas.charts import ComparePublic, IndicatorFigures, SpectrumView
+from collapsewatch_web.api_schemas.health import FiringAlert, RunHealth, RunOverview
 
 router = APIRouter(prefix="/api/v1", tags=["dashboards"], dependencies=[ReadAuth])
 

@@ -18,9 +18,9 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from collapsewatch.schemas import AlertEventPublic
 from collapsewatch_server.api.deps import ReadAuth, SettingsDep, StoreDep
 from collapsewatch_server.store import Store
+from collapsewatch_web.api_schemas.alerts import AlertEventPublic
 
 router = APIRouter(prefix="/api/v1", tags=["live"], dependencies=[ReadAuth])
 

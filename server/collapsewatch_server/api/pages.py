@@ -15,7 +15,6 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from collapsewatch.schemas import EventStatus, Severity
 from collapsewatch_server import dashboards, errors, page_data
 from collapsewatch_server.api.dashboards import parse_run_ids
 from collapsewatch_server.api.deps import (
@@ -27,6 +26,7 @@ from collapsewatch_server.api.deps import (
 )
 from collapsewatch_server.config import Settings
 from collapsewatch_web import assets, render
+from collapsewatch_web.api_schemas.alerts import EventStatus, Severity
 
 LOGIN_FAILED = "That token was not accepted."
 LOGIN_NOT_NEEDED = "This server has no admin token: nothing to log in to."

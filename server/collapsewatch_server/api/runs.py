@@ -8,17 +8,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from collapsewatch._version import __version__
-from collapsewatch.schemas import (
+from collapsewatch_server.api.deps import ReadAuth, StoreDep
+from collapsewatch_server.indicators import CATALOGUE
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.runs import (
     HealthPublic,
-    IndicatorInfo,
     ProjectPublic,
     RunDetail,
     RunPublic,
     SeriesKey,
     SeriesPoints,
 )
-from collapsewatch_server.api.deps import ReadAuth, StoreDep
-from collapsewatch_server.indicators import CATALOGUE
 
 router = APIRouter()
 api = APIRouter(prefix="/api/v1", tags=["read"], dependencies=[ReadAuth])

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from collapsewatch.schemas import TokenCreate, TokenCreated, TokenPublic
 from collapsewatch_server.api.deps import ReadAuth, StoreDep
 from collapsewatch_server.api.webhooks import NewProject
+from collapsewatch_web.api_schemas.ingest_tokens import TokenCreate, TokenCreated, TokenPublic
 
 router = APIRouter(
     prefix="/api/v1/projects/{project}/tokens", tags=["tokens"], dependencies=[ReadAuth]

@@ -13,7 +13,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
-from collapsewatch.schemas import (
+from collapsewatch_server import errors
+from collapsewatch_server.api.deps import ReadAuth, SettingsDep, StoreDep
+from collapsewatch_server.config import Settings
+from collapsewatch_server.webhooks import ssrf
+from collapsewatch_server.webhooks.deliverer import send_test
+from collapsewatch_web.api_schemas.webhooks import (
     DeliveryPublic,
     WebhookCreate,
     WebhookCreated,
@@ -21,11 +26,6 @@ from collapsewatch.schemas import (
     WebhookTestResult,
     WebhookUpdate,
 )
-from collapsewatch_server import errors
-from collapsewatch_server.api.deps import ReadAuth, SettingsDep, StoreDep
-from collapsewatch_server.config import Settings
-from collapsewatch_server.webhooks import ssrf
-from collapsewatch_server.webhooks.deliverer import send_test
 
 router = APIRouter(
     prefix="/api/v1/projects/{project}/webhooks", tags=["webhooks"], dependencies=[ReadAuth]

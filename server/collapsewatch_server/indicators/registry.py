@@ -16,7 +16,8 @@ from typing import Literal
 
 import numpy as np
 
-from collapsewatch.schemas import IndicatorInfo, ProbeKind, RelativeDefault
+from collapsewatch.schemas import ProbeKind
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo, RelativeDefault
 
 Stats = Mapping[str, "float | np.ndarray"]
 Compute = Callable[[Stats], float | None]

@@ -17,16 +17,7 @@ from typing import Any
 from sqlalchemy import ScalarSelect, func, select, update
 from sqlalchemy.orm import Session
 
-from collapsewatch.schemas import (
-    AlertEventPublic,
-    AlertState,
-    AlertStatePublic,
-    Condition,
-    EventStatus,
-    Reference,
-    RunStatus,
-    Severity,
-)
+from collapsewatch.schemas import RunStatus
 from collapsewatch_server.alerts.engine import RuleSpec, SeriesState, Transition, evaluate
 from collapsewatch_server.models import (
     AlertEvent,
@@ -38,6 +29,15 @@ from collapsewatch_server.models import (
     utcnow,
 )
 from collapsewatch_server.store.base import NewPoint, StoreBase
+from collapsewatch_web.api_schemas.alerts import (
+    AlertEventPublic,
+    AlertState,
+    AlertStatePublic,
+    Condition,
+    EventStatus,
+    Reference,
+    Severity,
+)
 
 NODATA_MESSAGE = "run {run} sent nothing for {seconds} s"
 

@@ -12,9 +12,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from collapsewatch.schemas import AlertEventPublic, EventStatus, Severity
 from collapsewatch_server import errors
 from collapsewatch_server.models import AlertEvent, Project, Run
+from collapsewatch_web.api_schemas.alerts import AlertEventPublic, EventStatus, Severity
 
 #: Session flag: this transaction wrote deliveries to the outbox.
 ENQUEUED = "collapsewatch_deliveries_enqueued"

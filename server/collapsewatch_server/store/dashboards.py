@@ -18,19 +18,6 @@ from typing import NamedTuple
 from sqlalchemy import BigInteger, case, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
-from collapsewatch.schemas import (
-    AlertEventPublic,
-    AlertState,
-    PointEvent,
-    RunPublic,
-    Severity,
-)
-from collapsewatch.schemas.dashboards import (
-    FiringAlert,
-    IndicatorBins,
-    ProbeBins,
-    SpectrumPublic,
-)
 from collapsewatch_server import errors
 from collapsewatch_server.codec import decode_stats
 from collapsewatch_server.models import (
@@ -46,6 +33,10 @@ from collapsewatch_server.models import (
 )
 from collapsewatch_server.store.alerts import open_alerts_count
 from collapsewatch_server.store.runs import RunStore
+from collapsewatch_web.api_schemas.alerts import AlertEventPublic, AlertState, Severity
+from collapsewatch_web.api_schemas.charts import IndicatorBins, ProbeBins, SpectrumPublic
+from collapsewatch_web.api_schemas.health import FiringAlert
+from collapsewatch_web.api_schemas.runs import PointEvent, RunPublic
 
 #: Series per statement: SQLite allows at most 500 terms in a compound SELECT.
 _SERIES_PER_QUERY = 400

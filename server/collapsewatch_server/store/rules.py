@@ -9,11 +9,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from collapsewatch.schemas import RuleCreate, RulePublic, RuleUpdate
 from collapsewatch_server import errors
 from collapsewatch_server.alerts.rules import default_rules
 from collapsewatch_server.models import AlertStateRow, Project, Rule, utcnow
 from collapsewatch_server.store.base import StoreBase
+from collapsewatch_web.api_schemas.alerts import RuleCreate, RulePublic, RuleUpdate
 
 #: Schema field -> column, where the names differ.
 _COLUMN = {"probe": "probe_glob", "run": "run_glob"}

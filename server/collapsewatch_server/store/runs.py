@@ -12,19 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from collapsewatch.schemas import (
-    IngestBatch,
-    IngestResult,
-    PointEvent,
-    ProbeKind,
-    ProbePublic,
-    ProjectPublic,
-    RunDetail,
-    RunPublic,
-    RunStatus,
-    SeriesKey,
-    SeriesPoints,
-)
+from collapsewatch.schemas import IngestBatch, IngestResult, ProbeKind, RunStatus
 from collapsewatch_server import errors
 from collapsewatch_server.downsample import minmax_downsample
 from collapsewatch_server.models import (
@@ -39,6 +27,15 @@ from collapsewatch_server.models import (
 )
 from collapsewatch_server.store.alerts import open_alerts_count
 from collapsewatch_server.store.base import NewPoint, StoreBase
+from collapsewatch_web.api_schemas.runs import (
+    PointEvent,
+    ProbePublic,
+    ProjectPublic,
+    RunDetail,
+    RunPublic,
+    SeriesKey,
+    SeriesPoints,
+)
 
 #: Probes the SDK did not announce are listed after the announced ones.
 _UNANNOUNCED_ORDER = 1_000_000

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from collapsewatch.schemas import TokenCreated, TokenPublic
 from collapsewatch_server import auth, errors
 from collapsewatch_server.models import IngestToken, Project, utcnow
 from collapsewatch_server.store.base import StoreBase
+from collapsewatch_web.api_schemas.ingest_tokens import TokenCreated, TokenPublic
 
 
 class TokenStore(StoreBase):

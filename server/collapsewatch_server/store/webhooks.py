@@ -17,16 +17,6 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from collapsewatch.schemas import (
-    AlertEventPublic,
-    DeliveryAttemptPublic,
-    DeliveryPublic,
-    WebhookCreate,
-    WebhookCreated,
-    WebhookFormat,
-    WebhookPublic,
-    WebhookUpdate,
-)
 from collapsewatch_server import errors
 from collapsewatch_server.models import (
     AlertEvent,
@@ -39,6 +29,16 @@ from collapsewatch_server.models import (
 )
 from collapsewatch_server.store.base import StoreBase
 from collapsewatch_server.webhooks import signing
+from collapsewatch_web.api_schemas.alerts import AlertEventPublic
+from collapsewatch_web.api_schemas.webhooks import (
+    DeliveryAttemptPublic,
+    DeliveryPublic,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookFormat,
+    WebhookPublic,
+    WebhookUpdate,
+)
 
 PENDING, DELIVERING, DELIVERED, FAILED = "pending", "delivering", "delivered", "failed"
 

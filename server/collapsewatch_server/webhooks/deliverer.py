@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from collapsewatch._version import __version__
-from collapsewatch.schemas import WebhookTestResult
 from collapsewatch_server import errors
 from collapsewatch_server.config import Settings
 from collapsewatch_server.models import utcnow
@@ -37,6 +36,7 @@ from collapsewatch_server.store.webhooks import (
     WebhookTarget,
 )
 from collapsewatch_server.webhooks import payloads, signing, ssrf
+from collapsewatch_web.api_schemas.webhooks import WebhookTestResult
 
 log = logging.getLogger("collapsewatch.webhooks")
 

@@ -1,4 +1,7 @@
-"""Schemas of alert rules, alert events, webhooks and their deliveries (HTTP API v1).
+"""Alert rules, alert events and alert states (HTTP API v1), and the two judgements every
+layer shares: which names a rule's glob watches (:func:`glob_matches`) and whether a value
+breaches a level (:func:`breaches`). The alert engine, the back-test and the dashboards call
+these; nothing else decides either.
 
 Rule semantics follow Grafana's alerting: a condition on each new point of the selected
 series, a pending period before firing, an optional recovery threshold (hysteresis), a repeat
@@ -7,10 +10,12 @@ interval for reminders; a running run that goes silent raises a ``nodata`` event
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from fnmatch import fnmatchcase
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +30,24 @@ RULE_RECOVERY_BAND = "'recovery' does not apply to 'outside': a band has no sing
 
 Glob = Annotated[str, Field(min_length=1, max_length=256, description="fnmatch pattern")]
 RuleName = Annotated[str, Field(min_length=1, max_length=128)]
+#: The side of a level where values are bad.
+Side = Literal["above", "below"]
+
+
+def glob_matches(name: str, glob: str | None) -> bool:
+    """Whether a rule (or a threshold) with this glob watches the probe or run ``name``:
+    ``glob`` is a case-sensitive fnmatch pattern; None (a rule without a run glob) watches
+    every name."""
+    return glob is None or fnmatchcase(name, glob)
+
+
+def breaches(value: float | None, level: float, side: Side) -> bool:
+    """Whether ``value`` is past ``level`` on its bad ``side``, strictly (a value equal to the
+    level is not). A missing, NaN or infinite value breaches every level: a statistic that
+    diverged is alarming."""
+    if value is None or not math.isfinite(value):
+        return True
+    return value > level if side == "above" else value < level
 
 
 class Severity(StrEnum):
@@ -194,109 +217,3 @@ class AlertStatePublic(BaseModel):
     last_step: int | None = None
     last_value: float | None = None
     since: datetime | None = None
-
-
-# ------------------------------------------------------------------------------ webhooks
-
-WebhookFormat = Literal["generic", "slack", "discord"]
-
-
-class WebhookCreate(BaseModel):
-    """A new webhook; without ``secret`` one is generated and returned once."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(default="", max_length=128)
-    url: str = Field(min_length=1, max_length=2048)
-    format: WebhookFormat = "generic"
-    severities: list[Severity] = Field(default_factory=lambda: list(Severity), min_length=1)
-    enabled: bool = True
-    secret: str | None = Field(
-        default=None, min_length=24, max_length=256, description="whsec_<base64>, 24+ bytes"
-    )
-
-
-class WebhookUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(default=None, max_length=128)
-    url: str | None = Field(default=None, min_length=1, max_length=2048)
-    format: WebhookFormat | None = None
-    severities: list[Severity] | None = Field(default=None, min_length=1)
-    enabled: bool | None = None
-
-
-class WebhookPublic(BaseModel):
-    id: int
-    project: str
-    name: str
-    url: str
-    format: WebhookFormat
-    severities: list[Severity]
-    enabled: bool
-    secret_hint: str = Field(description="the first characters of the secret, never all of it")
-    created_at: datetime
-    updated_at: datetime
-
-
-class WebhookCreated(WebhookPublic):
-    secret: str = Field(description="shown only in this answer")
-
-
-DeliveryStatus = Literal["pending", "delivering", "delivered", "failed"]
-
-
-class DeliveryAttemptPublic(BaseModel):
-    attempted_at: datetime
-    status_code: int | None = None
-    latency_ms: float | None = None
-    error: str | None = None
-
-
-class DeliveryPublic(BaseModel):
-    """One event's delivery to one webhook, with its attempts."""
-
-    id: int
-    webhook_id: int
-    event_id: uuid.UUID
-    event_status: EventStatus
-    status: DeliveryStatus
-    attempts: int
-    next_attempt_at: datetime | None = None
-    last_status_code: int | None = None
-    last_error: str | None = None
-    last_latency_ms: float | None = None
-    created_at: datetime
-    delivered_at: datetime | None = None
-    log: list[DeliveryAttemptPublic] = Field(default_factory=list)
-
-
-class WebhookTestResult(BaseModel):
-    """What a receiver answered to ``POST .../webhooks/{id}/test``."""
-
-    ok: bool
-    status_code: int | None = None
-    latency_ms: float | None = None
-    error: str | None = None
-    response_body: str = ""
-
-
-class WebhookPayload(BaseModel):
-    """The generic JSON body of a webhook (Slack and Discord get their own message shapes)."""
-
-    type: Literal["alert.firing", "alert.resolved", "alert.nodata", "test"]
-    event_id: uuid.UUID
-    status: EventStatus | Literal["test"]
-    severity: Severity
-    project: str
-    run: dict[str, Any]
-    rule: dict[str, Any] | None = None
-    indicator: str | None = None
-    probes: list[str] = Field(default_factory=list)
-    value: float | None = None
-    threshold: float | None = None
-    step: int | None = None
-    reminder: bool = False
-    message: str = ""
-    time: datetime
-    url: str

@@ -1,5 +1,6 @@
-"""Schemas of the dashboards' JSON endpoints: binned series, figures, health, spectra,
-rule back-tests and ingest-token management (HTTP API v1).
+"""What the run and compare pages draw, as the dashboards' JSON endpoints serve it: binned
+series, the thresholds in force, each probe's newest value judged against them, figures and
+covariance spectra (HTTP API v1).
 
 Figures travel as Plotly JSON (``{"data", "layout"}``) built on the server by
 ``collapsewatch_web``; the browser only draws them and extends them live.
@@ -7,19 +8,16 @@ Figures travel as Plotly JSON (``{"data", "layout"}``) built on the server by
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from collapsewatch.schemas import RunPublic, SeriesPoints
-from collapsewatch.schemas.alerts import AlertEventPublic, RuleCreate, Severity
+from collapsewatch_web.api_schemas.alerts import Severity, Side
+from collapsewatch_web.api_schemas.runs import SeriesPoints
 
-#: How a value stands against its thresholds, worst first (CSS classes of the dashboards).
+#: How a value stands against its thresholds, worst first; also the CSS classes
+#: (``severity-<judgement>``) the pages colour values with.
 Judgement = Literal["critical", "warn", "info", "ok", "none"]
-#: A family's worst alert state on a run: firing at a severity, else pending, else ok.
-HealthState = Literal["critical", "warning", "info", "pending", "ok"]
 
 
 class ProbeBins(BaseModel):
@@ -57,7 +55,7 @@ class Threshold(BaseModel):
     when no enabled rule watches the indicator."""
 
     value: float
-    side: Literal["above", "below"] = Field(description="bad when the value is past it this way")
+    side: Side = Field(description="bad when the value is past it this way")
     severity: Severity
     label: str
     probe: str = Field(default="*", description="fnmatch glob of the probes it applies to")
@@ -65,7 +63,8 @@ class Threshold(BaseModel):
 
 
 class LatestValue(BaseModel):
-    """A probe's newest point of an indicator and how it stands."""
+    """A probe's newest point of an indicator and how it stands. The live stream of a run
+    sends its new points in this shape, judged by the server."""
 
     indicator: str
     probe: str
@@ -87,31 +86,6 @@ class IndicatorFigures(BaseModel):
     thresholds: list[Threshold]
     total: int
     bin_width: int
-
-
-class FamilyHealth(BaseModel):
-    """Where one indicator family of a run stands: its worst alert state."""
-
-    family: str
-    title: str
-    state: HealthState
-    firing: int = 0
-    pending: int = 0
-
-
-class RunHealth(BaseModel):
-    """``GET /api/v1/runs/{run_id}/health``: open alerts by family and the latest events."""
-
-    run_id: uuid.UUID
-    families: list[FamilyHealth]
-    open_alerts: int
-    recent: list[AlertEventPublic]
-
-
-class RunOverview(RunPublic):
-    """A run on the runs page: the listed run with its health per family."""
-
-    health: list[FamilyHealth] = Field(default_factory=list)
 
 
 class SpectrumPublic(BaseModel):
@@ -138,57 +112,5 @@ class ComparePublic(BaseModel):
 
     indicator: str
     probe: str
-    series: list[SeriesPoints]
-    figure: dict[str, Any]
-
-
-class BacktestRequest(BaseModel):
-    """``POST /api/v1/projects/{project}/rules/backtest``: replay ``rule`` over a stored run."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    run_id: uuid.UUID
-    rule: RuleCreate
-    max_points: int = Field(default=1000, ge=10, le=100_000, description="per probe, for display")
-
-
-class FiringAlert(BaseModel):
-    """A (rule, run, probe) firing now, for the alerts page."""
-
-    project: str
-    run_id: uuid.UUID
-    run_name: str
-    rule_id: int
-    rule_name: str
-    indicator: str
-    probe: str
-    severity: Severity
-    since: datetime | None = None
-    last_step: int | None = None
-    last_value: float | None = None
-
-
-class BacktestEvent(BaseModel):
-    """An event the rule would have raised."""
-
-    probe: str
-    status: Literal["firing", "resolved"]
-    severity: Severity
-    step: int
-    value: float | None
-    threshold: float | None
-    message: str
-
-
-class BacktestResult(BaseModel):
-    """What the rule would have done on the run: its events, the points it judged
-    (downsampled for display) and a figure with both."""
-
-    run_id: uuid.UUID
-    run_name: str
-    run_matches: bool = Field(description="the rule's run glob matches this run")
-    probes: list[str] = Field(description="probes the rule watches on this run")
-    points_judged: int
-    events: list[BacktestEvent]
     series: list[SeriesPoints]
     figure: dict[str, Any]
