@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from collapsewatch_server.cli_http import CliError, project_options, request
+from collapsewatch_web.api_schemas.alerts import Severity
+from collapsewatch_web.api_schemas.webhooks import WEBHOOK_FORMATS
 
 if TYPE_CHECKING:
     import httpx
 
-FORMATS = ("generic", "slack", "discord")
-SEVERITIES = ("info", "warning", "critical")
+#: Severities in the schema's order (least severe first), as the API lists them.
+SEVERITIES = [s.value for s in Severity]
 
 
 def add_parser(sub: Any) -> None:
@@ -31,7 +33,7 @@ def add_parser(sub: Any) -> None:
         "create", parents=[common], help="create a webhook; prints its secret once"
     )
     create.add_argument("--url", required=True, help="where to POST alerts (http or https)")
-    create.add_argument("--format", choices=FORMATS, default="generic")
+    create.add_argument("--format", choices=WEBHOOK_FORMATS, default="generic")
     create.add_argument(
         "--severity",
         dest="severities",

@@ -2,21 +2,21 @@
 
 A windowed indicator gets the sum of the statistics of its probe's last W records, the record
 itself included: the records of the batch being ingested, and before them the stored ones,
-loaded once per batch (``WindowStore.recent_stats``). Records arriving out of order (a spool
-synced late) see the stored records before the batch's first step of that probe.
+which the ingest service loads once per batch (what to load: :func:`stored_needed`). Records
+arriving out of order (a spool synced late) see the stored records before the batch's first
+step of that probe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from collapsewatch.schemas import IngestBatch
 from collapsewatch.schemas.stats import merge_kind
 from collapsewatch_server.codec import Stats
-from collapsewatch_server.indicators.registry import windows_needed
-from collapsewatch_server.store.windows import WindowStore
+from collapsewatch_server.indicators.catalogue import windows_needed
 
 
 def sum_stats(records: Sequence[Stats]) -> Stats:
@@ -49,26 +49,40 @@ def sum_stats(records: Sequence[Stats]) -> Stats:
     return out
 
 
-class BatchWindows:
-    """For each record of a batch, the function that gives its windowed statistics."""
+def stored_needed(batch: IngestBatch) -> tuple[dict[str, int], int]:
+    """What the batch's windowed indicators read of the stored records: for each probe with a
+    windowed indicator, the step its stored records must precede (its first in the batch), and
+    how many records at most (the longest window less the record itself). ``({}, 0)``: none,
+    so the per-step path stays cheap (no query)."""
+    longest: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for record in batch.records:
+        w = windows_needed(record.kind)
+        if w > 1:
+            longest[record.probe] = max(w, longest.get(record.probe, 1))
+            first[record.probe] = min(record.step, first.get(record.probe, record.step))
+    if not longest:
+        return {}, 0
+    return first, max(longest.values()) - 1
 
-    def __init__(self, store: WindowStore, batch: IngestBatch, arrays: Sequence[Stats]) -> None:
+
+class BatchWindows:
+    """For each record of a batch, the function that gives its windowed statistics.
+
+    ``stored``: the probes' stored records, oldest first (as :func:`stored_needed` asks)."""
+
+    def __init__(
+        self,
+        batch: IngestBatch,
+        arrays: Sequence[Stats],
+        stored: Mapping[str, Sequence[tuple[int, Stats]]],
+    ) -> None:
         self._timelines: dict[str, list[tuple[int, Stats]]] = {}
         self._where: dict[int, tuple[str, int]] = {}  # record index -> (probe, position)
         self._cache: dict[tuple[int, int], Stats] = {}
-        longest: dict[str, int] = {}
-        first: dict[str, int] = {}
-        for record in batch.records:
-            w = windows_needed(record.kind)
-            if w > 1:
-                longest[record.probe] = max(w, longest.get(record.probe, 1))
-                first[record.probe] = min(record.step, first.get(record.probe, record.step))
-        if not longest:
-            return  # the per-step path stays cheap: no query without a windowed indicator
-        stored = store.recent_stats(batch.run.run_id, first, max(longest.values()) - 1)
         own: dict[str, list[tuple[int, int]]] = {}
         for i, record in enumerate(batch.records):
-            if record.probe in longest:
+            if windows_needed(record.kind) > 1:
                 own.setdefault(record.probe, []).append((record.step, i))
         for probe, records in own.items():
             timeline = list(stored.get(probe, []))

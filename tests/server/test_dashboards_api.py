@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from collapsewatch_server import errors
-from collapsewatch_server.api.dashboards import COMPARE_TOO_MANY, MAX_COMPARED
-from collapsewatch_server.api.events import ALERT_OVERLAP, _AlertCursor
+from collapsewatch_server.api.charts import COMPARE_TOO_MANY, MAX_COMPARED
+from collapsewatch_server.api.live import ALERT_OVERLAP, _AlertCursor
 from collapsewatch_server.app import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_web.api_schemas.alerts import AlertEventPublic, EventStatus, Severity

@@ -127,7 +127,7 @@ def brute(
     out["nc2_etf_error"] = float(np.linalg.norm(gram / np.linalg.norm(gram) - etf))
     w = task.weight[present]
     out["nc3"] = float(np.sum((w / np.linalg.norm(w) - mt / np.linalg.norm(mt)) ** 2))
-    # VCI in the span of the centred class means (see indicators.neural.vci)
+    # VCI in the span of the centred class means (see indicators.neural_collapse.vci)
     u = np.linalg.svd(mt.T, full_matrices=False)[0][:, : c - 1]
     total = u.T @ (sigma_w + sigma_b) @ u
     explained = np.trace(np.linalg.pinv(total) @ (u.T @ sigma_b @ u))

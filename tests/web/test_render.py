@@ -55,7 +55,6 @@ def page(
         run or run_detail(),
         indicators=infos,
         latest=latest,
-        thresholds={i.name: views.thresholds_for(i, []) for i in infos},
         health=kw.pop("health", health()),
         cursor=kw.pop("cursor", 0),
         alerts_after=T0,
@@ -108,10 +107,7 @@ def test_run_page_has_a_lazy_card_per_indicator_grouped_by_family_in_reading_ord
     assert set(data["indicators"]) == {"loss", "effective_rank", "dead_fraction"}
     dead = data["indicators"]["dead_fraction"]
     assert dead["dom_id"] == "chart-dead_fraction"
-    assert [(t["value"], t["severity"]) for t in dead["thresholds"]] == [
-        (0.2, "warning"),
-        (0.5, "critical"),
-    ]
+    assert "thresholds" not in dead, "live points arrive judged: the browser does not judge"
 
 
 def test_latest_values_flag_the_layer_past_its_threshold_worst_first() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,8 +58,14 @@ class WebhookCreated(WebhookPublic):
     secret: str = Field(description="shown only in this answer")
 
 
-#: Where a delivery stands: due (pending), claimed by a sender (delivering), or done.
-DeliveryStatus = Literal["pending", "delivering", "delivered", "failed"]
+class DeliveryStatus(StrEnum):
+    """Where a delivery stands: due (pending, maybe after a retry delay), claimed by a sender
+    (delivering, until its lease expires), or done."""
+
+    pending = "pending"
+    delivering = "delivering"
+    delivered = "delivered"
+    failed = "failed"
 
 
 class DeliveryAttemptPublic(BaseModel):

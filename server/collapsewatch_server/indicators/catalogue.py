@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from collapsewatch_web.api_schemas.catalogue import IndicatorInfo, RelativeDefau
 
 Stats = Mapping[str, "float | np.ndarray"]
 Compute = Callable[[Stats], float | None]
+F = TypeVar("F", bound=Compute)
 #: The summed statistics of a probe's last ``w`` records, ending at the record being judged.
 WindowStats = Callable[[int], Stats]
 Direction = Literal["low_is_bad", "high_is_bad", "info"]
@@ -100,10 +101,10 @@ def indicator(
     rule_enabled: bool = True,
     relative: RelativeDefault | None = None,
     window: int = 1,
-) -> Callable[[Compute], Compute]:
+) -> Callable[[F], F]:
     """Register the decorated function as an indicator (names are unique)."""
 
-    def register(fn: Compute) -> Compute:
+    def register(fn: F) -> F:
         if name in CATALOGUE:
             raise ValueError(f"indicator {name!r} registered twice")
         CATALOGUE[name] = Indicator(

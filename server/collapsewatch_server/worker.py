@@ -2,10 +2,11 @@
 
 It runs on the server's event loop (started by the app's lifespan). Each round it claims as
 many due deliveries as it has free slots (``webhook_concurrency``) and sends each in its own
-task, then sleeps until the earliest of: a wake-up (this process just committed deliveries:
-``store.on_enqueued``), a freed slot, the next due retry, the poll interval. The poll is what
-other server processes' deliveries and expired leases are found by. Store calls are blocking
-(SQLAlchemy), so they run in threads.
+task, then sleeps until the earliest of: a wake-up (a service of this process just committed
+deliveries and called :meth:`Worker.wake`, the doorbell of the worker's
+:class:`~collapsewatch_server.services.context.ServiceContext`), a freed slot, the next due
+retry, the poll interval. The poll is what other server processes' deliveries and expired
+leases are found by. Services are blocking (SQLAlchemy), so they run in threads.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import logging
 from datetime import datetime
 
 from collapsewatch_server.config import Settings
-from collapsewatch_server.models import utcnow
-from collapsewatch_server.store import Store
-from collapsewatch_server.store.webhooks import DeliveryJob
-from collapsewatch_server.webhooks.deliverer import Deliverer
+from collapsewatch_server.db import Database
+from collapsewatch_server.services import alerts, deliveries
+from collapsewatch_server.services.context import ServiceContext
+from collapsewatch_server.tables import utcnow
+from collapsewatch_server.webhooks.deliverer import Deliverer, DeliveryJob
+from collapsewatch_web.api_schemas.webhooks import DeliveryStatus
 
 log = logging.getLogger("collapsewatch.webhooks")
 
@@ -37,25 +40,26 @@ def lease_s(settings: Settings) -> float:
 class Worker:
     """Deliverer loop plus the stall scan; :meth:`start` on the loop, :meth:`stop` to finish."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
-        self.store = store
+    def __init__(self, db: Database, settings: Settings) -> None:
         self.settings = settings
+        #: The services this worker runs; their doorbell is this worker's.
+        self.context = ServiceContext(db, settings, wake_deliverer=self.wake)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._deliverer: Deliverer | None = None
-        self._in_flight: dict[asyncio.Task[str], DeliveryJob] = {}
+        self._in_flight: dict[asyncio.Task[DeliveryStatus], DeliveryJob] = {}
         self._failing = False  # log a broken database once, not every poll
 
     # ---------------------------------------------------------------------------- control
 
     def start(self) -> None:
-        """Start the loop on the running event loop and take over ``store.on_enqueued``."""
+        """Start the loop on the running event loop."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._deliverer = Deliverer(self.store, self.settings)
-        self.store.on_enqueued = self.wake
+        self._stopping = False
+        self._deliverer = Deliverer(self.settings)
         self._task = asyncio.create_task(self._run(), name="collapsewatch-worker")
 
     def wake(self) -> None:
@@ -71,7 +75,6 @@ class Worker:
         claims back so the next process (or this one after a restart) sends them at once."""
         if self._task is None:
             return
-        self.store.on_enqueued = None
         self._stopping = True
         assert self._wake is not None
         self._wake.set()
@@ -85,7 +88,7 @@ class Worker:
             if unsent:
                 # A claim whose result got recorded meanwhile no longer matches: left alone.
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.store.release_claims, unsent)
+                    await asyncio.to_thread(deliveries.release_claims, self.context, unsent)
         assert self._deliverer is not None
         await self._deliverer.aclose()
         self._task = None
@@ -103,7 +106,7 @@ class Worker:
                 await self._claim_and_send()
                 if loop.time() >= next_scan:
                     next_scan = loop.time() + SCAN_EVERY_S
-                    await asyncio.to_thread(self.store.scan_stalled, utcnow())
+                    await asyncio.to_thread(alerts.scan_stalled, self.context, utcnow())
                 delay = await self._delay()
                 self._failing = False
             except Exception:
@@ -121,17 +124,17 @@ class Worker:
         if free <= 0:
             return
         jobs = await asyncio.to_thread(
-            self.store.claim_due_deliveries, free, lease_s(self.settings), utcnow()
+            deliveries.claim_due, self.context, free, lease_s(self.settings), utcnow()
         )
         assert self._deliverer is not None and self._wake is not None
         for job in jobs:
-            task = asyncio.create_task(self._deliverer.deliver(job))
+            task = asyncio.create_task(deliveries.deliver(self.context, self._deliverer, job))
             self._in_flight[task] = job
             task.add_done_callback(self._done)
         if len(jobs) == free:
             self._wake.set()  # there may be more due: go round again (a slot frees first)
 
-    def _done(self, task: asyncio.Task[str]) -> None:
+    def _done(self, task: asyncio.Task[DeliveryStatus]) -> None:
         job = self._in_flight.pop(task, None)
         if not task.cancelled() and task.exception() is not None and job is not None:
             # The claim stays until its lease expires; then the delivery is due again.
@@ -143,7 +146,7 @@ class Worker:
         """Seconds until the next round: the poll, or sooner when a retry falls due."""
         if len(self._in_flight) >= self.settings.webhook_concurrency:
             return self.settings.worker_poll_s  # a finishing send wakes us
-        due: datetime | None = await asyncio.to_thread(self.store.next_due_at)
+        due: datetime | None = await asyncio.to_thread(deliveries.next_due_at, self.context)
         if due is None:
             return self.settings.worker_poll_s
         wait = (due - utcnow()).total_seconds()

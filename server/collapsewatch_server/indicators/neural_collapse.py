@@ -18,7 +18,7 @@ import numpy as np
 
 from collapsewatch.schemas import ClassStat as S
 from collapsewatch.schemas import ProbeKind
-from collapsewatch_server.indicators.registry import Stats, indicator
+from collapsewatch_server.indicators.catalogue import Stats, indicator
 
 _CLS = ProbeKind.classes
 _FAMILY = "neural_collapse"

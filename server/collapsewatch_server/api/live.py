@@ -1,8 +1,9 @@
-"""``GET /api/v1/runs/{run_id}/events``: Server-Sent Events with new points, run changes and
-alert events.
+"""``GET /api/v1/runs/{run_id}/events``: Server-Sent Events with new points (judged against
+the thresholds in force), run changes and alert events.
 
-Server processes keep no state, so each stream polls the store for point ids above its cursor;
-the cursor doubles as the SSE event id, so a reconnecting browser resumes where it stopped.
+Server processes keep no state, so each stream polls the database for point ids above its
+cursor; the cursor doubles as the SSE event id, so a reconnecting browser resumes where it
+stopped.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from collapsewatch_server.api.deps import ReadAuth, SettingsDep, StoreDep
-from collapsewatch_server.store import Store
+from collapsewatch_server.api.deps import ContextDep, ReadAuth
+from collapsewatch_server.services import alerts, live, runs
+from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_web.api_schemas.alerts import AlertEventPublic
+from collapsewatch_web.api_schemas.charts import Threshold
 
 router = APIRouter(prefix="/api/v1", tags=["live"], dependencies=[ReadAuth])
 
@@ -57,28 +60,31 @@ class _AlertCursor:
 
 async def _stream(
     request: Request,
-    store: Store,
+    ctx: ServiceContext,
     run_id: uuid.UUID,
     cursor: int,
-    poll_s: float,
-    alerts: _AlertCursor,
+    thresholds: dict[str, list[Threshold]],
+    sent: _AlertCursor,
 ) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
     state = None
     quiet = 0.0
+    poll_s = ctx.settings.sse_poll_s
     while not await request.is_disconnected():
-        events, new_cursor = await run_in_threadpool(store.points_since, run_id, cursor)
+        events, new_cursor = await run_in_threadpool(
+            live.judged_points_since, ctx, run_id, cursor, thresholds
+        )
         if events:
             payload = {"points": [e.model_dump() for e in events]}
             yield _sse("points", payload, new_cursor)
             cursor = new_cursor
             quiet = 0.0
         # no id: an alert must not move the points' resume cursor (Last-Event-ID)
-        fired = alerts.fresh(await run_in_threadpool(store.alerts_since, run_id, alerts.since))
+        fired = sent.fresh(await run_in_threadpool(alerts.alerts_since, ctx, run_id, sent.since))
         if fired:
             yield _sse("alert", {"alerts": [e.model_dump(mode="json") for e in fired]})
             quiet = 0.0
-        status, last_step = await run_in_threadpool(store.run_state, run_id)
+        status, last_step = await run_in_threadpool(runs.run_state, ctx, run_id)
         if (status, last_step) != state:
             state = (status, last_step)
             yield _sse("run", {"status": status.value, "last_step": last_step})
@@ -95,27 +101,28 @@ async def _stream(
 async def run_events(
     run_id: uuid.UUID,
     request: Request,
-    store: StoreDep,
-    settings: SettingsDep,
+    ctx: ContextDep,
     after: Annotated[int | None, Query(ge=0, description="point id to resume after")] = None,
     alerts_after: Annotated[
         datetime | None, Query(description="send alert events created from then on; default now")
     ] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    """New points (``event: points``), status changes (``event: run``) and new alert events
+    """New points (``event: points``, each judged: ``judgement``, the ``threshold`` crossed
+    and the ``margin`` past it), status changes (``event: run``) and new alert events
     (``event: alert``, ``{"alerts": [...]}``) of a run."""
-    await run_in_threadpool(store.run_state, run_id)  # 404 before the stream opens
+    # 404 before the stream opens; the thresholds in force judge the stream's points
+    thresholds = await run_in_threadpool(live.thresholds_of, ctx, run_id)
     # A browser reconnecting on its own repeats the page's URL (and its ?after=) but adds
     # Last-Event-ID: that one is newer, so it wins.
     if last_event_id and last_event_id.isdigit():
         after = int(last_event_id)
-    cursor = after if after is not None else await run_in_threadpool(store.latest_cursor)
+    cursor = after if after is not None else await run_in_threadpool(runs.latest_cursor, ctx)
     since = alerts_after or datetime.now(UTC)
     if since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     return StreamingResponse(
-        _stream(request, store, run_id, cursor, settings.sse_poll_s, _AlertCursor(since)),
+        _stream(request, ctx, run_id, cursor, thresholds, _AlertCursor(since)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

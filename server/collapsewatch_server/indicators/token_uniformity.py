@@ -15,7 +15,7 @@ import numpy as np
 
 from collapsewatch.schemas import ProbeKind
 from collapsewatch.schemas import TokenStat as T
-from collapsewatch_server.indicators.registry import Stats, indicator
+from collapsewatch_server.indicators.catalogue import Stats, indicator
 from collapsewatch_web.api_schemas.catalogue import RelativeDefault
 
 _TOK = ProbeKind.tokens

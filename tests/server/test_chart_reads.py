@@ -1,17 +1,20 @@
-"""The dashboards' store reads on SQLite and Postgres: binned series that keep spikes, newest
-points, spectra, alert state counts and run search."""
+"""The dashboards' reads on SQLite and Postgres (repositories and services): binned series that
+keep spikes, newest points, spectra, alert state counts and run search."""
 
 from __future__ import annotations
 
 import json
 import math
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 
 from collapsewatch_server import errors
-from collapsewatch_server.store import Store
+from collapsewatch_server.repositories import alert_states, point_bins, points, stat_records
+from collapsewatch_server.services import alerts, rules, runs
+from collapsewatch_server.services.context import ServiceContext
 from tests.helpers import activation_stats, make_batch
 
 
@@ -22,8 +25,17 @@ def ingest(client: Any, batch: dict[str, Any]) -> None:
     assert r.status_code == 202, r.text
 
 
-def store_of(client: Any) -> Store:
-    return client.app.state.store  # type: ignore[no-any-return]
+T = TypeVar("T")
+
+
+def ctx_of(client: Any) -> ServiceContext:
+    return client.app.state.context  # type: ignore[no-any-return]
+
+
+def read(client: Any, query: Callable[..., T], *args: Any) -> T:
+    """A repository read in its own session of the app's database."""
+    with ctx_of(client).db.read() as s:
+        return query(s, *args)
 
 
 def spiky_batch(steps: int, spike_at: int, probes: tuple[str, ...] = ("b", "a")) -> dict[str, Any]:
@@ -49,7 +61,7 @@ def spiky_batch(steps: int, spike_at: int, probes: tuple[str, ...] = ("b", "a"))
 def test_bins_keep_a_one_step_spike_and_follow_model_order(client: Any) -> None:
     batch = spiky_batch(steps=100, spike_at=37)
     ingest(client, batch)
-    bins = store_of(client).indicator_bins(uuid.UUID(batch["run"]["run_id"]), "simsiam_std", 10)
+    bins = read(client, point_bins.indicator_bins, batch["run"]["run_id"], "simsiam_std", 10)
     assert [p.probe for p in bins.probes] == ["b", "a"], "model order, not name order"
     assert bins.start == 0
     assert bins.width == 10
@@ -67,7 +79,7 @@ def test_bins_keep_a_one_step_spike_and_follow_model_order(client: Any) -> None:
 def test_short_series_come_back_point_for_point(client: Any) -> None:
     batch = make_batch(steps=range(0, 50, 5), probes=("fc1",))
     ingest(client, batch)
-    bins = store_of(client).indicator_bins(uuid.UUID(batch["run"]["run_id"]), "dead_fraction", 500)
+    bins = read(client, point_bins.indicator_bins, batch["run"]["run_id"], "dead_fraction", 500)
     fc1 = bins.probes[0]
     assert bins.width == 1
     assert set(fc1.count) == {1}
@@ -78,11 +90,10 @@ def test_short_series_come_back_point_for_point(client: Any) -> None:
 def test_bins_of_an_unknown_indicator_or_run_are_not_found(client: Any) -> None:
     batch = make_batch()
     ingest(client, batch)
-    store = store_of(client)
     with pytest.raises(errors.NotFound):
-        store.indicator_bins(uuid.UUID(batch["run"]["run_id"]), "no_such_indicator", 10)
+        read(client, point_bins.indicator_bins, batch["run"]["run_id"], "no_such_indicator", 10)
     with pytest.raises(errors.NotFound):
-        store.indicator_bins(uuid.uuid4(), "dead_fraction", 10)
+        read(client, point_bins.indicator_bins, str(uuid.uuid4()), "dead_fraction", 10)
 
 
 def test_latest_points_are_the_newest_of_each_series_nan_as_none(client: Any) -> None:
@@ -91,14 +102,14 @@ def test_latest_points_are_the_newest_of_each_series_nan_as_none(client: Any) ->
     last = next(r for r in batch["records"] if r["probe"] == "fc2" and r["step"] == 2)
     last["stats"] = {**last["stats"], "eig": [math.nan] * 4}
     ingest(client, {**batch, "records": batch["records"]})
-    latest = store_of(client).latest_points(uuid.UUID(batch["run"]["run_id"]))
+    latest = read(client, points.newest, batch["run"]["run_id"])
     by = {(p.indicator, p.probe): p for p in latest}
     assert by[("dead_fraction", "fc1")].step == 2
     assert by[("dead_fraction", "fc2")].value == 0.5
     assert by[("effective_rank", "fc2")].value is None
     assert by[("effective_rank", "fc2")].step == 2
     assert [p.probe for p in latest if p.indicator == "dead_fraction"] == ["fc1", "fc2"]
-    only = store_of(client).latest_points(uuid.UUID(batch["run"]["run_id"]), "loss")
+    only = read(client, points.newest, batch["run"]["run_id"], "loss")
     assert [(p.probe, p.step) for p in only] == [("loss", 2)]
 
 
@@ -108,57 +119,56 @@ def test_spectrum_is_the_nearest_sampled_step_at_or_before(client: Any) -> None:
         if record["probe"] == "fc1":
             record["stats"]["eig"] = [float(record["step"] + 1), 1.0, 0.5, 0.25]
     ingest(client, batch)
-    store = store_of(client)
-    run_id = uuid.UUID(batch["run"]["run_id"])
-    spectrum = store.spectrum(run_id, "fc1", 15)
+    run_id = batch["run"]["run_id"]
+    spectrum = read(client, stat_records.spectrum, run_id, "fc1", 15)
     assert (spectrum.asked, spectrum.step) == (15, 10)
     assert spectrum.eigenvalues == [11.0, 1.0, 0.5, 0.25]
     assert spectrum.width == 4
-    assert store.spectrum(run_id, "fc1", 10_000).step == 20
+    assert read(client, stat_records.spectrum, run_id, "fc1", 10_000).step == 20
     with pytest.raises(errors.NotFound):
-        store.spectrum(run_id, "loss", 10)  # a loss record has no spectrum
+        read(client, stat_records.spectrum, run_id, "loss", 10)  # a loss record has no spectrum
     with pytest.raises(errors.NotFound):
-        store.spectrum(run_id, "nope", 10)
+        read(client, stat_records.spectrum, run_id, "nope", 10)
 
 
 def test_state_counts_and_firing_states_of_enabled_rules(client: Any) -> None:
     batch = make_batch(steps=range(5), probes=("fc1", "fc2", "fc3"))  # fc3: 3 of 4 units dead
     ingest(client, batch)
     run_id = uuid.UUID(batch["run"]["run_id"])
-    store = store_of(client)
-    counts = store.state_counts([run_id])
+    ctx = ctx_of(client)
+    counts = read(client, alert_states.counts, [run_id])
     assert [(c.indicator, c.state.value, c.severity, c.count) for c in counts] == [
         ("dead_fraction", "firing", "critical", 1)
     ]
-    firing = store.firing_states("proj")
+    firing = alerts.firing_alerts(ctx, "proj")
     assert [(f.probe, f.indicator, f.run_name) for f in firing] == [
         ("fc3", "dead_fraction", "run-a")
     ]
-    rule = next(r for r in store.list_rules("proj") if r.indicator == "dead_fraction")
-    store.set_rule_enabled("proj", rule.id, False)
-    assert store.state_counts([run_id]) == []
-    assert store.firing_states() == []
-    assert store.state_counts([]) == []
+    rule = next(r for r in rules.list_rules(ctx, "proj") if r.indicator == "dead_fraction")
+    rules.set_rule_enabled(ctx, "proj", rule.id, False)
+    assert read(client, alert_states.counts, [run_id]) == []
+    assert alerts.firing_alerts(ctx) == []
+    assert read(client, alert_states.counts, []) == []
 
 
 def test_find_runs_by_part_of_the_name_any_case(client: Any) -> None:
     for name in ("ResNet-a", "vit-b", "resnet_100%"):
         ingest(client, make_batch(name=name.replace("%", "")))
-    store = store_of(client)
-    assert sorted(r.name for r in store.find_runs(name="RESNET")) == ["ResNet-a", "resnet_100"]
-    assert [r.name for r in store.find_runs(name="_1")] == ["resnet_100"], "_ is no wildcard"
-    assert store.find_runs(name="%") == [], "% is no wildcard"
+    ctx = ctx_of(client)
+    assert sorted(r.name for r in runs.list_runs(ctx, name="RESNET")) == ["ResNet-a", "resnet_100"]
+    assert [r.name for r in runs.list_runs(ctx, name="_1")] == ["resnet_100"], "_ is no wildcard"
+    assert runs.list_runs(ctx, name="%") == [], "% is no wildcard"
     with pytest.raises(errors.NotFound):
-        store.find_runs(project="nope")
+        runs.list_runs(ctx, project="nope")
 
 
 def test_series_points_are_every_point_in_step_order(client: Any) -> None:
     batch = spiky_batch(steps=20, spike_at=5)
     ingest(client, batch)
     run_id = uuid.UUID(batch["run"]["run_id"])
-    series = store_of(client).series_points(run_id, "simsiam_std")
+    series = read(client, points.of_indicator, str(run_id), "simsiam_std")
     assert [s.probe for s in series] == ["b", "a"]
     assert series[1].steps == list(range(20))
     assert series[1].values[5] == pytest.approx(0.0)
     assert series[1].values[4] == pytest.approx(1.0)
-    assert store_of(client).series_index([run_id])["simsiam_std"] == ["b", "a"]
+    assert read(client, points.probes_by_indicator, [run_id])["simsiam_std"] == ["b", "a"]

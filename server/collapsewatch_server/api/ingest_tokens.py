@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from collapsewatch_server.api.deps import ReadAuth, StoreDep
+from collapsewatch_server.api.deps import ContextDep, ReadAuth
 from collapsewatch_server.api.webhooks import NewProject
+from collapsewatch_server.services import ingest_tokens
 from collapsewatch_web.api_schemas.ingest_tokens import TokenCreate, TokenCreated, TokenPublic
 
 router = APIRouter(
@@ -18,18 +19,18 @@ _ERRORS: dict[int | str, dict[str, str]] = {404: {"description": "unknown projec
 
 
 @router.get("", response_model=list[TokenPublic], responses=_ERRORS)
-def list_tokens(project: str, store: StoreDep) -> list[TokenPublic]:
+def list_tokens(project: str, ctx: ContextDep) -> list[TokenPublic]:
     """The project's tokens, oldest first, revoked ones included; never their secrets."""
-    return store.list_tokens(project)
+    return ingest_tokens.list_tokens(ctx, project)
 
 
 @router.post("", status_code=201, response_model=TokenCreated, responses=_ERRORS)
-def create_token(project: NewProject, body: TokenCreate, store: StoreDep) -> TokenCreated:
+def create_token(project: NewProject, body: TokenCreate, ctx: ContextDep) -> TokenCreated:
     """A new ingest token; the answer carries its secret, which is never shown again."""
-    return store.create_token(project, body.name)
+    return ingest_tokens.create_token(ctx, project, body.name)
 
 
 @router.delete("/{token_id}", response_model=TokenPublic, responses=_ERRORS)
-def revoke_token(project: str, token_id: int, store: StoreDep) -> TokenPublic:
+def revoke_token(project: str, token_id: int, ctx: ContextDep) -> TokenPublic:
     """Revoke a token: ingest with it is refused from now on; it stays listed as revoked."""
-    return store.revoke_token(project, token_id)
+    return ingest_tokens.revoke_token(ctx, project, token_id)
