@@ -343,7 +343,9 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind == "f":
             # object dtype so tolist() gives None where the float was not finite
-            return np.where(np.isfinite(obj), obj, None).astype(object).tolist()
+            out = obj.astype(object)
+            out[~np.isfinite(obj)] = None
+            return out.tolist()
         return obj.tolist()
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
