@@ -384,7 +384,7 @@ def test_degenerate_records_give_no_point_rather_than_an_error() -> None:
 
 def test_default_rules_inform_about_neural_collapse_and_warn_about_minority_collapse() -> None:
     """Neural collapse is often the wanted terminal phase: its default rules say "info"."""
-    from collapsewatch_server.alerts.rules import default_rule
+    from collapsewatch_server.alerts.default_rules import default_rule
 
     rules = {name: default_rule(CATALOGUE[name]) for name in NEURAL}
     with_rules = {name: rule for name, rule in rules.items() if rule is not None}

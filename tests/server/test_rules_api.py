@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from collapsewatch_server import errors
-from collapsewatch_server.alerts.rules import DEFAULT_RULE_NAME
+from collapsewatch_server.alerts.default_rules import DEFAULT_RULE_NAME
 from collapsewatch_server.indicators import CATALOGUE
 from collapsewatch_web.api_schemas.alerts import (
     RULE_BAND_ORDER,

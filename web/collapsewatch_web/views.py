@@ -197,7 +197,8 @@ def worst_layers(values: Iterable[LatestValue], limit: int = 12) -> list[LatestV
 
 
 class StateCount(Protocol):
-    """Alert states of one indicator at one state and rule severity (the store's rows)."""
+    """Alert states of one indicator at one state and rule severity (rows of the alert
+    states repository)."""
 
     @property
     def indicator(self) -> str: ...

@@ -6,7 +6,7 @@ import numpy as np
 
 from collapsewatch_server import errors
 from collapsewatch_server.alerts import backtest as replay
-from collapsewatch_server.alerts.rules import check_indicator
+from collapsewatch_server.alerts.default_rules import check_indicator
 from collapsewatch_server.repositories import points, projects, runs
 from collapsewatch_server.services.charts import info_of
 from collapsewatch_server.services.context import ServiceContext

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
-from collapsewatch_server.alerts.rules import check_indicator
+from collapsewatch_server.alerts.default_rules import check_indicator
 from collapsewatch_server.indicators import CATALOGUE
 from collapsewatch_server.repositories import (
     alert_states,

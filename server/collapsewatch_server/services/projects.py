@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from collapsewatch_server.alerts.rules import default_rules
+from collapsewatch_server.alerts.default_rules import default_rules
 from collapsewatch_server.repositories import projects, rules
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.tables import Project, utcnow

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from collapsewatch_server import errors
-from collapsewatch_server.alerts.rules import check_indicator
+from collapsewatch_server.alerts.default_rules import check_indicator
 from collapsewatch_server.repositories import alert_states, projects, rules
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.tables import utcnow

@@ -77,7 +77,7 @@ class LatestValue(BaseModel):
 
 class IndicatorFigures(BaseModel):
     """``GET /api/v1/runs/{run_id}/figures/{indicator}``: what the run page draws of one
-    indicator, read in one store call."""
+    indicator, from one binned read."""
 
     indicator: str
     lines: dict[str, Any] = Field(description="Plotly figure: a line per probe")
