@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server.cli_http import CliError, project_options, request
+from collapsewatch_server.cli_http import project_options, request, run_command
 from collapsewatch_web.api_schemas.alerts import Severity
 from collapsewatch_web.api_schemas.webhooks import WEBHOOK_FORMATS
 
@@ -114,13 +114,8 @@ def _create_body(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_webhooks(args: argparse.Namespace, client: httpx.Client | None = None) -> int:
     """Run one ``webhooks`` subcommand; ``client`` lets tests hand in an app's TestClient."""
-    import httpx
 
-    own = client is None
-    http = client or httpx.Client(base_url=args.server.rstrip("/"), timeout=30)
-    base = f"/api/v1/projects/{args.project}/webhooks"
-    token = args.token
-    try:
+    def run(http: httpx.Client, base: str, token: str | None) -> int:
         command = args.webhooks_command
         if command == "list":
             print(format_table(request(http, "GET", base, token)))
@@ -141,10 +136,6 @@ def cmd_webhooks(args: argparse.Namespace, client: httpx.Client | None = None) -
             return 0 if result["ok"] else 1
         else:
             print(format_deliveries(request(http, "GET", f"{base}/{args.id}/deliveries", token)))
-    except CliError as exc:
-        print(f"collapsewatch: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if own:
-            http.close()
-    return 0
+        return 0
+
+    return run_command(args, client, "webhooks", run)
