@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from collapsewatch import wire
-from collapsewatch.classes import ClassAccumulator
-from collapsewatch.packing import StepPack
+from collapsewatch.pipeline.packing import StepPack
+from collapsewatch.probes.neural_collapse import ClassAccumulator
 
 #: (d, C, B, vocabulary or None): a small MLP head, the brief's case, a wide head, an LM head.
 SHAPES = [(64, 5, 50, None), (512, 10, 256, None), (4096, 10, 256, None), (4096, 64, 512, 32000)]

@@ -60,17 +60,24 @@ WIDE = 4096
 def lean(monitor: collapsewatch.Monitor) -> None:
     """Turn off the statistics added for the collapse families (tokens, saturation, attention,
     sparsity), leaving the walking skeleton's: the difference to "every=1" is their cost."""
-    for observed in monitor._observers._found:
-        observed.disabled = True
+    from collapsewatch.probes.activation_functions import SaturationProbe
+    from collapsewatch.probes.attention import AttentionProbe
+    from collapsewatch.probes.tokens import TokenProbe
+
+    for probe in monitor._probes:
+        if isinstance(probe, TokenProbe | SaturationProbe | AttentionProbe):
+            probe.disabled = True
     monitor._params.sparsity.every = 10**9
     monitor._params.sparsity._calls = 1
 
 
 def no_attention(monitor: collapsewatch.Monitor) -> None:
     """Turn off the attention statistics only."""
-    for observed in monitor._observers._found:
-        if observed.kind == "attention":
-            observed.disabled = True
+    from collapsewatch.probes.attention import AttentionProbe
+
+    for probe in monitor._probes:
+        if isinstance(probe, AttentionProbe):
+            probe.disabled = True
 
 
 class Capture:

@@ -2,38 +2,27 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
+from collapsewatch.config import WatchOptions
 from collapsewatch.monitor import Monitor
-from collapsewatch.registry import finish_all
+from collapsewatch.open_runs import finish_all
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    import httpx
     import torch
     from torch import nn
+    from typing_extensions import Unpack
 
 
 def watch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     criterion: Any = None,
-    *,
-    project: str | None = None,
-    run: str | None = None,
-    server: str | None = None,
-    token: str | None = None,
-    every: int | None = None,
-    config: dict[str, Any] | None = None,
-    http_client: httpx.Client | None = None,
-    spool_dir: str | os.PathLike[str] | None = None,
-    enabled: bool = True,
-    classifier: nn.Module | None = None,
-    blocks: Iterable[nn.Module] | None = None,
+    **options: Unpack[WatchOptions],
 ) -> Monitor:
     """Start watching ``model`` and return the run's :class:`Monitor`.
+
+    Keyword options (:class:`collapsewatch.config.WatchOptions`):
 
     Args:
         model: the network; its ``nn.Linear`` and ``nn.ConvNd`` outputs and its trainable
@@ -69,22 +58,7 @@ def watch(
         ValueError: for an invalid project or run name, ``every < 1`` or a block that is not
             part of ``model``; nothing is raised once training runs.
     """
-    return Monitor(
-        model,
-        optimizer,
-        criterion,
-        project=project,
-        run=run,
-        server=server,
-        token=token,
-        every=every,
-        config=config,
-        http_client=http_client,
-        spool_dir=spool_dir,
-        enabled=enabled,
-        classifier=classifier,
-        blocks=blocks,
-    )
+    return Monitor(model, optimizer, criterion, **options)
 
 
 def finish(timeout: float = 10.0) -> None:

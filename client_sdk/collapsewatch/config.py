@@ -8,14 +8,18 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from pydantic import TypeAdapter, ValidationError
 
 from collapsewatch.schemas import Name
+
+if TYPE_CHECKING:
+    import httpx
+    from torch import nn
 
 DEFAULT_SERVER = "http://127.0.0.1:8420"
 DEFAULT_PROJECT = "default"
@@ -30,6 +34,22 @@ ENV_SPOOL_DIR = "COLLAPSEWATCH_SPOOL_DIR"
 
 _NAME = TypeAdapter(Name)
 _FALSE = {"", "0", "false", "no", "off"}
+
+
+class WatchOptions(TypedDict, total=False):
+    """The keyword options of :func:`collapsewatch.watch`, which documents each of them."""
+
+    project: str | None
+    run: str | None
+    server: str | None
+    token: str | None
+    every: int | None
+    config: dict[str, Any] | None
+    http_client: httpx.Client | None
+    spool_dir: str | os.PathLike[str] | None
+    enabled: bool
+    classifier: nn.Module | None
+    blocks: Iterable[nn.Module] | None
 
 
 @dataclass(frozen=True)

@@ -1,74 +1,60 @@
-"""The monitor: hooks on a model and optimizer that turn sampled steps into stat records.
+"""The monitor: the coordinator of one run's probes, step by step.
 
-Hot-path rule: on an unsampled step every hook reads one bool and returns. On a sampled step
-statistics stay on the device until the step ends, then one host copy per device moves them
-and the records go to the background sender. Nothing raises into the training loop.
+A step is sampled or not (:mod:`collapsewatch.pipeline.sampling`). When a sampled step begins,
+every probe installs its hooks; when it ends, they are removed, every probe files its records
+into one pack, the pack is copied to the host once and handed to the background sender. An
+unsampled step runs the model with no collapsewatch hook on it: only the optimizer's step hook
+(which counts steps) and the criterion's (the loss of every step) remain. Probes and their
+lifecycle: :mod:`collapsewatch.probes.base`. Nothing raises into the training loop.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from collapsewatch import config as cfg
-from collapsewatch import registry, runinfo
-from collapsewatch.classifier import ClassWatcher
-from collapsewatch.logger_methods import LoggerMethods
-from collapsewatch.loggers import Loggers
-from collapsewatch.observers import Observers
-from collapsewatch.packing import StepPack
-from collapsewatch.probes import (
-    RAW_SPECTRUM_EVERY,
-    ActivationAccumulator,
-    LossAccumulator,
-    ParameterNorms,
-    as_rows,
-    input_dim,
-    spectra,
-)
-from collapsewatch.sampling import Sampler
+from collapsewatch import open_runs, runinfo
+from collapsewatch.coverage import coverage, describe, say
+from collapsewatch.pipeline.packing import StepPack
+from collapsewatch.pipeline.sampling import Sampler
+from collapsewatch.probes.activations import LayerOutputs
+from collapsewatch.probes.attention import AttentionProbe
+from collapsewatch.probes.base import MAX_NAME, Guard, Hooks, Probe, StepHook
+from collapsewatch.probes.classifier import ClassProbe
+from collapsewatch.probes.discovery import find_probes, trainable_parameters
+from collapsewatch.probes.explicit import MAX_PENDING, LoggerProbe, MakeAccumulator
+from collapsewatch.probes.functions import FunctionProbe
+from collapsewatch.probes.loss import LossProbe
+from collapsewatch.probes.parameters import ParameterProbe
+from collapsewatch.probes.scalars import MAX_PENDING_SCALARS, ScalarProbe
 from collapsewatch.schemas import ProbeInfo, ProbeKind
 from collapsewatch.spool import Spool
-from collapsewatch.transport import Records, Transport
+from collapsewatch.transport import Transport
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
     from types import TracebackType
 
     import torch
     from torch import nn
+    from typing_extensions import Unpack
 
 logger = logging.getLogger("collapsewatch")
-
-#: Tensor scalars wait for the next sampled step's host copy; past this many, copy them now.
-MAX_PENDING_SCALARS = 1024
+_K = ProbeKind
 
 
-class _Layer:
-    __slots__ = ("acc", "disabled", "in_dim", "name", "spatial_dims")
-
-    def __init__(self, name: str, spatial_dims: int, in_dim: int | None = None) -> None:
-        self.name = name
-        self.spatial_dims = spatial_dims
-        self.in_dim = in_dim  # bounds the rank of the output (ActivationStat.in_dim)
-        self.acc = ActivationAccumulator()
-        self.disabled = False
-
-
-class Monitor(LoggerMethods):
-    """Watches one training run; made by :func:`collapsewatch.watch`, which documents arguments.
+class Monitor:
+    """Watches one training run; made by :func:`collapsewatch.watch`, which documents the
+    options.
 
     Besides the hooks, explicit loggers record what hooks cannot see: ``log_attention``,
-    ``log_codes``, ``log_posterior``, ``log_routing`` in the training loop, ``log_tokens``,
-    ``log_eval``, ``log_samples``, ``log_state`` in evaluations (:mod:`collapsewatch.loggers`),
-    and ``log_scalar`` for anything else.
+    ``log_codes``, ``log_posterior``, ``log_routing`` in the training loop (reduced on sampled
+    steps only: see :attr:`sampled`), ``log_tokens``, ``log_eval``, ``log_samples``,
+    ``log_state`` in evaluations (every call), and ``log_scalar`` for anything else.
 
     A disabled monitor (``enabled=False``, ``COLLAPSEWATCH_DISABLED=1``, or a data-parallel
     rank other than 0) installs nothing and all its methods do nothing, so training code
@@ -81,97 +67,83 @@ class Monitor(LoggerMethods):
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None = None,
         criterion: Any = None,
-        *,
-        project: str | None = None,
-        run: str | None = None,
-        server: str | None = None,
-        token: str | None = None,
-        every: int | None = None,
-        config: dict[str, Any] | None = None,
-        http_client: httpx.Client | None = None,
-        spool_dir: str | os.PathLike[str] | None = None,
-        enabled: bool = True,
-        classifier: nn.Module | None = None,
-        blocks: Iterable[nn.Module] | None = None,
+        **options: Unpack[cfg.WatchOptions],
     ) -> None:
+        every = options.get("every")
+        enabled = options.get("enabled", True)
         self._active = enabled and not cfg.disabled_by_env() and not cfg.is_nonzero_rank()
         self._run_id = uuid.uuid4()
         self._step = 0
+        self._sampled = False
         self._sampled_steps = 0
         self._records = 0
-        self._handles: list[Any] = []
         self._finished = not self._active
         self._broken = False  # set by an SDK error: stop observing, send nothing more
-        self._classes: ClassWatcher | None = None
+        self._sampler = Sampler(every)
+        self._transport: Transport | None = None
+        self._logged: set[str] = set()
+        self._project = options.get("project") or cfg.DEFAULT_PROJECT
+        self._run_name = options.get("run") or ""
         if not self._active:
-            self._project = project or cfg.DEFAULT_PROJECT
-            self._run_name = run or ""
-            self._sampler = Sampler(every)
-            self._transport: Transport | None = None
             return
         settings = cfg.resolve(
-            project=project, run=run, server=server, token=token, spool_dir=spool_dir
+            project=options.get("project"),
+            run=options.get("run"),
+            server=options.get("server"),
+            token=options.get("token"),
+            spool_dir=options.get("spool_dir"),
         )
         self._project, self._run_name = settings.project, settings.run_name
-        self._sampler = Sampler(every)
         self._optimizer = optimizer
-        self._sampling = True  # step 0 is sampled
-        self._overhead = 0.0  # SDK seconds inside hooks on the current sampled step
-        self._encode_mark = 0.0
+        self._guard = Guard(self._log_once)
+        self._step_hooks = Hooks(self._guard)  # removed when a sampled step ends
+        self._life_hooks = Hooks(self._guard)  # removed when the monitor stops
         self._last_step_end: float | None = None
-        self._loss = LossAccumulator()
-        self._grad_enabled = sys.modules["torch"].is_grad_enabled  # torch is in: we got a model
-        self._loss_step = -1  # step of the last loss record: the final one must not repeat it
-        self._pending_scalars: list[tuple[str, int, torch.Tensor]] = []
-        self._pack: StepPack | None = None
-        self._logged: set[str] = set()
+        self._last_sampled = -1
 
-        layers, params, self._probes = runinfo.discover(model)
-        self._params = ParameterNorms(params, model)
-        self._probes += self._params.sparsity.probes(len(self._probes))
-        self._layers = [_Layer(x.name, x.spatial_dims, input_dim(x.module)) for x in layers]
-        self._observers = Observers(
-            model, blocks, sampling=lambda: self._sampling, log_once=self._log_once
-        )  # Tanh/Sigmoid saturation and transformer blocks' tokens
-        self._probes += self._observers.infos(len(self._probes))
-        self._probe_names = {p.name for p in self._probes}
-        self._loggers = Loggers(
-            sampling=lambda: self._sampling,
-            step=lambda: self._step,
-            add_probe=self._add_logger_probe,
-            log_once=self._log_once,
+        # ------------------------------------------------------------------- the probes
+        outputs = LayerOutputs()
+        self._probes: list[Probe] = find_probes(model, options.get("blocks") or (), outputs)
+        params, modules = trainable_parameters(model)
+        self._params = ParameterProbe(params, model, optimizer, modules)
+        self._classes = ClassProbe(model, options.get("classifier"), step=lambda: self._step)
+        self._loss = LossProbe(criterion, self._on_criterion)
+        functional = self._loss.criterion is None  # the loss, if any, is a function call
+        self._functions = FunctionProbe(
+            model,
+            {id(m): path[-MAX_NAME:] for path, m in model.named_modules()},
+            outputs,
+            optimizer=optimizer,
+            skip={id(p.module) for p in self._probes if isinstance(p, AttentionProbe)},
+            criterion=self._on_criterion if functional else None,
+            loss=self._on_backward if functional else None,
         )
-        self._config = runinfo.run_config(config, optimizer, criterion, every)
+        self._scalars = ScalarProbe()
+        self._loggers: dict[str, LoggerProbe] = {}
+        self._probes += [self._params, self._loss, self._classes, self._functions, self._scalars]
+        self._infos: list[ProbeInfo] = []
+        for probe in self._probes:
+            self._infos += probe.infos(len(self._infos))
+        self._names = {info.name for info in self._infos}
+        self._classes.on_found = self._functions.on_found = self._announce
+
+        self._config = runinfo.run_config(options.get("config"), optimizer, criterion, every)
         self._started_at = datetime.now(UTC)
-        if criterion is not None:
-            self._add_probe("loss", ProbeKind.loss, type(criterion).__name__)
         self._refresh_run()
         self._transport = Transport(
             server=settings.server,
             token=settings.token,
             spool=Spool(settings.spool_root / str(self._run_id)),
             run=lambda: self._run_doc,
-            client=http_client,
+            client=options.get("http_client"),
         )
-
-        for layer, found in zip(self._layers, layers, strict=True):
-            self._handles.append(found.module.register_forward_hook(self._forward_hook(layer)))
-        self._handles += self._observers.install()
-        if criterion is not None and hasattr(criterion, "register_forward_hook"):
-            self._handles.append(criterion.register_forward_hook(self._on_loss))
+        for probe in self._probes:
+            probe.attach(self._life_hooks)
         if optimizer is not None:
-            self._handles.append(optimizer.register_step_pre_hook(self._on_pre_step))
-            self._handles.append(optimizer.register_step_post_hook(self._on_post_step))
-        if classifier is not None or criterion is not None:
-            self._classes = ClassWatcher(
-                model,
-                classifier,
-                sampling=lambda: self._sampling,
-                step=lambda: self._step,
-                on_probe=self._add_class_probe,
-                log_once=self._log_once,
-            )
-        registry.add(self)
+            hook = StepHook(self._on_post_step)
+            self._life_hooks.add_handle(optimizer.register_step_post_hook(hook))
+        open_runs.add(self)
+        self._begin_step()
 
     # ------------------------------------------------------------------------ public API
 
@@ -192,6 +164,13 @@ class Monitor(LoggerMethods):
     def enabled(self) -> bool:
         """False for a null monitor, or once the monitor has finished or been removed."""
         return self._active
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the current step is sampled: the in-loop loggers (``log_attention``,
+        ``log_codes``, ``log_posterior``, ``log_routing``) reduce only then, so compute what
+        you pass them only when this is True."""
+        return self._sampled
 
     @property
     def stats(self) -> dict[str, int]:
@@ -221,17 +200,12 @@ class Monitor(LoggerMethods):
         """
         if not self._active:
             return
-        try:
-            if loss is not None:
-                self._add_loss(loss)
-            if labels is not None and self._classes is not None:
-                self._classes.on_labels(labels)
-            if self._optimizer is None:
-                if self._sampling:
-                    self._pack = self._params.before_step(self._step, keep_weights=False)
-                self._end_step()
-        except Exception as exc:
-            self._fail("step", exc)
+        if loss is not None:
+            self._guard.run(self._loss, self._add_loss, loss)
+        if labels is not None and self._sampled:
+            self._guard.run(self._classes, self._classes.on_labels, labels)
+        if self._optimizer is None:
+            self._end_step()
 
     def log_scalar(self, name: str, value: torch.Tensor | float) -> None:
         """Record one number at the current step (probe ``name``, kind ``scalar``).
@@ -240,30 +214,7 @@ class Monitor(LoggerMethods):
         """
         if not self._active:
             return
-        try:
-            if name not in self._probe_names:
-                if not 0 < len(name) <= runinfo.MAX_NAME:
-                    raise ValueError(f"scalar name must have 1 to {runinfo.MAX_NAME} characters")
-                self._add_probe(name, ProbeKind.scalar, "")
-                self._refresh_run()
-            if isinstance(value, int | float):
-                record = {
-                    "probe": name,
-                    "kind": "scalar",
-                    "step": self._step,
-                    "stats": {"value": float(value)},
-                }
-                self._submit([record])
-                return
-            tensor = value.detach().float()
-            tensor = (tensor.mean() if tensor.numel() != 1 else tensor).reshape(())
-            self._pending_scalars.append((name, self._step, tensor))
-            if len(self._pending_scalars) >= MAX_PENDING_SCALARS:
-                pack = StepPack()
-                self._pack_scalars(pack)
-                self._submit_pack(pack)
-        except Exception as exc:
-            self._fail("log_scalar", exc, disable=False)
+        self._guard.run(self._scalars, self._add_scalar, name, value)
 
     def finish(self, timeout: float = 10.0) -> None:
         """Send what is left and mark the run finished; what cannot be sent in ``timeout``
@@ -272,12 +223,12 @@ class Monitor(LoggerMethods):
 
     def remove(self) -> None:
         """Remove every hook; the run stays open until :meth:`finish` (or process exit)."""
-        self._active = False
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        if self._classes is not None:
-            self._classes.remove()
+        if not self._active:
+            return
+        self._active = self._sampled = False
+        self._functions.leave()
+        self._step_hooks.remove()
+        self._life_hooks.remove()
 
     def __enter__(self) -> Monitor:
         return self
@@ -294,80 +245,219 @@ class Monitor(LoggerMethods):
         state = "enabled" if self._active else "disabled"
         return f"<Monitor {self._project}/{self._run_name} {self._run_id} {state}>"
 
-    # --------------------------------------------------------------------------- hooks
+    # ------------------------------------------------------------------- explicit loggers
 
-    def _forward_hook(self, layer: _Layer) -> Any:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if not self._sampling or layer.disabled or not module.training:
-                return
-            t0 = time.perf_counter()
-            try:
-                import torch
+    def log_attention(self, name: str, probs: torch.Tensor) -> None:
+        """Attention probabilities of a custom attention layer, ``[batch, heads, queries,
+        keys]`` (rows summing to 1; masked keys exactly 0, as softmax gives after ``-inf``).
 
-                if not isinstance(output, torch.Tensor):
-                    raise TypeError(f"output is a {type(output).__name__}, not a tensor")
-                with torch.no_grad():
-                    layer.acc.add(as_rows(output, layer.spatial_dims))
-            except Exception as exc:
-                layer.disabled = True
-                layer.acc = ActivationAccumulator()
-                self._log_once(
-                    f"layer:{layer.name}",
-                    "collapsewatch: stopped observing layer "
-                    f"{layer.name!r} after an error: {exc!r}",
-                    exc,
-                )
-            self._overhead += time.perf_counter() - t0
+        Gives the normalised entropy per head (probe kind ``attention``), reduced for up to 4
+        sequences x 64 queries of the call; a key counts as visible to a query when some head
+        gives it a probability > 0. ``nn.MultiheadAttention`` layers are watched without this
+        call, fused kernels included. Reduced on sampled steps only.
+        """
+        if self._sampled:
+            from collapsewatch.probes.attention import AttentionAccumulator
 
-        return hook
+            self._log(
+                name, _K.attention, _fresh(AttentionAccumulator), lambda a: a.add_probs(probs)
+            )
 
-    def _on_loss(self, module: Any, args: Any, output: Any) -> None:
-        # Training losses are computed with grad enabled; validation usually is not, and its
-        # loss must not be mixed into the training loss.
-        if not self._active or not self._grad_enabled():
-            return
-        try:
-            self._loss.add(output)
-        except Exception as exc:
-            self._fail("loss", exc, disable=False)
-        if self._classes is not None:
-            self._classes.on_criterion(args)  # never raises
+    def log_codes(self, name: str, indices: torch.Tensor, num_codes: int) -> None:
+        """The code indices a vector quantiser chose (any shape, integers in ``0..num_codes-1``;
+        others, e.g. ``-1`` padding, are counted apart): codebook utilisation, dead codes and
+        perplexity (probe kind ``codes``). Reduced on sampled steps only."""
+        if self._sampled:
+            from collapsewatch.probes.latents import CodeAccumulator
 
-    def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if not (self._active and self._sampling):
-            return
-        t0 = time.perf_counter()
-        try:
-            self._pack = self._params.before_step(self._step, keep_weights=True)
-        except Exception as exc:
-            self._fail("optimizer pre-step", exc)
-        self._overhead += time.perf_counter() - t0
+            self._log(name, _K.codes, _fresh(CodeAccumulator), lambda a: a.add(indices, num_codes))
+
+    def log_posterior(self, name: str, mu: torch.Tensor, logvar: torch.Tensor) -> None:
+        """A diagonal Gaussian posterior ``N(mu, exp(logvar))``, ``[batch, latent...]`` (every
+        dimension after the first is a latent dimension): KL per dimension, active units and
+        total KL (probe kind ``posterior``). Reduced on sampled steps only."""
+        if self._sampled:
+            from collapsewatch.probes.latents import PosteriorAccumulator
+
+            self._log(name, _K.posterior, _fresh(PosteriorAccumulator), lambda a: a.add(mu, logvar))
+
+    def log_routing(
+        self, name: str, router_logits: torch.Tensor, k: int = 1, *, capacity: int | None = None
+    ) -> None:
+        """A mixture-of-experts router's logits, ``[tokens, experts]`` (leading dims are
+        flattened into tokens); each token goes to its ``k`` largest logits, as the model
+        routes it. ``capacity``: the most choices an expert takes in one call (one routed
+        batch), to count dropped ones. Every call of a step must have the same number of
+        experts and ``k``, and give a capacity on all or none. Gives load entropy, imbalance,
+        dead experts, the auxiliary loss, the z-loss and, with a capacity, the dropped
+        fraction (probe kind ``routing``). Reduced on sampled steps only."""
+        if self._sampled:
+            from collapsewatch.probes.routing import RoutingAccumulator
+
+            self._log(
+                name,
+                _K.routing,
+                _fresh(RoutingAccumulator),
+                lambda a: a.add(router_logits, k, capacity),
+            )
+
+    def log_tokens(
+        self,
+        name: str,
+        token_ids: torch.Tensor | Sequence[Sequence[int]],
+        generation: int | None = None,
+    ) -> None:
+        """Generated token ids, ``[samples, length]`` (negative ids are padding: set your pad
+        id to -1) or a list of sequences of any lengths: distinct-n, repetition and unigram
+        entropy (probe kind ``text``); n-grams touching padding are left out. ``generation``
+        numbers the rounds of a self-consuming loop (a model trained on its own samples)."""
+        from collapsewatch.probes.text import TextAccumulator
+
+        self._log(name, _K.text, _fresh(TextAccumulator), lambda a: a.add(token_ids, generation))
+
+    def log_eval(
+        self, name: str, nll_sum: torch.Tensor | float, token_count: torch.Tensor | int
+    ) -> None:
+        """Validation loss on fixed real data: the summed negative log-likelihood (nats) and
+        the number of tokens (or samples) it sums over. Calls at one step add up, so call it
+        per validation batch: the record holds the set's perplexity (probe kind ``eval``)."""
+        from collapsewatch.probes.text import EvalAccumulator
+
+        self._log(name, _K.eval, _fresh(EvalAccumulator), lambda a: a.add(nll_sum, token_count))
+
+    def log_samples(
+        self, name: str, samples: torch.Tensor, reference: torch.Tensor | None = None
+    ) -> None:
+        """Generated samples ``[n, ...]`` (each flattened to a vector) and, once or every time,
+        real samples of the same shape: the diversity ratio (mean pairwise distance of the
+        generated over the real ones) and the effective rank of the generated ones (probe kind
+        ``samples``). Without ``reference``, the reduced statistics of the real samples of
+        the last step that had some are used (the user's tensors are never kept)."""
+        from collapsewatch.probes.samples import SampleAccumulator
+
+        self._log(name, _K.samples, SampleAccumulator, lambda a: a.add(samples, reference))
+
+    def log_state(
+        self,
+        name: str,
+        hidden: torch.Tensor,
+        positions: torch.Tensor | Sequence[int],
+        *,
+        train_length: int | None = None,
+    ) -> None:
+        """Recurrent or state-space states ``[batch, len(positions), dim]`` (or without the
+        batch dim) at sequence ``positions``, typically log-spaced and past the training
+        length: the state norm at the longest positions against the norm at ``train_length``
+        (probe kind ``state``)."""
+        from collapsewatch.probes.states import StateAccumulator
+
+        self._log(
+            name,
+            _K.state,
+            _fresh(StateAccumulator),
+            lambda a: a.add(hidden, positions, train_length),
+        )
+
+    # ------------------------------------------------------------------------- the steps
+
+    def _begin_step(self) -> None:
+        """Decide whether the current step is sampled; if so, let every probe hook in."""
+        self._sampled = self._active and self._sampler.sampled(self._step)
+        self._loss.sampled = self._sampled
+        if self._sampled:
+            for probe in self._probes:
+                if not probe.disabled:
+                    self._guard.run(probe, probe.install, self._step_hooks)
 
     def _on_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._active:
+            self._end_step()
+
+    def _end_step(self) -> None:
+        try:
+            now = time.perf_counter()
+            wall = 0.0 if self._last_step_end is None else now - self._last_step_end
+            sampled = self._sampled
+            if sampled:
+                self._functions.leave()
+                self._step_hooks.remove()
+                self._flush(self._probes, self._step)
+                self._sampled_steps += 1
+                self._last_sampled = self._step
+                if self._sampled_steps == 1:  # the first forward's function calls are known
+                    say(describe(self._run_name, coverage(self._probes, self._infos)))
+            elif any(p.pending for p in self._loggers.values() if not p.in_loop):
+                self._flush(self._evaluations(), self._step)  # an evaluation at this step
+            cost = self._guard.take() + (time.perf_counter() - now if sampled else 0.0)
+            if self._last_step_end is not None:
+                self._sampler.observe(self._step, sampled, wall, cost)
+            self._step += 1
+            self._begin_step()
+            self._last_step_end = time.perf_counter()
+        except Exception as exc:
+            self._fail("the end of a step", exc)
+
+    def _flush(self, probes: Sequence[Probe], step: int) -> None:
+        """File the records of ``probes`` into one pack, copy it to the host, hand it over."""
+        pack = StepPack()
+        for probe in probes:
+            self._guard.run(probe, probe.flush, pack, step)
+        count = len(pack)  # before copy(), which hands the records over
+        if count and self._transport is not None:
+            self._records += count
+            self._transport.submit(pack.copy(), count)
+
+    def _evaluations(self) -> list[LoggerProbe]:
+        return [p for p in self._loggers.values() if not p.in_loop]
+
+    # -------------------------------------------------------------------------- internals
+
+    def _log(
+        self,
+        name: str,
+        kind: ProbeKind,
+        make: MakeAccumulator,
+        reduce: Callable[[Any], object],
+    ) -> None:
         if not self._active:
             return
-        try:
-            self._end_step()
-        except Exception as exc:
-            self._fail("optimizer step", exc)
+        probe = self._loggers.get(name)
+        if probe is None or probe.kind != kind:
+            probe = self._new_logger(name, kind, make)
+            if probe is None:
+                return
+        self._guard.run(probe, probe.add, self._step, reduce)
+        if not probe.in_loop and probe.pending and self._evaluations_pending() >= MAX_PENDING:
+            self._flush(self._evaluations(), self._step)
 
-    # ------------------------------------------------------------------------- internals
+    def _evaluations_pending(self) -> int:
+        return sum(p.pending for p in self._evaluations())
 
-    def _add_probe(self, name: str, kind: ProbeKind, module: str) -> None:
-        self._probes.append(
-            ProbeInfo(name=name, kind=kind, module=module[:128], order=len(self._probes))
-        )
-        self._probe_names.add(name)
-
-    def _add_logger_probe(self, name: str, kind: ProbeKind) -> None:
-        if name in self._probe_names:
+    def _new_logger(self, name: str, kind: ProbeKind, make: MakeAccumulator) -> LoggerProbe | None:
+        """The probe of a new logger name, or None (logged once) for a name that cannot be."""
+        problem = None
+        known = self._loggers.get(name)
+        if not isinstance(name, str) or not 0 < len(name) <= 256:
+            problem = "a logger name must be a string of 1 to 256 characters"
+        elif known is not None:
+            problem = f"{name!r} is already used by the {known.kind.value} logger"
+        elif name in self._names:
             # the server keeps one probe per name: the logger's records would land under it
-            raise ValueError(f"{name!r} is the name of a watched layer or probe; log under another")
-        self._add_probe(name, kind, "")
-        self._refresh_run()
+            problem = f"{name!r} is the name of a watched layer or probe; log under another"
+        if problem is not None:
+            self._log_once(
+                f"logger:{name}", f"collapsewatch: {kind.value} logger {name!r}: {problem}"
+            )
+            return None
+        probe = self._loggers[name] = LoggerProbe(name, kind, make)
+        self._probes.append(probe)
+        self._announce(probe.infos(0)[0])
+        return probe
 
-    def _add_class_probe(self, name: str, module: nn.Module) -> None:
-        self._probes.append(runinfo.class_probe(name, module, order=len(self._probes)))
+    def _announce(self, info: ProbeInfo) -> None:
+        """A probe found after the start (a classifier, a logger name, a scalar)."""
+        self._infos.append(info.model_copy(update={"order": len(self._infos)}))
+        self._names.add(info.name)
         self._refresh_run()
 
     def _refresh_run(self) -> None:
@@ -378,116 +468,66 @@ class Monitor(LoggerMethods):
             name=self._run_name,
             config=self._config,
             started_at=self._started_at,
-            probes=self._probes,
+            probes=self._infos,
         )
 
+    def _on_criterion(self, args: Any) -> None:
+        self._guard.run(self._classes, self._classes.on_criterion, args)
+
+    def _on_backward(self, loss: torch.Tensor) -> None:
+        if self._loss.add(loss, manual=False):
+            self._announce(self._loss.infos(0)[0])
+
     def _add_loss(self, loss: torch.Tensor | float) -> None:
-        if "loss" not in self._probe_names:
-            self._add_probe("loss", ProbeKind.loss, "")
-            self._refresh_run()
-        self._loss.add(loss)
+        if self._loss.add(loss):  # the first loss passed by hand: announce the probe
+            self._announce(self._loss.infos(0)[0])
 
-    def _end_step(self) -> None:
-        now = time.perf_counter()
-        wall = 0.0 if self._last_step_end is None else now - self._last_step_end
-        sampled = self._sampling
-        if sampled:
-            self._flush_step()
-            encoded = self._transport.encode_seconds if self._transport else 0.0
-            overhead = self._overhead + time.perf_counter() - now + encoded - self._encode_mark
-            self._encode_mark, self._overhead = encoded, 0.0
-            self._sampled_steps += 1
-        else:
-            overhead = 0.0
-            if self._loggers.pending:
-                self._flush_evaluations()  # an evaluation at this step: send it now
-        if self._last_step_end is not None:
-            self._sampler.observe(sampled, wall, overhead)
-        self._step += 1
-        self._sampling = self._active and self._sampler.sampled(self._step)
-        self._last_step_end = time.perf_counter()
-
-    def _flush_step(self, loss_step: int | None = None) -> None:
-        """Finalise the sampled step's statistics, copy them to the host once, and send them."""
-        import torch
-
-        step = self._step
-        pack, self._pack = self._pack or StepPack(), None
-        with torch.no_grad():
-            self._params.after_step(pack)
-            layers = [layer for layer in self._layers if not layer.acc.empty]
-            raw = self._sampled_steps % RAW_SPECTRUM_EVERY == 0
-            eigs = spectra([layer.acc for layer in layers], raw)
-            for layer, eig in zip(layers, eigs, strict=True):
-                acc, layer.acc = layer.acc, ActivationAccumulator()
-                acc.pack(pack.record(layer.name, "activation", step), pack, eig, layer.in_dim)
-            self._overhead += self._observers.flush(pack, step)
-            self._overhead += self._loggers.flush(pack)
-            loss = self._loss.take()
-            if loss is not None:
-                loss_step = step if loss_step is None else max(loss_step, self._loss_step + 1)
-                self._loss_step = loss_step
-                stats = pack.record("loss", "loss", loss_step)
-                mean, peak, stats["count"] = loss
-                pack.put(stats, "mean", mean)
-                pack.put(stats, "max", peak)
-            self._pack_scalars(pack)
-            if self._classes is not None:
-                self._classes.flush(pack)
-                self._overhead += self._classes.overhead  # reduced in the criterion hook
-                self._classes.overhead = 0.0
-        self._submit_pack(pack)
-
-    def _pack_scalars(self, pack: StepPack) -> None:
-        for name, step, tensor in self._pending_scalars:
-            pack.put(pack.record(name, "scalar", step), "value", tensor)
-        self._pending_scalars = []
-
-    def _submit_pack(self, pack: StepPack) -> None:
-        # the host copy happens here; the sender thread turns it into records
-        count = len(pack)  # before copy(), which hands the records over
-        self._submit(pack.copy(), count)
-
-    def _submit(self, records: Records, count: int | None = None) -> None:
-        count = len(records) if isinstance(records, list) else (count or 0)
-        if count and self._transport is not None:
-            self._records += count
-            self._transport.submit(records, count)
+    def _add_scalar(self, name: str, value: torch.Tensor | float) -> None:
+        self._scalars.add(name, self._step, value)
+        if name not in self._names:
+            self._announce(ScalarProbe.info(name, 0))
+        if self._scalars.pending >= MAX_PENDING_SCALARS:
+            self._flush([self._scalars], self._step)
 
     def _finish(self, status: str, timeout: float) -> None:
         if self._finished:
             return
         self._finished = True
+        observing = self._active  # not after remove(): then nothing more is read
         self.remove()
-        registry.discard(self)
+        open_runs.discard(self)
         if self._transport is None:
             return
         if not self._broken:
             try:
-                # the loss since the last sampled step, at the last completed step; a sampled
-                # step cut short has partial statistics, which are dropped
-                self._pack = None
-                self._params.reset()
-                for layer in self._layers:
-                    layer.acc = ActivationAccumulator()
-                self._observers.reset()
-                self._loggers.reset()
-                if self._classes is not None:
-                    self._classes.reset()
-                self._flush_step(loss_step=max(self._step - 1, 0))
+                # A sampled step cut short has partial statistics: dropped. The loss since the
+                # last sampled step, evaluations and scalars go at the last completed step, and
+                # the parameters as they end, unless that step was sampled already.
+                for probe in self._probes:
+                    probe.reset()
+                last = max(self._step - 1, 0)
+                snapshot = observing and last != self._last_sampled
+                self._flush([p for p in self._probes if p is not self._params or snapshot], last)
             except Exception as exc:
                 self._fail("finish", exc)
         self._transport.close(status, timeout)
 
-    def _fail(self, where: str, exc: BaseException, disable: bool = True) -> None:
-        """Log an SDK error once; after an error in step logic, stop observing altogether."""
-        if disable:
-            self._active = self._sampling = False
-            self._broken = True
-        suffix = "; collapsewatch stopped observing this run" if disable else ""
-        self._log_once(where, f"collapsewatch: error in {where}: {exc!r}{suffix}", exc)
+    def _fail(self, where: str, exc: BaseException) -> None:
+        """An error in step logic: log it once and stop observing altogether."""
+        self._active = self._sampled = False
+        self._broken = True
+        self._functions.leave()
+        self._step_hooks.remove()
+        self._life_hooks.remove()
+        message = f"collapsewatch: error in {where}: {exc!r}; collapsewatch stopped observing"
+        self._log_once(where, message, exc)
 
-    def _log_once(self, key: str, message: str, exc: BaseException) -> None:
+    def _log_once(self, key: str, message: str, exc: BaseException | None = None) -> None:
         if key not in self._logged:
             self._logged.add(key)
             logger.warning(message, exc_info=exc)
+
+
+def _fresh(cls: type[Any]) -> MakeAccumulator:
+    """A logger's accumulator factory that ignores the logger's memory."""
+    return lambda memory: cls()

@@ -1,4 +1,4 @@
-"""Attention entropy in the SDK (collapsewatch.attention): the probabilities recomputed for
+"""Attention entropy in the SDK (collapsewatch.probes.attention): the probabilities recomputed for
 nn.MultiheadAttention equal the module's own (``need_weights=True, average_attn_weights=False``)
 for every input layout and mask it takes; qk_sigma equals the float64 spectral norm; and through
 ``watch()`` a transformer's attention layers are recorded on sampled training steps only. The
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 import collapsewatch
-from collapsewatch import attention
-from collapsewatch.attention import MAX_QUERIES, MAX_SEQUENCES, mha_probs, qk_sigma
+from collapsewatch.probes import attention
+from collapsewatch.probes.attention import MAX_QUERIES, MAX_SEQUENCES, mha_probs, qk_sigma
 from collapsewatch.schemas import ProbeKind
 from tests.sdk.helpers import SERVER, Ingest
 

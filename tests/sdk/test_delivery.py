@@ -21,6 +21,7 @@ from torch import nn
 
 import collapsewatch
 from collapsewatch import monitor as monitor_module
+from collapsewatch.pipeline.packing import StepPack
 from collapsewatch.spool import Spool, batch_id
 from collapsewatch.sync import sync
 from collapsewatch.transport import Transport
@@ -105,22 +106,21 @@ def test_a_transport_that_raises_never_reaches_the_loop(tmp_path: Path) -> None:
     assert list((tmp_path / "spool" / str(monitor.run_id)).glob("*.json.gz"))
 
 
-class TupleLinear(nn.Linear):
-    """A layer the SDK cannot read: its output is not a tensor."""
+class DictLinear(nn.Linear):
+    """A layer the SDK cannot read: its output is a dict, not a tensor."""
 
     def forward(self, x: torch.Tensor) -> Any:  # type: ignore[override]
-        out = super().forward(x)
-        return out, out.detach()
+        return {"out": super().forward(x)}
 
 
 class Model(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.odd = TupleLinear(8, 16)
+        self.odd = DictLinear(8, 16)
         self.head = nn.Linear(16, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.odd(x)[0])
+        return self.head(self.odd(x)["out"])
 
 
 def test_a_layer_the_sdk_cannot_read_is_skipped(
@@ -143,14 +143,15 @@ def test_a_layer_the_sdk_cannot_read_is_skipped(
 def test_an_error_in_step_logic_disables_the_sdk_not_training(
     ingest: Ingest, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(*args: Any) -> Any:
-        raise RuntimeError("eigvalsh failed")
+    class BrokenPack(StepPack):
+        def copy(self) -> Any:
+            raise RuntimeError("host copy failed")
 
-    monkeypatch.setattr(monitor_module, "spectra", broken)
+    monkeypatch.setattr(monitor_module, "StepPack", BrokenPack)
     with caplog.at_level(logging.WARNING, logger="collapsewatch"):
         monitor = training(ingest, steps=12)
     assert monitor.stats["step"] == 0 and not monitor.enabled
-    assert sum("eigvalsh failed" in r.getMessage() for r in caplog.records) == 1
+    assert sum("host copy failed" in r.getMessage() for r in caplog.records) == 1
     assert ingest.batches[-1].status == "finished", "the run is still closed properly"
 
 

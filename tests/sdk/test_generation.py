@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 import collapsewatch
-from collapsewatch.generation import (
+from collapsewatch.pipeline.packing import StepPack
+from collapsewatch.probes.text import (
     HLL_REGISTERS,
     TextAccumulator,
     as_token_ids,
@@ -26,7 +27,6 @@ from collapsewatch.generation import (
     ngram_hashes,
     ngram_valid,
 )
-from collapsewatch.packing import StepPack
 from collapsewatch.schemas import Packed, ProbeKind, TextStat
 from tests.sdk.helpers import SERVER, Ingest, mlp
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import collapsewatch
-from collapsewatch.latents import CodeAccumulator, PosteriorAccumulator
+from collapsewatch.probes.latents import CodeAccumulator, PosteriorAccumulator
 from collapsewatch.schemas import ProbeKind
 from tests.sdk.helpers import SERVER, Ingest
 

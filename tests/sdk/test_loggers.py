@@ -1,4 +1,4 @@
-"""The explicit loggers' cadences and guarantees (collapsewatch.loggers), on a real training
+"""The explicit loggers' cadences and guarantees (collapsewatch.probes.explicit), on a real training
 loop sending to a fake ingest endpoint: in-loop loggers reduce on sampled steps only,
 evaluation loggers on every call, calls of one name at one step add up, errors never reach
 the caller. Each family's statistics are checked against brute force in tests/server."""
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import collapsewatch
-from collapsewatch.loggers import MAX_PENDING
+from collapsewatch.probes.explicit import MAX_PENDING
 from collapsewatch.schemas import ProbeKind
 from tests.sdk.helpers import SERVER, Ingest, mlp, one_step, watched
 

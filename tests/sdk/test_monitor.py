@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import collapsewatch
-from collapsewatch.sampling import Sampler
+from collapsewatch.pipeline.sampling import Sampler, floor_every
 from collapsewatch.schemas import ProbeKind
 from tests.sdk.helpers import SERVER, Ingest, mlp, train
 
@@ -53,12 +53,16 @@ def test_training_with_optimizer_and_criterion(ingest: Ingest) -> None:
         assert [r.step for r in records] == sampled
         stats = records[0].stats
         assert stats["n"] == 16 and stats["width"] == width and stats["cov_n"] == 16
-        assert all(len(stats[k]) == width for k in ("sum", "sumsq", "pos", "unit_sum", "eig"))
+        assert all(len(stats[k]) == width for k in ("sum", "sumsq", "unit_sum", "eig"))
+        # positive counts (dead units) only before a ReLU: "0" feeds one, the output not
+        assert ("pos" in stats) == (layer == "0")
 
     params = [r for r in ingest.records("parameter") if r.probe != "(global)"]  # sparsity sums
-    assert {r.step for r in params} == set(sampled)
+    assert {r.step for r in params} == {*sampled, 29}, "and the weights as the run ends"
     assert {r.probe for r in params} == {"0.weight", "0.bias", "2.weight", "2.bias"}
-    for record in params:
+    final = [r for r in params if r.step == 29]
+    assert len(final) == 4 and all("update_norm" not in r.stats for r in final)
+    for record in (r for r in params if r.step != 29):
         assert record.stats["update_norm"] > 0 and record.stats["grad_norm"] > 0
         # plain SGD: the update is lr times the gradient
         assert record.stats["update_norm"] == pytest.approx(0.1 * record.stats["grad_norm"])
@@ -101,7 +105,8 @@ def test_functional_loss_passed_to_step_with_an_optimizer(ingest: Ingest) -> Non
     monitor.finish()
     assert monitor.stats["step"] == 10, "steps come from the optimizer, not from step()"
     loss = ingest.records("loss")
-    assert [(r.step, r.stats["count"]) for r in loss] == [(5, 5), (9, 5)]
+    # step 0's loss was seen being backpropagated before the first loss passed by hand
+    assert [(r.step, r.stats["count"]) for r in loss] == [(0, 1), (5, 5), (9, 5)]
 
 
 def test_several_forwards_add_up_and_eval_forwards_are_ignored(ingest: Ingest) -> None:
@@ -211,31 +216,73 @@ def test_module_level_finish_ends_every_live_monitor(ingest: Ingest) -> None:
     assert finished == {first.run_id, second.run_id}
 
 
-def test_adaptive_interval_doubles_when_over_budget() -> None:
+def test_the_density_floor_caps_the_interval_by_the_step() -> None:
+    assert [floor_every(s) for s in (0, 127, 255, 256, 511, 512, 1023, 1024)] == [
+        8, 8, 8, 16, 16, 32, 32, 64,
+    ]  # fmt: skip
+    assert floor_every(10**9) == 1024
+    # what the floor alone gives a run: every step that is a multiple of the cap then
+    sampled = [s for s in range(1000) if s % floor_every(s) == 0]
+    assert len([s for s in sampled if s < 300]) >= 35 and len(sampled) >= 60
+
+
+def fed(sampler: Sampler, step: int, wall: float, cost: float, unsampled: int = 20) -> None:
+    """``unsampled`` steps of ``wall`` seconds, then one sampled step costing ``cost``."""
+    for _ in range(unsampled):
+        sampler.observe(step, False, wall=wall, cost=0.0)
+    sampler.observe(step, True, wall=wall + cost, cost=cost)
+
+
+def test_the_interval_keeps_the_budget_and_narrows_again_when_sampling_is_cheap() -> None:
     sampler = Sampler(None)
-    assert sampler.every == 10 and sampler.sampled(0) and not sampler.sampled(5)
-    for _ in range(9):
-        sampler.observe(False, wall=0.010, overhead=0.0)
-    sampler.observe(True, wall=0.2, overhead=0.1)  # 100 ms of SDK work per 10 ms steps
-    assert sampler.every == 640 and sampler.share(0.1) <= 0.03
-    cheap = Sampler(None)
-    cheap.observe(False, wall=0.010, overhead=0.0)
-    cheap.observe(True, wall=0.010, overhead=0.001)  # 1% of the time: keep the interval
-    assert cheap.every == 10
+    assert sampler.every == 8 and sampler.sampled(0) and not sampler.sampled(5)
+    fed(sampler, 5000, wall=0.010, cost=0.010)  # a sampled step costs a whole step
+    assert sampler.every == 64, "the smallest power of two within 3%: 1/64 < 0.03 < 1/32"
+    assert sampler.share() <= 0.03
+    for _ in range(5):  # now sampling is cheap: 0.1% of a step
+        fed(sampler, 5000, wall=0.010, cost=0.00001)
+    assert sampler.every == 16, "at most 10 sampled steps a second: 16 x 10 ms > 0.1 s"
+    fed(sampler, 5000, wall=0.010, cost=1.0)
+    assert sampler.every == 16, "one slow sampled step moves the median of five not at all"
+
+
+def test_the_floor_wins_over_the_budget_early_in_a_run() -> None:
+    sampler = Sampler(None)
+    fed(sampler, 100, wall=0.0005, cost=0.01)  # a tiny model: sampling costs 20 steps
+    assert sampler.every == 8
+    fed(sampler, 700, wall=0.0005, cost=0.01)
+    assert sampler.every == 32
+
+
+def test_a_long_pause_between_sampled_steps_samples_the_next_step() -> None:
+    sampler = Sampler(None)
+    fed(sampler, 5000, wall=0.001, cost=1.0)
+    assert sampler.every == 256 and not sampler.sampled(5001)
+    for step in range(5001, 5005):
+        sampler.observe(step, False, wall=2.0, cost=0.0)  # slow steps: 8 s since the sample
+    assert sampler.sampled(5005), "no more than 5 s of training without a sampled step"
+
+
+def test_a_fixed_interval_never_changes() -> None:
     fixed = Sampler(5)
-    fixed.observe(False, wall=0.010, overhead=0.0)
-    fixed.observe(True, wall=1.0, overhead=1.0)
-    assert fixed.every == 5
+    fed(fixed, 100, wall=0.010, cost=1.0)
+    assert fixed.every == 5 and fixed.sampled(10) and not fixed.sampled(11)
 
 
-def test_adaptive_sampling_backs_off_on_a_cheap_model(ingest: Ingest) -> None:
-    """Tiny steps make the SDK's own work large in comparison: the interval must widen."""
-    model, criterion = mlp(width=512), nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+def test_a_short_run_with_the_two_lines_is_sampled_densely(ingest: Ingest) -> None:
+    """A newcomer's 300-step, 4-layer ReLU MLP: tiny steps make sampling expensive in
+    comparison, but the density floor still gives every layer 30+ sampled steps."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+        nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4),
+    )  # fmt: skip
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     monitor = watch(ingest, model, optimizer, criterion)
-    train(model, optimizer, criterion, steps=40)
+    train(model, optimizer, criterion, steps=300)
     monitor.finish()
-    every = monitor.stats["every"]
-    assert every > 10, "the SDK costs more than 3% of such steps"
-    steps = [r.step for r in ingest.records("activation", "0")]
-    assert steps[:2] == [0, 10] and all(s % 10 == 0 for s in steps)
+    for layer in ("0", "2", "4", "6"):
+        steps = [r.step for r in ingest.records("activation", layer)]
+        assert len(steps) >= 30, (layer, steps)
+        assert steps[-1] >= 280, "the charts reach the end of the run"

@@ -10,15 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from collapsewatch.packing import StepPack, shortest
-from collapsewatch.probes import (
-    COV_DIM,
-    COV_ROWS,
-    ActivationAccumulator,
-    LossAccumulator,
-    as_rows,
-    eigenvalues,
-)
+from collapsewatch.pipeline.packing import StepPack, shortest
+from collapsewatch.probes.activations import COV_DIM, COV_ROWS, ActivationAccumulator, as_rows
+from collapsewatch.probes.loss import LossAccumulator
+from collapsewatch.probes.spectra import eigenvalues
 
 
 def reduce(*outputs: torch.Tensor, spatial_dims: int = 0) -> ActivationAccumulator:
@@ -30,7 +25,7 @@ def reduce(*outputs: torch.Tensor, spatial_dims: int = 0) -> ActivationAccumulat
 
 
 def eig(acc: ActivationAccumulator) -> np.ndarray:
-    return eigenvalues([acc.covariance()])[0].numpy()
+    return eigenvalues(acc.covariance()).numpy()
 
 
 def brute_force(rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import collapsewatch
-from collapsewatch.routing import RoutingAccumulator
+from collapsewatch.probes.routing import RoutingAccumulator
 from collapsewatch.schemas import ProbeKind
 from tests.sdk.helpers import SERVER, Ingest
 

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 import collapsewatch
-from collapsewatch.sparsity import GLOBAL_PROBE, SPARSITY_EVERY
+from collapsewatch.probes.sparsity import GLOBAL_PROBE, SPARSITY_EVERY
 from tests.sdk.helpers import SERVER, Ingest, mlp, train
 
 

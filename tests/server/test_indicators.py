@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from collapsewatch.packing import StepPack
-from collapsewatch.probes import ActivationAccumulator, eigenvalues
+from collapsewatch.pipeline.packing import StepPack
+from collapsewatch.probes.activations import ActivationAccumulator
 from collapsewatch.schemas import ProbeKind
 from collapsewatch_server.codec import as_arrays, decode_stats, encode_stats, vector
 from collapsewatch_server.indicators import compute_indicators
@@ -23,7 +23,7 @@ def sdk_stats(chunks: list[torch.Tensor]) -> dict[str, object]:
             acc.add(rows)
     pack = StepPack()
     stats = pack.record("layer", "activation", 0)
-    acc.pack(stats, pack, eigenvalues([acc.covariance()])[0])
+    acc.pack(stats, pack, raw=False)
     (record,) = pack.records()
     return record["stats"]
 

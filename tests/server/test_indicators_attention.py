@@ -19,8 +19,8 @@ import pytest
 import torch
 from torch import nn
 
-from collapsewatch.attention import AttentionAccumulator, qk_sigma
-from collapsewatch.packing import StepPack
+from collapsewatch.pipeline.packing import StepPack
+from collapsewatch.probes.attention import AttentionAccumulator, qk_sigma
 from collapsewatch.schemas import ProbeKind
 from collapsewatch_server.alerts.default_rules import default_rules
 from collapsewatch_server.codec import as_arrays

@@ -20,8 +20,8 @@ import pytest
 import torch
 from torch import nn
 
-from collapsewatch.generation import EvalAccumulator, TextAccumulator
-from collapsewatch.packing import StepPack
+from collapsewatch.pipeline.packing import StepPack
+from collapsewatch.probes.text import EvalAccumulator, TextAccumulator
 from collapsewatch.schemas import ProbeKind
 from collapsewatch_server.alerts.default_rules import default_relative_rule
 from collapsewatch_server.codec import as_arrays, decode_stats, encode_stats

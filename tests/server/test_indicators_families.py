@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from collapsewatch.packing import StepPack
-from collapsewatch.probes import COV_DIM, ActivationAccumulator, projection, spectra
+from collapsewatch.pipeline.packing import StepPack
+from collapsewatch.probes.activations import COV_DIM, ActivationAccumulator, projection
 from collapsewatch.schemas import ProbeKind
 from collapsewatch_server.codec import as_arrays
 from collapsewatch_server.indicators import compute_indicators
@@ -31,7 +31,7 @@ def activation_stats(chunks: list[torch.Tensor], raw: bool = True) -> dict[str, 
             acc.add(rows)
         pack = StepPack()
         stats = pack.record("layer", "activation", 0)
-        acc.pack(stats, pack, spectra([acc], raw)[0])
+        acc.pack(stats, pack, raw)
     (record,) = pack.records()
     return as_arrays(record["stats"])
 
@@ -122,11 +122,13 @@ def test_rankme_needs_the_uncentred_spectrum_of_every_fourth_step() -> None:
 
 def parameter_records(model: torch.nn.Module) -> dict[str, dict[str, object]]:
     """The parameter records of one sampled step, through the SDK's ParameterNorms."""
-    from collapsewatch import runinfo
-    from collapsewatch.probes import ParameterNorms
+    from collapsewatch.probes.discovery import trainable_parameters
+    from collapsewatch.probes.parameters import ParameterProbe
 
-    _, params, _ = runinfo.discover(model)
-    pack = ParameterNorms(params, model).before_step(step=0, keep_weights=False)
+    params, modules = trainable_parameters(model)
+    pack = StepPack()
+    with torch.no_grad():
+        ParameterProbe(params, model, None, modules).flush(pack, step=0)
     return {r["probe"]: as_arrays(r["stats"]) for r in pack.records()}
 
 
@@ -194,7 +196,7 @@ def test_nan_and_inf_in_weights_grads_and_activations_are_counted() -> None:
 
 def test_effective_rank_ratio_is_judged_against_the_input_dimension() -> None:
     """A 16 -> 64 layer has rank 16 at most: its ratio divides by 16, not by 64."""
-    from collapsewatch.probes import input_dim
+    from collapsewatch.probes.discovery import input_dim
 
     torch.manual_seed(6)
     layer = torch.nn.Linear(16, 64)
@@ -204,7 +206,7 @@ def test_effective_rank_ratio_is_judged_against_the_input_dimension() -> None:
         acc.add(out)
         pack = StepPack()
         stats = pack.record("layer", "activation", 0)
-        acc.pack(stats, pack, spectra([acc], False)[0], input_dim(layer))
+        acc.pack(stats, pack, False, input_dim(layer))
     got = compute_indicators(ACT, as_arrays(pack.records()[0]["stats"]))
     lam = np.clip(np.linalg.eigvalsh(np.cov(out.numpy().astype(np.float64).T, bias=True)), 0, None)
     p = lam[lam > 1e-12 * lam.max()] / lam.sum()

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from collapsewatch.latents import MAX_CODES, CodeAccumulator, PosteriorAccumulator
-from collapsewatch.packing import StepPack
+from collapsewatch.pipeline.packing import StepPack
+from collapsewatch.probes.latents import MAX_CODES, CodeAccumulator, PosteriorAccumulator
 from collapsewatch.schemas import ProbeKind
 from collapsewatch_server.alerts.default_rules import default_rule
 from collapsewatch_server.codec import Stats, as_arrays, decode_stats, encode_stats

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from collapsewatch.packing import StepPack
-from collapsewatch.routing import RoutingAccumulator
+from collapsewatch.pipeline.packing import StepPack
+from collapsewatch.probes.routing import RoutingAccumulator
 from collapsewatch.schemas import ProbeKind
 from collapsewatch_server.alerts.default_rules import default_rule
 from collapsewatch_server.codec import as_arrays

@@ -18,12 +18,12 @@ import pytest
 import torch
 from torch import nn
 
-from collapsewatch.packing import StepPack
-from collapsewatch.probes import COV_DIM, projection
-from collapsewatch.samples import PAIR_SAMPLES, SampleAccumulator
+from collapsewatch.pipeline.packing import StepPack
+from collapsewatch.probes.activations import COV_DIM, projection
+from collapsewatch.probes.samples import PAIR_SAMPLES, SampleAccumulator
+from collapsewatch.probes.states import BUCKETS, StateAccumulator
+from collapsewatch.probes.states import bucket_of as sdk_bucket_of
 from collapsewatch.schemas import ProbeKind
-from collapsewatch.states import BUCKETS, StateAccumulator
-from collapsewatch.states import bucket_of as sdk_bucket_of
 from collapsewatch_server.codec import as_arrays
 from collapsewatch_server.indicators import compute_indicators
 from collapsewatch_server.indicators.state import bucket_of

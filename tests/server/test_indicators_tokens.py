@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from collapsewatch.packing import StepPack
+from collapsewatch.pipeline.packing import StepPack
+from collapsewatch.probes.tokens import TokenAccumulator, block_inputs
 from collapsewatch.schemas import ProbeKind
-from collapsewatch.tokens import TokenAccumulator, block_inputs
 from collapsewatch_server.codec import as_arrays
 from collapsewatch_server.indicators import compute_indicators
 from collapsewatch_server.windows import sum_stats

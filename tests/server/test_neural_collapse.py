@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from collapsewatch.classes import FULL_BASIS_MAX, ClassAccumulator
-from collapsewatch.packing import StepPack
+from collapsewatch.pipeline.packing import StepPack
+from collapsewatch.probes.neural_collapse import FULL_BASIS_MAX, ClassAccumulator
 from collapsewatch.schemas import ProbeKind
 from collapsewatch_server.codec import as_arrays
 from collapsewatch_server.indicators import CATALOGUE, compute_indicators

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from collapsewatch.observers import SaturationAccumulator
-from collapsewatch.packing import StepPack
+from collapsewatch.pipeline.packing import StepPack
+from collapsewatch.probes.activation_functions import SaturationAccumulator
 from collapsewatch.schemas import ProbeKind
 from collapsewatch_server.codec import as_arrays
 from collapsewatch_server.indicators import CATALOGUE, compute_indicators

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch.probes import COV_DIM, projection
+from collapsewatch.probes.activations import COV_DIM, projection
 
 if TYPE_CHECKING:
     import torch
 
-    from collapsewatch.packing import StepPack
+    from collapsewatch.pipeline.packing import StepPack
 
 #: Classes tracked at most; a larger classifier (a vocabulary) keeps the most frequent ones.
 TOP_CLASSES = 64

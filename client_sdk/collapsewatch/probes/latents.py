@@ -1,7 +1,7 @@
 """Statistics of discrete and continuous latents: VQ code usage (family 6, codebook collapse)
 and a diagonal Gaussian posterior (family 7, posterior collapse), for ``log_codes`` and
 ``log_posterior``. In-loop loggers: reduced on sampled steps only (see
-:mod:`collapsewatch.loggers`).
+:mod:`collapsewatch.probes.explicit`).
 
 Both reduce to sums over rows (``CodeStat``, ``PosteriorStat``), so the calls of a step, the
 steps of a window and data-parallel ranks merge by addition. Everything stays on the tensors'
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from collapsewatch.packing import StepPack
+    from collapsewatch.pipeline.packing import StepPack
 
 #: The largest codebook counted: its count vector travels on every sampled step (4 bytes a
 #: code, 4 MiB at this size), so larger "codebooks" (lookup-free quantisers with 2^24 codes)

@@ -1,6 +1,6 @@
 """Statistics of generated samples beside real ones (family 12 of INDICATORS.md: generative
 mode collapse), for ``log_samples``. An evaluation logger: every call is reduced (see
-:mod:`collapsewatch.loggers`).
+:mod:`collapsewatch.probes.explicit`).
 
 The diversity ratio compares the mean pairwise Euclidean distance of generated samples with
 that of real ones. Within one call, the mean over all pairs of its (up to 512) samples is an
@@ -11,14 +11,16 @@ draw from the generator as it is at that moment.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from collapsewatch.probes import ActivationAccumulator, spectra
+from collapsewatch.probes.activations import ActivationAccumulator
+from collapsewatch.probes.spectra import eigenvalues
 
 if TYPE_CHECKING:
     import torch
 
-    from collapsewatch.packing import StepPack
+    from collapsewatch.pipeline.packing import StepPack
 
 #: Samples of one call that enter the pairwise distances (130816 pairs); more are subsampled.
 PAIR_SAMPLES = 512
@@ -78,7 +80,7 @@ class Remembered(NamedTuple):
     pair_dist: torch.Tensor
     pairs: int
     cov_n: int
-    eig: torch.Tensor
+    cov: torch.Tensor  # decomposed after each host copy that uses it
 
 
 class SampleAccumulator:
@@ -140,12 +142,11 @@ class SampleAccumulator:
         stats["pairs"] = float(self.pairs)
         pack.put(stats, "pair_dist", self.pair_dist)
         stats["cov_n"] = float(self.acc.cov_n)
+        pack.defer(stats, [self.acc.covariance()], _spectrum("eig"))
         ref = self.ref
-        accs = [self.acc] if ref is None else [self.acc, ref.acc]
-        eigs = [spec["eig"] for spec in spectra(accs, raw=False)]  # one batched decomposition
-        pack.put(stats, "eig", eigs[0])
         if ref is not None and ref.pair_dist is not None:
-            remembered = Remembered(ref.dim, ref.pair_dist, ref.pairs, ref.acc.cov_n, eigs[1])
+            cov = ref.acc.covariance()
+            remembered = Remembered(ref.dim, ref.pair_dist, ref.pairs, ref.acc.cov_n, cov)
             self.memory[REFERENCE] = remembered
         else:
             kept = self.memory.get(REFERENCE)
@@ -155,4 +156,9 @@ class SampleAccumulator:
         stats["ref_pairs"] = float(remembered.pairs)
         pack.put(stats, "ref_pair_dist", remembered.pair_dist)
         stats["ref_cov_n"] = float(remembered.cov_n)
-        pack.put(stats, "ref_eig", remembered.eig)
+        pack.defer(stats, [remembered.cov], _spectrum("ref_eig"))
+
+
+def _spectrum(key: str) -> Callable[[torch.Tensor], dict[str, Any]]:
+    """Deferred work filing the eigenvalues of a covariance under ``key``."""
+    return lambda cov: {key: eigenvalues(cov)}

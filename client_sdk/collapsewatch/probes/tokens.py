@@ -17,11 +17,14 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from collapsewatch.probes.base import Hooks, Probe
+from collapsewatch.schemas import ProbeInfo, ProbeKind
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from collapsewatch.packing import StepPack
+    from collapsewatch.pipeline.packing import StepPack
 
 #: Length buckets: bucket b holds sequences with 2^b <= T < 2^(b+1); the last takes the rest.
 LENGTH_BUCKETS = 16
@@ -188,3 +191,58 @@ class TokenAccumulator:
         pack.put(stats, "len_n", self.len_n)
         pack.put(stats, "len_pairs", self.len_n * (self.len_n - 1))
         pack.put(stats, "len_usum_sq", (self.len_sum * self.len_sum).sum(1))
+
+
+class TokenProbe(Probe):
+    """Token statistics of one transformer block's output, the residual stream (probe kind
+    ``tokens``, named after the block)."""
+
+    def __init__(
+        self, name: str, module: nn.Module, width: int | None = None, *, found: bool = False
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.label = f"block {name!r}"
+        self.module = module
+        self.width = width
+        #: Found as a repeated block rather than given or a torch transformer layer: it is
+        #: dropped quietly when its calls do not map [batch, seq, dim] to the same shape.
+        self.found = found
+        self.acc = TokenAccumulator()
+
+    def infos(self, order: int) -> list[ProbeInfo]:
+        kind, module = ProbeKind.tokens, type(self.module).__name__[:128]
+        return [ProbeInfo(name=self.name, kind=kind, module=module, order=order, width=self.width)]
+
+    def install(self, hooks: Hooks) -> None:
+        hooks.forward(self.module, self, self._on_call, with_kwargs=True)
+
+    def _on_call(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        inputs = block_inputs(module, args, kwargs)
+        if self.found and not _residual(inputs[0], output):
+            self.disabled = True  # not a residual stream of tokens (a conv or MLP block)
+            self.acc = TokenAccumulator()
+            return
+        self.acc.add(output, *inputs)
+
+    def flush(self, pack: StepPack, step: int) -> None:
+        acc, self.acc = self.acc, TokenAccumulator()
+        if acc.n:
+            acc.pack(pack.record(self.name, ProbeKind.tokens.value, step), pack)
+
+    def reset(self) -> None:
+        self.acc = TokenAccumulator()
+
+
+def _residual(block_input: Any, output: Any) -> bool:
+    """A call that maps hidden states ``[batch, seq, dim]`` to the same shape."""
+    import torch
+
+    x = output[0] if isinstance(output, tuple | list) and output else output
+    return (
+        isinstance(block_input, torch.Tensor)
+        and isinstance(x, torch.Tensor)
+        and x.dim() == 3
+        and x.shape == block_input.shape
+        and x.is_floating_point()
+    )

@@ -34,11 +34,14 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from collapsewatch.probes.base import Hooks, Probe
+from collapsewatch.schemas import ProbeInfo, ProbeKind
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from collapsewatch.packing import StepPack
+    from collapsewatch.pipeline.packing import StepPack
 
 #: Sequences of a batch sampled (strided: 0, s, 2s, ... with s = batch // 4).
 MAX_SEQUENCES = 4
@@ -121,15 +124,16 @@ class AttentionAccumulator:
                 p = chunk.index_select(2, pos).float()
                 yield p, (p > 0).any(1, keepdim=True)
 
-        self._add(sequences())
+        self.add_sequences(sequences())
 
     def add_mha(self, module: nn.MultiheadAttention, args: tuple[Any, ...], kw: Any) -> None:
         """Add one call of ``module`` (the arguments its forward hook got), recomputing the
         probabilities of the sample from its inputs and weights."""
-        self._add(mha_probs(module, args, kw))
+        self.add_sequences(mha_probs(module, args, kw))
 
-    def _add(self, sequences: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
-        """Reduce one call's sampled sequences, chunk by chunk, then update the sums."""
+    def add_sequences(self, sequences: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+        """Reduce one call's sampled sequences (probabilities ``[c, H, m, S]`` and the keys
+        each query may see), chunk by chunk, then update the sums."""
         ent_sum = queries = None
         heads = 0
         for probs, visible in sequences:
@@ -265,18 +269,84 @@ def mha_probs(
             yield torch.softmax(scores + b, -1), b > MASKED_AT
 
 
-def qk_sigma(module: nn.MultiheadAttention) -> torch.Tensor:
-    """``[H]``: the spectral norm of ``W_Q^h W_K^h^T`` per head (NaN for a non-finite head).
-
-    Exact and cheap: with the ``d_head x d_head`` Grams ``A = W_Q^h W_Q^h^T`` and ``B = W_K^h
-    W_K^h^T``, sigma^2 is the largest eigenvalue of ``A^(1/2) B A^(1/2)``, computed as that of
-    ``L B L^T`` with ``L = diag(sqrt(a)) U^T`` from ``A = U diag(a) U^T`` (a similar matrix).
+def sdpa_probs(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    *,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The sampled attention probabilities of one ``F.scaled_dot_product_attention`` call, as
+    :func:`mha_probs` gives them, recomputed as the function defines them: ``query``
+    ``[B, H, L, E]`` (or ``[H, L, E]``), ``key`` ``[B, H_kv, S, E]`` (grouped-query attention:
+    each key head serves ``H / H_kv`` query heads), ``attn_mask`` broadcastable to
+    ``[B, H, L, S]`` (boolean True = may attend, or an additive float), ``is_causal`` the
+    lower-triangular mask aligned at the top left, ``scale`` default ``1/sqrt(E)``.
     """
     import torch
 
+    if not isinstance(query, torch.Tensor) or not isinstance(key, torch.Tensor):
+        raise TypeError("the attention call has no query/key tensors")
+    q, k = query.detach(), key.detach()
+    if q.dim() == 3:
+        q, k = q.unsqueeze(0), k.unsqueeze(0)
+    if q.dim() != 4 or k.dim() != 4:
+        raise ValueError(f"query of shape {tuple(query.shape)}: expected [batch, heads, L, E]")
+    batch, heads, length, dim = q.shape
+    src = k.shape[2]
+    pos = _positions(length, q.device)
+    qs = _pick_sequences(q).index_select(2, pos).float()  # [n, H, m, E]
+    ks = _pick_sequences(k).float()
+    if ks.shape[1] != heads:
+        ks = ks.repeat_interleave(heads // ks.shape[1], dim=1)
+    bias: torch.Tensor | None = None
+    if isinstance(attn_mask, torch.Tensor):
+        am = attn_mask.detach()
+        while am.dim() < 4:
+            am = am.unsqueeze(0)
+        if am.shape[0] == batch and batch > 1:
+            am = _pick_sequences(am)
+        if am.shape[2] == length and length > 1:
+            am = am.index_select(2, pos)
+        if am.dtype == torch.bool:
+            bias = torch.zeros(am.shape, device=q.device).masked_fill_(~am.to(q.device), -math.inf)
+        else:
+            bias = am.float().to(q.device)
+    elif is_causal:
+        keys = torch.arange(src, device=q.device)
+        bias = _as_bias(keys[None, None, None, :] > pos[None, None, :, None])
+    factor = scale if scale is not None else 1.0 / math.sqrt(dim)
+    n = qs.shape[0]
+    c = _per_chunk(n, heads * qs.shape[2] * src)
+    for i in range(0, n, c):
+        scores = (qs[i : i + c] @ ks[i : i + c].transpose(-1, -2)) * factor
+        if bias is None:
+            yield torch.softmax(scores, -1), None
+        else:
+            b = bias[i : i + c] if bias.shape[0] > 1 else bias
+            yield torch.softmax(scores + b, -1), b > MASKED_AT
+
+
+def qk_grams(module: nn.MultiheadAttention) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per head, the ``d_head x d_head`` Grams ``W_Q^h W_Q^h^T`` and ``W_K^h W_K^h^T``
+    (``[H, d_head, d_head]`` each): all :func:`sigma_from_grams` needs."""
     heads, dh = module.num_heads, module.head_dim
     wq, wk = (w.detach().float().reshape(heads, dh, -1) for w in _qk_weights(module))
-    a, b = wq @ wq.transpose(1, 2), wk @ wk.transpose(1, 2)
+    return wq @ wq.transpose(1, 2), wk @ wk.transpose(1, 2)
+
+
+def sigma_from_grams(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[H]``: the spectral norm of ``W_Q^h W_K^h^T`` per head (NaN for a non-finite head),
+    from the Grams of :func:`qk_grams`.
+
+    Exact and cheap: with ``A = W_Q^h W_Q^h^T`` and ``B = W_K^h W_K^h^T``, sigma^2 is the
+    largest eigenvalue of ``A^(1/2) B A^(1/2)``, computed as that of ``L B L^T`` with
+    ``L = diag(sqrt(a)) U^T`` from ``A = U diag(a) U^T`` (a similar matrix).
+    """
+    import torch
+
+    a, b = a.float(), b.float()
     finite = (torch.isfinite(a) & torch.isfinite(b)).flatten(1).all(1)
     # a non-finite matrix would make the decomposition fail: decompose zeros, report NaN
     a = torch.where(finite[:, None, None], a, 0.0)
@@ -286,3 +356,48 @@ def qk_sigma(module: nn.MultiheadAttention) -> torch.Tensor:
     c = half @ b @ half.transpose(1, 2)
     top = torch.linalg.eigvalsh((c + c.transpose(1, 2)) / 2)[:, -1]
     return torch.where(finite, top.clamp_min(0).sqrt(), math.nan)
+
+
+def qk_sigma(module: nn.MultiheadAttention) -> torch.Tensor:
+    """``[H]``: the spectral norm of ``W_Q^h W_K^h^T`` per head, on the module's device."""
+    return sigma_from_grams(*qk_grams(module))
+
+
+def _qk_sigma_record(a: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
+    return {"qk_sigma": sigma_from_grams(a, b)}
+
+
+class AttentionProbe(Probe):
+    """The attention entropy per head of one ``nn.MultiheadAttention`` (probe kind
+    ``attention``), recomputed for a sample of queries on sampled training steps, and at the
+    end of the step ``qk_sigma`` from its weights (decomposed in the sender thread)."""
+
+    def __init__(self, name: str, module: nn.MultiheadAttention) -> None:
+        super().__init__()
+        self.name = name
+        self.label = f"attention {name!r}"
+        self.module = module
+        self.acc = AttentionAccumulator()
+
+    def infos(self, order: int) -> list[ProbeInfo]:
+        kind, module = ProbeKind.attention, type(self.module).__name__[:128]
+        width = self.module.embed_dim
+        return [ProbeInfo(name=self.name, kind=kind, module=module, order=order, width=width)]
+
+    def install(self, hooks: Hooks) -> None:
+        hooks.forward(self.module, self, self._on_call, with_kwargs=True)
+
+    def _on_call(self, module: nn.MultiheadAttention, args: Any, kwargs: Any, out: Any) -> None:
+        self.acc.add_mha(module, args, kwargs)
+
+    def flush(self, pack: StepPack, step: int) -> None:
+        acc, self.acc = self.acc, AttentionAccumulator()
+        if not acc.n:
+            return
+        stats = pack.record(self.name, ProbeKind.attention.value, step)
+        acc.pack(stats, pack)
+        # the weights as they are at the end of the step
+        pack.defer(stats, list(qk_grams(self.module)), _qk_sigma_record)
+
+    def reset(self) -> None:
+        self.acc = AttentionAccumulator()

@@ -1,6 +1,6 @@
 """Statistics of a mixture-of-experts router (family 8 of INDICATORS.md: routing collapse), for
 ``log_routing``. An in-loop logger: reduced on sampled steps only (see
-:mod:`collapsewatch.loggers`).
+:mod:`collapsewatch.probes.explicit`).
 
 Each call takes the router's logits ``[tokens, experts]`` (leading dims are tokens), sends each
 token to its ``k`` largest logits, as a top-k router does, and adds up on the device
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from collapsewatch.packing import StepPack
+    from collapsewatch.pipeline.packing import StepPack
 
 
 def _count(value: Any, what: str, low: int, high: int | None = None) -> int:

@@ -1,6 +1,6 @@
 """Statistics of recurrent or state-space states by sequence position (family 13 of
 INDICATORS.md: state collapse past the training length), for ``log_state``. An evaluation
-logger: every call is reduced (see :mod:`collapsewatch.loggers`).
+logger: every call is reduced (see :mod:`collapsewatch.probes.explicit`).
 
 States are filed into log2 position buckets: bucket b holds positions 2^b <= t < 2^(b+1),
 bucket 0 also t = 0, so 32 buckets cover every position below 2^32. Per bucket the SDK sends
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from collapsewatch.packing import StepPack
+    from collapsewatch.pipeline.packing import StepPack
 
 #: Log2 position buckets; positions from 2^32 on cannot be filed.
 BUCKETS = 32

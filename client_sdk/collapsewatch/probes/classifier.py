@@ -1,4 +1,5 @@
-"""Finding the classifier and pairing its features with labels, for ``classes.py``.
+"""Finding the classifier and pairing its features with labels, for the neural-collapse
+statistics of :mod:`collapsewatch.probes.neural_collapse`.
 
 The classifier is given (``watch(..., classifier=module)``) or found: the ``nn.Linear`` whose
 output (or a view of it) the criterion receives on a sampled step. Its input (the penultimate
@@ -9,51 +10,54 @@ arrive: from the criterion's targets, or from ``monitor.step(labels=...)``.
 from __future__ import annotations
 
 import logging
-import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch.classes import ClassAccumulator
+from collapsewatch.probes.activations import parameter_count
+from collapsewatch.probes.base import MAX_NAME, Hooks, Probe
+from collapsewatch.probes.neural_collapse import ClassAccumulator
+from collapsewatch.schemas import ProbeInfo, ProbeKind
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from collapsewatch.packing import StepPack
+    from collapsewatch.pipeline.packing import StepPack
 
 logger = logging.getLogger("collapsewatch")
 
-#: Sampled criterion calls without a Linear (and integer labels) feeding it before giving up.
+#: Sampled steps without a Linear feeding a classification loss (with integer labels) before
+#: the search for a classifier stops.
 DETECT_STEPS = 3
 _MAX_CAPTURES = 8
 
 
-class ClassWatcher:
+class ClassProbe(Probe):
     """Finds the classifier, captures its input and output on sampled steps, and pairs them
-    with the labels of the criterion (or of ``monitor.step(labels=...)``).
+    with the labels of the criterion (or of ``monitor.step(labels=...)``); probe kind
+    ``classes``, named after the classifier.
 
     Without an explicit classifier, the classifier is the ``nn.Linear`` whose output (or a
-    view of it) is the criterion's input on a sampled step. Errors are logged once and stop
-    the class statistics; they never reach the training loop.
+    view of it) is the criterion's input on a sampled step; ``on_found(info)`` (set by the
+    monitor) tells the monitor about the probe then. Errors stop the class statistics (the
+    guard logs them); they never reach the training loop.
     """
+
+    label = "the neural-collapse statistics"
 
     def __init__(
         self,
         model: nn.Module,
         classifier: nn.Module | None,
         *,
-        sampling: Callable[[], bool],
         step: Callable[[], int],
-        on_probe: Callable[[str, nn.Module], None],
-        log_once: Callable[[str, str, BaseException], None],
     ) -> None:
-        from torch import nn
-
+        super().__init__()
         self._model_ref = weakref.ref(model)
-        self._sampling, self._step = sampling, step
-        self._on_probe, self._log_once = on_probe, log_once
-        self._handles: list[Any] = []
+        self._step = step
+        self.on_found: Callable[[ProbeInfo], None] | None = None
+        self._info: ProbeInfo | None = None
         self._classifier: nn.Module | None = None
         self._explicit = classifier is not None
         self._acc: ClassAccumulator | None = None
@@ -65,80 +69,75 @@ class ClassWatcher:
         self._misses = 0
         self._late = False  # a sampled step ended with features but no labels
         self._hinted = False
-        self.disabled = False
-        self.overhead = 0.0  # seconds spent reducing, taken by the monitor
         if classifier is not None:
             self._attach(classifier)
+
+    def infos(self, order: int) -> list[ProbeInfo]:
+        """The probe of a classifier given to ``watch()``; a found one is announced later."""
+        if self._info is None:
+            return []
+        return [self._info.model_copy(update={"order": order})]
+
+    def install(self, hooks: Hooks) -> None:
+        from torch import nn
+
+        if self._classifier is not None:
+            hooks.forward(self._classifier, self, self._on_capture)
             return
-        for module in model.modules():
+        model = self._model_ref()
+        for module in model.modules() if model is not None else ():
             if isinstance(module, nn.Linear):
-                self._handles.append(module.register_forward_hook(self._candidate_hook))
+                hooks.forward(module, self, self._on_candidate)
 
     # ------------------------------------------------------------------------ monitor side
 
     def on_criterion(self, args: Any) -> None:
-        """The criterion ran (grad enabled): its targets are the labels if they are integers."""
-        if self.disabled or not self._sampling() or len(args) < 2:
+        """The criterion ran on a sampled step (grad enabled): its targets are the labels if
+        they are integers."""
+        if len(args) < 2:
             return
-        try:
-            logits, labels = args[0], args[1]
-            if self._classifier is None and not (_integer(labels) and self._detect(logits)):
-                self._missed()
-                return
-            if not _integer(labels):  # e.g. MSE or soft targets
-                return
-            found = [i for i, (_, out) in enumerate(self._captures) if _same_storage(out, logits)]
-            if not found and self._explicit:  # e.g. the criterion gets logits / temperature
-                found = self._rows(labels.numel())
-            if found:
-                self._add(*self._captures.pop(found[-1]), labels)
-        except Exception as exc:
-            self._fail(exc)
+        logits, labels = args[0], args[1]
+        if self._classifier is None and not (_integer(labels) and self._detect(logits)):
+            return
+        if not _integer(labels):  # e.g. MSE or soft targets
+            return
+        found = [i for i, (_, out) in enumerate(self._captures) if _same_storage(out, logits)]
+        if not found and self._explicit:  # e.g. the criterion gets logits / temperature
+            found = self._rows(labels.numel())
+        if found:
+            self._add(*self._captures.pop(found[-1]), labels)
 
     def on_labels(self, labels: Any) -> None:
         """``monitor.step(labels=...)``: pair with the latest capture of as many rows."""
-        if self.disabled or self._classifier is None:
+        if self._classifier is None or not _integer(labels):
             return
-        try:
-            if not _integer(labels):
-                return
-            found = self._rows(labels.numel())
-            if found:
-                self._add(*self._captures.pop(found[-1]), labels)
-            elif self._late and not self._hinted:
-                self._hinted = True
-                logger.info(
-                    "collapsewatch: labels arrived after their step ended; call "
-                    "monitor.step(labels=...) before optimizer.step()"
-                )
-        except Exception as exc:
-            self._fail(exc)
+        found = self._rows(labels.numel())
+        if found:
+            self._add(*self._captures.pop(found[-1]), labels)
+        elif self._late and not self._hinted:
+            self._hinted = True
+            logger.info(
+                "collapsewatch: labels arrived after their step ended; call "
+                "monitor.step(labels=...) before optimizer.step()"
+            )
 
-    def flush(self, pack: StepPack) -> None:
+    def flush(self, pack: StepPack, step: int) -> None:
         """End of a sampled step: file the class record into the step's pack."""
+        if self._classifier is None:
+            self._missed()
         self._late = bool(self._captures)
         self._captures.clear()
         self._candidates.clear()
         acc = self._acc
-        if self.disabled or acc is None or acc.empty:
-            return
-        try:
-            acc.pack(pack.record(self._name, "classes", acc.step), pack)
-        except Exception as exc:
-            self._fail(exc)
+        if acc is not None and not acc.empty:
+            acc.pack(pack.record(self._name, ProbeKind.classes.value, acc.step), pack)
 
     def reset(self) -> None:
         """Drop a partial step (the run ends in the middle of one)."""
         self._captures.clear()
+        self._candidates.clear()
         if self._acc is not None:
             self._acc.clear()
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._captures.clear()
-        self._candidates.clear()
 
     # --------------------------------------------------------------------------- internals
 
@@ -148,41 +147,36 @@ class ClassWatcher:
             raise TypeError("the classifier needs a 2-D weight [classes, features]")
         model = self._model_ref()
         names = {id(m): n for n, m in model.named_modules()} if model is not None else {}
-        self._name = (names.get(id(module)) or "classifier")[-256:]
+        self._name = (names.get(id(module)) or "classifier")[-MAX_NAME:]
         self._classifier = module
         self._weight: torch.Tensor = weight  # a parameter: optimizers update it in place
         self._acc = ClassAccumulator(int(weight.shape[0]))
-        self._handles.append(module.register_forward_hook(self._capture_hook))
-        self._on_probe(self._name, module)
+        self._info = ProbeInfo(
+            name=self._name,
+            kind=ProbeKind.classes,
+            module=type(module).__name__[:128],
+            order=0,
+            width=int(weight.shape[1]),
+            params=parameter_count(module),
+        )
+        if self.on_found is not None:
+            self.on_found(self._info)
 
     def _rows(self, rows: int) -> list[int]:
         return [i for i, (_, out) in enumerate(self._captures) if out.shape[:-1].numel() == rows]
 
-    def _capture_hook(self, module: nn.Module, args: Any, output: Any) -> None:
-        if self.disabled or not self._sampling() or not module.training:
-            return
-        try:
-            if _tensors(args, output):
-                self._captures.append((args[0].detach(), output.detach()))
-                del self._captures[:-_MAX_CAPTURES]
-        except Exception as exc:
-            self._fail(exc)
+    def _on_capture(self, module: nn.Module, args: Any, output: Any) -> None:
+        if _tensors(args, output):
+            self._captures.append((args[0].detach(), output.detach()))
+            del self._captures[:-_MAX_CAPTURES]
 
-    def _candidate_hook(self, module: nn.Module, args: Any, output: Any) -> None:
-        if self._classifier is not None or not self._sampling() or not module.training:
-            return
-        try:
-            if _tensors(args, output):
-                self._candidates[id(module)] = (module, args[0].detach(), output.detach())
-        except Exception as exc:
-            self._fail(exc)
+    def _on_candidate(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self._classifier is None and _tensors(args, output):
+            self._candidates[id(module)] = (module, args[0].detach(), output.detach())
 
     def _detect(self, logits: Any) -> bool:
         for module, h, out in self._candidates.values():
             if _same_storage(out, logits):
-                for handle in self._handles:
-                    handle.remove()
-                self._handles.clear()
                 self._candidates.clear()
                 self._attach(module)
                 self._captures.append((h, out))
@@ -190,40 +184,25 @@ class ClassWatcher:
         return False
 
     def _missed(self) -> None:
-        """A sampled criterion call without a classifier found; give up after a few."""
+        """A sampled step without a classifier found; give up after a few."""
         self._misses += 1
         if self._misses >= DETECT_STEPS:
             self.disabled = True
-            self.remove()
+            self.reset()
             logger.info(
                 "collapsewatch: no Linear layer feeds the criterion with integer labels; pass "
                 "watch(..., classifier=module) for neural-collapse statistics"
             )
 
     def _add(self, h: torch.Tensor, out: torch.Tensor, labels: torch.Tensor) -> None:
-        import torch
-
         assert self._acc is not None and self._classifier is not None
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            self._acc.add(
-                h,
-                out,
-                labels.detach().to(h.device),
-                self._weight,
-                getattr(self._classifier, "bias", None),
-                self._step(),
-            )
-        self.overhead += time.perf_counter() - t0
-
-    def _fail(self, exc: BaseException) -> None:
-        self.disabled = True
-        self.remove()
-        self._acc = None
-        self._log_once(
-            "classes",
-            f"collapsewatch: stopped neural-collapse statistics after an error: {exc!r}",
-            exc,
+        self._acc.add(
+            h,
+            out,
+            labels.detach().to(h.device),
+            self._weight,
+            getattr(self._classifier, "bias", None),
+            self._step(),
         )
 
 

@@ -1,6 +1,6 @@
 """Statistics of what a model generates and of its validation loss (family 11 of
 INDICATORS.md: output diversity, model collapse, perplexity), for ``log_tokens`` and
-``log_eval``. Evaluation loggers: every call is reduced (see :mod:`collapsewatch.loggers`).
+``log_eval``. Evaluation loggers: every call is reduced (see :mod:`collapsewatch.probes.explicit`).
 
 ``log_tokens`` reduces generated token ids on their device to the statistics of
 :class:`collapsewatch.schemas.TextStat`: unigram counts, n-gram totals, HyperLogLog sketches
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from collapsewatch.packing import StepPack
+    from collapsewatch.pipeline.packing import StepPack
 
 #: Unigram counts are kept per token id modulo this (exact for vocabularies up to its size).
 UNIGRAM_BUCKETS = 65536
