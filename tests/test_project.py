@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -34,3 +35,47 @@ def test_web_package_never_imports_the_server_or_the_database() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+#: The server's layers, lowest first: a module imports from its own layer or a lower one.
+#: (The torch scenarios are leaving the server: not placed.)
+SERVER_LAYERS = {
+    **dict.fromkeys(("config", "errors", "tables", "db", "codec", "downsample", "auth"), 0),
+    **dict.fromkeys(("indicators", "alerts", "webhooks", "windows", "migrations"), 1),
+    "repositories": 2,
+    "services": 3,
+    **dict.fromkeys(("api", "worker"), 4),
+    **dict.fromkeys(("app", "cli", "cli_http", "cli_rules", "cli_webhooks", "__init__"), 5),
+}
+
+
+def _layer(module: str) -> int:
+    name = module.split(".")[1] if "." in module else "__init__"
+    assert name in SERVER_LAYERS, f"place collapsewatch_server.{name} in SERVER_LAYERS"
+    return SERVER_LAYERS[name]
+
+
+def test_server_modules_import_only_downwards() -> None:
+    """Routes and the worker call services, services call repositories and the pure modules,
+    repositories only talk SQL: no module imports from a layer above its own."""
+    package = ROOT / "server" / "collapsewatch_server"
+    upward = []
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package.parent).with_suffix("")
+        source = ".".join(relative.parts).removesuffix(".__init__")
+        if ".scenarios" in source:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for target in targets:
+                if not target.startswith("collapsewatch_server.") or ".scenarios" in target:
+                    continue
+                if _layer(target) > _layer(source):
+                    upward.append(f"{source} imports {target}")
+    assert upward == []

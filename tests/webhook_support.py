@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from collapsewatch_server.models import AlertEvent, Run, utcnow
+from collapsewatch_server.repositories import outbox
+from collapsewatch_server.services.context import ServiceContext
+from collapsewatch_server.services.projects import project_for_writing
+from collapsewatch_server.tables import AlertEvent, Run, utcnow
 from collapsewatch_server.webhooks import signing
 
 
@@ -162,7 +165,7 @@ class Receiver:
 
 
 def put_events(
-    store: Any,
+    ctx: ServiceContext,
     project: str,
     count: int = 1,
     *,
@@ -171,12 +174,13 @@ def put_events(
     run_name: str = "run-a",
     run_id: uuid.UUID | None = None,
 ) -> list[str]:
-    """``count`` alert events of one run, each with its deliveries, written the way the rules
-    engine writes them (one transaction, through ``_enqueue_deliveries``). Returns event ids."""
+    """``count`` alert events of one run, each with its deliveries, written the way the ingest
+    service writes them (one transaction, through the outbox repository), then the doorbell of
+    ``ctx``'s deliverer rung as the service rings it. Returns event ids."""
     now = utcnow()
     ids = []
-    with store._sessions.begin() as s:
-        proj = store._project(s, project)
+    with ctx.db.write() as s:
+        proj = project_for_writing(s, project)
         rid = str(run_id or uuid.uuid4())
         if s.get(Run, rid) is None:
             s.add(
@@ -189,8 +193,8 @@ def put_events(
                 )
             )
             s.flush()
-        for i in range(count):
-            event = AlertEvent(
+        events = [
+            AlertEvent(
                 id=str(uuid.uuid4()),
                 project_id=proj.id,
                 run_id=rid,
@@ -205,8 +209,12 @@ def put_events(
                 message=f"latency 0.9 above 0.5 at step {i}",
                 created_at=now,
             )
-            s.add(event)
-            s.flush()
-            store._enqueue_deliveries(s, event)
-            ids.append(event.id)
+            for i in range(count)
+        ]
+        s.add_all(events)
+        s.flush()
+        queued = outbox.enqueue(s, events)
+        ids = [e.id for e in events]
+    if queued:
+        ctx.wake_deliverer()
     return ids

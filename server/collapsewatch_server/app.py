@@ -12,19 +12,19 @@ from fastapi.responses import JSONResponse
 from collapsewatch._version import __version__
 from collapsewatch_server.api import (
     alerts,
-    dashboards,
-    events,
+    charts,
     ingest,
+    ingest_tokens,
+    live,
     pages,
     runs,
-    tokens,
     webhooks,
 )
 from collapsewatch_server.config import Settings
-from collapsewatch_server.db import make_engine, migrate
+from collapsewatch_server.db import Database, make_engine, migrate
 from collapsewatch_server.errors import DomainError
-from collapsewatch_server.store import Store
-from collapsewatch_server.webhooks.worker import Worker
+from collapsewatch_server.services.context import ServiceContext
+from collapsewatch_server.worker import Worker
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,19 +32,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     engine = make_engine(settings.db_url, echo=settings.db_echo)
     migrate(engine)
-    store = Store(engine, stalled_after_s=settings.stalled_after_s, base_url=settings.base_url)
+    db = Database(engine)
+    # The webhook deliverer and the stall scan run with the server, on its event loop; the
+    # services of the routes ring its doorbell when they commit deliveries.
+    worker = Worker(db, settings)
+    context = ServiceContext(db, settings, wake_deliverer=worker.wake)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # The webhook deliverer and the stall scan run with the server, on its event loop.
-        worker = Worker(store, settings) if settings.worker else None
-        if worker is not None:
+        if settings.worker:
             worker.start()
         try:
             yield
         finally:
-            if worker is not None:
-                await worker.stop()
+            await worker.stop()
             engine.dispose()
 
     app = FastAPI(
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Events are left alone by the middleware (they must not be buffered).
     app.add_middleware(GZipMiddleware, minimum_size=2048)
     app.state.settings = settings
-    app.state.store = store
+    app.state.context = context
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
@@ -67,10 +68,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(runs.api)
     app.include_router(ingest.router)
-    app.include_router(events.router)
+    app.include_router(live.router)
     app.include_router(alerts.router)
     app.include_router(webhooks.router)
-    app.include_router(tokens.router)
-    app.include_router(dashboards.router)
+    app.include_router(ingest_tokens.router)
+    app.include_router(charts.router)
     app.include_router(pages.router)
     return app

@@ -1,4 +1,5 @@
-"""Tokens: generated with 256 bits of randomness, shown once, stored as SHA-256.
+"""Tokens: the admin token's check, and ingest tokens generated with 256 bits of randomness,
+shown once, stored as SHA-256.
 
 A slow password hash buys nothing for random 256-bit secrets; a fast hash keeps the ingest
 path cheap. Comparison happens by indexed lookup of the hash, so no timing side channel
@@ -10,6 +11,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collapsewatch_server.config import Settings
 
 TOKEN_PREFIX = "cw_"
 
@@ -38,3 +43,10 @@ def bearer_token(authorization: str | None, cookie: str | None) -> str | None:
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
     return cookie or None
+
+
+def is_admin(settings: Settings, token: str | None) -> bool:
+    """With no admin token configured the server is local and open; else the token must match."""
+    if settings.admin_token is None:
+        return True
+    return token is not None and same_secret(token, settings.admin_token.get_secret_value())

@@ -124,23 +124,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(args: argparse.Namespace) -> Any:
-    from collapsewatch_server.db import make_engine, migrate
-    from collapsewatch_server.store import Store
+def _context(args: argparse.Namespace) -> Any:
+    """The services' context on the database of ``--db`` (migrated to the newest schema)."""
+    from collapsewatch_server.db import Database, make_engine, migrate
+    from collapsewatch_server.services.context import ServiceContext
 
-    engine = make_engine(_settings(args).db_url)
+    settings = _settings(args)
+    engine = make_engine(settings.db_url)
     migrate(engine)
-    return Store(engine)
+    return ServiceContext(Database(engine), settings)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Create, list or revoke a project's ingest tokens (directly in the database)."""
     from collapsewatch_server.errors import DomainError
+    from collapsewatch_server.services import ingest_tokens
 
-    store = _store(args)
+    ctx = _context(args)
     try:
         if args.token_command == "create":
-            created = store.create_token(args.project, args.name)
+            created = ingest_tokens.create_token(ctx, args.project, args.name)
             print(created.token)
             print(
                 f"collapsewatch: token {created.prefix}... for project {created.project!r}; "
@@ -148,11 +151,11 @@ def cmd_token(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         elif args.token_command == "list":
-            for t in store.list_tokens(args.project):
+            for t in ingest_tokens.list_tokens(ctx, args.project):
                 state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
                 print(f"{t.id}\t{t.prefix}...\t{t.name}\t{t.created_at:%Y-%m-%d %H:%M}\t{state}")
         else:
-            store.revoke_token(args.project, args.id)
+            ingest_tokens.revoke_token(ctx, args.project, args.id)
             print(f"collapsewatch: token {args.id} revoked")
     except DomainError as exc:
         print(f"collapsewatch: {exc.message}", file=sys.stderr)
@@ -185,7 +188,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Bring the database schema to the newest version."""
-    _store(args)
+    _context(args)
     print("collapsewatch: schema up to date")
     return 0
 

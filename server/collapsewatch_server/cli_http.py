@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -63,3 +65,28 @@ def project_options() -> argparse.ArgumentParser:
         help="token (default: COLLAPSEWATCH_ADMIN_TOKEN, else COLLAPSEWATCH_TOKEN)",
     )
     return common
+
+
+#: One subcommand's work: ``(client, base URL of the project's resource, token)`` -> exit code
+#: (None: 0).
+Command = Callable[["httpx.Client", str, "str | None"], "int | None"]
+
+
+def run_command(
+    args: argparse.Namespace, client: httpx.Client | None, resource: str, command: Command
+) -> int:
+    """Run ``command`` against ``/api/v1/projects/{project}/{resource}`` of ``--server`` (or
+    ``client``: tests hand in an app's TestClient); a :class:`CliError` is printed as
+    ``collapsewatch: <message>`` and exits 1."""
+    import httpx
+
+    own = client is None
+    http = client or httpx.Client(base_url=args.server.rstrip("/"), timeout=30)
+    try:
+        return command(http, f"/api/v1/projects/{args.project}/{resource}", args.token) or 0
+    except CliError as exc:
+        print(f"collapsewatch: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if own:
+            http.close()

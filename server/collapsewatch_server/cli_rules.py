@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server.cli_http import CliError, project_options, request
+from collapsewatch_server.cli_http import CliError, project_options, request, run_command
 
 if TYPE_CHECKING:
     import httpx
@@ -159,13 +159,8 @@ def format_rule(rule: dict[str, Any]) -> str:
 
 def cmd_rules(args: argparse.Namespace, client: httpx.Client | None = None) -> int:
     """Run one ``rules`` subcommand; ``client`` lets tests hand in an app's TestClient."""
-    import httpx
 
-    own = client is None
-    http = client or httpx.Client(base_url=args.server.rstrip("/"), timeout=30)
-    base = f"/api/v1/projects/{args.project}/rules"
-    token = args.token
-    try:
+    def run(http: httpx.Client, base: str, token: str | None) -> None:
         command = args.rules_command
         if command == "list":
             print(format_table(request(http, "GET", base, token)))
@@ -184,10 +179,5 @@ def cmd_rules(args: argparse.Namespace, client: httpx.Client | None = None) -> i
         else:  # enable / disable
             rule = request(http, "POST", f"{base}/{args.id}/{command}", token)
             print(f"collapsewatch: rule {rule['id']} ({rule['name']}) {command}d")
-    except CliError as exc:
-        print(f"collapsewatch: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if own:
-            http.close()
-    return 0
+
+    return run_command(args, client, "rules", run)

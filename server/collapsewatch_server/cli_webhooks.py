@@ -11,13 +11,15 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server.cli_http import CliError, project_options, request
+from collapsewatch_server.cli_http import project_options, request, run_command
+from collapsewatch_web.api_schemas.alerts import Severity
+from collapsewatch_web.api_schemas.webhooks import WEBHOOK_FORMATS
 
 if TYPE_CHECKING:
     import httpx
 
-FORMATS = ("generic", "slack", "discord")
-SEVERITIES = ("info", "warning", "critical")
+#: Severities in the schema's order (least severe first), as the API lists them.
+SEVERITIES = [s.value for s in Severity]
 
 
 def add_parser(sub: Any) -> None:
@@ -31,7 +33,7 @@ def add_parser(sub: Any) -> None:
         "create", parents=[common], help="create a webhook; prints its secret once"
     )
     create.add_argument("--url", required=True, help="where to POST alerts (http or https)")
-    create.add_argument("--format", choices=FORMATS, default="generic")
+    create.add_argument("--format", choices=WEBHOOK_FORMATS, default="generic")
     create.add_argument(
         "--severity",
         dest="severities",
@@ -112,13 +114,8 @@ def _create_body(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_webhooks(args: argparse.Namespace, client: httpx.Client | None = None) -> int:
     """Run one ``webhooks`` subcommand; ``client`` lets tests hand in an app's TestClient."""
-    import httpx
 
-    own = client is None
-    http = client or httpx.Client(base_url=args.server.rstrip("/"), timeout=30)
-    base = f"/api/v1/projects/{args.project}/webhooks"
-    token = args.token
-    try:
+    def run(http: httpx.Client, base: str, token: str | None) -> int:
         command = args.webhooks_command
         if command == "list":
             print(format_table(request(http, "GET", base, token)))
@@ -139,10 +136,6 @@ def cmd_webhooks(args: argparse.Namespace, client: httpx.Client | None = None) -
             return 0 if result["ok"] else 1
         else:
             print(format_deliveries(request(http, "GET", f"{base}/{args.id}/deliveries", token)))
-    except CliError as exc:
-        print(f"collapsewatch: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if own:
-            http.close()
-    return 0
+        return 0
+
+    return run_command(args, client, "webhooks", run)

@@ -1,14 +1,17 @@
-"""Engine creation and schema migration (Alembic, applied at start)."""
+"""The database: engine creation, schema migration (Alembic, applied at start) and the
+sessions services open their transactions on."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -56,3 +59,30 @@ def alembic_config(engine: Engine) -> Config:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision``; safe to call at every start."""
     command.upgrade(alembic_config(engine), revision)
+
+
+class Database:
+    """An engine and its sessions. A service opens one transaction per use case with
+    :meth:`write` (committed at the end of the block, rolled back on an error) or reads with
+    :meth:`read`; repositories take the session and never open their own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def read(self) -> Session:
+        """A session for reads: ``with db.read() as s:`` (nothing is committed)."""
+        return self._sessions()
+
+    def write(self) -> AbstractContextManager[Session]:
+        """A transaction: ``with db.write() as s:`` commits at the end of the block."""
+        return self._sessions.begin()
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False

@@ -2,93 +2,87 @@
 
 A windowed indicator gets the sum of the statistics of its probe's last W records, the record
 itself included: the records of the batch being ingested, and before them the stored ones,
-loaded once per batch (``WindowStore.recent_stats``). Records arriving out of order (a spool
-synced late) see the stored records before the batch's first step of that probe.
+which the ingest service loads once per batch (what to load: :func:`stored_needed`). Records
+arriving out of order (a spool synced late) see the stored records before the batch's first
+step of that probe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from collapsewatch.schemas import IngestBatch
+from collapsewatch.schemas.stats import merge_kind
 from collapsewatch_server.codec import Stats
-from collapsewatch_server.indicators.registry import windows_needed
-from collapsewatch_server.store.windows import WindowStore
-
-#: Statistics that describe a record rather than add up over records: a window keeps the
-#: newest record's value. Windowed indicators must read only sums (counts, sums of values).
-NOT_SUMMED = frozenset(
-    {
-        "width",
-        "eig",
-        "eig_raw",
-        "ref_eig",
-        "cov_diag",
-        "classes",
-        "heads",
-        "qk_sigma",
-        "codes",
-        "dims",
-        "experts",
-        "k",
-        "generation",
-        "train_length",
-    }
-)
-#: Statistics that merge by maximum (sketch registers, largest values): a window keeps the
-#: element-wise maximum over its records.
-MAXIMA = frozenset({"hll_2", "hll_3", "max_abs"})
+from collapsewatch_server.indicators.catalogue import windows_needed
 
 
 def sum_stats(records: Sequence[Stats]) -> Stats:
-    """The statistics of several records of one probe, summed (the last is the newest).
+    """The statistics of several records of one probe, merged (the last is the newest): each
+    statistic as :func:`collapsewatch.schemas.stats.merge_kind` says, summed, maximised or the
+    newest record's value. Windowed indicators must read only sums and maxima.
 
-    Older records that lack one of the newest record's statistics, or hold it in another shape
-    (a layer that changed width), are left out whole, so every sum covers the same records.
+    Older records that lack one of the newest record's merged statistics, or hold it in another
+    shape (a layer that changed width), are left out whole, so every sum covers the same records.
     """
     newest = records[-1]
-    summed = [newest]
+    merged = [newest]
     for older in records[:-1]:
         if all(
             key in older and np.shape(older[key]) == np.shape(value)
             for key, value in newest.items()
-            if key not in NOT_SUMMED
+            if merge_kind(key) != "last"
         ):
-            summed.append(older)
+            merged.append(older)
     out: dict[str, float | np.ndarray] = dict(newest)
     for key, value in newest.items():
-        if key in NOT_SUMMED or len(summed) == 1:
+        kind = merge_kind(key)
+        if kind == "last" or len(merged) == 1:
             continue
         total = np.asarray(value, dtype=np.float64).copy()
-        merge = np.maximum if key in MAXIMA else np.add
-        for older in summed[1:]:
+        merge = np.maximum if kind == "max" else np.add
+        for older in merged[1:]:
             total = merge(total, np.asarray(older[key], dtype=np.float64))
         out[key] = float(total) if total.ndim == 0 else total
     return out
 
 
-class BatchWindows:
-    """For each record of a batch, the function that gives its windowed statistics."""
+def stored_needed(batch: IngestBatch) -> tuple[dict[str, int], int]:
+    """What the batch's windowed indicators read of the stored records: for each probe with a
+    windowed indicator, the step its stored records must precede (its first in the batch), and
+    how many records at most (the longest window less the record itself). ``({}, 0)``: none,
+    so the per-step path stays cheap (no query)."""
+    longest: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for record in batch.records:
+        w = windows_needed(record.kind)
+        if w > 1:
+            longest[record.probe] = max(w, longest.get(record.probe, 1))
+            first[record.probe] = min(record.step, first.get(record.probe, record.step))
+    if not longest:
+        return {}, 0
+    return first, max(longest.values()) - 1
 
-    def __init__(self, store: WindowStore, batch: IngestBatch, arrays: Sequence[Stats]) -> None:
+
+class BatchWindows:
+    """For each record of a batch, the function that gives its windowed statistics.
+
+    ``stored``: the probes' stored records, oldest first (as :func:`stored_needed` asks)."""
+
+    def __init__(
+        self,
+        batch: IngestBatch,
+        arrays: Sequence[Stats],
+        stored: Mapping[str, Sequence[tuple[int, Stats]]],
+    ) -> None:
         self._timelines: dict[str, list[tuple[int, Stats]]] = {}
         self._where: dict[int, tuple[str, int]] = {}  # record index -> (probe, position)
         self._cache: dict[tuple[int, int], Stats] = {}
-        longest: dict[str, int] = {}
-        first: dict[str, int] = {}
-        for record in batch.records:
-            w = windows_needed(record.kind)
-            if w > 1:
-                longest[record.probe] = max(w, longest.get(record.probe, 1))
-                first[record.probe] = min(record.step, first.get(record.probe, record.step))
-        if not longest:
-            return  # the per-step path stays cheap: no query without a windowed indicator
-        stored = store.recent_stats(batch.run.run_id, first, max(longest.values()) - 1)
         own: dict[str, list[tuple[int, int]]] = {}
         for i, record in enumerate(batch.records):
-            if record.probe in longest:
+            if windows_needed(record.kind) > 1:
                 own.setdefault(record.probe, []).append((record.step, i))
         for probe, records in own.items():
             timeline = list(stored.get(probe, []))

@@ -34,7 +34,8 @@ from collapsewatch.pipeline.spool import Spool
 from collapsewatch.pipeline.wire import encode
 from collapsewatch_server import create_app
 from collapsewatch_server.config import Settings
-from collapsewatch_server.models import StatRecordRow
+from collapsewatch_server.services import ingest_tokens
+from collapsewatch_server.tables import StatRecordRow
 from tests.e2e.conftest import LiveServer
 
 SERVER = "http://testserver"
@@ -167,8 +168,8 @@ def test_sync_sets_a_poison_batch_aside_and_sends_the_rest(
 def test_a_token_revoked_during_an_outage_loses_nothing_and_sync_recovers_it(
     locked: TestClient, sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = locked.app.state.store
-    first = store.create_token("delivery", "laptop")
+    ctx = locked.app.state.context
+    first = ingest_tokens.create_token(ctx, "delivery", "laptop")
     down = threading.Event()
     run = run_doc()
     spool = Spool(tmp_path / "spool" / run["run_id"])
@@ -182,7 +183,7 @@ def test_a_token_revoked_during_an_outage_loses_nothing_and_sync_recovers_it(
     down.set()  # the outage
     sender.submit([scalar(s) for s in range(10, 20)])
     wait_for(lambda: sender.counters()["spooled"] == 10)
-    store.revoke_token("delivery", first.id)  # meanwhile the token is revoked
+    ingest_tokens.revoke_token(ctx, "delivery", first.id)  # meanwhile the token is revoked
     down.clear()
     with caplog.at_level(logging.WARNING, logger="collapsewatch"):
         sender.submit([scalar(s) for s in range(20, 30)])  # answered 401
@@ -193,7 +194,7 @@ def test_a_token_revoked_during_an_outage_loses_nothing_and_sync_recovers_it(
     refused = [r.getMessage() for r in caplog.records if "refused the" in r.getMessage()]
     assert len(refused) == 1 and "token" in refused[0] and "collapsewatch sync" in refused[0]
 
-    second = store.create_token("delivery", "laptop, again")
+    second = ingest_tokens.create_token(ctx, "delivery", "laptop, again")
     wrong = sync(tmp_path / "spool", server=SERVER, token=first.token, http_client=locked)
     assert (wrong.sent, wrong.kept) == (0, len(spool.pending())) and "401" in wrong.problems[0]
     report = sync(tmp_path / "spool", server=SERVER, token=second.token, http_client=locked)
@@ -227,7 +228,7 @@ def test_a_wrong_token_spools_the_run_and_sync_with_the_right_one_stores_it(
     assert "HTTP 401" in said[0] and "COLLAPSEWATCH_TOKEN" in said[0]
     assert f"{stats['records']} spooled" in said[1]
 
-    token = locked.app.state.store.create_token("delivery").token
+    token = ingest_tokens.create_token(locked.app.state.context, "delivery").token
     run_dir = tmp_path / "spool" / str(monitor.run_id)
     report = sync(run_dir, server=SERVER, token=token, http_client=locked)
     assert report.complete and report.sent == stats["batches_spooled"]

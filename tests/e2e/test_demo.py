@@ -9,8 +9,10 @@ import sys
 
 def test_demo_starts_its_own_server_on_sqlite(tmp_path: object) -> None:
     """What `make run` does, minus waiting for Ctrl-C (--exit)."""
-    from collapsewatch_server.db import make_engine
-    from collapsewatch_server.store import Store
+    from collapsewatch_server.config import Settings
+    from collapsewatch_server.db import Database, make_engine
+    from collapsewatch_server.services import runs as run_reads
+    from collapsewatch_server.services.context import ServiceContext
     from tests.helpers import free_port
 
     db_url = f"sqlite:///{tmp_path}/demo.db"
@@ -34,7 +36,7 @@ def test_demo_starts_its_own_server_on_sqlite(tmp_path: object) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"dashboard at http://127.0.0.1:{port}/" in out.stdout
     engine = make_engine(db_url)
-    runs = Store(engine).list_runs("demo")
+    runs = run_reads.list_runs(ServiceContext(Database(engine), Settings(db_url=db_url)), "demo")
     engine.dispose()
     assert sorted((r.name, r.status.value, r.last_step) for r in runs) == [
         ("relu-lr0.001", "finished", 299),

@@ -123,6 +123,11 @@ def test_live_events_stream_new_points(live_server: LiveServer) -> None:
         second = _next_event(lines, "points")
         assert {p["step"] for p in second["points"]} == {7}
         assert {p["indicator"] for p in second["points"]} >= {"dead_fraction", "loss"}
+        # judged by the server against the thresholds in force (the page only shows it)
+        judged = {(p["indicator"], p["probe"]): p for p in second["points"]}
+        assert judged[("loss", "loss")]["judgement"] == "none", "no threshold on the loss"
+        dead = judged[("dead_fraction", "fc1")]
+        assert dead["judgement"] in ("ok", "warn", "critical") and "margin" in dead
 
 
 def _next_event(lines: object, name: str) -> dict[str, object]:

@@ -21,9 +21,9 @@ from fastapi.testclient import TestClient
 
 from collapsewatch_server import create_app
 from collapsewatch_server.config import Settings
-from collapsewatch_server.db import make_engine
+from collapsewatch_server.db import Database, make_engine
 from collapsewatch_server.scenarios import dead_units
-from collapsewatch_server.store import Store
+from collapsewatch_server.services.context import ServiceContext
 from tests.alert_helpers import scalar_batch
 from tests.e2e.conftest import start_server
 from tests.webhook_support import Answer, Receiver, put_events
@@ -158,7 +158,8 @@ def test_two_server_processes_on_one_postgres_send_each_delivery_once(
             with httpx.Client(base_url=servers[0].url) as http:
                 add_webhook(http, "fleet", receiver)
             # the outbox fills in one transaction, as after a burst of alerts
-            events = put_events(Store(engine), "fleet", count)
+            ctx = ServiceContext(Database(engine), Settings(db_url=pg_url))
+            events = put_events(ctx, "fleet", count)
             receiver.wait_for(count, timeout=60)
             time.sleep(0.5)  # nothing more comes
         finally:

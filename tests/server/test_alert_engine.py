@@ -9,8 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collapsewatch.schemas import AlertState, Condition, EventStatus, Reference, Severity
 from collapsewatch_server.alerts.engine import RuleSpec, SeriesState, Transition, evaluate
+from collapsewatch_web.api_schemas.alerts import (
+    AlertState,
+    Condition,
+    EventStatus,
+    Reference,
+    Severity,
+)
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 NAN = math.nan

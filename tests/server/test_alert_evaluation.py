@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session
 from collapsewatch.schemas import IngestBatch
 from collapsewatch_server import create_app
 from collapsewatch_server.config import Settings
-from collapsewatch_server.db import make_engine, migrate
-from collapsewatch_server.ingest import ingest_batch
-from collapsewatch_server.models import Delivery, Project, Webhook, utcnow
-from collapsewatch_server.store import Store
+from collapsewatch_server.db import Database, make_engine, migrate
+from collapsewatch_server.services import alerts as alert_reads
+from collapsewatch_server.services.context import ServiceContext
+from collapsewatch_server.services.ingest import ingest_batch
+from collapsewatch_server.tables import Delivery, Project, Webhook, utcnow
+from collapsewatch_web.api_schemas.alerts import EventStatus
 from tests.alert_helpers import dead_units_batch, scalar_batch, value_rule
 
 RULES = "/api/v1/projects/proj/rules"
@@ -144,7 +146,7 @@ def test_alert_state_survives_a_restart(settings: Settings) -> None:
         setup_rule(first)
         ingest(first, scalar_batch(run, [0.9, 0.9]))
         assert alerts(first) == []
-    first.app.state.store.engine.dispose()
+    first.app.state.context.db.engine.dispose()
     with TestClient(create_app(settings)) as second:
         ingest(second, scalar_batch(run, [0.9], start=2))
         assert [(a["status"], a["step"]) for a in alerts(second)] == [("firing", 2)]
@@ -153,7 +155,7 @@ def test_alert_state_survives_a_restart(settings: Settings) -> None:
             ("resolved", 3),
             ("firing", 2),
         ]
-        second.app.state.store.engine.dispose()
+        second.app.state.context.db.engine.dispose()
 
 
 def test_alerts_api_filters(client: Any) -> None:
@@ -186,14 +188,14 @@ def test_events_go_to_the_outbox_with_the_points(client: Any, app: Any) -> None:
     """A firing and a resolved event each get a delivery to the project's webhook, written in
     the ingest transaction (the webhook row is put in directly: webhooks have their own API)."""
     setup_rule(client, pending_points=None)
-    store: Store = app.state.store
-    with Session(store.engine) as s, s.begin():
+    ctx: ServiceContext = app.state.context
+    with Session(ctx.db.engine) as s, s.begin():
         project_id = s.scalar(select(Project.id).where(Project.name == "proj"))
         hook = Webhook(project_id=project_id, url="http://127.0.0.1:9/", secret="x" * 32)
         hook.severities = ["warning", "critical"]
         s.add(hook)
     ingest(client, scalar_batch(uuid.uuid4(), [0.9, 0.1]))
-    with Session(store.engine) as s:
+    with Session(ctx.db.engine) as s:
         assert s.scalar(select(func.count()).select_from(Delivery)) == 2
 
 
@@ -201,17 +203,23 @@ def test_events_go_to_the_outbox_with_the_points(client: Any, app: Any) -> None:
 
 
 @pytest.fixture
-def stores(db_url: str) -> Iterator[tuple[Store, Store]]:
-    """Two stores on two engines: two server processes sharing one database."""
+def contexts(db_url: str) -> Iterator[tuple[ServiceContext, ServiceContext]]:
+    """Two service contexts on two engines: two server processes sharing one database."""
     engines = [make_engine(db_url), make_engine(db_url)]
     migrate(engines[0])
-    yield Store(engines[0], stalled_after_s=5), Store(engines[1], stalled_after_s=5)
+    settings = Settings(db_url=db_url, stalled_after_s=5)
+    yield (
+        ServiceContext(Database(engines[0]), settings),
+        ServiceContext(Database(engines[1]), settings),
+    )
     for engine in engines:
         engine.dispose()
 
 
-def test_a_stalled_run_gets_one_nodata_event(stores: tuple[Store, Store]) -> None:
-    one, two = stores
+def test_a_stalled_run_gets_one_nodata_event(
+    contexts: tuple[ServiceContext, ServiceContext],
+) -> None:
+    one, two = contexts
     run = uuid.uuid4()
     ingest_batch(one, IngestBatch.model_validate(scalar_batch(run, [0.1], start=41)))
     finished = uuid.uuid4()
@@ -219,12 +227,13 @@ def test_a_stalled_run_gets_one_nodata_event(stores: tuple[Store, Store]) -> Non
         one,
         IngestBatch.model_validate(scalar_batch(finished, [0.1], name="done", status="finished")),
     )
-    assert one.scan_stalled(utcnow()) == 0  # not silent for 5 s yet
+    assert alert_reads.scan_stalled(one, utcnow()) == 0  # not silent for 5 s yet
     later = utcnow() + timedelta(seconds=30)
-    assert one.scan_stalled(later) == 1
-    assert one.scan_stalled(later) == 0  # told once
-    assert two.scan_stalled(later + timedelta(seconds=1)) == 0  # another process: nothing
-    (event,) = two.list_alerts(state="nodata")
+    assert alert_reads.scan_stalled(one, later) == 1
+    assert alert_reads.scan_stalled(one, later) == 0  # told once
+    # another process: nothing
+    assert alert_reads.scan_stalled(two, later + timedelta(seconds=1)) == 0
+    (event,) = alert_reads.list_alerts(two, state=EventStatus.nodata)
     assert (event.run_id, event.run_name, event.status.value, event.severity.value) == (
         run,
         "run-a",
@@ -236,12 +245,14 @@ def test_a_stalled_run_gets_one_nodata_event(stores: tuple[Store, Store]) -> Non
 
     # data again clears the claim: a new silence is a new event
     ingest_batch(one, IngestBatch.model_validate(scalar_batch(run, [0.1], start=42)))
-    assert one.scan_stalled(utcnow() + timedelta(seconds=30)) == 1
-    assert len(one.list_alerts(run_id=run, state="nodata")) == 2
+    assert alert_reads.scan_stalled(one, utcnow() + timedelta(seconds=30)) == 1
+    assert len(alert_reads.list_alerts(one, run_id=run, state=EventStatus.nodata)) == 2
 
 
-def test_two_processes_scanning_at_once_raise_nodata_once(stores: tuple[Store, Store]) -> None:
-    one, two = stores
+def test_two_processes_scanning_at_once_raise_nodata_once(
+    contexts: tuple[ServiceContext, ServiceContext],
+) -> None:
+    one, two = contexts
     runs = [uuid.uuid4() for _ in range(3)]
     for i, run in enumerate(runs):
         ingest_batch(one, IngestBatch.model_validate(scalar_batch(run, [0.1], name=f"r{i}")))
@@ -249,9 +260,9 @@ def test_two_processes_scanning_at_once_raise_nodata_once(stores: tuple[Store, S
     barrier = threading.Barrier(2)
     raised: list[int] = []
 
-    def scan(store: Store) -> None:
+    def scan(ctx: ServiceContext) -> None:
         barrier.wait()
-        raised.append(store.scan_stalled(later))
+        raised.append(alert_reads.scan_stalled(ctx, later))
 
     threads = [threading.Thread(target=scan, args=(s,)) for s in (one, two)]
     for t in threads:
@@ -259,4 +270,5 @@ def test_two_processes_scanning_at_once_raise_nodata_once(stores: tuple[Store, S
     for t in threads:
         t.join(timeout=60)
     assert sum(raised) == 3
-    assert sorted(e.run_name for e in one.list_alerts(state="nodata")) == ["r0", "r1", "r2"]
+    nodata = alert_reads.list_alerts(one, state=EventStatus.nodata)
+    assert sorted(e.run_name for e in nodata) == ["r0", "r1", "r2"]

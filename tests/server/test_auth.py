@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from collapsewatch_server import create_app, errors
 from collapsewatch_server.config import Settings
-from collapsewatch_server.models import IngestToken
+from collapsewatch_server.services import ingest_tokens
+from collapsewatch_server.tables import IngestToken
 from tests.helpers import make_batch
 
 ADMIN = "admin-secret-for-tests"
@@ -49,8 +50,8 @@ def test_reads_need_the_admin_token(locked: Any) -> None:
 
 
 def test_project_token_ingests_only_into_its_project(locked: Any) -> None:
-    store = locked.app.state.store
-    created = store.create_token("vision", "laptop")
+    ctx = locked.app.state.context
+    created = ingest_tokens.create_token(ctx, "vision", "laptop")
     assert created.token.startswith("cw_")
 
     assert ingest(locked, make_batch(project="vision"), None).status_code == 401
@@ -66,20 +67,20 @@ def test_project_token_ingests_only_into_its_project(locked: Any) -> None:
         == 401
     )
 
-    store.revoke_token("vision", created.id)
+    ingest_tokens.revoke_token(ctx, "vision", created.id)
     assert ingest(locked, make_batch(project="vision"), created.token).status_code == 401
 
 
 def test_tokens_are_stored_hashed(locked: Any) -> None:
-    store = locked.app.state.store
-    created = store.create_token("vision")
-    with store.engine.connect() as conn:
+    ctx = locked.app.state.context
+    created = ingest_tokens.create_token(ctx, "vision")
+    with ctx.db.engine.connect() as conn:
         rows = conn.execute(select(IngestToken.token_hash, IngestToken.prefix)).all()
     assert len(rows) == 1
     token_hash, prefix = rows[0]
     assert created.token not in token_hash
     assert created.token.startswith(prefix) and len(prefix) < len(created.token) // 3
-    assert [t.prefix for t in store.list_tokens("vision")] == [prefix]
+    assert [t.prefix for t in ingest_tokens.list_tokens(ctx, "vision")] == [prefix]
 
 
 def test_cli_token_create_prints_a_working_token(sqlite_url: str) -> None:

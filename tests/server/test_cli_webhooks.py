@@ -49,7 +49,7 @@ def test_create_list_test_deliveries_delete(api: TestClient, capsys: Any) -> Non
         assert code == 0 and out.startswith("ok: HTTP 200 in ") and out.strip().endswith(": ok")
         assert receiver.arrivals[0].signature_error is None
 
-        put_events(api.app.state.store, "proj", 1, severity="critical")  # type: ignore[attr-defined]
+        put_events(api.app.state.context, "proj", 1, severity="critical")  # type: ignore[attr-defined]
         receiver.wait_for(2)
         # the receiver has it before the deliverer has written down the answer: wait for that
         deadline = time.monotonic() + 10

@@ -22,7 +22,7 @@ from torch import nn
 from collapsewatch.pipeline.packing import StepPack
 from collapsewatch.probes.attention import AttentionAccumulator, qk_sigma
 from collapsewatch.schemas import ProbeKind
-from collapsewatch_server.alerts.rules import default_rules
+from collapsewatch_server.alerts.default_rules import default_rules
 from collapsewatch_server.codec import as_arrays
 from collapsewatch_server.indicators import CATALOGUE, compute_indicators
 from collapsewatch_server.windows import sum_stats

@@ -23,7 +23,7 @@ from torch import nn
 from collapsewatch.pipeline.packing import StepPack
 from collapsewatch.probes.text import EvalAccumulator, TextAccumulator
 from collapsewatch.schemas import ProbeKind
-from collapsewatch_server.alerts.rules import default_relative_rule
+from collapsewatch_server.alerts.default_rules import default_relative_rule
 from collapsewatch_server.codec import as_arrays, decode_stats, encode_stats
 from collapsewatch_server.indicators import CATALOGUE, compute_indicators
 from collapsewatch_server.indicators.diversity import hll_estimate

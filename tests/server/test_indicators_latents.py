@@ -21,7 +21,7 @@ import torch
 from collapsewatch.pipeline.packing import StepPack
 from collapsewatch.probes.latents import MAX_CODES, CodeAccumulator, PosteriorAccumulator
 from collapsewatch.schemas import ProbeKind
-from collapsewatch_server.alerts.rules import default_rule
+from collapsewatch_server.alerts.default_rules import default_rule
 from collapsewatch_server.codec import Stats, as_arrays, decode_stats, encode_stats
 from collapsewatch_server.indicators import CATALOGUE, compute_indicators
 from collapsewatch_server.indicators.codebook import CODE_WINDOW

@@ -20,7 +20,7 @@ import torch
 from collapsewatch.pipeline.packing import StepPack
 from collapsewatch.probes.routing import RoutingAccumulator
 from collapsewatch.schemas import ProbeKind
-from collapsewatch_server.alerts.rules import default_rule
+from collapsewatch_server.alerts.default_rules import default_rule
 from collapsewatch_server.codec import as_arrays
 from collapsewatch_server.indicators import CATALOGUE, compute_indicators
 from collapsewatch_server.indicators.routing import DEAD_WINDOW

@@ -14,7 +14,7 @@ from collapsewatch.schemas import ProbeKind
 from collapsewatch_server import errors
 from collapsewatch_server.codec import as_arrays
 from collapsewatch_server.indicators import compute_indicators
-from collapsewatch_server.models import IngestedBatch, Point, Run, StatRecordRow
+from collapsewatch_server.tables import IngestedBatch, Point, Run, StatRecordRow
 from tests.helpers import activation_stats, make_batch
 
 
@@ -30,7 +30,7 @@ def post(client: Any, body: bytes | dict[str, Any], *, gz: bool = True, **header
 
 def counts(app: Any) -> dict[str, int]:
     """Rows per table: what 'nothing written' is checked against."""
-    engine = app.state.store.engine
+    engine = app.state.context.db.engine
     with engine.connect() as conn:
         return {
             m.__tablename__: conn.scalar(select(func.count()).select_from(m))

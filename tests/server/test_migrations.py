@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from collapsewatch_server.db import alembic_config, make_engine, migrate
-from collapsewatch_server.models import Base
+from collapsewatch_server.tables import Base
 
 
 def test_migrations_up_down_up_and_match_models(db_url: str) -> None:

@@ -127,7 +127,7 @@ def brute(
     out["nc2_etf_error"] = float(np.linalg.norm(gram / np.linalg.norm(gram) - etf))
     w = task.weight[present]
     out["nc3"] = float(np.sum((w / np.linalg.norm(w) - mt / np.linalg.norm(mt)) ** 2))
-    # VCI in the span of the centred class means (see indicators.neural.vci)
+    # VCI in the span of the centred class means (see indicators.neural_collapse.vci)
     u = np.linalg.svd(mt.T, full_matrices=False)[0][:, : c - 1]
     total = u.T @ (sigma_w + sigma_b) @ u
     explained = np.trace(np.linalg.pinv(total) @ (u.T @ sigma_b @ u))
@@ -384,7 +384,7 @@ def test_degenerate_records_give_no_point_rather_than_an_error() -> None:
 
 def test_default_rules_inform_about_neural_collapse_and_warn_about_minority_collapse() -> None:
     """Neural collapse is often the wanted terminal phase: its default rules say "info"."""
-    from collapsewatch_server.alerts.rules import default_rule
+    from collapsewatch_server.alerts.default_rules import default_rule
 
     rules = {name: default_rule(CATALOGUE[name]) for name in NEURAL}
     with_rules = {name: rule for name, rule in rules.items() if rule is not None}

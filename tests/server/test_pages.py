@@ -19,6 +19,7 @@ from collapsewatch_server.api.pages import LOGIN_FAILED
 from collapsewatch_server.app import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_server.indicators import CATALOGUE
+from collapsewatch_server.services import runs
 from collapsewatch_web import views
 from tests.helpers import make_batch
 
@@ -190,8 +191,8 @@ def test_run_page_cursor_is_where_the_stream_should_resume(client: TestClient) -
     ingest(client, batch)
     run_id = batch["run"]["run_id"]
     cursor = run_data(client.get(f"/runs/{run_id}").text)["cursor"]
-    store = client.app.state.store  # type: ignore[attr-defined]
-    assert store.points_since(uuid.UUID(run_id), cursor)[0] == [], "cursor behind stored points"
+    ctx = client.app.state.context  # type: ignore[attr-defined]
+    assert runs.points_since(ctx, uuid.UUID(run_id), cursor)[0] == [], "cursor behind stored points"
 
 
 def test_unknown_or_malformed_run_is_a_404_page(client: TestClient) -> None:

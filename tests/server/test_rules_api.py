@@ -5,7 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from collapsewatch.schemas.alerts import (
+from collapsewatch_server import errors
+from collapsewatch_server.alerts.default_rules import DEFAULT_RULE_NAME
+from collapsewatch_server.indicators import CATALOGUE
+from collapsewatch_web.api_schemas.alerts import (
     RULE_BAND_ORDER,
     RULE_NEEDS_BAND,
     RULE_NEEDS_PERCENT,
@@ -14,9 +17,6 @@ from collapsewatch.schemas.alerts import (
     RULE_RECOVERY_BAND,
     RULE_RECOVERY_SIDE,
 )
-from collapsewatch_server import errors
-from collapsewatch_server.alerts.rules import DEFAULT_RULE_NAME
-from collapsewatch_server.indicators import CATALOGUE
 from tests.alert_helpers import scalar_batch, value_rule
 
 RULES = "/api/v1/projects/proj/rules"

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from collapsewatch_server import errors
+from collapsewatch_server import errors, worker
 from collapsewatch_server.app import create_app
 from collapsewatch_server.config import Settings
-from collapsewatch_server.webhooks import deliverer, signing, worker
+from collapsewatch_server.webhooks import deliverer, signing
 from tests.helpers import free_port
 from tests.webhook_support import Answer, Receiver, put_events
 
@@ -54,7 +54,7 @@ def add_hook(client: TestClient, receiver: Receiver, project: str = "p", **field
 
 
 def fire(client: TestClient, count: int = 1, project: str = "p", **kw: Any) -> list[str]:
-    return put_events(client.app.state.store, project, count, **kw)  # type: ignore[attr-defined]
+    return put_events(client.app.state.context, project, count, **kw)  # type: ignore[attr-defined]
 
 
 def log_of(client: TestClient, wid: int, project: str = "p") -> list[dict[str, Any]]:

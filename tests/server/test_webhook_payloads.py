@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from collapsewatch.schemas import AlertEventPublic, WebhookPayload
 from collapsewatch_server.webhooks import payloads
+from collapsewatch_web.api_schemas.alerts import AlertEventPublic
+from collapsewatch_web.api_schemas.webhooks import WebhookPayload
 
 RUN_ID = uuid.UUID("0b7d6c44-8c1e-4c36-9a57-7a0c3e7f7c11")
 URL = f"http://127.0.0.1:8420/runs/{RUN_ID}?step=1200"

@@ -7,9 +7,11 @@ import math
 
 import pytest
 
-from collapsewatch.schemas import IndicatorInfo, ProbeKind, SeriesPoints
-from collapsewatch.schemas.dashboards import Threshold
+from collapsewatch.schemas import ProbeKind
 from collapsewatch_web import figures
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import Threshold
+from collapsewatch_web.api_schemas.runs import SeriesPoints
 
 
 def info(

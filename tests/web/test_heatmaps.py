@@ -7,14 +7,10 @@ from typing import Any
 
 import pytest
 
-from collapsewatch.schemas import IndicatorInfo, ProbeKind
-from collapsewatch.schemas.dashboards import (
-    IndicatorBins,
-    ProbeBins,
-    SpectrumPublic,
-    Threshold,
-)
+from collapsewatch.schemas import ProbeKind
 from collapsewatch_web import figures, heatmaps
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import IndicatorBins, ProbeBins, SpectrumPublic, Threshold
 
 
 def info(direction: str = "high_is_bad") -> IndicatorInfo:

@@ -12,19 +12,13 @@ from typing import Any
 
 import pytest
 
-from collapsewatch.schemas import (
-    AlertEventPublic,
-    EventStatus,
-    IndicatorInfo,
-    PointEvent,
-    ProbeKind,
-    ProbePublic,
-    RunDetail,
-    RunStatus,
-    Severity,
-)
-from collapsewatch.schemas.dashboards import FamilyHealth, LatestValue, RunHealth, RunOverview
+from collapsewatch.schemas import ProbeKind, RunStatus
 from collapsewatch_web import render, views
+from collapsewatch_web.api_schemas.alerts import AlertEventPublic, EventStatus, Severity
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import LatestValue
+from collapsewatch_web.api_schemas.health import FamilyHealth, RunHealth, RunOverview
+from collapsewatch_web.api_schemas.runs import PointEvent, ProbePublic, RunDetail
 
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 XSS = "<script>alert(1)</script>"
@@ -61,7 +55,6 @@ def page(
         run or run_detail(),
         indicators=infos,
         latest=latest,
-        thresholds={i.name: views.thresholds_for(i, []) for i in infos},
         health=kw.pop("health", health()),
         cursor=kw.pop("cursor", 0),
         alerts_after=T0,
@@ -114,10 +107,7 @@ def test_run_page_has_a_lazy_card_per_indicator_grouped_by_family_in_reading_ord
     assert set(data["indicators"]) == {"loss", "effective_rank", "dead_fraction"}
     dead = data["indicators"]["dead_fraction"]
     assert dead["dom_id"] == "chart-dead_fraction"
-    assert [(t["value"], t["severity"]) for t in dead["thresholds"]] == [
-        (0.2, "warning"),
-        (0.5, "critical"),
-    ]
+    assert "thresholds" not in dead, "live points arrive judged: the browser does not judge"
 
 
 def test_latest_values_flag_the_layer_past_its_threshold_worst_first() -> None:

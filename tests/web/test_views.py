@@ -10,16 +10,12 @@ from typing import Any
 
 import pytest
 
-from collapsewatch.schemas import (
-    IndicatorInfo,
-    PointEvent,
-    ProbeKind,
-    ProbePublic,
-    RuleCreate,
-    RulePublic,
-)
-from collapsewatch.schemas.dashboards import LatestValue, Threshold
+from collapsewatch.schemas import ProbeKind
 from collapsewatch_web import figures, views
+from collapsewatch_web.api_schemas.alerts import RuleCreate, RulePublic
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import LatestValue, Threshold
+from collapsewatch_web.api_schemas.runs import PointEvent, ProbePublic
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

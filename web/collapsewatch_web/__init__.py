@@ -1,5 +1,6 @@
-"""The dashboards: figure builders, page rendering, templates and static files.
+"""The dashboards: the HTTP API's schemas beyond ingest (:mod:`.api_schemas`), figure
+builders, judgements of values against thresholds, page rendering, templates and static files.
 
-Knows the wire schemas (``collapsewatch.schemas``) and nothing of the database: the server's
-page routes fetch data through the store and hand schemas to the functions here.
+Knows schemas, templates and figures, never the database: the server's services read the data
+and hand schemas to the functions here.
 """

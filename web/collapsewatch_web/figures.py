@@ -1,4 +1,4 @@
-"""Figure builders: pure functions from wire schemas to ``plotly.graph_objects.Figure``.
+"""Figure builders: pure functions from API schemas to ``plotly.graph_objects.Figure``.
 
 Nothing here touches a server, a database or a browser, so every chart can be tested as data.
 Plotly cannot read CSS variables, so colours come from a :class:`Theme`; the trace palette and
@@ -17,8 +17,9 @@ from typing import Any, Literal
 import numpy as np
 import plotly.graph_objects as go
 
-from collapsewatch.schemas import IndicatorInfo, SeriesPoints
-from collapsewatch.schemas.dashboards import IndicatorBins, Threshold
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import IndicatorBins, Threshold
+from collapsewatch_web.api_schemas.runs import SeriesPoints
 
 Severity = Literal["ok", "warn", "critical", "none"]
 
@@ -342,7 +343,9 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind == "f":
             # object dtype so tolist() gives None where the float was not finite
-            return np.where(np.isfinite(obj), obj, None).astype(object).tolist()
+            out = obj.astype(object)
+            out[~np.isfinite(obj)] = None
+            return out.tolist()
         return obj.tolist()
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}

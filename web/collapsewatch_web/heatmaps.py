@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from collapsewatch.schemas import IndicatorInfo
-from collapsewatch.schemas.dashboards import IndicatorBins, SpectrumPublic, Threshold
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import IndicatorBins, SpectrumPublic, Threshold
 from collapsewatch_web.figures import (
     LIGHT,
     PALETTE,
@@ -93,10 +93,10 @@ def colour_scale(
         stops[min(1.0, badness(t.value) + 1e-6)] = SEVERITY_COLOURS[t.severity.value]
     worst = max(ranked, key=lambda t: _SEVERITY_RANK[t.severity.value])
     stops.setdefault(1.0, DARK_COLOURS[worst.severity.value])
-    scale = [[p, c] for p, c in sorted(stops.items())]
+    scale = sorted(stops.items())
     if not high:  # Plotly's scale runs from zmin: for low-is-bad the bad end comes first
-        scale = [[round(1.0 - p, 9), c] for p, c in reversed(scale)]
-    return scale
+        scale = [(round(1.0 - p, 9), c) for p, c in reversed(scale)]
+    return [[p, c] for p, c in scale]
 
 
 def heatmap_figure(

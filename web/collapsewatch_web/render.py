@@ -1,6 +1,6 @@
 """Page rendering: a Jinja environment over ``templates/`` and one function per page.
 
-Functions take wire schemas and figure JSON and return HTML. Whatever a template would have to
+Functions take API schemas and figure JSON and return HTML. Whatever a template would have to
 compute (latest values, severities, grouping by family) is computed here, in Python, so the
 templates stay logic-light and the computation stays testable.
 """
@@ -16,26 +16,22 @@ from datetime import UTC, datetime
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from collapsewatch._version import __version__
-from collapsewatch.schemas import (
+from collapsewatch.schemas import ProbeKind
+from collapsewatch_web import figures, views
+from collapsewatch_web.api_schemas.alerts import (
     AlertEventPublic,
-    IndicatorInfo,
-    ProbeKind,
+    Condition,
+    EventStatus,
     RuleCreate,
     RulePublic,
-    RunDetail,
-    RunPublic,
-    TokenPublic,
-    WebhookPublic,
+    Severity,
 )
-from collapsewatch.schemas.dashboards import (
-    FamilyHealth,
-    FiringAlert,
-    LatestValue,
-    RunHealth,
-    RunOverview,
-    Threshold,
-)
-from collapsewatch_web import figures, views
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import LatestValue
+from collapsewatch_web.api_schemas.health import FamilyHealth, FiringAlert, RunHealth, RunOverview
+from collapsewatch_web.api_schemas.ingest_tokens import TokenPublic
+from collapsewatch_web.api_schemas.runs import RunDetail, RunPublic
+from collapsewatch_web.api_schemas.webhooks import WEBHOOK_FORMATS, WebhookPublic
 from collapsewatch_web.assets import PLOTLY_JS, plotly_version
 
 
@@ -181,7 +177,6 @@ def render_run_page(
     *,
     indicators: Sequence[IndicatorInfo],
     latest: Sequence[LatestValue],
-    thresholds: Mapping[str, Sequence[Threshold]],
     health: RunHealth,
     cursor: int,
     alerts_after: datetime,
@@ -191,7 +186,7 @@ def render_run_page(
 ) -> str:
     """One run: header and model, health by family, the worst layers now, and a section per
     family whose charts the browser loads when they scroll into view (``live`` is what
-    run.js needs: the SSE cursors, thresholds to judge live points, themes)."""
+    run.js needs: the SSE cursors, the indicators' cards, themes; live points arrive judged)."""
     families = run_families(indicators, latest, health.families)
     worst = views.worst_layers(latest, WORST_ROWS)
     activations = [p.name for p in run.probes if p.kind == ProbeKind.activation]
@@ -206,7 +201,6 @@ def render_run_page(
                 "dom_id": chart_dom_id(info.name),
                 "title": info.title,
                 "direction": info.direction,
-                "thresholds": [t.model_dump(mode="json") for t in thresholds.get(info.name, ())],
             }
             for info in indicators
         },
@@ -284,10 +278,10 @@ def render_compare_page(
     )
 
 
-#: What the rule editor offers, in the schema's words.
-RULE_CONDITIONS = ("above", "below", "outside", "drop", "rise")
-SEVERITIES = ("info", "warning", "critical")
-EVENT_STATES = ("firing", "resolved", "nodata")
+#: What the rule editor and the filters offer, in the schemas' words.
+RULE_CONDITIONS = [c.value for c in Condition]
+SEVERITIES = [s.value for s in Severity]
+EVENT_STATES = [e.value for e in EventStatus]
 
 
 def render_alerts_page(
@@ -307,9 +301,9 @@ def render_alerts_page(
     data = {
         "project": project,
         "rules": [r.model_dump(mode="json") for r in rules],
-        "defaults": RuleCreate(name="x", indicator="x", condition="above", threshold=0).model_dump(
-            mode="json", exclude={"name", "indicator", "condition", "threshold"}
-        ),
+        "defaults": RuleCreate(
+            name="x", indicator="x", condition=Condition.above, threshold=0
+        ).model_dump(mode="json", exclude={"name", "indicator", "condition", "threshold"}),
     }
     return _ENV.get_template("alerts.html").render(
         projects=projects,
@@ -331,13 +325,13 @@ def render_alerts_page(
 
 def rule_summary(rule: RulePublic) -> str:
     """A rule's condition as people say it: "above 0.5 for 3 points"."""
-    c = rule.condition.value
-    if c in ("above", "below"):
-        text = f"{c} {format_value(rule.threshold)}"
-    elif c == "outside":
+    c = rule.condition
+    if c in (Condition.above, Condition.below):
+        text = f"{c.value} {format_value(rule.threshold)}"
+    elif c == Condition.outside:
         text = f"outside [{format_value(rule.low)}, {format_value(rule.high)}]"
     else:
-        text = f"{c} {rule.percent:g}% from its {rule.reference.value}"
+        text = f"{c.value} {rule.percent:g}% from its {rule.reference.value}"
     if rule.pending_points:
         text += f" for {rule.pending_points} point{'s' if rule.pending_points != 1 else ''}"
     elif rule.pending_steps:
@@ -369,9 +363,6 @@ def render_settings_page(
         show_logout=show_logout,
         nav="",
     )
-
-
-WEBHOOK_FORMATS = ("generic", "slack", "discord")
 
 
 def render_login_page(error: str | None = None, next_url: str = "/") -> str:

@@ -2,7 +2,8 @@
 them, the worst layers of a run, health per indicator family, the model summary.
 
 Pure functions, so templates stay logic-light and the rules are tested without a server.
-``static/app.js`` repeats :func:`judge` for points that arrive live; keep the two in step.
+Values are judged here only: the server judges the points it streams live with
+:func:`latest_values`, and the browser shows those judgements.
 """
 
 from __future__ import annotations
@@ -11,25 +12,21 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Protocol
 
-from collapsewatch.schemas import (
+from collapsewatch_web.api_schemas.alerts import (
     Condition,
-    IndicatorInfo,
-    PointEvent,
-    ProbePublic,
     RuleCreate,
     RulePublic,
     Severity,
+    Side,
+    breaches,
+    glob_matches,
 )
-from collapsewatch.schemas.dashboards import (
-    FamilyHealth,
-    HealthState,
-    Judgement,
-    LatestValue,
-    Threshold,
-)
+from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
+from collapsewatch_web.api_schemas.charts import Judgement, LatestValue, Threshold
+from collapsewatch_web.api_schemas.health import FamilyHealth, HealthState
+from collapsewatch_web.api_schemas.runs import PointEvent, ProbePublic
 
 #: Families in the order researchers read them; unknown families follow, by name.
 FAMILY_TITLES: dict[str, str] = {
@@ -89,20 +86,29 @@ def thresholds_for(
     for rule in rules:
         if not rule.enabled or rule.indicator != info.name:
             continue
-        if rule.run is not None and not fnmatchcase(run_name, rule.run):
+        if not glob_matches(run_name, rule.run):
             continue
-        if probes and not any(fnmatchcase(p, rule.probe) for p in probes):
+        if probes and not any(glob_matches(p, rule.probe) for p in probes):
             continue
-        common = {"severity": rule.severity, "label": rule.name, "probe": rule.probe}
+        levels: list[tuple[float, Side]] = []
         if rule.condition in (Condition.above, Condition.below) and rule.threshold is not None:
-            side = "above" if rule.condition == Condition.above else "below"
-            out.append(Threshold(value=rule.threshold, side=side, source="rule", **common))
+            levels = [(rule.threshold, "above" if rule.condition == Condition.above else "below")]
         elif rule.condition == Condition.outside and rule.low is not None and rule.high is not None:
-            out.append(Threshold(value=rule.low, side="below", source="rule", **common))
-            out.append(Threshold(value=rule.high, side="above", source="rule", **common))
+            levels = [(rule.low, "below"), (rule.high, "above")]
+        out += (
+            Threshold(
+                value=level,
+                side=side,
+                severity=rule.severity,
+                label=rule.name,
+                probe=rule.probe,
+                source="rule",
+            )
+            for level, side in levels
+        )
     if out or info.direction == "info":
         return out
-    side = "above" if info.direction == "high_is_bad" else "below"
+    side: Side = "above" if info.direction == "high_is_bad" else "below"
     for level, severity, label in (
         (info.warn, Severity.warning, "warn"),
         (info.critical, Severity.critical, "critical"),
@@ -125,17 +131,14 @@ def judge(
     A missing (NaN) value is past every threshold: a diverged statistic is alarming. Without
     a threshold for the probe the answer is ``none``; within every threshold, ``ok``.
     """
-    applicable = [t for t in thresholds if fnmatchcase(probe, t.probe)]
+    applicable = [t for t in thresholds if glob_matches(probe, t.probe)]
     if not applicable:
         return "none", None, 0.0
-    finite = value is not None and math.isfinite(value)
     best: tuple[int, float, float] | None = None  # (rank, -margin, level)
     for t in applicable:
-        if finite:
-            assert value is not None
-            past = value > t.value if t.side == "above" else value < t.value
-            if not past:
-                continue
+        if not breaches(value, t.value, t.side):
+            continue
+        if value is not None and math.isfinite(value):
             margin = abs(value - t.value) / max(abs(t.value), 1e-12)
         else:
             margin = math.inf
@@ -194,7 +197,8 @@ def worst_layers(values: Iterable[LatestValue], limit: int = 12) -> list[LatestV
 
 
 class StateCount(Protocol):
-    """Alert states of one indicator at one state and rule severity (the store's rows)."""
+    """Alert states of one indicator at one state and rule severity (rows of the alert
+    states repository)."""
 
     @property
     def indicator(self) -> str: ...

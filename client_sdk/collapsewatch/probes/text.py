@@ -17,6 +17,8 @@ import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from collapsewatch.schemas.stats import merge_kind
+
 if TYPE_CHECKING:
     import torch
 
@@ -222,8 +224,8 @@ def _generation(value: Any) -> float | None:
     return float(value)
 
 
-#: The statistics of a call that add up over calls (besides ``sequences``, a Python int).
-_SUMMED = ("tokens", "unigrams", "ngrams_2", "ngrams_3", "rep_sum", "rep_seqs")
+#: The statistics of a call, merged over calls as ``schemas.stats.MERGE`` says.
+_STATS = ("tokens", "unigrams", "ngrams_2", "ngrams_3", "rep_sum", "rep_seqs", "hll_2", "hll_3")
 
 
 class TextAccumulator:
@@ -275,7 +277,7 @@ class TextAccumulator:
         bucket = (ids & (UNIGRAM_BUCKETS - 1)) * valid  # padding goes to 0 with weight 0
         unigrams.index_add_(0, bucket.reshape(-1), valid.reshape(-1).to(dtype))
         rep = repetition(hashes[REP_N - 1], masks[REP_N - 1], dtype)
-        new = {
+        computed = {
             "tokens": valid.sum().to(dtype),
             "unigrams": unigrams,
             "ngrams_2": masks[1].sum().to(dtype),
@@ -283,20 +285,20 @@ class TextAccumulator:
             "rep_sum": rep.sum(),
             "rep_seqs": (masks[REP_N - 1].sum(1) > 0).sum().to(dtype),
         }
-        sketches = {
-            "hll_2": hll_registers(hashes[1], masks[1]),
-            "hll_3": hll_registers(hashes[2], masks[2]),
-        }
+        computed["hll_2"] = hll_registers(hashes[1], masks[1])
+        computed["hll_3"] = hll_registers(hashes[2], masks[2])
 
-        # everything is computed: only now does the state change
+        # everything is computed: only now does the state change, each statistic merged as
+        # the wire schema says (sums add, sketches take the element-wise maximum)
         first = self.tokens is None
-        for key in _SUMMED:
-            value = new[key]
+        for key, value in computed.items():
             old = getattr(self, key)
-            setattr(self, key, value if first else old + value.to(old.device, old.dtype))
-        for key, value in sketches.items():
-            old = getattr(self, key)
-            setattr(self, key, value if first else torch.maximum(old, value.to(old.device)))
+            if first:
+                setattr(self, key, value)
+            elif merge_kind(key) == "max":
+                setattr(self, key, torch.maximum(old, value.to(old.device)))
+            else:
+                setattr(self, key, old + value.to(old.device, old.dtype))
         self.sequences += ids.shape[0]
         if gen is not None:
             self.generation = gen
@@ -304,7 +306,7 @@ class TextAccumulator:
     def pack(self, stats: dict[str, Any], pack: StepPack) -> None:
         assert self.tokens is not None
         stats["sequences"] = float(self.sequences)
-        for key in (*_SUMMED, "hll_2", "hll_3"):
+        for key in _STATS:
             pack.put(stats, key, getattr(self, key))
         if self.generation is not None:
             stats["generation"] = self.generation

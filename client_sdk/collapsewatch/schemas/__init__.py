@@ -1,8 +1,10 @@
-"""Wire schemas of the collapsewatch HTTP API (v1).
+"""Wire schemas: what a training process sends to ``POST /api/v1/ingest`` and gets back.
 
 Defined once, here, in the SDK package: the SDK builds :class:`IngestBatch`, the server
-validates it and answers with the ``*Public`` schemas, and the web package renders those.
-Only pydantic is imported, so ``import collapsewatch`` stays light.
+validates it and answers :class:`IngestResult`. Only pydantic is imported, so
+``import collapsewatch`` stays light. The rest of the HTTP API (runs, rules, alerts, webhooks,
+the dashboards' JSON) is described by ``collapsewatch_web.api_schemas``, which the SDK never
+imports.
 
 Statistic names inside :class:`StatRecord.stats` are listed per probe kind in
 :mod:`collapsewatch.schemas.stats` (re-exported here); the server's indicators read them.
@@ -13,7 +15,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
@@ -137,169 +139,3 @@ class IngestResult(BaseModel):
     duplicate: bool
     records: int
     points: int
-
-
-# ------------------------------------------------------------------------------- read API
-
-
-class HealthPublic(BaseModel):
-    status: Literal["ok", "degraded"]
-    store: Literal["ok", "unreachable"]
-    version: str
-
-
-class ProjectPublic(BaseModel):
-    name: str
-    created_at: datetime
-    runs: int
-
-
-class RunPublic(BaseModel):
-    """A run as listed: newest first on ``GET /api/v1/runs``."""
-
-    run_id: uuid.UUID
-    project: str
-    name: str
-    status: RunStatus
-    started_at: datetime
-    last_seen_at: datetime
-    finished_at: datetime | None = None
-    last_step: int | None = None
-    open_alerts: int = 0
-
-
-class ProbePublic(BaseModel):
-    name: str
-    kind: ProbeKind
-    module: str
-    order: int
-    width: int | None = None
-    params: int = 0
-
-
-class RunDetail(RunPublic):
-    """One run with its metadata and probes (model order)."""
-
-    config: dict[str, Any] = Field(default_factory=dict)
-    host: str = ""
-    torch_version: str = ""
-    sdk_version: str = ""
-    probes: list[ProbePublic] = Field(default_factory=list)
-
-
-class SeriesKey(BaseModel):
-    """One series of a run: an indicator on a probe."""
-
-    indicator: str
-    probe: str
-    points: int
-    last_step: int | None = None
-    last_value: float | None = None
-
-
-class SeriesPoints(BaseModel):
-    """Points of one series, downsampled on the server; ``None`` stands for NaN/inf."""
-
-    indicator: str
-    probe: str
-    steps: list[int]
-    values: list[float | None]
-    total: int = Field(description="points stored before downsampling")
-    downsampled: bool
-
-
-class PointEvent(BaseModel):
-    """One new point, as pushed on ``GET /api/v1/runs/{id}/events``."""
-
-    indicator: str
-    probe: str
-    step: int
-    value: float | None
-
-
-class RelativeDefault(BaseModel):
-    """A default threshold relative to the run's own history: a ``drop`` (``rise``) of more
-    than ``percent`` from the run's ``peak`` (trough) or ``baseline`` (its first points)."""
-
-    condition: Literal["drop", "rise"]
-    percent: float
-    reference: Literal["peak", "baseline"] = "peak"
-    baseline_points: int = Field(default=5, ge=1, description="points averaged as the baseline")
-    enabled: bool = Field(
-        default=False,
-        description="whether the default pack's rule ships enabled: only where healthy "
-        "training does not move the indicator far from its reference",
-    )
-
-
-class IndicatorInfo(BaseModel):
-    """Catalogue entry of an indicator (``GET /api/v1/indicators``)."""
-
-    name: str
-    title: str
-    family: str
-    applies_to: ProbeKind
-    direction: Literal["low_is_bad", "high_is_bad", "info"]
-    warn: float | None = None
-    critical: float | None = None
-    unit: str = ""
-    meaning: str
-    what_to_try: str
-    sources: list[str] = Field(default_factory=list)
-    relative: RelativeDefault | None = Field(
-        default=None, description="default relative to the run's history, besides warn/critical"
-    )
-    window: int = Field(
-        default=1, description="computed on the summed statistics of the probe's last N records"
-    )
-
-
-class TokenCreate(BaseModel):
-    """Ask for a new ingest token of a project."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(default="", max_length=128)
-
-
-class TokenPublic(BaseModel):
-    """An ingest token as listed: never the secret, only its first characters."""
-
-    id: int
-    project: str
-    name: str
-    prefix: str
-    created_at: datetime
-    revoked_at: datetime | None = None
-
-
-class TokenCreated(TokenPublic):
-    """Answer to a token creation: the only time the secret is shown."""
-
-    token: str
-
-
-# The alerting schemas live in their own module; re-exported so `collapsewatch.schemas` stays
-# the one place clients import from.
-from collapsewatch.schemas.alerts import (  # noqa: E402, F401
-    AlertEventPublic,
-    AlertState,
-    AlertStatePublic,
-    Condition,
-    DeliveryAttemptPublic,
-    DeliveryPublic,
-    DeliveryStatus,
-    EventStatus,
-    Reference,
-    RuleCreate,
-    RulePublic,
-    RuleUpdate,
-    Severity,
-    WebhookCreate,
-    WebhookCreated,
-    WebhookFormat,
-    WebhookPayload,
-    WebhookPublic,
-    WebhookTestResult,
-    WebhookUpdate,
-)

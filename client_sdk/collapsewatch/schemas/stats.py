@@ -1,13 +1,15 @@
 """Probe kinds and the names of the statistics inside ``StatRecord.stats``, per kind.
 
 The SDK fills these, the server's indicators read them. Every statistic is a sum over rows,
-forward calls, steps and ranks unless its comment says otherwise (a spectrum, a maximum, a
-sketch merged by maximum), so records merge by addition.
+forward calls, steps and ranks unless :data:`MERGE` (at the end, beside the definitions) says
+otherwise: a spectrum or a size keeps the newest value, a sketch or a maximum merges by maximum.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Final, Literal
 
 
 class ProbeKind(StrEnum):
@@ -217,3 +219,39 @@ class StateStat(StrEnum):
     norm_sum = "norm_sum"  # [32] sum of ||h_t||
     max_abs = "max_abs"  # [32] max_j |h_t,j| (merge: max)
     train_length = "train_length"  # the training sequence length, when given (not summed)
+
+
+#: How a statistic merges when records are combined (the calls of one step, ranks, a window of
+#: sampled steps): ``sum`` adds, ``max`` keeps the element-wise maximum, ``last`` keeps the
+#: newest record's value (sizes, spectra and other values that describe one record).
+MergeKind = Literal["sum", "max", "last"]
+
+#: The statistics that do not merge by addition; every other one is a sum. Statistics of one
+#: name merge alike in every probe kind (``eig`` of activations and of samples), so one entry
+#: serves them all. The loss record (mean and max since the previous sampled step) is never
+#: merged.
+MERGE: Final[Mapping[str, MergeKind]] = {
+    ActivationStat.width: "last",
+    ActivationStat.in_dim: "last",
+    ActivationStat.eig: "last",
+    ActivationStat.eig_raw: "last",
+    ActivationStat.cov_diag: "last",
+    SampleStat.ref_eig: "last",
+    ClassStat.classes: "last",
+    AttentionStat.heads: "last",
+    AttentionStat.qk_sigma: "last",
+    CodeStat.codes: "last",
+    PosteriorStat.dims: "last",
+    RoutingStat.experts: "last",
+    RoutingStat.k: "last",
+    TextStat.generation: "last",
+    StateStat.train_length: "last",
+    TextStat.hll_2: "max",
+    TextStat.hll_3: "max",
+    StateStat.max_abs: "max",
+}
+
+
+def merge_kind(stat: str) -> MergeKind:
+    """How the statistic named ``stat`` merges across records (see :data:`MERGE`)."""
+    return MERGE.get(stat, "sum")

@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import fields
 from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 from typing import Protocol
 
-from collapsewatch.schemas import RuleCreate
-from collapsewatch.schemas.dashboards import BacktestEvent
-from collapsewatch_server.alerts.engine import RuleSpec, SeriesState, evaluate
+from collapsewatch_server.alerts.engine import RuleSpec, SeriesState, evaluate, spec_from
+from collapsewatch_web.api_schemas.alerts import RuleCreate, glob_matches
+from collapsewatch_web.api_schemas.backtest import BacktestEvent
 
 #: The replay's clock: fixed, so no repeat interval ever elapses (no reminders).
 _REPLAY_NOW = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class SeriesLike(Protocol):
-    """One probe's points in step order (the store's ``ProbePoints``)."""
+    """One probe's points in step order (the points repository's ``ProbePoints``)."""
 
     @property
     def probe(self) -> str: ...
@@ -35,13 +33,13 @@ class SeriesLike(Protocol):
 
 
 def spec_of(rule: RuleCreate) -> RuleSpec:
-    """What the engine needs of a rule (every RuleSpec field is a rule field of that name)."""
-    return RuleSpec(**{f.name: getattr(rule, f.name) for f in fields(RuleSpec)})
+    """What the engine needs of a rule schema."""
+    return spec_from(dict(rule))
 
 
 def watched(rule: RuleCreate, series: Iterable[SeriesLike]) -> list[SeriesLike]:
     """The series whose probe the rule's probe glob matches."""
-    return [s for s in series if fnmatchcase(s.probe, rule.probe)]
+    return [s for s in series if glob_matches(s.probe, rule.probe)]
 
 
 def replay(rule: RuleCreate, series: Iterable[SeriesLike]) -> tuple[list[BacktestEvent], int]:

@@ -1,7 +1,8 @@
 """The alert state machine: one rule on one series (a run's indicator on one probe), point by point.
 
 Pure: no database, no clock. :func:`evaluate` takes a rule, where one (rule, run, probe) stands
-and a new point, and returns where it stands now and what to announce. The store persists both.
+and a new point, and returns where it stands now and what to announce; the ingest service
+persists both (through :mod:`.evaluation`, which applies a project's rules to a batch).
 
 Semantics (Grafana-like):
 
@@ -11,7 +12,8 @@ Points
     an old spool synced late) is ignored too: a series is judged in step order, once.
 
 Breach
-    ``above``: v > threshold. ``below``: v < threshold. ``outside``: v < low or v > high.
+    ``above``: v > threshold. ``below``: v < threshold. ``outside``: v < low or v > high
+    (each the one breach test, :func:`~collapsewatch_web.api_schemas.alerts.breaches`).
     ``drop``: v < ref - |ref| * percent/100. ``rise``: v > ref + |ref| * percent/100 (for a
     positive ref that is ref * (1 -/+ percent/100); with |ref| a negative reference still
     drops downwards). ``ref`` is the running peak (drop) or trough (rise) of the points judged
@@ -45,19 +47,34 @@ rule's severity and a message such as "dead_fraction on fc2 is 0.77, above 0.5 f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
+from typing import Any
 
-from collapsewatch.schemas import AlertState, Condition, EventStatus, Reference, Severity
+from collapsewatch_web.api_schemas.alerts import (
+    AlertState,
+    Condition,
+    EventStatus,
+    Reference,
+    Severity,
+    Side,
+    breaches,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class RuleSpec:
-    """What evaluation needs of a rule; the store builds it from a row, tests by hand."""
+    """What evaluation needs of a rule; a repository builds it from a row, the back-test from a
+    rule schema (every field is a rule field of that name), tests by hand."""
 
     name: str
     indicator: str
     condition: Condition
+    #: The probe and run globs (:func:`~collapsewatch_web.api_schemas.alerts.glob_matches`):
+    #: which series the rule watches. :func:`evaluate` is handed one series and ignores them.
+    probe: str = "*"
+    run: str | None = None
     threshold: float | None = None
     low: float | None = None
     high: float | None = None
@@ -70,6 +87,20 @@ class RuleSpec:
     warmup_steps: int = 0
     severity: Severity = Severity.warning
     repeat_interval_s: float | None = None
+
+
+def spec_from(rule: Mapping[str, Any]) -> RuleSpec:
+    """The spec of a rule given by its fields (a rule schema's, or a stored rule's as schema
+    fields): every RuleSpec field is a rule field of that name."""
+    values = {f.name: rule[f.name] for f in fields(RuleSpec)}
+    return RuleSpec(
+        **{
+            **values,
+            "condition": Condition(values["condition"]),
+            "reference": Reference(values["reference"]),
+            "severity": Severity(values["severity"]),
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +148,7 @@ def evaluate(
 
     limit = _relative_limit(rule, state)
     breach, crossed = _breach(rule, value, limit)
-    new = replace(state, last_step=step, last_value=value, **_references(rule, state, value))
+    new = replace(_with_references(rule, state, value), last_step=step, last_value=value)
     say = _Messages(rule, probe, value, limit)
 
     if breach:
@@ -184,18 +215,22 @@ def _relative_limit(rule: RuleSpec, state: SeriesState) -> float | None:
     return ref - margin if rule.condition == Condition.drop else ref + margin
 
 
-def _references(rule: RuleSpec, state: SeriesState, value: float) -> dict[str, float | int]:
-    """This point's contribution to peak, trough and baseline (finite points only)."""
+def _with_references(rule: RuleSpec, state: SeriesState, value: float) -> SeriesState:
+    """``state`` with this point in its peak, trough and baseline (finite points only)."""
     if not math.isfinite(value):
-        return {}
-    out: dict[str, float | int] = {
-        "peak": value if state.peak is None else max(state.peak, value),
-        "trough": value if state.trough is None else min(state.trough, value),
-    }
+        return state
+    new = replace(
+        state,
+        peak=value if state.peak is None else max(state.peak, value),
+        trough=value if state.trough is None else min(state.trough, value),
+    )
     if state.baseline_count < rule.baseline_points:
-        out["baseline_sum"] = state.baseline_sum + value
-        out["baseline_count"] = state.baseline_count + 1
-    return out
+        new = replace(
+            new,
+            baseline_sum=state.baseline_sum + value,
+            baseline_count=state.baseline_count + 1,
+        )
+    return new
 
 
 def _breach(rule: RuleSpec, value: float, limit: float | None) -> tuple[bool, float | None]:
@@ -203,19 +238,18 @@ def _breach(rule: RuleSpec, value: float, limit: float | None) -> tuple[bool, fl
     c = rule.condition
     if not math.isfinite(value):
         return True, _edge(rule, value, limit)
-    if c == Condition.above:
-        return rule.threshold is not None and value > rule.threshold, rule.threshold
-    if c == Condition.below:
-        return rule.threshold is not None and value < rule.threshold, rule.threshold
+    if c in (Condition.above, Condition.below):
+        side: Side = "above" if c == Condition.above else "below"
+        return rule.threshold is not None and breaches(value, rule.threshold, side), rule.threshold
     if c == Condition.outside:
-        if rule.low is not None and value < rule.low:
+        if rule.low is not None and breaches(value, rule.low, "below"):
             return True, rule.low
-        if rule.high is not None and value > rule.high:
+        if rule.high is not None and breaches(value, rule.high, "above"):
             return True, rule.high
         return False, _edge(rule, value, limit)
     if limit is None:
         return False, None
-    return (value < limit if c == Condition.drop else value > limit), limit
+    return breaches(value, limit, "below" if c == Condition.drop else "above"), limit
 
 
 def _edge(rule: RuleSpec, value: float, limit: float | None) -> float | None:

@@ -7,7 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from collapsewatch.schemas import (
+from collapsewatch_server.api.deps import ContextDep, ReadAuth
+from collapsewatch_server.services import alerts, rules
+from collapsewatch_web.api_schemas.alerts import (
     AlertEventPublic,
     AlertStatePublic,
     EventStatus,
@@ -16,8 +18,6 @@ from collapsewatch.schemas import (
     RuleUpdate,
     Severity,
 )
-from collapsewatch_server.alerts.rules import check_indicator
-from collapsewatch_server.api.deps import ReadAuth, StoreDep
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"], dependencies=[ReadAuth])
 
@@ -29,54 +29,51 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 
 
 @router.get("/projects/{project}/rules", response_model=list[RulePublic], responses=_ERRORS)
-def list_rules(project: str, store: StoreDep) -> list[RulePublic]:
-    return store.list_rules(project)
+def list_rules(project: str, ctx: ContextDep) -> list[RulePublic]:
+    return rules.list_rules(ctx, project)
 
 
 @router.post(
     "/projects/{project}/rules", status_code=201, response_model=RulePublic, responses=_ERRORS
 )
-def create_rule(project: str, rule: RuleCreate, store: StoreDep) -> RulePublic:
-    check_indicator(rule.indicator)
-    return store.create_rule(project, rule)
+def create_rule(project: str, rule: RuleCreate, ctx: ContextDep) -> RulePublic:
+    return rules.create_rule(ctx, project, rule)
 
 
 @router.get("/projects/{project}/rules/{rule_id}", response_model=RulePublic, responses=_ERRORS)
-def get_rule(project: str, rule_id: int, store: StoreDep) -> RulePublic:
-    return store.get_rule(project, rule_id)
+def get_rule(project: str, rule_id: int, ctx: ContextDep) -> RulePublic:
+    return rules.get_rule(ctx, project, rule_id)
 
 
 @router.put("/projects/{project}/rules/{rule_id}", response_model=RulePublic, responses=_ERRORS)
-def update_rule(project: str, rule_id: int, update: RuleUpdate, store: StoreDep) -> RulePublic:
+def update_rule(project: str, rule_id: int, update: RuleUpdate, ctx: ContextDep) -> RulePublic:
     """Given fields replace the stored ones; the merged rule is validated as a whole."""
-    if update.indicator is not None:
-        check_indicator(update.indicator)
-    return store.update_rule(project, rule_id, update)
+    return rules.update_rule(ctx, project, rule_id, update)
 
 
 @router.delete("/projects/{project}/rules/{rule_id}", status_code=204, responses=_ERRORS)
-def delete_rule(project: str, rule_id: int, store: StoreDep) -> Response:
-    store.delete_rule(project, rule_id)
+def delete_rule(project: str, rule_id: int, ctx: ContextDep) -> Response:
+    rules.delete_rule(ctx, project, rule_id)
     return Response(status_code=204)
 
 
 @router.post(
     "/projects/{project}/rules/{rule_id}/enable", response_model=RulePublic, responses=_ERRORS
 )
-def enable_rule(project: str, rule_id: int, store: StoreDep) -> RulePublic:
-    return store.set_rule_enabled(project, rule_id, True)
+def enable_rule(project: str, rule_id: int, ctx: ContextDep) -> RulePublic:
+    return rules.set_rule_enabled(ctx, project, rule_id, True)
 
 
 @router.post(
     "/projects/{project}/rules/{rule_id}/disable", response_model=RulePublic, responses=_ERRORS
 )
-def disable_rule(project: str, rule_id: int, store: StoreDep) -> RulePublic:
-    return store.set_rule_enabled(project, rule_id, False)
+def disable_rule(project: str, rule_id: int, ctx: ContextDep) -> RulePublic:
+    return rules.set_rule_enabled(ctx, project, rule_id, False)
 
 
 @router.get("/alerts", response_model=list[AlertEventPublic], responses={404: {}})
 def list_alerts(
-    store: StoreDep,
+    ctx: ContextDep,
     project: str | None = None,
     run_id: uuid.UUID | None = None,
     state: Annotated[
@@ -86,10 +83,10 @@ def list_alerts(
     limit: Annotated[int, Query(ge=1, le=5000)] = 100,
 ) -> list[AlertEventPublic]:
     """Alert events, newest first."""
-    return store.list_alerts(project, run_id, state, severity, limit)
+    return alerts.list_alerts(ctx, project, run_id, state, severity, limit)
 
 
 @router.get("/runs/{run_id}/alerts", response_model=list[AlertStatePublic], responses={404: {}})
-def list_alert_states(run_id: uuid.UUID, store: StoreDep) -> list[AlertStatePublic]:
+def list_alert_states(run_id: uuid.UUID, ctx: ContextDep) -> list[AlertStatePublic]:
     """Where each (rule, probe) of the run stands: normal, pending, firing or resolved."""
-    return store.list_alert_states(run_id)
+    return alerts.list_alert_states(ctx, run_id)

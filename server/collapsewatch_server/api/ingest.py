@@ -12,8 +12,9 @@ from pydantic import ValidationError
 
 from collapsewatch.schemas import IngestBatch, IngestResult
 from collapsewatch_server import errors
-from collapsewatch_server.api.deps import SettingsDep, StoreDep, TokenDep, check_ingest
-from collapsewatch_server.ingest import ingest_batch
+from collapsewatch_server.api.deps import ContextDep, TokenDep
+from collapsewatch_server.services.ingest import ingest_batch
+from collapsewatch_server.services.ingest_tokens import check_ingest
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
@@ -55,16 +56,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     response_model=IngestResult,
     responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 422: {}},
 )
-async def ingest(
-    request: Request, settings: SettingsDep, store: StoreDep, token: TokenDep
-) -> IngestResult | JSONResponse:
+async def ingest(request: Request, ctx: ContextDep, token: TokenDep) -> IngestResult | JSONResponse:
     """Validate and store one batch. A batch id seen before is acknowledged, not stored again."""
-    raw = await read_body(request, settings.max_body_bytes)
+    raw = await read_body(request, ctx.settings.max_body_bytes)
     try:
         batch = IngestBatch.model_validate_json(raw)
     except ValidationError as exc:
         problems = exc.errors(include_url=False, include_input=False, include_context=False)
         status = 400 if any(p["type"] == "json_invalid" for p in problems) else 422
         return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=status)
-    check_ingest(settings, store, token, batch.run.project)
-    return await run_in_threadpool(ingest_batch, store, batch)
+    await run_in_threadpool(check_ingest, ctx, token, batch.run.project)
+    return await run_in_threadpool(ingest_batch, ctx, batch)

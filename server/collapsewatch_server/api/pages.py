@@ -1,32 +1,26 @@
-"""Dashboard pages and their static files.
+"""Dashboard pages, the login form and the static files.
 
-Routes stay thin: read through the store, build figures with ``collapsewatch_web.figures``,
-render with ``collapsewatch_web.render``. Store calls are synchronous, so page routes are plain
-``def`` routes that FastAPI runs in its threadpool.
+Routes stay thin: parse the query, call one function of :mod:`.services.pages` (which reads
+the data and renders it with ``collapsewatch_web.render``) and wrap its HTML. Services are
+synchronous, so page routes are plain ``def`` routes that FastAPI runs in its threadpool.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from collapsewatch.schemas import EventStatus, Severity
-from collapsewatch_server import dashboards, errors, page_data
-from collapsewatch_server.api.dashboards import parse_run_ids
-from collapsewatch_server.api.deps import (
-    SESSION_COOKIE,
-    SettingsDep,
-    StoreDep,
-    TokenDep,
-    is_admin,
-)
+from collapsewatch_server import auth, errors
+from collapsewatch_server.api.charts import parse_run_ids
+from collapsewatch_server.api.deps import SESSION_COOKIE, ContextDep, SettingsDep, TokenDep
 from collapsewatch_server.config import Settings
+from collapsewatch_server.services import pages
 from collapsewatch_web import assets, render
+from collapsewatch_web.api_schemas.alerts import EventStatus, Severity
 
 LOGIN_FAILED = "That token was not accepted."
 LOGIN_NOT_NEEDED = "This server has no admin token: nothing to log in to."
@@ -50,11 +44,6 @@ def _html(body: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(body, status_code=status_code, headers=_HTML_HEADERS)
 
 
-def _not_found(settings: Settings, message: str) -> HTMLResponse:
-    page = render.render_error_page(404, message, show_logout=_auth_on(settings))
-    return _html(page, 404)
-
-
 def _safe_next(target: str | None) -> str:
     """Only paths on this server: ``//evil.example`` or ``https://...`` would open a redirect."""
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
@@ -68,7 +57,7 @@ def _auth_on(settings: Settings) -> bool:
 
 def require_page_read(request: Request, settings: SettingsDep, token: TokenDep) -> None:
     """Like the API's read check, but a browser without the token is sent to the login form."""
-    if is_admin(settings, token):
+    if auth.is_admin(settings, token):
         return
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     raise HTTPException(status_code=303, headers={"Location": f"/login?next={quote(here)}"})
@@ -82,96 +71,48 @@ protected = APIRouter(include_in_schema=False, dependencies=[Depends(require_pag
 
 
 @protected.get("/", response_class=HTMLResponse)
-def runs_page(
-    store: StoreDep, settings: SettingsDep, project: str | None = None, q: str | None = None
-) -> HTMLResponse:
+def runs_page(ctx: ContextDep, project: str | None = None, q: str | None = None) -> HTMLResponse:
     """Every run, newest first, with its health per indicator family; ``?project=`` narrows
     the list to one project, ``?q=`` to names containing it."""
     project, q = project or None, (q or "").strip()[:128] or None
     try:
-        runs = dashboards.runs_overview(store, project, q)
+        return _html(pages.runs_page(ctx, project, q))
     except errors.NotFound as exc:
-        return _not_found(settings, exc.message)
-    projects = [p.name for p in store.list_projects()]
-    page = render.render_runs_page(
-        runs, projects=projects, project=project, q=q, show_logout=_auth_on(settings)
-    )
-    return _html(page)
+        return _html(pages.error_page(ctx, 404, exc.message), 404)
 
 
 @protected.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(
-    run_id: str,
-    store: StoreDep,
-    settings: SettingsDep,
-    step: str | None = None,
-    indicator: str | None = None,
+    run_id: str, ctx: ContextDep, step: str | None = None, indicator: str | None = None
 ) -> HTMLResponse:
     """One run: header, health, worst layers and a section per indicator family whose charts
     load as they scroll into view; run.js keeps everything live from the SSE stream.
     ``?step=N`` marks that step on every chart and scrolls to the indicator that alerted
     there (alert links point to it); ``&indicator=`` names the indicator."""
+    at = int(step) if step and step.isdigit() else None
     try:
-        rid = uuid.UUID(run_id)
-        # The cursors are read before the data: a point or alert stored in between is then
-        # sent twice (drawn once: the page skips steps it has) rather than never.
-        cursor = store.latest_cursor()
-        alerts_after = datetime.now(UTC)
-        at = int(step) if step and step.isdigit() else None
-        data = page_data.run_page(store, rid, at, indicator)
+        return _html(pages.run_page(ctx, uuid.UUID(run_id), at, indicator))
     except (ValueError, errors.NotFound):  # ValueError: not a UUID, so no such run either
-        return _not_found(settings, errors.RUN_NOT_FOUND.format(run_id=run_id))
-    page = render.render_run_page(
-        data.run,
-        indicators=data.indicators,
-        latest=data.latest,
-        thresholds=data.thresholds,
-        health=data.health,
-        cursor=cursor,
-        alerts_after=alerts_after,
-        step=at,
-        focus=data.focus,
-        show_logout=_auth_on(settings),
-    )
-    return _html(page)
+        return _html(pages.error_page(ctx, 404, errors.RUN_NOT_FOUND.format(run_id=run_id)), 404)
 
 
 @protected.get("/compare", response_class=HTMLResponse)
 def compare_page(
-    store: StoreDep,
-    settings: SettingsDep,
-    runs: str = "",
-    indicator: str | None = None,
-    probe: str | None = None,
+    ctx: ContextDep, runs: str = "", indicator: str | None = None, probe: str | None = None
 ) -> HTMLResponse:
     """Runs overlaid, one line per run, on a chosen indicator and layer (compare.js draws it
     from ``GET /api/v1/compare``)."""
     try:
-        data = page_data.compare_page(store, parse_run_ids(runs))
+        return _html(pages.compare_page(ctx, parse_run_ids(runs), indicator, probe))
     except errors.Invalid as exc:
-        return _html(render.render_error_page(400, str(exc), show_logout=_auth_on(settings)), 400)
+        return _html(pages.error_page(ctx, 400, str(exc)), 400)
     except errors.NotFound as exc:
-        return _not_found(settings, exc.message)
-    page = render.render_compare_page(
-        data.runs,
-        options=data.options,
-        titles=data.titles,
-        others=data.others,
-        indicator=indicator,
-        probe=probe,
-        show_logout=_auth_on(settings),
-    )
-    return _html(page)
+        return _html(pages.error_page(ctx, 404, exc.message), 404)
 
 
 @protected.get("/alerts", response_class=HTMLResponse)
 def alerts_page(
-    store: StoreDep,
-    settings: SettingsDep,
-    project: str = "",
-    run_id: str = "",
-    severity: str = "",
-    state: str = "",
+    ctx: ContextDep, project: str = "", run_id: str = "", severity: str = "", state: str = ""
 ) -> HTMLResponse:
     """Alerts firing now and past events under the filters, each linking to its run at its
     step; with a project, its rules, the rule editor and the back-test (alerts.js)."""
@@ -179,48 +120,23 @@ def alerts_page(
     filters = {
         "project": project or None,
         "run_id": run_id if _is_uuid(run_id) else None,
-        "severity": severity if severity in render.SEVERITIES else None,
-        "state": state if state in render.EVENT_STATES else None,
+        "severity": severity if severity in set(Severity) else None,
+        "state": state if state in set(EventStatus) else None,
     }
     try:
-        data = page_data.alerts_page(
-            store,
-            filters["project"],
-            uuid.UUID(filters["run_id"]) if filters["run_id"] else None,
-            EventStatus(filters["state"]) if filters["state"] else None,
-            Severity(filters["severity"]) if filters["severity"] else None,
-        )
+        return _html(pages.alerts_page(ctx, filters))
     except errors.NotFound as exc:
-        return _not_found(settings, exc.message)
-    page = render.render_alerts_page(
-        projects=data.projects,
-        runs=data.runs,
-        firing=data.firing,
-        events=data.events,
-        rules=data.rules,
-        indicators=data.indicators,
-        filters=filters,
-        show_logout=_auth_on(settings),
-    )
-    return _html(page)
+        return _html(pages.error_page(ctx, 404, exc.message), 404)
 
 
 @protected.get("/projects/{project}/settings", response_class=HTMLResponse)
-def settings_page(project: str, store: StoreDep, settings: SettingsDep) -> HTMLResponse:
+def settings_page(project: str, ctx: ContextDep) -> HTMLResponse:
     """A project's ingest tokens and webhooks; settings.js creates, revokes, tests and reads
     delivery logs through the tokens and webhooks APIs."""
     try:
-        data = page_data.settings_page(store, project)
+        return _html(pages.settings_page(ctx, project))
     except errors.NotFound as exc:
-        return _not_found(settings, exc.message)
-    page = render.render_settings_page(
-        data.project,
-        tokens=data.tokens,
-        webhooks=data.webhooks,
-        server_url=settings.base_url,
-        show_logout=_auth_on(settings),
-    )
-    return _html(page)
+        return _html(pages.error_page(ctx, 404, exc.message), 404)
 
 
 def _is_uuid(text: str) -> bool:
@@ -253,7 +169,7 @@ async def login(request: Request, settings: SettingsDep) -> Response:
     target = _safe_next((form.get("next") or ["/"])[0])
     if not _auth_on(settings):
         return _html(render.render_login_page(LOGIN_NOT_NEEDED, target), 400)
-    if not token or not is_admin(settings, token):
+    if not token or not auth.is_admin(settings, token):
         return _html(render.render_login_page(LOGIN_FAILED, target), 401)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(

@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
-from fastapi.concurrency import run_in_threadpool
 
-from collapsewatch.schemas import (
+from collapsewatch_server.api.deps import ContextDep, ReadAuth
+from collapsewatch_server.services import webhooks
+from collapsewatch_web.api_schemas.webhooks import (
     DeliveryPublic,
     WebhookCreate,
     WebhookCreated,
@@ -21,11 +22,6 @@ from collapsewatch.schemas import (
     WebhookTestResult,
     WebhookUpdate,
 )
-from collapsewatch_server import errors
-from collapsewatch_server.api.deps import ReadAuth, SettingsDep, StoreDep
-from collapsewatch_server.config import Settings
-from collapsewatch_server.webhooks import ssrf
-from collapsewatch_server.webhooks.deliverer import send_test
 
 router = APIRouter(
     prefix="/api/v1/projects/{project}/webhooks", tags=["webhooks"], dependencies=[ReadAuth]
@@ -42,66 +38,50 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-def _check_url(url: str, settings: Settings) -> None:
-    """Refuse targets the server must not reach (blocking DNS: called from sync routes)."""
-    try:
-        ssrf.check_url(url, allow_private=settings.webhook_allow_private)
-    except ssrf.UnsafeTarget as exc:
-        raise errors.Invalid(str(exc), loc=("body", "url")) from None
-
-
 @router.get("", response_model=list[WebhookPublic], responses=_ERRORS)
-def list_webhooks(project: str, store: StoreDep) -> list[WebhookPublic]:
-    return store.list_webhooks(project)
+def list_webhooks(project: str, ctx: ContextDep) -> list[WebhookPublic]:
+    return webhooks.list_webhooks(ctx, project)
 
 
 @router.post("", status_code=201, response_model=WebhookCreated, responses=_ERRORS)
-def create_webhook(
-    project: NewProject, webhook: WebhookCreate, store: StoreDep, settings: SettingsDep
-) -> WebhookCreated:
+def create_webhook(project: NewProject, webhook: WebhookCreate, ctx: ContextDep) -> WebhookCreated:
     """A new webhook; the answer carries its secret, which is never shown again."""
-    _check_url(webhook.url, settings)
-    return store.create_webhook(project, webhook)
+    return webhooks.create_webhook(ctx, project, webhook)
 
 
 @router.get("/{webhook_id}", response_model=WebhookPublic, responses=_ERRORS)
-def get_webhook(project: str, webhook_id: int, store: StoreDep) -> WebhookPublic:
-    return store.get_webhook(project, webhook_id)
+def get_webhook(project: str, webhook_id: int, ctx: ContextDep) -> WebhookPublic:
+    return webhooks.get_webhook(ctx, project, webhook_id)
 
 
 @router.put("/{webhook_id}", response_model=WebhookPublic, responses=_ERRORS)
 def update_webhook(
-    project: str, webhook_id: int, update: WebhookUpdate, store: StoreDep, settings: SettingsDep
+    project: str, webhook_id: int, update: WebhookUpdate, ctx: ContextDep
 ) -> WebhookPublic:
     """Given fields replace the stored ones; the secret cannot be changed (delete, create)."""
-    if update.url is not None:
-        _check_url(update.url, settings)
-    return store.update_webhook(project, webhook_id, update)
+    return webhooks.update_webhook(ctx, project, webhook_id, update)
 
 
 @router.delete("/{webhook_id}", status_code=204, responses=_ERRORS)
-def delete_webhook(project: str, webhook_id: int, store: StoreDep) -> Response:
+def delete_webhook(project: str, webhook_id: int, ctx: ContextDep) -> Response:
     """Delete a webhook with its pending deliveries and its log."""
-    store.delete_webhook(project, webhook_id)
+    webhooks.delete_webhook(ctx, project, webhook_id)
     return Response(status_code=204)
 
 
 @router.post("/{webhook_id}/test", response_model=WebhookTestResult, responses=_ERRORS)
-async def send_test_event(
-    project: str, webhook_id: int, store: StoreDep, settings: SettingsDep
-) -> WebhookTestResult:
+async def send_test_event(project: str, webhook_id: int, ctx: ContextDep) -> WebhookTestResult:
     """Send a signed ``test`` event now (even to a disabled webhook) and report what the
     receiver answered: status, latency and the start of its body, or the error."""
-    target = await run_in_threadpool(store.webhook_target, project, webhook_id)
-    return await send_test(target, settings)
+    return await webhooks.send_test_event(ctx, project, webhook_id)
 
 
 @router.get("/{webhook_id}/deliveries", response_model=list[DeliveryPublic], responses=_ERRORS)
 def list_deliveries(
     project: str,
     webhook_id: int,
-    store: StoreDep,
+    ctx: ContextDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[DeliveryPublic]:
     """The delivery log, newest first: status, attempts and what each attempt got."""
-    return store.list_deliveries(project, webhook_id, limit)
+    return webhooks.list_deliveries(ctx, project, webhook_id, limit)

@@ -1,35 +1,20 @@
-"""Indicators, one module per family; importing this package registers the whole catalogue."""
+"""Indicators, one module per family; importing this package registers the whole catalogue
+(:mod:`.catalogue`)."""
 
-from collapsewatch_server.indicators import (
+from collapsewatch_server.indicators import (  # noqa: F401  (each module registers its family)
     activations,
     attention,
     codebook,
     diversity,
     generative,
-    neural,
+    neural_collapse,
     posterior,
     routing,
     sparsity,
     state,
-    tokens,
+    token_uniformity,
     training,
 )
-from collapsewatch_server.indicators.registry import CATALOGUE, Indicator, compute_indicators
+from collapsewatch_server.indicators.catalogue import CATALOGUE, Indicator, compute_indicators
 
-__all__ = [
-    "CATALOGUE",
-    "Indicator",
-    "activations",
-    "attention",
-    "codebook",
-    "compute_indicators",
-    "diversity",
-    "generative",
-    "neural",
-    "posterior",
-    "routing",
-    "sparsity",
-    "state",
-    "tokens",
-    "training",
-]
+__all__ = ["CATALOGUE", "Indicator", "compute_indicators"]

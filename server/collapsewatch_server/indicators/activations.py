@@ -13,8 +13,9 @@ import math
 import numpy as np
 
 from collapsewatch.schemas import ActivationStat as A
-from collapsewatch.schemas import ProbeKind, RelativeDefault
-from collapsewatch_server.indicators.registry import Stats, indicator
+from collapsewatch.schemas import ProbeKind
+from collapsewatch_server.indicators.catalogue import Stats, indicator
+from collapsewatch_web.api_schemas.catalogue import RelativeDefault
 
 _ACT = ProbeKind.activation
 #: RankMe's epsilon (Garrido et al.): added to every normalised singular value.

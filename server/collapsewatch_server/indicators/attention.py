@@ -19,8 +19,9 @@ import math
 import numpy as np
 
 from collapsewatch.schemas import AttentionStat as A
-from collapsewatch.schemas import ProbeKind, RelativeDefault
-from collapsewatch_server.indicators.registry import Stats, indicator
+from collapsewatch.schemas import ProbeKind
+from collapsewatch_server.indicators.catalogue import Stats, indicator
+from collapsewatch_web.api_schemas.catalogue import RelativeDefault
 
 _ATT = ProbeKind.attention
 _SOURCES = (

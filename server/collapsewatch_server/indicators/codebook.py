@@ -22,7 +22,7 @@ import numpy as np
 
 from collapsewatch.schemas import CodeStat as C
 from collapsewatch.schemas import ProbeKind
-from collapsewatch_server.indicators.registry import Stats, indicator
+from collapsewatch_server.indicators.catalogue import Stats, indicator
 
 _CODES = ProbeKind.codes
 _SOURCES = ("Addressing Representation Collapse in Vector Quantized Models with One Linear Layer",)

@@ -17,9 +17,10 @@ import math
 import numpy as np
 
 from collapsewatch.schemas import EvalStat as E
-from collapsewatch.schemas import ProbeKind, RelativeDefault
+from collapsewatch.schemas import ProbeKind
 from collapsewatch.schemas import TextStat as T
-from collapsewatch_server.indicators.registry import Stats, indicator
+from collapsewatch_server.indicators.catalogue import Stats, indicator
+from collapsewatch_web.api_schemas.catalogue import RelativeDefault
 
 _TEXT = ProbeKind.text
 _EVAL = ProbeKind.eval

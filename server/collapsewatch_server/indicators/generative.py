@@ -15,7 +15,7 @@ import numpy as np
 from collapsewatch.schemas import ProbeKind
 from collapsewatch.schemas import SampleStat as S
 from collapsewatch_server.indicators.activations import effective_rank_of
-from collapsewatch_server.indicators.registry import Stats, indicator
+from collapsewatch_server.indicators.catalogue import Stats, indicator
 
 _SMP = ProbeKind.samples
 _SOURCES = (

@@ -24,7 +24,7 @@ import numpy as np
 
 from collapsewatch.schemas import PosteriorStat as P
 from collapsewatch.schemas import ProbeKind
-from collapsewatch_server.indicators.registry import Stats, indicator
+from collapsewatch_server.indicators.catalogue import Stats, indicator
 
 _POST = ProbeKind.posterior
 _SOURCES = (

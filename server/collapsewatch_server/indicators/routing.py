@@ -21,7 +21,7 @@ import numpy as np
 
 from collapsewatch.schemas import ProbeKind
 from collapsewatch.schemas import RoutingStat as R
-from collapsewatch_server.indicators.registry import Stats, indicator
+from collapsewatch_server.indicators.catalogue import Stats, indicator
 
 _ROUTING = ProbeKind.routing
 _FAMILY = "routing"

@@ -19,7 +19,7 @@ import numpy as np
 
 from collapsewatch.schemas import ProbeKind
 from collapsewatch.schemas import StateStat as H
-from collapsewatch_server.indicators.registry import Stats, indicator
+from collapsewatch_server.indicators.catalogue import Stats, indicator
 
 _STATE = ProbeKind.state
 _SOURCES = ("Stuffed Mamba",)

@@ -7,7 +7,7 @@ import math
 from collapsewatch.schemas import LossStat as L
 from collapsewatch.schemas import ParameterStat as P
 from collapsewatch.schemas import ProbeKind
-from collapsewatch_server.indicators.registry import Stats, indicator
+from collapsewatch_server.indicators.catalogue import Stats, indicator
 
 _PARAM = ProbeKind.parameter
 

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import Engine, create_engine
 
 from collapsewatch_server.db import normalise_url
-from collapsewatch_server.models import Base
+from collapsewatch_server.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,4 +1,5 @@
-"""Sending one delivery: render, sign, POST, classify the answer, record the attempt.
+"""Sending one delivery: render, sign, POST, classify the answer, decide what comes next.
+No database here: the deliveries service claims jobs and records each :class:`Attempt`.
 
 Retry policy: a 2xx delivers. 408, 429, 5xx, timeouts and connection errors are retried with
 exponential backoff and full jitter (a delay drawn from ``[0, min(max, base * 2**(n-1))]``), or
@@ -14,7 +15,6 @@ sends again after its lease expires. Receivers deduplicate on ``webhook-id`` (th
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from dataclasses import dataclass
@@ -24,21 +24,16 @@ import httpx
 
 from collapsewatch._version import __version__
 from collapsewatch.pipeline.backoff import backoff_s, parse_retry_after
-from collapsewatch.schemas import WebhookTestResult
 from collapsewatch_server import errors
 from collapsewatch_server.config import Settings
-from collapsewatch_server.models import utcnow
-from collapsewatch_server.store import Store
-from collapsewatch_server.store.webhooks import (
-    DELIVERED,
-    FAILED,
-    PENDING,
-    DeliveryJob,
-    WebhookTarget,
-)
+from collapsewatch_server.tables import utcnow
 from collapsewatch_server.webhooks import payloads, signing, ssrf
-
-log = logging.getLogger("collapsewatch.webhooks")
+from collapsewatch_web.api_schemas.alerts import AlertEventPublic
+from collapsewatch_web.api_schemas.webhooks import (
+    DeliveryStatus,
+    WebhookFormat,
+    WebhookTestResult,
+)
 
 USER_AGENT = f"collapsewatch-webhooks/{__version__}"
 #: What is kept of a receiver's answer (the test endpoint shows it; the log does not).
@@ -46,6 +41,44 @@ RESPONSE_KEEP_CHARS = 1000
 GAVE_UP = "{error}; giving up: the next attempt would fall after the {horizon} retry horizon"
 REDIRECT_NOT_FOLLOWED = "redirect to {location!r} not followed: point the webhook at the final URL"
 TIMED_OUT = "timed out after {timeout:g} s"
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """What sending to a webhook needs (the secret included: never hand this to a client)."""
+
+    id: int
+    project: str
+    url: str
+    format: WebhookFormat
+    secret: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    """A claimed delivery with everything needed to send it, and the claim that owns it."""
+
+    delivery_id: int
+    target: WebhookTarget
+    event: AlertEventPublic
+    attempts: int  # made before this one
+    created_at: datetime
+    #: The lease written by the claim; a result is applied only while it is still there.
+    lease_until: datetime
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt at a delivery and what comes next: ``status`` pending (retry at
+    ``next_attempt_at``), delivered or failed."""
+
+    attempted_at: datetime
+    status: DeliveryStatus
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    next_attempt_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -128,17 +161,15 @@ async def post(
 
 
 class Deliverer:
-    """Sends claimed deliveries and records the outcome; owns one HTTP client."""
+    """Sends claimed deliveries and says what each attempt comes to; owns one HTTP client."""
 
     def __init__(
         self,
-        store: Store,
         settings: Settings,
         *,
         client: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.store = store
         self.settings = settings
         self.client = client or make_client(settings)
         self.rng = rng or random.Random()
@@ -147,8 +178,9 @@ class Deliverer:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def deliver(self, job: DeliveryJob) -> str:
-        """Send one claimed delivery and record it; returns the delivery's new status."""
+    async def attempt(self, job: DeliveryJob) -> Attempt:
+        """Send one claimed delivery (signed; a disabled webhook's is not sent) and classify
+        the answer; never raises for anything the network or the receiver does."""
         attempted_at = utcnow()
         if not job.target.enabled:
             result = SendResult(None, 0.0, errors.WEBHOOK_DISABLED, retryable=False)
@@ -159,28 +191,16 @@ class Deliverer:
                 self.client, job.target.url, body, headers, self.settings.webhook_timeout_s
             )
         status, next_at, error = self._outcome(job, result)
-        kept = await asyncio.to_thread(
-            self.store.record_attempt,
-            job,
-            attempted_at=attempted_at,
-            status=status,
-            status_code=result.status_code,
-            latency_ms=result.latency_ms,
-            error=error,
-            next_attempt_at=next_at,
-        )
-        if not kept:
-            log.warning("delivery %s: claim lost before its result was recorded", job.delivery_id)
-        return status
+        return Attempt(attempted_at, status, result.status_code, result.latency_ms, error, next_at)
 
     def _outcome(
         self, job: DeliveryJob, result: SendResult
-    ) -> tuple[str, datetime | None, str | None]:
+    ) -> tuple[DeliveryStatus, datetime | None, str | None]:
         """(new status, next attempt time, error to record) after one attempt."""
         if result.ok:
-            return DELIVERED, None, None
+            return DeliveryStatus.delivered, None, None
         if not result.should_retry:
-            return FAILED, None, result.error
+            return DeliveryStatus.failed, None, result.error
         now = utcnow()
         delay = backoff_s(
             job.attempts + 1,
@@ -193,8 +213,8 @@ class Deliverer:
         next_at = now + timedelta(seconds=delay)
         if next_at > job.created_at + self.horizon:
             horizon = _duration(self.horizon.total_seconds())
-            return FAILED, None, GAVE_UP.format(error=result.error, horizon=horizon)
-        return PENDING, next_at, result.error
+            return DeliveryStatus.failed, None, GAVE_UP.format(error=result.error, horizon=horizon)
+        return DeliveryStatus.pending, next_at, result.error
 
 
 def _duration(seconds: float) -> str:

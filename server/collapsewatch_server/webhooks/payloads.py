@@ -1,8 +1,9 @@
 """Webhook bodies: pure functions from an alert event to the bytes a receiver gets.
 
-``generic`` is the :class:`~collapsewatch.schemas.WebhookPayload` JSON; ``slack`` and
-``discord`` are messages those services' incoming webhooks post as they are, carrying the same
-facts (severity, rule, run, probe, value vs threshold, step, a link to the run at that step).
+``generic`` is the :class:`~collapsewatch_web.api_schemas.webhooks.WebhookPayload` JSON;
+``slack`` and ``discord`` are messages those services' incoming webhooks post as they are,
+carrying the same facts (severity, rule, run, probe, value vs threshold, step, a link to the
+run at that step).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from collapsewatch.schemas import AlertEventPublic, Severity, WebhookFormat, WebhookPayload
+from collapsewatch_web.api_schemas.alerts import AlertEventPublic, Severity
+from collapsewatch_web.api_schemas.webhooks import WebhookFormat, WebhookPayload
 
 SEVERITY_EMOJI = {Severity.info: "🔵", Severity.warning: "🟠", Severity.critical: "🔴"}
 RESOLVED_EMOJI = "✅"

@@ -6,7 +6,6 @@
 (function () {
   const darkScheme = window.matchMedia("(prefers-color-scheme: dark)");
   const JUDGEMENTS = ["critical", "warn", "info", "ok", "none"];
-  const JUDGEMENT_OF = { critical: "critical", warning: "warn", info: "info" };
 
   // Same rules as collapsewatch_web.render.format_value.
   function formatValue(v) {
@@ -19,50 +18,6 @@
     // SQLite hands back naive timestamps, which are UTC: say so before Date reads them
     const text = /[zZ]|[+-]\d\d:?\d\d$/.test(iso) ? iso : iso + "Z";
     return new Date(text).toISOString().slice(0, 16).replace("T", " ") + " UTC";
-  }
-
-  // fnmatch's case-sensitive glob (*, ?, [seq], [!seq]), as rules match probe names.
-  const globCache = new Map();
-  function globMatch(name, pattern) {
-    if (!globCache.has(pattern)) {
-      let re = "";
-      for (let i = 0; i < pattern.length; i++) {
-        const c = pattern[i];
-        if (c === "*") re += ".*";
-        else if (c === "?") re += ".";
-        else if (c === "[" && pattern.indexOf("]", i + 2) > 0) {
-          const end = pattern.indexOf("]", i + 2);
-          let body = pattern.slice(i + 1, end).replace(/\\/g, "\\\\");
-          if (body[0] === "!") body = "^" + body.slice(1);
-          re += "[" + body + "]";
-          i = end;
-        } else re += c.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
-      }
-      globCache.set(pattern, new RegExp("^" + re + "$", "s"));
-    }
-    return globCache.get(pattern).test(name);
-  }
-
-  // Same rules as collapsewatch_web.views.judge: the worst threshold a value is past.
-  function judge(v, thresholds, probe) {
-    const applicable = thresholds.filter((t) => globMatch(probe, t.probe));
-    if (!applicable.length) return { judgement: "none", threshold: null, margin: 0 };
-    const finite = v !== null && v !== undefined && Number.isFinite(v);
-    let best = null;
-    for (const t of applicable) {
-      let margin = Infinity;
-      if (finite) {
-        const past = t.side === "above" ? v > t.value : v < t.value;
-        if (!past) continue;
-        margin = Math.abs(v - t.value) / Math.max(Math.abs(t.value), 1e-12);
-      }
-      const rank = JUDGEMENTS.indexOf(JUDGEMENT_OF[t.severity]);
-      if (!best || rank < best.rank || (rank === best.rank && margin > best.margin)) {
-        best = { rank, margin, value: t.value };
-      }
-    }
-    if (!best) return { judgement: "ok", threshold: null, margin: 0 };
-    return { judgement: JUDGEMENTS[best.rank], threshold: best.value, margin: best.margin };
   }
 
   // Same order as collapsewatch_web.views.worst_first; with a direction, nearest the bad end.
@@ -198,7 +153,7 @@
   });
 
   window.cw = {
-    formatValue, formatTime, globMatch, judge, worstFirst, el, badge, setBadge,
+    formatValue, formatTime, worstFirst, el, badge, setBadge,
     fetchJSON, fieldErrors, plot, eventRow, JUDGEMENTS,
   };
 })();

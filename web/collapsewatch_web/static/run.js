@@ -4,7 +4,7 @@
 "use strict";
 
 (function () {
-  const { el, judge, worstFirst, formatValue, fetchJSON, plot, badge, setBadge } = window.cw;
+  const { el, worstFirst, formatValue, fetchJSON, plot, badge, setBadge } = window.cw;
   const CARD_LATEST = 8;
   const LOADS_AT_ONCE = 2; // the server has few cores: two figures at a time
   let firstChart = true;
@@ -189,7 +189,7 @@
           document.getElementById("new-indicators").hidden = false;
           continue;
         }
-        noteLatest(p, spec);
+        noteLatest(p);
         if (!byIndicator.has(p.indicator)) byIndicator.set(p.indicator, []);
         byIndicator.get(p.indicator).push(p);
       }
@@ -208,13 +208,12 @@
 
     const worst = new Map((live.worst || []).map((v) => [v.indicator + "|" + v.probe, v]));
 
-    function noteLatest(p, spec) {
-      const j = judge(p.value, spec.thresholds, p.probe);
-      const value = Object.assign({ indicator: p.indicator, probe: p.probe, step: p.step, value: p.value }, j);
+    // p arrives judged by the server (judgement, threshold, margin): shown, never re-judged
+    function noteLatest(p) {
       const card = cards.get(p.indicator);
-      if (card) card.latest.set(p.probe, value);
+      if (card) card.latest.set(p.probe, p);
       const key = p.indicator + "|" + p.probe;
-      if (["critical", "warn", "info"].includes(j.judgement)) worst.set(key, value);
+      if (["critical", "warn", "info"].includes(p.judgement)) worst.set(key, p);
       else worst.delete(key);
     }
 

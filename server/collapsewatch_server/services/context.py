@@ -1,0 +1,35 @@
+"""What every use case of one server process shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from collapsewatch_server.config import Settings
+from collapsewatch_server.db import Database
+
+
+def _nobody() -> None:
+    """No deliverer in this process (the CLI, a test): other processes poll the outbox."""
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    """The database, the settings the use cases read, and the doorbell of this process's
+    webhook deliverer: a service that committed deliveries to the outbox rings it, so they are
+    sent at once instead of at the deliverer's next poll."""
+
+    db: Database
+    settings: Settings
+    wake_deliverer: Callable[[], None] = _nobody
+
+    @property
+    def stalled_after(self) -> timedelta:
+        """A running run silent this long is stalled."""
+        return timedelta(seconds=self.settings.stalled_after_s)
+
+    def run_url(self, run_id: str, step: int | None = None) -> str:
+        """The dashboard page of a run, at ``step`` when given (links in alerts and webhooks)."""
+        base = f"{self.settings.base_url}/runs/{run_id}"
+        return base + (f"?step={step}" if step is not None else "")

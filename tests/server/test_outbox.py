@@ -1,0 +1,168 @@
+"""The webhook outbox through the deliveries and webhooks services: atomic claims, leases,
+the attempt log, webhook CRUD (SQLite and Postgres)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from collapsewatch_server import errors
+from collapsewatch_server.config import Settings
+from collapsewatch_server.db import Database, make_engine, migrate
+from collapsewatch_server.services import deliveries, projects, webhooks
+from collapsewatch_server.services.context import ServiceContext
+from collapsewatch_server.tables import utcnow
+from collapsewatch_server.webhooks.deliverer import Attempt, DeliveryJob
+from collapsewatch_web.api_schemas.webhooks import WebhookCreate, WebhookUpdate
+from tests.webhook_support import put_events
+
+URL = "http://127.0.0.1:9/hook"
+
+
+@pytest.fixture
+def ctx(db_url: str) -> Iterator[ServiceContext]:
+    engine = make_engine(db_url)
+    migrate(engine)
+    yield ServiceContext(Database(engine), Settings(db_url=db_url, public_url="http://dash"))
+    engine.dispose()
+
+
+def hook(ctx: ServiceContext, project: str = "p", **fields: Any) -> int:
+    return webhooks.create_webhook(ctx, project, WebhookCreate(url=URL, **fields)).id
+
+
+def record(ctx: ServiceContext, job: DeliveryJob, **attempt: Any) -> bool:
+    return deliveries.record_attempt(ctx, job, Attempt(**attempt))
+
+
+def test_claims_are_exclusive_and_carry_what_sending_needs(ctx: ServiceContext) -> None:
+    wid = hook(ctx, format="slack")
+    events = put_events(ctx, "p", 5, run_name="run-x")
+    first = deliveries.claim_due(ctx, 3, lease_s=30)
+    rest = deliveries.claim_due(ctx, 10, lease_s=30)
+    assert (len(first), len(rest)) == (3, 2)
+    assert deliveries.claim_due(ctx, 10, lease_s=30) == []
+    assert sorted(str(j.event.id) for j in first + rest) == sorted(events)
+    job = first[0]
+    assert job.target.id == wid and job.target.format == "slack" and job.target.url == URL
+    assert job.target.secret.startswith("whsec_")
+    assert job.event.project == "p" and job.event.run_name == "run-x"
+    assert job.event.url == f"http://dash/runs/{job.event.run_id}?step={job.event.step}"
+    assert job.attempts == 0
+
+
+def test_an_expired_lease_makes_the_delivery_due_again(ctx: ServiceContext) -> None:
+    hook(ctx)
+    put_events(ctx, "p", 1)
+    now = utcnow()
+    (stale,) = deliveries.claim_due(ctx, 5, lease_s=10, now=now)
+    assert deliveries.claim_due(ctx, 5, lease_s=10, now=now + timedelta(seconds=9)) == []
+    (fresh,) = deliveries.claim_due(ctx, 5, lease_s=10, now=now + timedelta(seconds=11))
+    assert fresh.delivery_id == stale.delivery_id
+    # the first sender comes back late: its attempt is logged, the row stays the new claim's
+    assert not record(ctx, stale, attempted_at=now, status="delivered", status_code=200)
+    assert record(ctx, fresh, attempted_at=utcnow(), status="delivered", status_code=200)
+    (delivery,) = webhooks.list_deliveries(ctx, "p", stale.target.id)
+    assert delivery.status == "delivered" and delivery.attempts == 2 and len(delivery.log) == 2
+
+
+def test_record_attempt_schedules_retries_and_logs_each_attempt(ctx: ServiceContext) -> None:
+    wid = hook(ctx)
+    put_events(ctx, "p", 1)
+    (job,) = deliveries.claim_due(ctx, 1, lease_s=30)
+    later = utcnow() + timedelta(seconds=60)
+    assert record(
+        ctx,
+        job,
+        attempted_at=utcnow(),
+        status="pending",
+        status_code=503,
+        latency_ms=12.5,
+        error="HTTP 503",
+        next_attempt_at=later,
+    )
+    assert deliveries.claim_due(ctx, 1, lease_s=30) == []  # not due yet
+    assert deliveries.next_due_at(ctx) == later
+    (delivery,) = webhooks.list_deliveries(ctx, "p", wid)
+    assert delivery.status == "pending" and delivery.next_attempt_at == later
+    assert (delivery.last_status_code, delivery.last_error) == (503, "HTTP 503")
+    assert [(a.status_code, a.latency_ms, a.error) for a in delivery.log] == [
+        (503, 12.5, "HTTP 503")
+    ]
+    (again,) = deliveries.claim_due(ctx, 1, lease_s=30, now=later)
+    assert again.attempts == 1
+
+
+def test_released_claims_are_due_at_once(ctx: ServiceContext) -> None:
+    hook(ctx)
+    put_events(ctx, "p", 2)
+    jobs = deliveries.claim_due(ctx, 5, lease_s=300)
+    deliveries.release_claims(ctx, jobs)
+    assert len(deliveries.claim_due(ctx, 5, lease_s=300)) == 2
+
+
+def test_concurrent_claimers_never_share_a_delivery(ctx: ServiceContext) -> None:
+    """Many claimers at once (threads here; processes in the e2e test): each row once."""
+    hook(ctx)
+    hook(ctx)
+    put_events(ctx, "p", 40)  # 80 deliveries
+
+    def claim_all(_: int) -> list[int]:
+        got: list[int] = []
+        while jobs := deliveries.claim_due(ctx, 3, lease_s=60):
+            got += [j.delivery_id for j in jobs]
+        return got
+
+    with ThreadPoolExecutor(8) as pool:
+        claimed = [d for part in pool.map(claim_all, range(8)) for d in part]
+    assert len(claimed) == 80 and len(set(claimed)) == 80
+
+
+def test_severities_choose_which_webhooks_get_an_event(ctx: ServiceContext) -> None:
+    critical_only = hook(ctx, severities=["critical"])
+    everything = hook(ctx)
+    put_events(ctx, "p", 1, severity="warning")
+    assert webhooks.list_deliveries(ctx, "p", critical_only) == []
+    assert len(webhooks.list_deliveries(ctx, "p", everything)) == 1
+    disabled = hook(ctx, enabled=False)
+    put_events(ctx, "p", 1, severity="critical")
+    assert webhooks.list_deliveries(ctx, "p", disabled) == []
+    assert len(webhooks.list_deliveries(ctx, "p", critical_only)) == 1
+
+
+def test_crud_and_not_found(ctx: ServiceContext) -> None:
+    created = webhooks.create_webhook(ctx, "new-project", WebhookCreate(url=URL, name="ops"))
+    assert created.secret.startswith("whsec_") and created.secret_hint.endswith("...")
+    assert "new-project" in [p.name for p in projects.list_projects(ctx)]
+    updated = webhooks.update_webhook(
+        ctx, "new-project", created.id, WebhookUpdate(format="discord", enabled=False)
+    )
+    assert (updated.format, updated.enabled, updated.name, updated.url) == (
+        "discord",
+        False,
+        "ops",
+        URL,
+    )
+    assert webhooks.get_webhook(ctx, "new-project", created.id) == updated
+    with pytest.raises(errors.NotFound, match="webhook 999 not found"):
+        webhooks.get_webhook(ctx, "new-project", 999)
+    with pytest.raises(errors.NotFound, match="project 'nope' not found"):
+        webhooks.list_webhooks(ctx, "nope")
+    with pytest.raises(errors.NotFound):
+        webhooks.get_webhook(ctx, "p-other", created.id)
+
+
+def test_deleting_a_webhook_deletes_its_deliveries(ctx: ServiceContext) -> None:
+    wid = hook(ctx)
+    put_events(ctx, "p", 2)
+    (job, _) = deliveries.claim_due(ctx, 5, lease_s=30)
+    record(ctx, job, attempted_at=utcnow(), status="pending", error="HTTP 503")
+    webhooks.delete_webhook(ctx, "p", wid)
+    assert webhooks.list_webhooks(ctx, "p") == []
+    # a send that was in flight records nothing
+    assert not record(ctx, job, attempted_at=utcnow(), status="delivered")
+    assert deliveries.claim_due(ctx, 5, lease_s=30, now=utcnow() + timedelta(hours=1)) == []

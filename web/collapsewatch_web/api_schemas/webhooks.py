@@ -1,0 +1,124 @@
+"""Webhooks of a project, their deliveries and the payload receivers get (HTTP API v1)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from collapsewatch_web.api_schemas.alerts import EventStatus, Severity
+
+WebhookFormat = Literal["generic", "slack", "discord"]
+#: The formats, in the order forms and the CLI offer them.
+WEBHOOK_FORMATS: tuple[WebhookFormat, ...] = get_args(WebhookFormat)
+
+
+class WebhookCreate(BaseModel):
+    """A new webhook; without ``secret`` one is generated and returned once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="", max_length=128)
+    url: str = Field(min_length=1, max_length=2048)
+    format: WebhookFormat = "generic"
+    severities: list[Severity] = Field(default_factory=lambda: list(Severity), min_length=1)
+    enabled: bool = True
+    secret: str | None = Field(
+        default=None, min_length=24, max_length=256, description="whsec_<base64>, 24+ bytes"
+    )
+
+
+class WebhookUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=128)
+    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    format: WebhookFormat | None = None
+    severities: list[Severity] | None = Field(default=None, min_length=1)
+    enabled: bool | None = None
+
+
+class WebhookPublic(BaseModel):
+    id: int
+    project: str
+    name: str
+    url: str
+    format: WebhookFormat
+    severities: list[Severity]
+    enabled: bool
+    secret_hint: str = Field(description="the first characters of the secret, never all of it")
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(description="shown only in this answer")
+
+
+class DeliveryStatus(StrEnum):
+    """Where a delivery stands: due (pending, maybe after a retry delay), claimed by a sender
+    (delivering, until its lease expires), or done."""
+
+    pending = "pending"
+    delivering = "delivering"
+    delivered = "delivered"
+    failed = "failed"
+
+
+class DeliveryAttemptPublic(BaseModel):
+    attempted_at: datetime
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class DeliveryPublic(BaseModel):
+    """One event's delivery to one webhook, with its attempts."""
+
+    id: int
+    webhook_id: int
+    event_id: uuid.UUID
+    event_status: EventStatus
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    last_latency_ms: float | None = None
+    created_at: datetime
+    delivered_at: datetime | None = None
+    log: list[DeliveryAttemptPublic] = Field(default_factory=list)
+
+
+class WebhookTestResult(BaseModel):
+    """What a receiver answered to ``POST .../webhooks/{id}/test``."""
+
+    ok: bool
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    response_body: str = ""
+
+
+class WebhookPayload(BaseModel):
+    """The generic JSON body of a webhook (Slack and Discord get their own message shapes)."""
+
+    type: Literal["alert.firing", "alert.resolved", "alert.nodata", "test"]
+    event_id: uuid.UUID
+    status: EventStatus | Literal["test"]
+    severity: Severity
+    project: str
+    run: dict[str, Any]
+    rule: dict[str, Any] | None = None
+    indicator: str | None = None
+    probes: list[str] = Field(default_factory=list)
+    value: float | None = None
+    threshold: float | None = None
+    step: int | None = None
+    reminder: bool = False
+    message: str = ""
+    time: datetime
+    url: str
