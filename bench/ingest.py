@@ -179,7 +179,9 @@ def main() -> None:
     print(f"ingest through HTTP: {args.points:,} scalar points per configuration, batches of "
           f"{args.probes} probes x {args.batch_steps} steps; {machine_load()}")  # fmt: skip
     head = ("backend", "procs", "runs", "stored/s", "answered/s", "cpu ms/1k", "p50 ms", "p99 ms")
-    print("{:<9}{:>6}{:>6}{:>12}{:>12}{:>11}{:>9}{:>9}{:>6}{:>10}".format(*head, "5xx", "throttled"))
+    print(
+        "{:<9}{:>6}{:>6}{:>12}{:>12}{:>11}{:>9}{:>9}{:>6}{:>10}".format(*head, "5xx", "throttled")
+    )
     tmp = Path(tempfile.mkdtemp(prefix="cw-bench-ingest-"))
     try:
         for backend, procs, runs in configs:

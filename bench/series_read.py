@@ -118,7 +118,9 @@ def main() -> None:
     try:
         with servers(db_url, 1, tmp) as [(_, url)], httpx.Client(timeout=600) as client:
             found = {r["name"]: r["run_id"] for r in client.get(f"{url}/api/v1/runs").json()}
-            layers = {f"layer/{i}": args.points // args.heatmap_probes for i in range(args.heatmap_probes)}
+            layers = {
+                f"layer/{i}": args.points // args.heatmap_probes for i in range(args.heatmap_probes)
+            }
             wanted = {
                 "long": {"metric": args.points},
                 "heatmap": layers,
@@ -139,10 +141,16 @@ def main() -> None:
 
             base = f"{url}/api/v1/runs"
             rows = [
-                ("points (max_points=1000)", f"{base}/{ids['long']}/series/value?probe=metric&max_points=1000"),
+                (
+                    "points (max_points=1000)",
+                    f"{base}/{ids['long']}/series/value?probe=metric&max_points=1000",
+                ),
                 ("figure of the series", f"{base}/{ids['long']}/figures/value"),
                 ("series listing", f"{base}/{ids['long']}/series"),
-                (f"heatmap ({args.heatmap_probes} probes)", f"{base}/{ids['heatmap']}/figures/value"),
+                (
+                    f"heatmap ({args.heatmap_probes} probes)",
+                    f"{base}/{ids['heatmap']}/figures/value",
+                ),
                 ("heatmap run's listing", f"{base}/{ids['heatmap']}/series"),
             ]
             print(f"\nserver time, median of {args.repeat}, {machine_load()}")

@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 
 #: An admin connection to a Postgres; benchmarks create (and drop) their own database on it.
-PG_ADMIN_URL = os.environ.get("COLLAPSEWATCH_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "COLLAPSEWATCH_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -60,9 +60,13 @@ def train(server: str, name: str, seconds: float, out: Path, spool: Path) -> Non
         if t0 is not None:
             answers.append((response.status_code, (time.perf_counter() - t0) * 1000))
 
-    client = httpx.Client(timeout=5.0, event_hooks={"request": [on_request], "response": [on_response]})
+    client = httpx.Client(
+        timeout=5.0, event_hooks={"request": [on_request], "response": [on_response]}
+    )
     torch.manual_seed(hash(name) % 1000)
-    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+    model = nn.Sequential(
+        nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     criterion = nn.MSELoss()
     monitor = collapsewatch.watch(
@@ -160,7 +164,9 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--trainer", urls[i % len(urls)], f"mlp-{i}"]
                 cmd += [str(args.minutes * 60), str(out)]
                 log = open(tmp / f"trainer-{i}.log", "wb")  # noqa: SIM115 (closed with the process)
-                trainers.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), out, log))
+                trainers.append(
+                    (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), out, log)
+                )
             memory: list[list[float]] = []
             t0 = time.monotonic()
             while any(p.poll() is None for p, _, _ in trainers):
