@@ -132,10 +132,14 @@ class IngestBatch(_Wire):
 
 
 class IngestResult(BaseModel):
-    """Answer to an ingest: what was stored. A repeated batch id stores nothing."""
+    """Answer to an ingest: what was stored. A repeated batch id stores nothing.
+
+    ``queued``: the batch is stored and its indicators are still being computed (a server
+    under load answers before it has); ``points`` is then 0."""
 
     batch_id: uuid.UUID
     run_id: uuid.UUID
     duplicate: bool
     records: int
     points: int
+    queued: bool = False
