@@ -20,7 +20,9 @@ from tests.alert_helpers import scalar_batch
 def brute(series: np.ndarray, steps: np.ndarray, values: np.ndarray, width: int) -> dict:
     """Each (series, bin)'s count, finite extremes and last value, point by point."""
     out: dict[tuple[int, int], dict[str, Any]] = {}
-    for sid, step, value in sorted(zip(series.tolist(), steps.tolist(), values.tolist())):
+    for sid, step, value in sorted(
+        zip(series.tolist(), steps.tolist(), values.tolist(), strict=True)
+    ):
         b = out.setdefault((sid, step // width), {"count": 0, "low": math.inf, "high": -math.inf})
         b["count"] += 1
         b["last"] = value
@@ -49,7 +51,9 @@ def test_every_level_matches_the_points_it_summarises() -> None:
             # the steps of the extremes hold those values
             at = {
                 int(t): v
-                for t, v in zip(steps[series == bins.series[i]], values[series == bins.series[i]])
+                for t, v in zip(
+                    steps[series == bins.series[i]], values[series == bins.series[i]], strict=True
+                )
             }
             assert at[int(bins.low_step[i])] == bins.low[i]
             assert at[int(bins.high_step[i])] == bins.high[i]

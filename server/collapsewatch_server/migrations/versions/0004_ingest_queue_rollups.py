@@ -63,6 +63,8 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["series_id"], ["series.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("series_id", "level", "bin"),
     )
+    # plain ADD COLUMNs (no table rebuild on SQLite: rebuilding ``series`` would cascade-delete
+    # its points); the server default fills the counter of existing rows
     with op.batch_alter_table("ingested_batches") as batch:
         batch.add_column(sa.Column("content_hash", sa.String(length=64), nullable=True))
     with op.batch_alter_table("series") as batch:
@@ -70,8 +72,6 @@ def upgrade() -> None:
         batch.add_column(sa.Column("first_step", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("last_step", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("last_value", sa.Float(), nullable=True))
-    with op.batch_alter_table("series") as batch:
-        batch.alter_column("points", server_default=None)
     op.drop_index("ix_points_series_step_value", table_name="points")
     _fill_counters_and_rollups()
 
@@ -140,13 +140,10 @@ def downgrade() -> None:
     op.create_index(
         "ix_points_series_step_value", "points", ["series_id", "step", "value"], unique=False
     )
-    with op.batch_alter_table("series") as batch:
-        batch.drop_column("last_value")
-        batch.drop_column("last_step")
-        batch.drop_column("first_step")
-        batch.drop_column("points")
-    with op.batch_alter_table("ingested_batches") as batch:
-        batch.drop_column("content_hash")
+    # plain DROP COLUMNs (SQLite >= 3.35): a rebuild of ``series`` would cascade to its points
+    for column in ("last_value", "last_step", "first_step", "points"):
+        op.execute(f"ALTER TABLE series DROP COLUMN {column}")
+    op.execute("ALTER TABLE ingested_batches DROP COLUMN content_hash")
     op.drop_table("point_rollups")
     op.drop_index("ix_ingest_queue_run_seq", table_name="ingest_queue")
     op.drop_table("ingest_queue")
