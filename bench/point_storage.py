@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -105,10 +106,8 @@ def chunks_bulk(engine: Engine, b: list[tuple[int, int, float]]) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            cols = "series_id, first_step, last_step, steps, values"
-            with cur.copy(
-                f"COPY bench_chunks ({cols.replace('values', chr(34) + 'values' + chr(34))}) FROM STDIN"
-            ) as copy:
+            cols = 'series_id, first_step, last_step, steps, "values"'
+            with cur.copy(f"COPY bench_chunks ({cols}) FROM STDIN") as copy:
                 for row in out:
                     copy.write_row(row)
         else:
@@ -188,9 +187,9 @@ def main() -> None:
                     )
                     META.create_all(engine)
                     batches = [batch(i, args.series, args.steps) for i in range(args.batches)]
-                    took = sum(timed(lambda b=b: write(engine, b)) for b in batches)
+                    took = sum(timed(partial(write, engine, b)) for b in batches)
                     reader = read_chunks if table == "bench_chunks" else read_rows
-                    read_s = min(timed(lambda: reader(engine)) for _ in range(3))
+                    read_s = min(timed(partial(reader, engine)) for _ in range(3))
                     got = reader(engine)
                     mib = size_of(engine, table)
                     engine.dispose()

@@ -197,9 +197,10 @@ def main() -> None:
     five = sum(1 for code, _ in answers if code >= 500 and code != 503)
     times = [ms for _, ms in answers]
     finished = sum(1 for r in reports if r["stats"].get("pending", 0) == 0)
-    print(f"trained {trained:.0f} s; {len(reports)} trainers reported, {finished} with nothing pending; "
-          f"servers drained {drained:.0f} s after the last trainer")  # fmt: skip
-    print(f"records: made {made:,}, stored {stored_total:,} ({100 * stored_total / max(1, made):.2f}%), "
+    share = 100 * stored_total / max(1, made)
+    print(f"trained {trained:.0f} s; {len(reports)} trainers reported, {finished} with nothing "
+          f"pending; servers drained {drained:.0f} s after the last trainer")  # fmt: skip
+    print(f"records: made {made:,}, stored {stored_total:,} ({share:.2f}%), "
           f"left spooled {spooled:,}, dropped {dropped:,}")  # fmt: skip
     print(f"ingest requests {requests:,}: 2xx {ok:,}, throttled (429/503) {throttled:,}, other 5xx "
           f"{five:,}, no answer {requests - len(answers):,}")  # fmt: skip
