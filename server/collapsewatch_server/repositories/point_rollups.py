@@ -4,6 +4,8 @@ ingest, bins of one level read back for charts."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
+from operator import itemgetter
 
 import numpy as np
 from sqlalchemy import select
@@ -41,8 +43,8 @@ _MERGE = (
 )
 
 
-def _num(value: float) -> float | None:
-    return None if np.isnan(value) else float(value)
+def _nullable(values: np.ndarray) -> list[float | None]:
+    return [None if v != v else v for v in values.tolist()]  # NaN (v != v) as NULL
 
 
 def add(s: Session, levels: Sequence[Bins]) -> None:
@@ -50,27 +52,25 @@ def add(s: Session, levels: Sequence[Bins]) -> None:
 
     (In the SET list every CASE reads the row's old values: SQL evaluates all of them before
     it assigns any, so ``low`` is compared before it changes on both backends.)"""
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for level, (bins, width) in enumerate(zip(levels, LEVELS, strict=True)):
-        for i in range(len(bins)):
-            rows.append(
-                (
-                    int(bins.series[i]),
-                    level,
-                    int(bins.first_step[i]) // width,
-                    int(bins.count[i]),
-                    int(bins.nonfinite[i]),
-                    int(bins.first_step[i]),
-                    int(bins.last_step[i]),
-                    _num(bins.last[i]),
-                    _num(bins.low[i]),
-                    int(bins.low_step[i]),
-                    _num(bins.high[i]),
-                    int(bins.high_step[i]),
-                )
-            )
+        rows += zip(
+            bins.series.tolist(),
+            repeat(level),
+            (bins.first_step // width).tolist(),
+            bins.count.tolist(),
+            bins.nonfinite.tolist(),
+            bins.first_step.tolist(),
+            bins.last_step.tolist(),
+            _nullable(bins.last),
+            _nullable(bins.low),
+            bins.low_step.tolist(),
+            _nullable(bins.high),
+            bins.high_step.tolist(),
+            strict=False,  # repeat() is endless
+        )
     # in key order: concurrent writers of one series lock its rows in the same order
-    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    rows.sort(key=itemgetter(0, 1, 2))
     execute_many(s, _MERGE, rows)
 
 
