@@ -32,7 +32,7 @@ def test_counters_and_rollups_are_built_for_points_stored_before(db_url: str) ->
     from sqlalchemy import text
 
     engine = make_engine(db_url)
-    migrate(engine, "0003")
+    migrate(engine, "0004")
     now = datetime.now(UTC)
     run = "5f1a3c2e-0000-4000-8000-000000000001"
     with engine.begin() as conn:

@@ -10,8 +10,8 @@
 - the covering index of 0003 goes: the charts that needed it read rollups now, and every
   index costs each stored point a write.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
