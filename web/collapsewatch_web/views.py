@@ -295,7 +295,7 @@ def highlighted(values: Sequence[LatestValue], direction: str, k: int) -> list[s
 def sampling_text(intervals: Sequence[SamplingInterval]) -> str:
     """How a run was sampled, for its header: "every 8, 16 from step 256, 32 from 512"."""
     if not intervals:
-        return "–"
+        return "\u2013"  # an en dash, as the other empty fields
     parts = [f"every {intervals[0].every}"]
     parts += [f"{i.every} from step {i.step}" for i in intervals[1:]]
     return ", ".join(parts)
