@@ -91,6 +91,10 @@ class Run(Base):
     last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     #: Set when the run's nodata event was raised (claimed atomically); cleared by new data.
     stalled_notified_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: By collapse family, as the SDK last said: {"watched": bool, "detail": str}.
+    coverage: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    #: The SDK's sampling interval as it changed: [[first step seen with it, every], ...].
+    sampling: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
 
     __table_args__ = (Index("ix_runs_project_started", "project_id", "started_at"),)
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import collapsewatch
 
 #: Every pydantic model a training environment may build: the ingest batch and its answer.
-WIRE_MODELS = {"IngestBatch", "IngestResult", "RunInfo", "ProbeInfo", "StatRecord", "Packed"}
+WIRE_MODELS = {
+    "IngestBatch", "IngestResult", "RunInfo", "ProbeInfo", "FamilyCoverage", "StatRecord", "Packed",
+}  # fmt: skip
 
 _LIST_MODELS = """
 import json, sys

@@ -73,6 +73,8 @@ def get_run(ctx: ServiceContext, run_id: uuid.UUID) -> RunDetail:
                 "torch_version": run.torch_version,
                 "sdk_version": run.sdk_version,
                 "probes": probes.of_run(s, run.id),
+                "coverage": run.coverage or {},
+                "sampling": [{"step": step, "every": every} for step, every in run.sampling or []],
             }
         )
 
