@@ -118,3 +118,12 @@ class SmoothRegression:
 
     def heldout(self) -> torch.Tensor:
         return self.sample(HELDOUT, heldout_generator(self.task_seed))[0]
+
+
+def augment(
+    x: torch.Tensor, generator: torch.Generator, mask: float = 0.3, noise: float = 0.1
+) -> torch.Tensor:
+    """One view of ``x`` for self-supervised learning: a share ``mask`` of the coordinates set
+    to zero, then Gaussian noise of std ``noise`` added."""
+    keep = (torch.rand(x.shape, generator=generator) >= mask).float()
+    return x * keep + noise * torch.randn(x.shape, generator=generator)

@@ -6,8 +6,8 @@ user would: ``collapsewatch.watch(model, optimizer=..., criterion=...)`` with th
 sampling (never ``every=``), plus the family's explicit logger where the recipe calls one, on
 one torch thread. The training loop keeps a copy of the weights every ``steps / 100`` steps and
 nothing else, so the reference costs the monitored loop no time; after training, each copy is
-loaded into a twin of the model that the SDK never hooked, and the reference is computed on
-the held-out batch from the raw outputs of the recipe's layers.
+loaded into a twin of the model (a second build, never handed to the SDK), and the reference
+is computed on the held-out batch from the raw outputs of the recipe's layers.
 
 Only the SDK's public API is used: ``watch``, the monitor's ``log_*`` methods, ``finish``,
 ``run_id`` and ``stats``.
@@ -15,7 +15,6 @@ Only the SDK's public API is used: ``watch``, the monitor's ``log_*`` methods, `
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from abc import ABC, abstractmethod
@@ -96,6 +95,15 @@ class Recipe(ABC):
         model(heldout)
 
 
+class TwoViews(Recipe):
+    """A self-supervised recipe: a batch is two views of the same inputs, and the loss is the
+    criterion of the model's outputs on each."""
+
+    def loss(self, setup: Setup, batch: Batch, monitor: Any) -> torch.Tensor:
+        v1, v2 = batch
+        return setup.criterion(setup.model(v1), setup.model(v2))
+
+
 @dataclass
 class RunResult:
     """What one run did: its id on the server (None when not monitored), steps, wall time of
@@ -144,9 +152,11 @@ def train(
     torch.set_num_threads(1)
     try:
         with torch.random.fork_rng(devices=[]):
+            # a second build is the twin: the same model, never handed to the SDK
+            torch.manual_seed(recipe.seed)
+            twin = recipe.build().model
             torch.manual_seed(recipe.seed)
             setup = recipe.build()
-            twin = copy.deepcopy(setup.model)  # before watch(): the SDK never hooks it
             monitor = collapsewatch.watch(
                 setup.model,
                 optimizer=setup.optimizer,
@@ -210,7 +220,12 @@ def evaluate(
     heldout: torch.Tensor,
     snapshots: Sequence[tuple[int, dict[str, torch.Tensor]]],
 ) -> dict[str, list[float]]:
-    """The reference of every layer at every snapshot, on the held-out batch, in eval mode."""
+    """The reference of every layer at every snapshot, on the held-out batch.
+
+    The twin runs in training mode, so a BatchNorm normalises with the held-out batch's own
+    statistics as it does in training (its running statistics are meaningless in the first
+    steps, and the twin's are thrown away with each snapshot); no recipe uses dropout.
+    """
     ref = recipe.reference()
     modules = dict(twin.named_modules())
     missing = [n for n in ref.layers if n not in modules]
@@ -226,7 +241,7 @@ def evaluate(
     ]
     values: dict[str, list[float]] = {n: [] for n in ref.layers}
     try:
-        twin.eval()
+        twin.train()
         for _, weights in snapshots:
             twin.load_state_dict(weights)
             outputs.clear()

@@ -36,14 +36,17 @@ def dead_fraction(rows: torch.Tensor, room: int = 0) -> float:
 
 
 def effective_rank(rows: torch.Tensor) -> float:
-    """Roy-Vetterli effective rank exp(H(p)) of the full covariance of ``rows``."""
+    """Roy-Vetterli effective rank exp(H(p)) of the full covariance of ``rows`` (NaN when
+    the rows are not all finite: a diverged layer)."""
+    if not bool(torch.isfinite(rows).all()):
+        return math.nan
     centred = rows - rows.mean(0)
     lam = torch.linalg.eigvalsh(centred.T @ centred / max(rows.shape[0] - 1, 1)).clamp_min(0)
     total = float(lam.sum())
     if total <= 0.0:
         return 0.0
-    p = lam[lam > 0] / total
-    return math.exp(float(-(p * p.log()).sum()))
+    p = lam / total
+    return math.exp(float(torch.special.entr(p).sum()))  # entr(0) = 0, no 0 * log 0
 
 
 def rank_ratio(rows: torch.Tensor, room: int) -> float:

@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list or not chosen:
         for pair in chosen:
             print(
-                f"{pair.name:<30} {pair.family:<12} {pair.half:<8} {pair.steps:>5}  {pair.summary}"
+                f"{pair.name:<34} {pair.family:<12} {pair.half:<8} {pair.steps:>5}  {pair.summary}"
             )
         if not chosen:
             print("no pair matches", file=sys.stderr)

@@ -10,7 +10,7 @@ from collapsewatch_demo.validation.judge import Summary, Verdict
 Print = Callable[[str], object]
 
 COLUMNS = (
-    ("pair", 30),
+    ("pair", 34),
     ("half", 7),
     ("steps", 5),
     ("det", 3),

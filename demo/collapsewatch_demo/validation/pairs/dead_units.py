@@ -82,8 +82,18 @@ class SmallCNN(nn.Module):
 
 @dataclass(frozen=True)
 class ShapesCNN(Recipe):
-    """Four shapes in 16x16 images; :class:`SmallCNN`, SGD with momentum 0.9, batch 32.
-    ``lr_spike`` multiplies the learning rate for steps ``spike_at .. spike_at + 39``."""
+    """Four shapes in 16x16 images; :class:`SmallCNN`, SGD 0.05 with momentum 0.9, batch 32.
+    ``lr_spike`` multiplies the learning rate for steps ``spike_at .. spike_at + 39``.
+
+    - Without BatchNorm, 2000 steps: on raw 0-255 pixels (``pixel_scale`` 255) the first
+      updates kill 88-100% of conv3's channels by step 40 and the loss stalls at log 4 (seeds
+      0-2; seed 3 crosses at 220, peaks at 72% and revives to 38%); on 0-1 pixels the worst
+      layer stays at or below 22% (seeds 0-2). About 15 s a run.
+    - With BatchNorm, 1500 steps: a x50 spike at step 700 leaves 59-78% of bn3's channels
+      never positive from step 720 on, while the loss recovers to 0.004-0.009 (seeds 0-1);
+      without the spike no channel dies. The SDK watches the convolutions, before the
+      BatchNorm. About 12 s a run.
+    """
 
     family: ClassVar[str] = "dead_units"
     batchnorm: bool = False
@@ -197,7 +207,6 @@ register(
         "deep MLP classifier, Adam at 3e-2 kills most of fc2 within 20 steps (control 1e-3)",
         DeepMLPAdam(lr=3e-2),
         DeepMLPAdam(lr=1e-3),
-        fast=True,
     )
 )
 register(
