@@ -264,8 +264,8 @@ def loss_change_step(
     collapse run departs at step s when ``|collapse_s - control_s|`` exceeds ``margin`` (10%)
     of the control's smoothed loss at s, floored at 1% of the control's first smoothed value
     (a loss falling towards 0 would otherwise make any wiggle a departure), and keeps
-    departing for ``w`` consecutive steps; a NaN or infinite loss departs. The answer is the
-    first step of that stretch (the last step of the first window it covers).
+    departing for ``2 w`` consecutive steps, longer than one bad batch can move a trailing
+    mean; a NaN or infinite loss departs. The answer is the first step of that stretch.
     """
     n = min(len(collapse), len(control))
     w = max(5, n // 50)
@@ -279,8 +279,8 @@ def loss_change_step(
             abs(y), floor
         )
         run = run + 1 if apart else 0
-        if run == w:
-            first = i - w + 1  # the stretch's first index; index j smooths steps j..j+w-1
+        if run == 2 * w:
+            first = i - run + 1  # the stretch's first index; index j smooths steps j..j+w-1
             return first + w - 1
     return None
 
