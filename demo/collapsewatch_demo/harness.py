@@ -30,6 +30,8 @@ from collapsewatch_demo.reference import Reference, as_units, effective_rank, ro
 Batch = tuple[torch.Tensor, ...]
 #: Evaluations of the reference over a run (plus the initial and the final weights).
 REFERENCE_POINTS = 100
+#: Seed of the augmentation that makes the held-out view of a self-supervised recipe.
+HELDOUT_VIEW_SEED = 7
 
 
 @dataclass
@@ -96,8 +98,19 @@ class Recipe(ABC):
 
 
 class TwoViews(Recipe):
-    """A self-supervised recipe: a batch is two views of the same inputs, and the loss is the
-    criterion of the model's outputs on each."""
+    """A self-supervised recipe: a batch is two views of the same inputs (``views``), and the
+    loss is the criterion of the model's outputs on each. The SDK only ever sees views, so
+    the reference is measured on one view of the held-out inputs (``heldout_view``): the
+    same distribution, not the clean inputs the augmentation was designed to hide."""
+
+    @abstractmethod
+    def view(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+    def views(self, x: torch.Tensor, generator: torch.Generator) -> Batch:
+        return self.view(x, generator), self.view(x, generator)
+
+    def heldout_view(self, x: torch.Tensor) -> torch.Tensor:
+        return self.view(x, torch.Generator().manual_seed(HELDOUT_VIEW_SEED))
 
     def loss(self, setup: Setup, batch: Batch, monitor: Any) -> torch.Tensor:
         v1, v2 = batch

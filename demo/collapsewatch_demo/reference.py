@@ -128,15 +128,13 @@ def dead_units(*layers: str, unit_dim: int = -1) -> Reference:
     return Reference("dead_fraction", dead_fraction, 0.5, True, layers, unit_dim)
 
 
-def dimensional(*layers: str, unit_dim: int = -1, threshold: float = 0.1) -> Reference:
-    """Family 2: exact covariance effective rank over the layer's room (:func:`room`).
-
-    The server's ``effective_rank_ratio`` divides by min(width, input dimension) and warns
-    below 0.05; this room also counts live units and the data's own rank, so a healthy narrow
-    layer reads near 1, and a collapse to one or two directions of a room of 16 or more reads
-    below 0.1 (the threshold here).
-    """
-    return Reference("effective_rank_ratio", rank_ratio, threshold, False, layers, unit_dim)
+def dimensional(*layers: str, unit_dim: int = -1) -> Reference:
+    """Family 2: exact covariance effective rank over the layer's room (:func:`room`),
+    collapsed below 0.05 (the family's default). The server's ``effective_rank_ratio``
+    divides by min(width, input dimension); this room also counts live units and the data's
+    own rank, so a healthy narrow layer reads near 1 (or above: a ReLU layer can spread a few
+    input directions over more)."""
+    return Reference("effective_rank_ratio", rank_ratio, 0.05, False, layers, unit_dim)
 
 
 def complete(*layers: str, unit_dim: int = -1) -> Reference:
