@@ -56,5 +56,5 @@ def test_reference_sides_and_worst_layer() -> None:
     assert dead.beyond(0.6) and not dead.beyond(0.5) and dead.beyond(math.nan)
     assert dead.worst({"a": 0.1, "b": 0.7}) == 0.7
     rank = ref.dimensional("a", "b")
-    assert rank.beyond(0.05) and not rank.beyond(0.2)
+    assert rank.beyond(0.04) and not rank.beyond(0.05)
     assert rank.worst({"a": 0.3, "b": 0.07}) == 0.07
