@@ -51,8 +51,13 @@ format: $(VENV)/.dev-installed ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-validate: $(VENV)/.dev-installed ## train every collapse scenario and its control; print the values
+# `make validate VALIDATE_GATE=` fails when the held-out half misses issue 10's bar; until the
+# defaults meet it, the suite only reports.
+VALIDATE_GATE ?= --report-only
+validate: $(VENV)/.dev-installed ## every scenario, then the validation suite alone and beside a busy process
 	COLLAPSEWATCH_VALIDATE=1 $(BIN)/python -m pytest tests/e2e/test_scenarios.py -s -q
+	$(BIN)/python -m collapsewatch_demo.validation $(VALIDATE_GATE)
+	$(BIN)/python -m collapsewatch_demo.validation --busy $(VALIDATE_GATE)
 
 bench: $(VENV)/.dev-installed ## benchmarks that print numbers: SDK overhead, alert latency, delivery, ingest
 	$(BIN)/python bench/sdk_overhead.py

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
 import pytest
 
+from collapsewatch_demo.validation.processes import serve, stop
 from tests.e2e.browser import CHROMIUM, Tab
-from tests.helpers import free_port
 
 
 @dataclass
@@ -26,13 +22,7 @@ class LiveServer:
     log: IO[bytes] | None = None
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop(self.process)
         if self.log is not None:
             self.log.close()
 
@@ -45,43 +35,14 @@ def start_server(
 ) -> LiveServer:
     """Start the real CLI server and wait until /healthz answers; ``env`` adds variables
     (e.g. ``COLLAPSEWATCH_WEBHOOK_BACKOFF_BASE_S``) to a clean environment."""
-    port = port or free_port()
     out = open(log, "wb") if log else None  # noqa: SIM115 - closed by LiveServer.stop
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "collapsewatch_server.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            db_url,
-            "--log-level",
-            "warning",
-        ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("COLLAPSEWATCH_")}
-        | (env or {}),
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            if out:
-                out.close()
-            raise RuntimeError(f"server exited with {proc.returncode}; see {log}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return LiveServer(url, db_url, proc, out)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    if out:
-        out.close()
-    raise RuntimeError(f"server on {url} did not answer within 60 s")
+    try:
+        proc, url = serve(db_url, port=port, out=out, env=env)
+    except RuntimeError as exc:
+        if out:
+            out.close()
+        raise RuntimeError(f"{exc}; see {log}") from exc
+    return LiveServer(url, db_url, proc, out)
 
 
 @pytest.fixture

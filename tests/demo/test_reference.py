@@ -1,0 +1,60 @@
+"""The brute-force references on tensors whose answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from collapsewatch_demo import reference as ref
+
+
+def test_dead_fraction_counts_units_never_positive_on_any_row() -> None:
+    rows = torch.tensor([[1.0, -1.0, 0.0, -2.0], [-1.0, -3.0, 0.0, 0.5]], dtype=torch.float64)
+    assert ref.dead_fraction(rows) == 0.5  # units 1 and 2 never fire
+
+
+def test_conv_outputs_count_channels_as_units() -> None:
+    out = torch.randn(4, 3, 5, 5)
+    out[:, 1] = -1.0
+    rows = ref.as_units(out, unit_dim=1)
+    assert rows.shape == (100, 3)
+    assert ref.dead_fraction(rows) == pytest.approx(1 / 3)
+
+
+def test_effective_rank_of_isotropic_and_rank_one_data() -> None:
+    g = torch.Generator().manual_seed(0)
+    iso = torch.randn(20_000, 8, generator=g, dtype=torch.float64)
+    assert ref.effective_rank(iso) == pytest.approx(8, rel=0.01)
+    line = torch.randn(500, 1, generator=g, dtype=torch.float64) * torch.ones(1, 8)
+    assert ref.effective_rank(line) == pytest.approx(1, abs=1e-6)
+    assert math.isnan(ref.effective_rank(torch.full((3, 2), math.inf, dtype=torch.float64)))
+
+
+def test_output_std_is_zero_for_one_direction_and_near_one_for_all() -> None:
+    g = torch.Generator().manual_seed(0)
+    same = torch.rand(100, 1, generator=g, dtype=torch.float64) * torch.ones(1, 16) + 1
+    assert ref.output_std(same) == pytest.approx(0, abs=1e-6)
+    spread = torch.randn(10_000, 16, generator=g, dtype=torch.float64)
+    assert ref.output_std(spread) == pytest.approx(1, abs=0.01)
+
+
+def test_room_counts_live_units_input_dim_and_data_rank() -> None:
+    layer = nn.Linear(32, 256)
+    assert ref.room(layer, 256, data_rank=100.0) == 32
+    assert ref.room(layer, 256, data_rank=1.6) == 2  # a generator after a 2-D latent
+    prune.ln_structured(layer, "weight", amount=0.95, n=2, dim=0)
+    assert ref.room(layer, 256, data_rank=100.0) == 13  # 5% of the units left
+    assert ref.room(nn.Conv2d(3, 64, 3), 64, data_rank=1000.0) == 27
+
+
+def test_reference_sides_and_worst_layer() -> None:
+    dead = ref.dead_units("a", "b")
+    assert dead.beyond(0.6) and not dead.beyond(0.5) and dead.beyond(math.nan)
+    assert dead.worst({"a": 0.1, "b": 0.7}) == 0.7
+    rank = ref.dimensional("a", "b")
+    assert rank.beyond(0.04) and not rank.beyond(0.05)
+    assert rank.worst({"a": 0.3, "b": 0.07}) == 0.07
