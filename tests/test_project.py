@@ -41,10 +41,10 @@ def test_web_package_never_imports_the_server_or_the_database() -> None:
 #: (The torch scenarios are leaving the server: not placed.)
 SERVER_LAYERS = {
     **dict.fromkeys(("config", "errors", "tables", "db", "codec", "downsample", "auth"), 0),
-    **dict.fromkeys(("indicators", "alerts", "webhooks", "windows", "migrations"), 1),
+    **dict.fromkeys(("indicators", "alerts", "webhooks", "windows", "rollups", "migrations"), 1),
     "repositories": 2,
     "services": 3,
-    **dict.fromkeys(("api", "worker"), 4),
+    **dict.fromkeys(("api", "worker", "processor"), 4),
     **dict.fromkeys(("app", "cli", "cli_http", "cli_rules", "cli_webhooks", "__init__"), 5),
 }
 

@@ -165,3 +165,27 @@ def test_loss_accumulator_takes_tensors_and_numbers() -> None:
     acc.add(float("nan"))
     mean, peak, count = acc.take()  # type: ignore[misc]
     assert math.isnan(float(mean)) and math.isnan(float(peak)), "a NaN loss must show"
+
+
+def test_a_matrix_lapack_cannot_decompose_in_float32_is_retried_in_float64(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LAPACK's float32 eigvalsh fails to converge on some collapsed covariances (seen on the
+    validation suite); the float64 retry gives the eigenvalues, and a second failure NaN, so
+    the record is still built."""
+    real = torch.linalg.eigvalsh
+
+    def float32_fails(m: torch.Tensor) -> torch.Tensor:
+        if m.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return real(m)
+
+    cov = torch.diag(torch.tensor([3.0, 2.0, 1.0]))
+    monkeypatch.setattr(torch.linalg, "eigvalsh", float32_fails)
+    assert eigenvalues(cov).tolist() == [3.0, 2.0, 1.0]
+
+    def always_fails(m: torch.Tensor) -> torch.Tensor:
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", always_fails)
+    assert torch.isnan(eigenvalues(cov)).all()

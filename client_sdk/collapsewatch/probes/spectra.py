@@ -18,7 +18,9 @@ def eigenvalues(matrix: torch.Tensor) -> torch.Tensor:
     """Descending, non-negative eigenvalues of a symmetric matrix (or a batch of them).
 
     A non-finite matrix gives NaN eigenvalues instead of an error: the decomposition would
-    fail, and NaN on the wire says what happened.
+    fail, and NaN on the wire says what happened. So does one that LAPACK cannot decompose
+    even in float64 (nearly never: a float32 failure on an ill-conditioned, collapsed
+    covariance is retried in float64 first).
     """
     import torch
 
@@ -28,7 +30,14 @@ def eigenvalues(matrix: torch.Tensor) -> torch.Tensor:
     finite = torch.isfinite(m).flatten(-2).all(-1)
     safe = torch.where(finite[..., None, None], m, torch.zeros_like(m))
     safe = (safe + safe.transpose(-1, -2)) / 2
-    eig = torch.linalg.eigvalsh(safe).flip(-1).clamp_min(0)
+    try:
+        eig = torch.linalg.eigvalsh(safe)
+    except RuntimeError:  # torch.linalg.LinAlgError: did not converge
+        try:
+            eig = torch.linalg.eigvalsh(safe.double()).float()
+        except RuntimeError:
+            return torch.full(safe.shape[:-1], math.nan)
+    eig = eig.flip(-1).clamp_min(0)
     return torch.where(finite[..., None], eig, torch.full_like(eig, math.nan))
 
 
