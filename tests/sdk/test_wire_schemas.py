@@ -12,7 +12,15 @@ from pathlib import Path
 import collapsewatch
 
 #: Every pydantic model a training environment may build: the ingest batch and its answer.
-WIRE_MODELS = {"IngestBatch", "IngestResult", "RunInfo", "ProbeInfo", "StatRecord", "Packed"}
+WIRE_MODELS = {
+    "IngestBatch",
+    "IngestResult",
+    "RunAlert",
+    "RunInfo",
+    "ProbeInfo",
+    "StatRecord",
+    "Packed",
+}
 
 _LIST_MODELS = """
 import json, sys

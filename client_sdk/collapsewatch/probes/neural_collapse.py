@@ -206,6 +206,10 @@ class ClassAccumulator:
         sums.update(sum=sent, unit_sum=unit_sum)
         for key, value in sums.items():  # matrices go flat, row-major
             pack.put(stats, key, value.reshape(-1) if value.dim() else value)
+        if self.topk or not self._identity:
+            # the tracked classes or the lagged basis come from this rank's own labels and
+            # means: another rank's sums are in other coordinates and cannot be added
+            pack.rank_local(stats)
         self.update_lagged(class_sum, sums["n"])
         self._weights = None
 

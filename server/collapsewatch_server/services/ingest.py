@@ -13,7 +13,7 @@ import math
 
 from sqlalchemy.exc import IntegrityError
 
-from collapsewatch.schemas import IngestBatch, IngestResult
+from collapsewatch.schemas import IngestBatch, IngestResult, RunAlert
 from collapsewatch_server.alerts.evaluation import NewPoint, judge_points
 from collapsewatch_server.codec import as_arrays, encode_stats
 from collapsewatch_server.indicators import compute_indicators
@@ -34,6 +34,9 @@ from collapsewatch_server.tables import utcnow
 from collapsewatch_server.windows import BatchWindows, stored_needed
 from collapsewatch_web.api_schemas.alerts import glob_matches
 
+#: Firing alerts listed in an ingest answer at most (newest first).
+MAX_FIRING = 50
+
 
 def ingest_batch(ctx: ServiceContext, batch: IngestBatch) -> IngestResult:
     """Store one batch and act on it, atomically. A batch id already stored stores nothing
@@ -49,7 +52,27 @@ def ingest_batch(ctx: ServiceContext, batch: IngestBatch) -> IngestResult:
         result, queued = _ingest(ctx, batch)
     if queued:
         ctx.wake_deliverer()  # committed: the deliverer finds the new rows at once
-    return result
+    return result.model_copy(update={"firing": firing_on_run(ctx, batch)})
+
+
+def firing_on_run(ctx: ServiceContext, batch: IngestBatch) -> list[RunAlert]:
+    """The alerts firing on the batch's run, for the answer: the SDK acts on them (stops or
+    checkpoints a run) without polling. Read after the batch is accepted."""
+    with ctx.db.read() as s:
+        rows = alert_states.firing(s, run_id=str(batch.run.run_id), limit=MAX_FIRING)
+    return [
+        RunAlert(
+            rule_id=a.rule_id,
+            rule=a.rule_name,
+            indicator=a.indicator,
+            probe=a.probe,
+            severity=a.severity.value,
+            since=a.since,
+            step=a.last_step,
+            value=a.last_value,
+        )
+        for a in rows
+    ]
 
 
 def _ingest(ctx: ServiceContext, batch: IngestBatch) -> tuple[IngestResult, int]:
