@@ -290,16 +290,21 @@ def local_tensor(param: torch.Tensor) -> torch.Tensor:
     return to_local() if callable(to_local) and type(param).__name__ == "DTensor" else param
 
 
+def is_sharded(param: Any) -> bool:
+    """Whether a parameter is sharded across ranks (FSDP's DTensor or FlatParameter)."""
+    return type(param).__name__ in ("DTensor", "FlatParameter") or bool(
+        getattr(param, "_is_sharded", False)
+    )
+
+
 def sharded(params: list[tuple[str, torch.Tensor]]) -> bool:
     """Whether some parameters are sharded across ranks (FSDP)."""
-    return any(
-        type(p).__name__ in ("DTensor", "FlatParameter") or getattr(p, "_is_sharded", False)
-        for _, p in params
-    )
+    return any(is_sharded(p) for _, p in params)
 
 
 SHARDED_NOTE = (
     "collapsewatch: the parameters are sharded across ranks (FSDP): weight, gradient and update "
-    "norms, sparsity and NaN counts are those of this rank's shard, not of whole tensors; layer "
+    "norms, sparsity and NaN counts are those of this rank's shard, not of whole tensors, and "
+    "neural collapse is off if the classifier's weight is sharded when the loss reads it; layer "
     "outputs, the loss and the other statistics are whole"
 )
