@@ -232,8 +232,8 @@ class BeforeUpdateHook(GuardedHook):
     __slots__ = ()
 
     def __call__(self, optimizer: Any, *hook_args: Any) -> Any:
-        args, kwargs = hook_args
-        closure = kwargs.get("closure", args[0] if args else None)
+        args, kwargs = hook_args  # args start with the optimizer itself: (self, closure?)
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
         if _compiling() or not callable(closure):
             return super().__call__(optimizer, args, kwargs)
         done = False
@@ -248,7 +248,7 @@ class BeforeUpdateHook(GuardedHook):
 
         if "closure" in kwargs:
             return args, {**kwargs, "closure": closure_then_read}
-        return (closure_then_read, *args[1:]), kwargs
+        return (args[0], closure_then_read, *args[2:]), kwargs
 
 
 class Hooks:
@@ -277,9 +277,12 @@ class Hooks:
         )
         self._handles.append(module.register_forward_hook(hook, with_kwargs=with_kwargs))
 
-    def forward_pre(self, module: nn.Module, probe: Probe, fn: Callable[..., object]) -> None:
-        """``fn(module, args)`` before each forward call of ``module`` (training mode only)."""
-        hook = GuardedHook(self.guard, probe, module, fn)
+    def forward_pre(
+        self, module: nn.Module, probe: Probe, fn: Callable[..., object], *, grad_only: bool = False
+    ) -> None:
+        """``fn(module, args)`` before each forward call of ``module`` (training mode only; with
+        ``grad_only``, while autograd records)."""
+        hook = GuardedHook(self.guard, probe, module, fn, grad_only=grad_only)
         self._handles.append(module.register_forward_pre_hook(hook))
 
     def optimizer_pre(self, optimizer: Any, probe: Probe, fn: Callable[..., object]) -> None:

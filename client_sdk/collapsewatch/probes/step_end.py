@@ -48,13 +48,10 @@ class StepEndWatch(Probe):
     def install(self, hooks: Hooks) -> None:
         model = self._model()
         if model is not None:
-            hooks.forward_pre(model, self, self._count)
+            # grad_only: an evaluation inside the step is no training forward
+            hooks.forward_pre(model, self, self._count, grad_only=True)
 
     def _count(self, module: Any, args: Any) -> None:
-        import torch
-
-        if not torch.is_grad_enabled():
-            return  # an evaluation inside the step
         self.forwards += 1
         if self.forwards == MAX_FORWARDS:
             self._on_stuck(self.forwards)
