@@ -89,7 +89,7 @@ def test_a_closure_gives_the_statistics_of_its_own_step(ingest: Ingest, make: ty
         x, y = torch.randn(16, 8, generator=gen), torch.randint(0, 4, (16,), generator=gen)
         calls = 0
 
-        def closure() -> torch.Tensor:
+        def closure(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
             nonlocal calls
             opt.zero_grad()
             loss = crit(model(x), y)
