@@ -5,7 +5,6 @@ checkpoints) on a critical alert, and resumes into the same run from a checkpoin
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +163,9 @@ def test_a_restart_from_a_checkpoint_resumes_into_the_same_run(client: Any, tmp_
     assert {s for s in steps if s >= 10} == {10, 12, 14, 16, 18, 19}
     runs = client.get("/api/v1/runs", params={"project": "pl"}).json()
     assert [r["run_id"] for r in runs] == [run_id]
-    config = client.get(f"/api/v1/runs/{run_id}").json()["config"]
-    assert config["collapsewatch.resumed"] == [10]
-    uuid.UUID(run_id)
+    run = client.get(f"/api/v1/runs/{run_id}").json()
+    assert run["config"]["collapsewatch.resumed"] == [10] and run["status"] == "finished"
+    # the run page's chart marks the resume and breaks its lines there
+    chart = client.get(f"/api/v1/runs/{run_id}/figures/grad_norm").json()["lines"]
+    assert any(s.get("name") == "resumed" and s["x0"] == 10 for s in chart["layout"]["shapes"])
+    assert None in chart["data"][0]["y"]
