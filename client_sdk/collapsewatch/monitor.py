@@ -98,8 +98,9 @@ class Monitor:
         self._records = 0
         self._finished = not self._active
         self._broken = False  # set by an SDK error: stop observing, send nothing more
-        self._sampler = LockstepSampler(every) if merge else Sampler(every)
-        self._merge = RankMerge(self._sampler, self._log_once) if merge else None
+        lockstep = LockstepSampler(every) if merge else None  # every rank samples alike
+        self._sampler = lockstep or Sampler(every)
+        self._merge = RankMerge(lockstep, self._log_once) if lockstep else None
         self._eager = EagerWhileSampled()  # sampled steps of a compiled model run eagerly
         self._alerts = AlertFeedback(options.get("on_alert"))
         self._transport: Sender | None = None
