@@ -1,21 +1,12 @@
-"""What the integration tests share: the real app in-process, and what a run left on it."""
+"""What the integration tests read of a run on the real app, and the alert they act on."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi.testclient import TestClient
-
-from collapsewatch_server import create_app
-from collapsewatch_server.config import Settings
 from tests.helpers import make_batch
 
 SERVER = "http://testserver"
-
-
-def app_client(sqlite_url: str) -> TestClient:
-    """The real app on a SQLite file; the SDK sends through it (``http_client=``)."""
-    return TestClient(create_app(Settings(db_url=sqlite_url)))
 
 
 def indicators(client: Any, run_id: str) -> set[str]:

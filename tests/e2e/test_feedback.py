@@ -15,14 +15,8 @@ from torch import nn
 
 import collapsewatch
 from collapsewatch.schemas import RunAlert
-from tests.e2e.integration_support import SERVER, always_critical, app_client, steps_of
+from tests.e2e.integration_support import SERVER, always_critical, steps_of
 from tests.helpers import make_batch
-
-
-@pytest.fixture
-def client(sqlite_url: str) -> Any:
-    with app_client(sqlite_url) as c:
-        yield c
 
 
 def _model() -> tuple[nn.Module, torch.optim.Optimizer, nn.Module]:
@@ -38,21 +32,21 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, crit: nn.Module) -> None
     opt.step()
 
 
-def test_the_ingest_answer_lists_the_runs_firing_alerts(client: Any) -> None:
-    always_critical(client, "fb")
+def test_the_ingest_answer_lists_the_runs_firing_alerts(inproc: Any) -> None:
+    always_critical(inproc, "fb")
     run_id = uuid.uuid4()
     body = make_batch(run_id, project="fb", name="r", steps=range(2))  # with losses
-    first = client.post("/api/v1/ingest", json=body).json()
+    first = inproc.post("/api/v1/ingest", json=body).json()
     assert [a["rule"] for a in first["firing"]] == ["loss seen"]
     alert = RunAlert.model_validate(first["firing"][0])
     assert (alert.severity, alert.indicator, alert.probe) == ("critical", "loss", "loss")
     assert alert.step in (0, 1) and alert.since is not None
     other = make_batch(project="fb", name="other", steps=range(0))  # no loss: nothing fires
-    assert client.post("/api/v1/ingest", json=other).json()["firing"] == [], "this run's only"
+    assert inproc.post("/api/v1/ingest", json=other).json()["firing"] == [], "this run's only"
 
 
-def test_a_plain_loop_hears_an_alert_between_two_steps(client: Any) -> None:
-    always_critical(client, "fb")
+def test_a_plain_loop_hears_an_alert_between_two_steps(inproc: Any) -> None:
+    always_critical(inproc, "fb")
     model, opt, crit = _model()
     heard: list[tuple[int, str]] = []
     monitor = collapsewatch.watch(
@@ -62,7 +56,7 @@ def test_a_plain_loop_hears_an_alert_between_two_steps(client: Any) -> None:
         project="fb",
         every=1,
         server=SERVER,
-        http_client=client,
+        http_client=inproc,
         on_alert=lambda a: heard.append((monitor.stats["step"], a.severity)),
     )
     deadline = time.monotonic() + 30
@@ -80,16 +74,16 @@ def test_a_plain_loop_hears_an_alert_between_two_steps(client: Any) -> None:
 
 
 def test_a_failing_on_alert_never_reaches_the_loop(
-    client: Any, caplog: pytest.LogCaptureFixture
+    inproc: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    always_critical(client, "fb")
+    always_critical(inproc, "fb")
     model, opt, crit = _model()
 
     def broken(alert: RunAlert) -> None:
         raise RuntimeError("user bug")
 
     monitor = collapsewatch.watch(
-        model, opt, crit, project="fb", every=1, server=SERVER, http_client=client, on_alert=broken
+        model, opt, crit, project="fb", every=1, server=SERVER, http_client=inproc, on_alert=broken
     )
     deadline = time.monotonic() + 30
     while not monitor.firing() and time.monotonic() < deadline:
@@ -101,10 +95,10 @@ def test_a_failing_on_alert_never_reaches_the_loop(
     assert sum("on_alert callback failed" in m for m in caplog.messages) == 1
 
 
-def test_resume_goes_on_from_the_last_stored_step_without_duplicates(client: Any) -> None:
+def test_resume_goes_on_from_the_last_stored_step_without_duplicates(inproc: Any) -> None:
     model, opt, crit = _model()
     first = collapsewatch.watch(
-        model, opt, crit, project="fb", every=3, server=SERVER, http_client=client
+        model, opt, crit, project="fb", every=3, server=SERVER, http_client=inproc
     )
     for _ in range(7):
         _step(model, opt, crit)
@@ -116,7 +110,7 @@ def test_resume_goes_on_from_the_last_stored_step_without_duplicates(client: Any
         project="fb",
         every=3,
         server=SERVER,
-        http_client=client,
+        http_client=inproc,
         run_id=str(first.run_id),
         resume=True,
     )
@@ -124,7 +118,7 @@ def test_resume_goes_on_from_the_last_stored_step_without_duplicates(client: Any
     for _ in range(5):
         _step(model, opt, crit)
     again.finish()
-    steps = steps_of(client, str(first.run_id), "weight_norm", "0.weight")
+    steps = steps_of(inproc, str(first.run_id), "weight_norm", "0.weight")
     assert steps == [0, 3, 6, 9, 11]
     # a restart from an older checkpoint (the trainer says step 4): steps the server has
     # (up to 11) are not sampled again, the counter follows the trainer
@@ -135,7 +129,7 @@ def test_resume_goes_on_from_the_last_stored_step_without_duplicates(client: Any
         project="fb",
         every=3,
         server=SERVER,
-        http_client=client,
+        http_client=inproc,
         run_id=str(first.run_id),
         resume=True,
         start_step=4,
@@ -143,9 +137,9 @@ def test_resume_goes_on_from_the_last_stored_step_without_duplicates(client: Any
     for _ in range(10):
         _step(model, opt, crit)
     third.finish()
-    steps = steps_of(client, str(first.run_id), "weight_norm", "0.weight")
+    steps = steps_of(inproc, str(first.run_id), "weight_norm", "0.weight")
     assert steps == [0, 3, 6, 9, 11, 12, 13], "no step twice"
-    run = client.get(f"/api/v1/runs/{first.run_id}").json()
+    run = inproc.get(f"/api/v1/runs/{first.run_id}").json()
     assert run["config"]["collapsewatch.resumed"] == [7, 4]
 
 
@@ -155,14 +149,14 @@ def test_resume_needs_a_run_id() -> None:
         collapsewatch.watch(model, opt, crit, resume=True, server=SERVER)
 
 
-def test_mirror_logs_into_the_users_tensorboard(client: Any, tmp_path: Path) -> None:
+def test_mirror_logs_into_the_users_tensorboard(inproc: Any, tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(tmp_path))
     model, opt, crit = _model()
     monitor = collapsewatch.watch(
-        model, opt, crit, every=2, mirror=writer, server=SERVER, http_client=client
+        model, opt, crit, every=2, mirror=writer, server=SERVER, http_client=inproc
     )
     for _ in range(6):
         _step(model, opt, crit)
@@ -176,7 +170,7 @@ def test_mirror_logs_into_the_users_tensorboard(client: Any, tmp_path: Path) -> 
     assert [e.step for e in events.Scalars("collapsewatch/loss")] == [0, 2, 4, 5]
 
 
-def test_mirror_into_wandb_and_mlflow_by_what_they_have(client: Any) -> None:
+def test_mirror_into_wandb_and_mlflow_by_what_they_have(inproc: Any) -> None:
     class WandbRun:  # a wandb run as the mirror uses it: define_metric and log
         def __init__(self) -> None:
             self.metrics: list[tuple[str, str | None]] = []
@@ -192,7 +186,7 @@ def test_mirror_into_wandb_and_mlflow_by_what_they_have(client: Any) -> None:
     run = WandbRun()
     model, opt, crit = _model()
     monitor = collapsewatch.watch(
-        model, opt, crit, every=2, mirror=run, server=SERVER, http_client=client
+        model, opt, crit, every=2, mirror=run, server=SERVER, http_client=inproc
     )
     for _ in range(4):
         _step(model, opt, crit)

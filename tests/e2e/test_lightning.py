@@ -20,7 +20,6 @@ from collapsewatch.integrations.lightning import CollapsewatchCallback
 from tests.e2e.integration_support import (
     SERVER,
     always_critical,
-    app_client,
     indicators,
     steps_of,
 )
@@ -74,28 +73,22 @@ def trainer(tmp_path: Path, callback: CollapsewatchCallback, **kwargs: Any) -> p
     )
 
 
-@pytest.fixture
-def client(sqlite_url: str) -> Any:
-    with app_client(sqlite_url) as c:
-        yield c
-
-
 def test_the_callback_alone_gets_the_families_of_a_hand_written_loop(
-    client: Any, tmp_path: Path
+    inproc: Any, tmp_path: Path
 ) -> None:
     callback = CollapsewatchCallback(
-        project="pl", run="callback", every=2, server=SERVER, http_client=client
+        project="pl", run="callback", every=2, server=SERVER, http_client=inproc
     )
     trainer(tmp_path, callback, max_steps=12).fit(Classifier(), data())
     run_id = callback.run_id
     assert run_id is not None
-    run = client.get(f"/api/v1/runs/{run_id}").json()
+    run = inproc.get(f"/api/v1/runs/{run_id}").json()
     assert (run["status"], run["last_step"]) == ("finished", 11)
 
     module = Classifier()  # the same module, trained by hand
     opt = module.configure_optimizers()
     monitor = collapsewatch.watch(
-        module, opt, project="pl", run="by-hand", every=2, server=SERVER, http_client=client
+        module, opt, project="pl", run="by-hand", every=2, server=SERVER, http_client=inproc
     )
     for i, batch in enumerate(data()):
         if i == 12:
@@ -105,26 +98,26 @@ def test_the_callback_alone_gets_the_families_of_a_hand_written_loop(
         loss.backward()
         opt.step()
     monitor.finish()
-    found = indicators(client, run_id)
-    assert found == indicators(client, str(monitor.run_id))
+    found = indicators(inproc, run_id)
+    assert found == indicators(inproc, str(monitor.run_id))
     assert {"loss", "dead_fraction", "effective_rank", "grad_norm", "nc1"} <= found
 
 
-def test_steps_are_the_trainers_with_gradient_accumulation(client: Any, tmp_path: Path) -> None:
-    callback = CollapsewatchCallback(project="pl", every=1, server=SERVER, http_client=client)
+def test_steps_are_the_trainers_with_gradient_accumulation(inproc: Any, tmp_path: Path) -> None:
+    callback = CollapsewatchCallback(project="pl", every=1, server=SERVER, http_client=inproc)
     fit = trainer(tmp_path, callback, max_steps=6, accumulate_grad_batches=2)
     fit.fit(Classifier(), data())
     assert fit.global_step == 6
     run_id = str(callback.run_id)
-    assert steps_of(client, run_id, "grad_norm", "net.0.weight") == list(range(6))
+    assert steps_of(inproc, run_id, "grad_norm", "net.0.weight") == list(range(6))
     # the loss as the training step returned it (before Lightning's division by 2): two
     # batches per step, each a cross-entropy of 4 classes near log(4)
-    loss = client.get(f"/api/v1/runs/{run_id}/series/loss", params={"probe": "loss"}).json()
+    loss = inproc.get(f"/api/v1/runs/{run_id}/series/loss", params={"probe": "loss"}).json()
     assert all(1.0 < v < 2.0 for v in loss["values"])
 
 
-def test_a_critical_alert_stops_the_run_and_saves_a_checkpoint(client: Any, tmp_path: Path) -> None:
-    always_critical(client, "pl-stop")
+def test_a_critical_alert_stops_the_run_and_saves_a_checkpoint(inproc: Any, tmp_path: Path) -> None:
+    always_critical(inproc, "pl-stop")
     seen: list[str] = []
     callback = CollapsewatchCallback(
         project="pl-stop",
@@ -133,7 +126,7 @@ def test_a_critical_alert_stops_the_run_and_saves_a_checkpoint(client: Any, tmp_
         checkpoint_on="critical",
         on_alert=lambda alert: seen.append(alert.rule),
         server=SERVER,
-        http_client=client,
+        http_client=inproc,
     )
     fit = trainer(tmp_path, callback, max_steps=3000)
     fit.fit(Classifier(pause=0.003), data(100_000))
@@ -141,12 +134,12 @@ def test_a_critical_alert_stops_the_run_and_saves_a_checkpoint(client: Any, tmp_
     assert fit.global_step < 3000, "the alert stopped training"
     saved = list((tmp_path / "collapsewatch").glob("collapsewatch-step*.ckpt"))
     assert len(saved) == 1
-    run = client.get(f"/api/v1/runs/{callback.run_id}").json()
+    run = inproc.get(f"/api/v1/runs/{callback.run_id}").json()
     assert run["status"] == "finished" and run["open_alerts"] == 1
 
 
-def test_a_restart_from_a_checkpoint_resumes_into_the_same_run(client: Any, tmp_path: Path) -> None:
-    first = CollapsewatchCallback(project="pl", every=2, server=SERVER, http_client=client)
+def test_a_restart_from_a_checkpoint_resumes_into_the_same_run(inproc: Any, tmp_path: Path) -> None:
+    first = CollapsewatchCallback(project="pl", every=2, server=SERVER, http_client=inproc)
     fit = trainer(tmp_path, first, max_steps=10)
     fit.fit(Classifier(), data())
     checkpoint = tmp_path / "step10.ckpt"
@@ -155,17 +148,17 @@ def test_a_restart_from_a_checkpoint_resumes_into_the_same_run(client: Any, tmp_
     assert run_id is not None
 
     # a new process would build everything anew: a fresh callback that knows no run id
-    again = CollapsewatchCallback(project="pl", every=2, server=SERVER, http_client=client)
+    again = CollapsewatchCallback(project="pl", every=2, server=SERVER, http_client=inproc)
     trainer(tmp_path, again, max_steps=20).fit(Classifier(), data(), ckpt_path=checkpoint)
     assert again.run_id == run_id
-    steps = steps_of(client, run_id, "grad_norm", "net.0.weight")
+    steps = steps_of(inproc, run_id, "grad_norm", "net.0.weight")
     assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == 19
     assert {s for s in steps if s >= 10} == {10, 12, 14, 16, 18, 19}
-    runs = client.get("/api/v1/runs", params={"project": "pl"}).json()
+    runs = inproc.get("/api/v1/runs", params={"project": "pl"}).json()
     assert [r["run_id"] for r in runs] == [run_id]
-    run = client.get(f"/api/v1/runs/{run_id}").json()
+    run = inproc.get(f"/api/v1/runs/{run_id}").json()
     assert run["config"]["collapsewatch.resumed"] == [10] and run["status"] == "finished"
     # the run page's chart marks the resume and breaks its lines there
-    chart = client.get(f"/api/v1/runs/{run_id}/figures/grad_norm").json()["lines"]
+    chart = inproc.get(f"/api/v1/runs/{run_id}/figures/grad_norm").json()["lines"]
     assert any(s.get("name") == "resumed" and s["x0"] == 10 for s in chart["layout"]["shapes"])
     assert None in chart["data"][0]["y"]

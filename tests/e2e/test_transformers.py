@@ -25,7 +25,6 @@ from collapsewatch.integrations.transformers import RUN_FILE, CollapsewatchCallb
 from tests.e2e.integration_support import (
     SERVER,
     always_critical,
-    app_client,
     indicators,
     steps_of,
 )
@@ -88,17 +87,11 @@ def arguments(out: Path, **kwargs: Any) -> TrainingArguments:
     return TrainingArguments(output_dir=str(out), **(defaults | kwargs))
 
 
-@pytest.fixture
-def client(sqlite_url: str) -> Any:
-    with app_client(sqlite_url) as c:
-        yield c
-
-
 def test_the_callback_alone_gets_the_families_of_a_hand_written_loop(
-    client: Any, tmp_path: Path
+    inproc: Any, tmp_path: Path
 ) -> None:
     callback = CollapsewatchCallback(
-        project="hf", run="trainer", every=2, server=SERVER, http_client=client
+        project="hf", run="trainer", every=2, server=SERVER, http_client=inproc
     )
     Trainer(
         model=tiny_llama(),
@@ -107,7 +100,7 @@ def test_the_callback_alone_gets_the_families_of_a_hand_written_loop(
         callbacks=[callback],
     ).train()
     run_id = str(callback.run_id)
-    run = client.get(f"/api/v1/runs/{run_id}").json()
+    run = inproc.get(f"/api/v1/runs/{run_id}").json()
     assert (run["status"], run["last_step"]) == ("finished", 7)
 
     model = tiny_llama()  # the same model, by hand, with what the callback finds given
@@ -121,7 +114,7 @@ def test_the_callback_alone_gets_the_families_of_a_hand_written_loop(
         run="by-hand",
         every=2,
         server=SERVER,
-        http_client=client,
+        http_client=inproc,
     )
     data = Tokens()
     for step in range(8):
@@ -132,35 +125,35 @@ def test_the_callback_alone_gets_the_families_of_a_hand_written_loop(
         opt.step()
         monitor.step(loss=loss.detach())
     monitor.finish()
-    found = indicators(client, run_id)
-    assert found == indicators(client, str(monitor.run_id))
+    found = indicators(inproc, run_id)
+    assert found == indicators(inproc, str(monitor.run_id))
     assert {"loss", "attention_entropy", "effective_rank", "nc1", "grad_norm"} <= found
     assert any(name.startswith("token") for name in found), found
-    series = client.get(f"/api/v1/runs/{run_id}/series").json()
+    series = inproc.get(f"/api/v1/runs/{run_id}/series").json()
     assert {"nc1", "lm_head"} in [{s["indicator"], s["probe"]} for s in series], "the LM head"
-    assert steps_of(client, run_id, "loss", "loss") == [0, 2, 4, 6, 7]
+    assert steps_of(inproc, run_id, "loss", "loss") == [0, 2, 4, 6, 7]
 
 
-def test_gradient_accumulation_counts_the_trainers_steps(client: Any, tmp_path: Path) -> None:
-    callback = CollapsewatchCallback(project="hf", every=1, server=SERVER, http_client=client)
+def test_gradient_accumulation_counts_the_trainers_steps(inproc: Any, tmp_path: Path) -> None:
+    callback = CollapsewatchCallback(project="hf", every=1, server=SERVER, http_client=inproc)
     Trainer(
         model=tiny_llama(),
         args=arguments(tmp_path, max_steps=3, gradient_accumulation_steps=2),
         train_dataset=Tokens(),
         callbacks=[callback],
     ).train()
-    assert steps_of(client, str(callback.run_id), "grad_norm", "model.norm.weight") == [0, 1, 2]
+    assert steps_of(inproc, str(callback.run_id), "grad_norm", "model.norm.weight") == [0, 1, 2]
 
 
-def test_a_critical_alert_stops_training_and_saves(client: Any, tmp_path: Path) -> None:
-    always_critical(client, "hf-stop")
+def test_a_critical_alert_stops_training_and_saves(inproc: Any, tmp_path: Path) -> None:
+    always_critical(inproc, "hf-stop")
     callback = CollapsewatchCallback(
         project="hf-stop",
         every=1,
         stop_on="critical",
         checkpoint_on="critical",
         server=SERVER,
-        http_client=client,
+        http_client=inproc,
     )
     trainer = Trainer(
         model=tiny_llama(),
@@ -174,8 +167,8 @@ def test_a_critical_alert_stops_training_and_saves(client: Any, tmp_path: Path) 
     assert len(saved) == 1, saved
 
 
-def test_a_resumed_trainer_continues_the_same_run(client: Any, tmp_path: Path) -> None:
-    first = CollapsewatchCallback(project="hf", every=2, server=SERVER, http_client=client)
+def test_a_resumed_trainer_continues_the_same_run(inproc: Any, tmp_path: Path) -> None:
+    first = CollapsewatchCallback(project="hf", every=2, server=SERVER, http_client=inproc)
     Trainer(
         model=tiny_llama(),
         args=arguments(tmp_path, max_steps=6, save_strategy="steps", save_steps=6),
@@ -185,7 +178,7 @@ def test_a_resumed_trainer_continues_the_same_run(client: Any, tmp_path: Path) -
     run_id = str(first.run_id)
     assert (tmp_path / RUN_FILE).exists() and (tmp_path / "checkpoint-6").exists()
 
-    again = CollapsewatchCallback(project="hf", every=2, server=SERVER, http_client=client)
+    again = CollapsewatchCallback(project="hf", every=2, server=SERVER, http_client=inproc)
     Trainer(
         model=tiny_llama(),
         args=arguments(tmp_path, max_steps=10),
@@ -195,5 +188,5 @@ def test_a_resumed_trainer_continues_the_same_run(client: Any, tmp_path: Path) -
     assert again.run_id == run_id
     # each part's last step has the parameters as they ended (the Trainer has zeroed the
     # gradients by then: weight norms only)
-    assert steps_of(client, run_id, "weight_norm", "model.norm.weight") == [0, 2, 4, 5, 6, 8, 9]
-    assert client.get(f"/api/v1/runs/{run_id}").json()["config"]["collapsewatch.resumed"] == [6]
+    assert steps_of(inproc, run_id, "weight_norm", "model.norm.weight") == [0, 2, 4, 5, 6, 8, 9]
+    assert inproc.get(f"/api/v1/runs/{run_id}").json()["config"]["collapsewatch.resumed"] == [6]

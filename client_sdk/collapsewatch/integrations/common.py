@@ -1,13 +1,19 @@
-"""What both framework callbacks share: acting on alerts, and the watch options they pass on."""
+"""What both framework callbacks share: acting on alerts, labels in batches, and starting the
+run from what they were given."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import collapsewatch
 from collapsewatch.alerts_feedback import When, matcher
 from collapsewatch.schemas import RunAlert
+
+if TYPE_CHECKING:
+    from torch import nn
 
 logger = logging.getLogger("collapsewatch")
 
@@ -75,25 +81,42 @@ def default_labels(batch: Any) -> Any:
     return None
 
 
-def watch_options(
-    *,
-    project: str | None,
-    run: str | None,
-    every: int | None,
-    run_id: str | None,
-    resume: bool,
-    start_step: int,
-    on_alert: Callable[[RunAlert], object],
-    extra: dict[str, Any],
-) -> dict[str, Any]:
-    """The keyword options of ``watch()`` a callback passes on (``extra``: the user's others)."""
-    return {
-        **extra,
-        "project": project,
-        "run": run,
-        "every": every,
-        "run_id": run_id,
-        "resume": resume,
-        "start_step": start_step,
-        "on_alert": on_alert,
-    }
+@dataclass
+class RunSettings:
+    """What a callback was given for its run; :meth:`watch` starts the monitor."""
+
+    project: str | None
+    run: str | None
+    every: int | None
+    run_id: str | None
+    resume: bool
+    options: dict[str, Any]
+
+    def watch(
+        self,
+        model: nn.Module,
+        optimizer: Any,
+        *,
+        start_step: int,
+        on_alert: Callable[[RunAlert], object],
+        found: dict[str, Any] | None = None,
+    ) -> collapsewatch.Monitor:
+        """Watch ``model``; ``found``: options the callback found in the model (the user's
+        ``**options`` win). Remembers the run id, for checkpoints."""
+        monitor = collapsewatch.watch(
+            model,
+            optimizer,
+            **{
+                **(found or {}),
+                **self.options,
+                "project": self.project,
+                "run": self.run,
+                "every": self.every,
+                "run_id": self.run_id,
+                "resume": self.resume,
+                "start_step": start_step,
+                "on_alert": on_alert,
+            },
+        )
+        self.run_id = str(monitor.run_id)
+        return monitor

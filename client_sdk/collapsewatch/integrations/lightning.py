@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
 
 import collapsewatch
 from collapsewatch.alerts_feedback import When
-from collapsewatch.integrations.common import AlertActions, default_labels, watch_options
+from collapsewatch.integrations.common import AlertActions, RunSettings, default_labels
 from collapsewatch.schemas import RunAlert
 
 logger = logging.getLogger("collapsewatch")
@@ -79,13 +79,11 @@ class CollapsewatchCallback(pl.Callback):
         **options: Any,
     ) -> None:
         super().__init__()
-        self.project, self.run, self.every = project, run, every
+        self.settings = RunSettings(project, run, every, run_id, resume, options)
         self.actions = AlertActions(stop_on, checkpoint_on, on_alert)
         self._acting = stop_on is not None or checkpoint_on is not None
         self.checkpoint_dir = checkpoint_dir
-        self.run_id, self.resume = run_id, resume
         self.labels = labels or default_labels
-        self.options = options
         self.monitor: collapsewatch.Monitor | None = None
         self._batch: Any = None
 
@@ -102,21 +100,14 @@ class CollapsewatchCallback(pl.Callback):
         if optimizer is None:
             logger.warning("collapsewatch: the trainer has no optimizer; nothing is watched")
             return
-        self.monitor = collapsewatch.watch(
-            pl_module,
-            optimizer,
-            **watch_options(
-                project=self.project,
-                run=self.run,
-                every=self.every,
-                run_id=self.run_id,
-                resume=self.resume,
-                start_step=trainer.global_step,
-                on_alert=self.actions,
-                extra=self.options,
-            ),
+        self.monitor = self.settings.watch(
+            pl_module, optimizer, start_step=trainer.global_step, on_alert=self.actions
         )
-        self.run_id = str(self.monitor.run_id)
+
+    @property
+    def run_id(self) -> str | None:
+        """The run's id: given, found in a checkpoint, or made when training started."""
+        return self.settings.run_id
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish()
@@ -193,4 +184,4 @@ class CollapsewatchCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("run_id") and self.monitor is None:
-            self.run_id, self.resume = str(state_dict["run_id"]), True
+            self.settings.run_id, self.settings.resume = str(state_dict["run_id"]), True

@@ -37,7 +37,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 import collapsewatch
 from collapsewatch.alerts_feedback import When
-from collapsewatch.integrations.common import AlertActions, watch_options
+from collapsewatch.integrations.common import AlertActions, RunSettings
 from collapsewatch.probes.base import StepHook
 from collapsewatch.schemas import RunAlert
 
@@ -74,11 +74,9 @@ class CollapsewatchCallback(TrainerCallback):
         on_alert: Callable[[RunAlert], object] | None = None,
         **options: Any,
     ) -> None:
-        self.project, self.run, self.every = project, run, every
+        self.settings = RunSettings(project, run, every, run_id, resume, options)
         self.actions = AlertActions(stop_on, checkpoint_on, on_alert)
         self._acting = stop_on is not None or checkpoint_on is not None
-        self.run_id, self.resume = run_id, resume
-        self.options = options
         self.monitor: collapsewatch.Monitor | None = None
         self._loss_hook: Any = None
         self._model: Callable[[], nn.Module | None] = lambda: None
@@ -94,30 +92,27 @@ class CollapsewatchCallback(TrainerCallback):
     ) -> None:
         if self.monitor is not None or model is None:
             return
-        if self.run_id is None and state.global_step > 0:
-            self.run_id = _stored_run_id(args.output_dir)
-            self.resume = self.run_id is not None
-        found: dict[str, Any] = {"classifier": _lm_head(model), "blocks": _blocks(model)}
-        self.monitor = collapsewatch.watch(
+        settings = self.settings
+        if settings.run_id is None and state.global_step > 0:  # resumed from a checkpoint
+            settings.run_id = _stored_run_id(args.output_dir)
+            settings.resume = settings.run_id is not None
+        self.monitor = settings.watch(
             model,
             optimizer,
-            **watch_options(
-                project=self.project,
-                run=self.run,
-                every=self.every,
-                run_id=self.run_id,
-                resume=self.resume,
-                start_step=state.global_step,
-                on_alert=self.actions,
-                extra={**found, **self.options},
-            ),
+            start_step=state.global_step,
+            on_alert=self.actions,
+            found={"classifier": _lm_head(model), "blocks": _blocks(model)},
         )
-        self.run_id = str(self.monitor.run_id)
-        if self.monitor.enabled:
+        if self.monitor.enabled and self.run_id is not None:
             self._model = weakref.ref(model)
             self._loss_hook = model.register_forward_hook(StepHook(self._read_loss))
             if state.is_world_process_zero:
                 _store_run_id(args.output_dir, self.run_id)
+
+    @property
+    def run_id(self) -> str | None:
+        """The run's id: given, found in the output directory, or made when training began."""
+        return self.settings.run_id
 
     def _read_loss(self, module: nn.Module, args: Any, output: Any) -> None:
         """The model's forward computed its loss (labels were given): record it, for training
