@@ -574,7 +574,10 @@ class Monitor:
                     probe.reset()
                 last = max(self._step - 1, 0)
                 snapshot = observing and last != self._last_sampled
-                self._flush([p for p in self._probes if p is not self._params or snapshot], last)
+                if last > self._skip_until:  # a resumed run's server has that step already
+                    self._flush(
+                        [p for p in self._probes if p is not self._params or snapshot], last
+                    )
             except Exception as exc:
                 self._fail("finish", exc)
         self._transport.close(status, timeout)

@@ -139,8 +139,26 @@ def test_resume_goes_on_from_the_last_stored_step_without_duplicates(inproc: Any
     third.finish()
     steps = steps_of(inproc, str(first.run_id), "weight_norm", "0.weight")
     assert steps == [0, 3, 6, 9, 11, 12, 13], "no step twice"
+    # a restart that ends before it gets past what the server has adds nothing
+    fourth = collapsewatch.watch(
+        model,
+        opt,
+        crit,
+        project="fb",
+        every=3,
+        server=SERVER,
+        http_client=inproc,
+        run_id=str(first.run_id),
+        resume=True,
+        start_step=2,
+    )
+    for _ in range(3):
+        _step(model, opt, crit)
+    fourth.finish()
+    assert steps_of(inproc, str(first.run_id), "weight_norm", "0.weight") == steps
+    assert steps_of(inproc, str(first.run_id), "loss", "loss") == [0, 3, 6, 9, 11, 12, 13]
     run = inproc.get(f"/api/v1/runs/{first.run_id}").json()
-    assert run["config"]["collapsewatch.resumed"] == [7, 4]
+    assert run["config"]["collapsewatch.resumed"] == [7, 4, 2]
 
 
 def test_resume_needs_a_run_id() -> None:
