@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format bench validate browser clean
+.PHONY: help run test lint format bench load validate browser clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
@@ -54,10 +54,17 @@ format: $(VENV)/.dev-installed ## apply ruff's formatting and fixes
 validate: $(VENV)/.dev-installed ## train every collapse scenario and its control; print the values
 	COLLAPSEWATCH_VALIDATE=1 $(BIN)/python -m pytest tests/e2e/test_scenarios.py -s -q
 
-bench: $(VENV)/.dev-installed ## benchmarks that print numbers: SDK overhead, alert latency, delivery
+bench: $(VENV)/.dev-installed ## benchmarks that print numbers: SDK overhead, alert latency, delivery, ingest
 	$(BIN)/python bench/sdk_overhead.py
 	$(BIN)/python bench/alert_latency.py
 	$(BIN)/python bench/delivery.py
+	$(BIN)/python bench/ingest.py --runs 1 --runs 8
+	$(BIN)/python bench/series_read.py --points 200000
+
+LOAD_MINUTES ?= 3
+load: $(VENV)/.dev-installed ## 32 trainers on one server (SQLite), then on 2 processes over Postgres
+	$(BIN)/python bench/trainers.py --minutes $(LOAD_MINUTES)
+	$(BIN)/python bench/trainers.py --minutes $(LOAD_MINUTES) --backend postgres --procs 2
 
 clean: ## remove the virtual environment
 	rm -rf $(VENV)

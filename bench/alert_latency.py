@@ -211,7 +211,7 @@ def main() -> None:
             server=server_url,
             http_client=client,
             spool_dir=tmp / "spool",
-            every=1_000_000,  # no layer statistics: only the logged scalar travels
+            every=1,  # scalars travel with the sampled steps: sample every step
         )
         # The SDK's batching window (see the module docstring); private, bench only.
         monitor._transport.batch_seconds = 0.01  # type: ignore[union-attr]

@@ -17,7 +17,7 @@ from collapsewatch.probes.activations import ActivationProbe
 from collapsewatch.probes.attention import AttentionProbe
 from collapsewatch.probes.functions import FunctionProbe
 from collapsewatch.probes.tokens import TokenProbe
-from collapsewatch.schemas import ProbeInfo, ProbeKind
+from collapsewatch.schemas import FamilyCoverage, ProbeInfo, ProbeKind
 
 if TYPE_CHECKING:
     from collapsewatch.probes.base import Probe
@@ -54,8 +54,8 @@ _LOGGED = {
     "state": ((ProbeKind.state,), "call monitor.log_state(name, hidden, positions)"),
 }
 
-#: A family's entry: (watched, what is watched or what to add).
-Coverage = dict[str, tuple[bool, str]]
+#: By family: whether it is watched, and what is watched or what to add.
+Coverage = dict[str, FamilyCoverage]
 
 
 def coverage(probes: Iterable[Probe], infos: Iterable[ProbeInfo]) -> Coverage:
@@ -72,7 +72,7 @@ def coverage(probes: Iterable[Probe], infos: Iterable[ProbeInfo]) -> Coverage:
         len(f.attention_sites) for f in functions
     )
     weights = sum(1 for i in infos if i.kind == ProbeKind.parameter and i.name != "(global)")
-    out: Coverage = {
+    out: dict[str, tuple[bool, str]] = {
         "dead_units": (
             (True, f"{relus} layers before a ReLU, {saturating} Tanh/Sigmoid")
             if relus or saturating
@@ -103,7 +103,10 @@ def coverage(probes: Iterable[Probe], infos: Iterable[ProbeInfo]) -> Coverage:
     for family, (logged_kinds, hint) in _LOGGED.items():
         logged = [i.name for i in infos if i.kind in logged_kinds]
         out[family] = (True, "logged: " + ", ".join(logged)) if logged else (False, hint)
-    return {family: out[family] for family in TITLES}
+    return {
+        family: FamilyCoverage(watched=out[family][0], detail=out[family][1][:500])
+        for family in TITLES
+    }
 
 
 def _count(n: int, what: str, otherwise: str) -> tuple[bool, str]:
@@ -112,8 +115,8 @@ def _count(n: int, what: str, otherwise: str) -> tuple[bool, str]:
 
 def describe(run: str, cov: Coverage) -> str:
     """The summary lines: what is watched, then what is not and what to add."""
-    watched = [f"{TITLES[f]} ({what})" for f, (ok, what) in cov.items() if ok]
-    missing = [f"  - {TITLES[f]}: {hint}" for f, (ok, hint) in cov.items() if not ok]
+    watched = [f"{TITLES[f]} ({c.detail})" for f, c in cov.items() if c.watched]
+    missing = [f"  - {TITLES[f]}: {c.detail}" for f, c in cov.items() if not c.watched]
     lines = [f"collapsewatch: run {run} watched for " + (", ".join(watched) or "nothing yet")]
     if missing:
         lines += ["collapsewatch: not watched:", *missing]

@@ -21,7 +21,7 @@ from collapsewatch import config as cfg
 from collapsewatch import open_runs, runinfo
 from collapsewatch.alerts_feedback import AlertFeedback
 from collapsewatch.compiled import EagerWhileSampled
-from collapsewatch.coverage import coverage, describe, say
+from collapsewatch.coverage import Coverage, coverage, describe, say
 from collapsewatch.distributed import (
     SHARDED_NOTE,
     LockstepSampler,
@@ -150,6 +150,7 @@ class Monitor:
         if sharded(params):
             self._log_once("sharded", SHARDED_NOTE)
         self._infos: list[ProbeInfo] = []
+        self._coverage: Coverage = {}
         for probe in self._probes:
             self._infos += probe.infos(len(self._infos))
         self._names = {info.name for info in self._infos}
@@ -433,12 +434,17 @@ class Monitor:
                 self._sampled_steps += 1
                 self._last_sampled = self._step
                 if self._sampled_steps == 1:  # the first forward's function calls are known
-                    say(describe(self._run_name, coverage(self._probes, self._infos)))
+                    self._coverage = coverage(self._probes, self._infos)
+                    say(describe(self._run_name, self._coverage))
+                    self._refresh_run()
             elif any(p.pending for p in self._loggers.values() if not p.in_loop):
                 self._flush(self._evaluations(), self._step)  # an evaluation at this step
             cost = self._guard.take() + (time.perf_counter() - now if sampled else 0.0)
+            every = self._sampler.every
             if self._last_step_end is not None:
                 self._sampler.observe(self._step, sampled, wall, cost)
+            if self._sampler.every != every:
+                self._refresh_run()  # the run document says how the run is sampled
             self._step += 1
             self._begin_step()
             self._alerts.deliver()  # between two steps: a callback may stop or checkpoint
@@ -519,6 +525,8 @@ class Monitor:
 
     def _refresh_run(self) -> None:
         # a new dict, never mutated: the sender thread may be serialising the previous one
+        if self._coverage:  # once known, kept up to date (a logger used for the first time)
+            self._coverage = coverage(self._probes, self._infos)
         self._run_doc = runinfo.build(
             run_id=self._run_id,
             project=self._project,
@@ -526,6 +534,8 @@ class Monitor:
             config=self._config,
             started_at=self._started_at,
             probes=self._infos,
+            coverage=self._coverage,
+            sampling_every=self._sampler.every,
         )
 
     def _on_stuck(self, forwards: int) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from collapsewatch._version import __version__
 from collapsewatch.config import jsonable
-from collapsewatch.schemas import ProbeInfo, RunInfo
+from collapsewatch.schemas import FamilyCoverage, ProbeInfo, RunInfo
 
 
 def run_config(
@@ -37,8 +37,11 @@ def build(
     config: dict[str, Any],
     started_at: datetime,
     probes: list[ProbeInfo],
+    coverage: dict[str, FamilyCoverage] | None = None,
+    sampling_every: int | None = None,
 ) -> dict[str, Any]:
-    """A validated ``RunInfo`` as a JSON-ready dict, built once and reused by every batch."""
+    """A validated ``RunInfo`` as a JSON-ready dict, built once and reused by every batch
+    until something in it changes."""
     torch = sys.modules.get("torch")
     info = RunInfo(
         run_id=run_id,
@@ -50,5 +53,7 @@ def build(
         sdk_version=__version__,
         started_at=started_at,
         probes=probes,
+        coverage=coverage or {},
+        sampling_every=sampling_every,
     )
     return info.model_dump(mode="json")

@@ -22,7 +22,8 @@ from collapsewatch_server.api import (
 )
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database, make_engine, migrate
-from collapsewatch_server.errors import DomainError
+from collapsewatch_server.errors import Busy, DomainError
+from collapsewatch_server.processor import Processor
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.worker import Worker
 
@@ -36,15 +37,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The webhook deliverer and the stall scan run with the server, on its event loop; the
     # services of the routes ring its doorbell when they commit deliveries.
     worker = Worker(db, settings)
-    context = ServiceContext(db, settings, wake_deliverer=worker.wake)
+    # Every server process processes accepted batches (indicators, points, alerts), whether
+    # or not it delivers webhooks.
+    processor = Processor(ServiceContext(db, settings, wake_deliverer=worker.wake))
+    context = ServiceContext(
+        db, settings, wake_deliverer=worker.wake, wake_processor=processor.wake
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        processor.start()
         if settings.worker:
             worker.start()
         try:
             yield
         finally:
+            await processor.stop()
             await worker.stop()
             engine.dispose()
 
@@ -59,10 +67,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(GZipMiddleware, minimum_size=2048)
     app.state.settings = settings
     app.state.context = context
+    app.state.processor = processor
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        if isinstance(exc, Busy):
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     app.include_router(runs.router)

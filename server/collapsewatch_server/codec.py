@@ -15,6 +15,9 @@ import numpy as np
 from collapsewatch.schemas import Packed
 
 _MAGIC = b"CWS1"
+#: Encoded records smaller than this are stored uncompressed: zlib's set-up costs more than
+#: it saves on a few scalars (most records of a scalar-heavy run).
+_COMPRESS_FROM = 256
 
 Stats = dict[str, float | np.ndarray]
 
@@ -46,12 +49,12 @@ def encode_stats(stats: WireStats) -> bytes:
         offset += arr.size
     head = json.dumps(header, allow_nan=True).encode()
     raw = _MAGIC + struct.pack("<I", len(head)) + head + b"".join(chunks)
-    return zlib.compress(raw, 1)
+    return zlib.compress(raw, 1) if len(raw) >= _COMPRESS_FROM else raw
 
 
 def decode_stats(blob: bytes) -> Stats:
     """Inverse of :func:`encode_stats`: floats and float64 numpy vectors."""
-    raw = zlib.decompress(blob)
+    raw = blob if blob[:4] == _MAGIC else zlib.decompress(blob)
     if raw[:4] != _MAGIC:
         raise ValueError("not an encoded statistics blob")
     (head_len,) = struct.unpack("<I", raw[4:8])

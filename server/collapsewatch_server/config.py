@@ -34,6 +34,28 @@ class Settings(BaseSettings):
     sse_poll_s: float = Field(default=1.0, gt=0, description="how often live pages look for points")
     db_echo: bool = False
 
+    # ingest: accepted at once, processed by every server process's processor
+    ingest_queue_max_records: int = Field(
+        default=200_000, ge=1, description="records waiting above which ingest answers 503"
+    )
+    ingest_retry_after_s: int = Field(
+        default=2, ge=1, description="Retry-After of a 503 for a deep queue"
+    )
+    ingest_wait_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="when nothing else waits, the answer waits this long for the batch's points",
+    )
+    ingest_poll_s: float = Field(
+        default=0.5, gt=0, description="queue poll when not woken (other processes' batches)"
+    )
+    ingest_lease_s: float = Field(
+        default=120.0, gt=0, description="a processor's hold on a batch; a dead one's expires"
+    )
+    ingest_max_attempts: int = Field(
+        default=3, ge=1, description="processing attempts before a batch is set aside"
+    )
+
     # alerts and webhooks
     worker: bool = Field(default=True, description="run the deliverer and the stall scanner")
     worker_poll_s: float = Field(default=0.5, gt=0, description="outbox poll when not woken")

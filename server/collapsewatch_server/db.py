@@ -56,9 +56,22 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+#: Postgres advisory lock taken while migrating: replicas started together migrate in turn.
+_MIGRATION_LOCK = 0x636F6C6C  # "coll"
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; safe to call at every start."""
-    command.upgrade(alembic_config(engine), revision)
+    """Bring the schema to ``revision``; safe to call at every start, and from several server
+    processes at once (on Postgres they wait for each other; the later ones find it done)."""
+    if engine.dialect.name != "postgresql":
+        command.upgrade(alembic_config(engine), revision)
+        return
+    with engine.connect() as lock:
+        lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
+        try:
+            command.upgrade(alembic_config(engine), revision)
+        finally:
+            lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
 
 
 class Database:

@@ -9,6 +9,12 @@ RUN_NOT_FOUND = "run {run_id} not found"
 SERIES_NOT_FOUND = "no series {indicator!r} on probe {probe!r} in run {run_id}"
 PROJECT_NOT_FOUND = "project {project!r} not found"
 RUN_IN_OTHER_PROJECT = "run {run_id} belongs to project {actual!r}, not {given!r}"
+BATCH_ID_REUSED = (
+    "batch {batch_id} was already stored with other content: a batch id names one batch"
+)
+INGEST_BUSY = (
+    "{records} records are waiting to be processed; send this batch again in {retry_after} s"
+)
 AUTH_MISSING = "missing token: send 'Authorization: Bearer <token>'"
 AUTH_INVALID = "invalid or revoked token"
 AUTH_WRONG_PROJECT = "this token may only ingest into project {project!r}"
@@ -75,6 +81,17 @@ class PayloadTooLarge(DomainError):
 
 class BadRequest(DomainError):
     status_code = 400
+
+
+class Busy(DomainError):
+    """The server is under load and says when to come back (503 with ``Retry-After``); a
+    client that waits and sends again loses nothing."""
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Invalid(DomainError):

@@ -91,6 +91,10 @@ class Run(Base):
     last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     #: Set when the run's nodata event was raised (claimed atomically); cleared by new data.
     stalled_notified_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: By collapse family, as the SDK last said: {"watched": bool, "detail": str}.
+    coverage: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    #: The SDK's sampling interval as it changed: [[first step seen with it, every], ...].
+    sampling: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
 
     __table_args__ = (Index("ix_runs_project_started", "project_id", "started_at"),)
 
@@ -119,6 +123,32 @@ class IngestedBatch(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     records: Mapped[int] = mapped_column(Integer, default=0)
+    #: SHA-256 of the batch's content (all but ``sent_at``): the same id with other content is
+    #: a conflict, not a duplicate. None for batches stored before it was kept.
+    content_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class QueuedBatch(Base):
+    """A batch accepted and not yet processed: its validated JSON, gzipped. The processors of
+    every server process claim the oldest batch of a run that nobody holds (a lease), compute
+    its indicators and rules, store the results and delete the row, in one transaction."""
+
+    __tablename__ = "ingest_queue"
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(36), unique=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    records: Mapped[int] = mapped_column(Integer, default=0)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Claimed by a processor until then; a crashed processor's claim expires.
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Set when processing failed too often: kept for the operator, skipped by the processors.
+    failed_at: Mapped[datetime | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(String(2000), default=None)
+
+    __table_args__ = (Index("ix_ingest_queue_run_seq", "run_id", "seq"),)
 
 
 class StatRecordRow(Base):
@@ -142,6 +172,11 @@ class Series(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     probe_id: Mapped[int] = mapped_column(ForeignKey("probes.id", ondelete="CASCADE"))
     indicator: Mapped[str] = mapped_column(String(64))
+    # Counters kept as points are stored, so listings never count points.
+    points: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    last_value: Mapped[float | None] = mapped_column(Float, default=None)
 
     __table_args__ = (
         UniqueConstraint("run_id", "probe_id", "indicator", name="uq_series_run_probe_indicator"),
@@ -158,11 +193,29 @@ class Point(Base):
     step: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[float | None] = mapped_column(Float, default=None)
 
-    __table_args__ = (
-        UniqueConstraint("series_id", "step", name="uq_points_series_step"),
-        # covering: the dashboards read (step, value) of whole series without table lookups
-        Index("ix_points_series_step_value", "series_id", "step", "value"),
+    __table_args__ = (UniqueConstraint("series_id", "step", name="uq_points_series_step"),)
+
+
+class PointRollup(Base):
+    """A series' points in one step bin of one resolution (``rollups.LEVELS``): count,
+    extremes with their steps, and the newest value. Charts of long series read these."""
+
+    __tablename__ = "point_rollups"
+
+    series_id: Mapped[int] = mapped_column(
+        ForeignKey("series.id", ondelete="CASCADE"), primary_key=True
     )
+    level: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bin: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    nonfinite: Mapped[int] = mapped_column(BigInteger)
+    first_step: Mapped[int] = mapped_column(BigInteger)
+    last_step: Mapped[int] = mapped_column(BigInteger)
+    last: Mapped[float | None] = mapped_column(Float)
+    low: Mapped[float | None] = mapped_column(Float)
+    low_step: Mapped[int | None] = mapped_column(BigInteger)
+    high: Mapped[float | None] = mapped_column(Float)
+    high_step: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Rule(Base):

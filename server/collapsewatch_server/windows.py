@@ -1,10 +1,13 @@
 """Windowed statistics at ingest: what a ``window=W`` indicator reads for a record.
 
-A windowed indicator gets the sum of the statistics of its probe's last W records, the record
-itself included: the records of the batch being ingested, and before them the stored ones,
-which the ingest service loads once per batch (what to load: :func:`stored_needed`). Records
-arriving out of order (a spool synced late) see the stored records before the batch's first
-step of that probe.
+A windowed indicator gets the merged statistics of its probe's last W records, the record
+itself included, but only of those within the last :func:`span` steps: a unit that stops
+firing at step s counts as dead at most ``span(s)`` steps later however sparsely the run is
+sampled, while a densely sampled run still sees W sampled batches (one batch alone
+over-counts units that fire on rare inputs). The records are the batch's own and, before
+them, the stored ones, which the ingest service loads once per batch (what to load:
+:func:`stored_needed`). Records arriving out of order (a spool synced late) see the stored
+records before the batch's first step of that probe.
 """
 
 from __future__ import annotations
@@ -17,6 +20,17 @@ from collapsewatch.schemas import IngestBatch
 from collapsewatch.schemas.stats import merge_kind
 from collapsewatch_server.codec import Stats
 from collapsewatch_server.indicators.catalogue import windows_needed
+
+#: A window reaches this many steps back at least, ...
+WINDOW_MIN_STEPS = 64
+#: ... and this share of the steps so far on a longer run (the SDK's density floor samples
+#: at least one step in 32 of the run so far, so this covers about four sampled steps).
+WINDOW_FRACTION = 1 / 8
+
+
+def span(step: int) -> int:
+    """How far back, in steps, a window ending at ``step`` reaches."""
+    return max(WINDOW_MIN_STEPS, int(step * WINDOW_FRACTION))
 
 
 def sum_stats(records: Sequence[Stats]) -> Stats:
@@ -102,7 +116,9 @@ class BatchWindows:
             key = (index, w)
             if key not in self._cache:
                 timeline = self._timelines[probe]
-                records = [s for _, s in timeline[max(0, position - w + 1) : position + 1]]
+                step = timeline[position][0]
+                recent = timeline[max(0, position - w + 1) : position + 1]
+                records = [s for at, s in recent if at > step - span(step)]
                 self._cache[key] = sum_stats(records)
             return self._cache[key]
 

@@ -58,6 +58,13 @@ def test_training_streams_into_the_server(live_server: LiveServer, tmp_path: Pat
         assert (("dead_fraction", layer) in pairs) == (layer != "4")
     assert ("loss", "loss") in pairs
     assert ("update_ratio", "0.weight") in pairs
+    run = httpx.get(f"{live_server.url}/api/v1/runs/{run_id}").json()
+    assert run["coverage"]["dead_units"] == {
+        "watched": True,
+        "detail": "2 layers before a ReLU, 0 Tanh/Sigmoid",
+    }
+    assert run["coverage"]["codebook"]["watched"] is False
+    assert run["sampling"] == [{"step": 0, "every": 5}]
 
     loss = httpx.get(
         f"{live_server.url}/api/v1/runs/{run_id}/series/loss", params={"probe": "loss"}

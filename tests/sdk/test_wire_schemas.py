@@ -13,14 +13,9 @@ import collapsewatch
 
 #: Every pydantic model a training environment may build: the ingest batch and its answer.
 WIRE_MODELS = {
-    "IngestBatch",
-    "IngestResult",
-    "RunAlert",
-    "RunInfo",
-    "ProbeInfo",
-    "StatRecord",
-    "Packed",
-}
+    "IngestBatch", "IngestResult", "RunAlert", "RunInfo", "ProbeInfo", "FamilyCoverage",
+    "StatRecord", "Packed",
+}  # fmt: skip
 
 _LIST_MODELS = """
 import json, sys

@@ -3,6 +3,7 @@ resolving, restarts, the alerts API, and nodata events for stalled runs."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from collapsewatch.schemas import IngestBatch
 from collapsewatch_server import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database, make_engine, migrate
@@ -26,6 +26,11 @@ from collapsewatch_web.api_schemas.alerts import EventStatus
 from tests.alert_helpers import dead_units_batch, scalar_batch, value_rule
 
 RULES = "/api/v1/projects/proj/rules"
+
+
+def wire(batch: dict[str, Any]) -> bytes:
+    """A batch as the SDK sends it."""
+    return json.dumps(batch).encode()
 
 
 def ingest(client: Any, batch: dict[str, Any]) -> None:
@@ -221,11 +226,11 @@ def test_a_stalled_run_gets_one_nodata_event(
 ) -> None:
     one, two = contexts
     run = uuid.uuid4()
-    ingest_batch(one, IngestBatch.model_validate(scalar_batch(run, [0.1], start=41)))
+    ingest_batch(one, wire(scalar_batch(run, [0.1], start=41)))
     finished = uuid.uuid4()
     ingest_batch(
         one,
-        IngestBatch.model_validate(scalar_batch(finished, [0.1], name="done", status="finished")),
+        wire(scalar_batch(finished, [0.1], name="done", status="finished")),
     )
     assert alert_reads.scan_stalled(one, utcnow()) == 0  # not silent for 5 s yet
     later = utcnow() + timedelta(seconds=30)
@@ -244,7 +249,7 @@ def test_a_stalled_run_gets_one_nodata_event(
     assert event.step == 41 and event.rule_id is None and event.url.endswith(f"{run}?step=41")
 
     # data again clears the claim: a new silence is a new event
-    ingest_batch(one, IngestBatch.model_validate(scalar_batch(run, [0.1], start=42)))
+    ingest_batch(one, wire(scalar_batch(run, [0.1], start=42)))
     assert alert_reads.scan_stalled(one, utcnow() + timedelta(seconds=30)) == 1
     assert len(alert_reads.list_alerts(one, run_id=run, state=EventStatus.nodata)) == 2
 
@@ -255,7 +260,7 @@ def test_two_processes_scanning_at_once_raise_nodata_once(
     one, two = contexts
     runs = [uuid.uuid4() for _ in range(3)]
     for i, run in enumerate(runs):
-        ingest_batch(one, IngestBatch.model_validate(scalar_batch(run, [0.1], name=f"r{i}")))
+        ingest_batch(one, wire(scalar_batch(run, [0.1], name=f"r{i}")))
     later = utcnow() + timedelta(seconds=30)
     barrier = threading.Barrier(2)
     raised: list[int] = []

@@ -123,3 +123,23 @@ def test_large_responses_are_gzipped(client: Any) -> None:
     assert r.status_code == 200
     assert r.headers.get("content-encoding") == "gzip"
     assert len(r.json()["steps"]) == 400  # httpx decodes it transparently
+
+
+def test_a_run_says_what_it_is_watched_for_and_how_it_was_sampled(client: Any) -> None:
+    run_id = str(uuid.uuid4())
+    coverage = {
+        "dead_units": {"watched": True, "detail": "2 layers before a ReLU"},
+        "attention": {"watched": False, "detail": "call monitor.log_attention(name, probs)"},
+    }
+    for steps, every in ((range(0, 16, 8), 8), (range(256, 288, 16), 16), (range(16, 24, 8), 8)):
+        batch = make_batch(run_id, steps=steps)
+        batch["run"].update(coverage=coverage, sampling_every=every)
+        assert client.post("/api/v1/ingest", json=batch).status_code == 202
+    run = client.get(f"/api/v1/runs/{run_id}").json()
+    assert run["coverage"] == coverage
+    # a late batch (a spool synced afterwards) does not add an interval that did not change
+    assert run["sampling"] == [{"step": 0, "every": 8}, {"step": 256, "every": 16}]
+    page = client.get(f"/runs/{run_id}").text
+    assert "every 8, 16 from step 256" in page
+    assert "not watched; call monitor.log_attention(name, probs)" in page
+    assert "Watched for 1 of 2 collapse families" in page

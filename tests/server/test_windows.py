@@ -17,7 +17,7 @@ from collapsewatch.probes.activation_functions import SaturationAccumulator
 from collapsewatch.schemas import ProbeKind
 from collapsewatch_server.codec import as_arrays
 from collapsewatch_server.indicators import CATALOGUE, compute_indicators
-from collapsewatch_server.windows import sum_stats
+from collapsewatch_server.windows import span, sum_stats
 from tests.helpers import make_batch
 
 WIDTH = 4
@@ -85,6 +85,21 @@ def test_a_window_reads_only_the_records_before_the_batch_from_the_store(client:
     post(client, run_id, range(0, 5))
     got = dead_series(client, run_id)
     assert [got[s] for s in range(5)] == [expected(s) for s in range(5)]
+
+
+def test_a_sparse_window_reaches_back_a_bounded_number_of_steps(client: Any) -> None:
+    """Sampled every 500 steps, the last 5 records would span 2,000 steps: the window keeps
+    only those within span(step), so a unit that stopped firing is dead soon after."""
+    run_id = uuid.uuid4()
+    steps = [0, 2, 500, 1000, 1500, 2000, 2500]  # unit 0 fires at step 2 only
+    batch = make_batch(run_id, steps=range(0), probes=("fc",))
+    batch["records"] = [record(s) for s in steps]
+    assert client.post("/api/v1/ingest", json=batch).status_code == 202
+    got = dead_series(client, run_id)
+    assert span(500) == 64 and span(2000) == 250
+    assert got[2] == 0.25, "step 0 and 2 are one window: unit 0 alive"
+    assert got[500] == 0.5, "step 2 is 498 steps back, beyond span(500): unit 0 dead"
+    assert got[2500] == 0.5
 
 
 def test_sum_stats_keeps_descriptive_statistics_and_skips_other_shapes() -> None:

@@ -220,6 +220,8 @@ def render_run_page(
         dom_ids={info.name: chart_dom_id(info.name) for info in indicators},
         health=health,
         model=views.model_summary(run.probes),
+        sampling=views.sampling_text(run.sampling),
+        coverage=views.coverage_rows(run.coverage),
         spectrum_probes=activations,
         spectrum_probe=_spectrum_probe(worst, activations),
         live=live,

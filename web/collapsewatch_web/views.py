@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from collapsewatch.schemas import FamilyCoverage
 from collapsewatch_web.api_schemas.alerts import (
     Condition,
     RuleCreate,
@@ -26,7 +27,7 @@ from collapsewatch_web.api_schemas.alerts import (
 from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
 from collapsewatch_web.api_schemas.charts import Judgement, LatestValue, Threshold
 from collapsewatch_web.api_schemas.health import FamilyHealth, HealthState
-from collapsewatch_web.api_schemas.runs import PointEvent, ProbePublic
+from collapsewatch_web.api_schemas.runs import PointEvent, ProbePublic, SamplingInterval
 
 #: Families in the order researchers read them; unknown families follow, by name.
 FAMILY_TITLES: dict[str, str] = {
@@ -289,3 +290,21 @@ def highlighted(values: Sequence[LatestValue], direction: str, k: int) -> list[s
     # informational indicators have no bad end: their highest values stand out
     ranked = worst_first(values, direction if direction != "info" else "high_is_bad")
     return [v.probe for v in ranked[:k]]
+
+
+def sampling_text(intervals: Sequence[SamplingInterval]) -> str:
+    """How a run was sampled, for its header: "every 8, 16 from step 256, 32 from 512"."""
+    if not intervals:
+        return "\u2013"  # an en dash, as the other empty fields
+    parts = [f"every {intervals[0].every}"]
+    parts += [f"{i.every} from step {i.step}" for i in intervals[1:]]
+    return ", ".join(parts)
+
+
+def coverage_rows(coverage: Mapping[str, FamilyCoverage]) -> list[tuple[str, bool, str]]:
+    """(family title, watched, what is watched or what to add), watched families first, each
+    group in reading order."""
+    order = {f: i for i, f in enumerate(FAMILY_TITLES)}
+    rows = sorted(coverage.items(), key=lambda kv: (not kv[1].watched, order.get(kv[0], 99)))
+    return [(family_title(f), c.watched, c.detail) for f, c in rows]
+

@@ -97,6 +97,13 @@ class ProbeInfo(_Wire):
     params: int = Field(default=0, ge=0)
 
 
+class FamilyCoverage(_Wire):
+    """Whether a run is watched for one collapse family: what is watched, or what to add."""
+
+    watched: bool
+    detail: str = Field(default="", max_length=500)
+
+
 class RunInfo(_Wire):
     """Run metadata; sent with every batch so batches can arrive in any order or be synced later."""
 
@@ -109,6 +116,13 @@ class RunInfo(_Wire):
     sdk_version: str = Field(default="", max_length=64)
     started_at: datetime
     probes: list[ProbeInfo] = Field(default_factory=list, max_length=100_000)
+    #: By family of the indicator catalogue, as the SDK found the model on its first sampled
+    #: step (empty before it, and from SDKs older than this field).
+    coverage: dict[Annotated[str, Field(max_length=64)], FamilyCoverage] = Field(
+        default_factory=dict, max_length=64
+    )
+    #: The SDK's sampling interval when the batch was made (one step in ``sampling_every``).
+    sampling_every: int | None = Field(default=None, ge=1, le=1 << 30)
 
 
 class StatRecord(_Wire):
@@ -147,9 +161,12 @@ class RunAlert(BaseModel):
 class IngestResult(BaseModel):
     """Answer to an ingest: what was stored. A repeated batch id stores nothing.
 
-    ``firing``: the alerts firing on the batch's run when the batch was accepted (a server
-    that judges points in the background lists those of this batch in a later answer), so a
-    training process learns of them without polling; ``None`` when the server does not say.
+    ``queued``: the batch is stored and its indicators are still being computed (a server
+    under load answers before it has); ``points`` is then 0.
+
+    ``firing``: the alerts firing on the batch's run when the batch was accepted (those this
+    batch raises are judged in the background and listed in a later answer), so a training
+    process learns of them without polling; ``None`` when the server does not say.
     """
 
     batch_id: uuid.UUID
@@ -157,4 +174,5 @@ class IngestResult(BaseModel):
     duplicate: bool
     records: int
     points: int
+    queued: bool = False
     firing: list[RunAlert] | None = None

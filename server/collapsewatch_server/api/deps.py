@@ -9,6 +9,7 @@ from fastapi import Cookie, Depends, Header, Request
 
 from collapsewatch_server import auth, errors
 from collapsewatch_server.config import Settings
+from collapsewatch_server.processor import Processor
 from collapsewatch_server.services.context import ServiceContext
 
 #: Cookie set by the dashboard's login form.
@@ -25,8 +26,14 @@ def get_context(request: Request) -> ServiceContext:
     return ctx
 
 
+def get_processor(request: Request) -> Processor:
+    processor: Processor = request.app.state.processor
+    return processor
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ContextDep = Annotated[ServiceContext, Depends(get_context)]
+ProcessorDep = Annotated[Processor, Depends(get_processor)]
 
 
 def request_token(

@@ -12,8 +12,10 @@ from pydantic import ValidationError
 
 from collapsewatch.schemas import IngestBatch, IngestResult
 from collapsewatch_server import errors
-from collapsewatch_server.api.deps import ContextDep, TokenDep
-from collapsewatch_server.services.ingest import ingest_batch
+from collapsewatch_server.api.deps import ContextDep, ProcessorDep, TokenDep
+from collapsewatch_server.processor import Processor
+from collapsewatch_server.services.context import ServiceContext
+from collapsewatch_server.services.ingest import accept_batch
 from collapsewatch_server.services.ingest_tokens import check_ingest
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
@@ -54,10 +56,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     "/ingest",
     status_code=202,
     response_model=IngestResult,
-    responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 422: {}},
+    responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 422: {}, 503: {}},
 )
-async def ingest(request: Request, ctx: ContextDep, token: TokenDep) -> IngestResult | JSONResponse:
-    """Validate and store one batch. A batch id seen before is acknowledged, not stored again."""
+async def ingest(
+    request: Request, ctx: ContextDep, processor: ProcessorDep, token: TokenDep
+) -> IngestResult | JSONResponse:
+    """Validate and store one batch; its indicators and alerts follow at once (``queued``
+    until then). A batch id seen before is acknowledged, not stored again (409 when its
+    content differs). 503 with Retry-After when the processing queue is deep."""
     raw = await read_body(request, ctx.settings.max_body_bytes)
     try:
         batch = IngestBatch.model_validate_json(raw)
@@ -66,4 +72,23 @@ async def ingest(request: Request, ctx: ContextDep, token: TokenDep) -> IngestRe
         status = 400 if any(p["type"] == "json_invalid" for p in problems) else 422
         return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=status)
     await run_in_threadpool(check_ingest, ctx, token, batch.run.project)
-    return await run_in_threadpool(ingest_batch, ctx, batch)
+    return await accept(ctx, processor, batch, raw)
+
+
+async def accept(
+    ctx: ServiceContext, processor: Processor, batch: IngestBatch, raw: bytes
+) -> IngestResult:
+    """Accept the batch; when nothing else was waiting, give this process's processor up to
+    ``ingest_wait_s`` to compute its points, so the answer can say how many."""
+    batch_id = str(batch.batch_id)
+    expected = processor.expect(batch_id)
+    try:
+        accepted = await run_in_threadpool(accept_batch, ctx, batch, raw)
+        if expected is None or not accepted.alone:
+            return accepted.result
+        points = await processor.wait(expected, ctx.settings.ingest_wait_s)
+    finally:
+        processor.forget(batch_id)
+    if points is None:
+        return accepted.result
+    return accepted.result.model_copy(update={"points": points, "queued": False})

@@ -133,9 +133,22 @@ def indicator(
     return register
 
 
+#: The indicators of each probe kind, by (kind, catalogue size): ingest asks for every record.
+_OF_KIND: dict[tuple[ProbeKind, int], list[Indicator]] = {}
+
+
+def of_kind(kind: ProbeKind) -> list[Indicator]:
+    """The indicators that apply to a probe kind, in catalogue order."""
+    key = (kind, len(CATALOGUE))
+    found = _OF_KIND.get(key)
+    if found is None:
+        found = _OF_KIND[key] = [i for i in CATALOGUE.values() if i.applies_to == kind]
+    return found
+
+
 def windows_needed(kind: ProbeKind) -> int:
     """The longest window of the indicators of this probe kind (1: no window)."""
-    return max((i.window for i in CATALOGUE.values() if i.applies_to == kind), default=1)
+    return max((i.window for i in of_kind(kind)), default=1)
 
 
 def compute_indicators(
@@ -148,9 +161,7 @@ def compute_indicators(
     record's statistics alone.
     """
     out: dict[str, float] = {}
-    for ind in CATALOGUE.values():
-        if ind.applies_to != kind:
-            continue
+    for ind in of_kind(kind):
         try:
             value = ind.compute(window(ind.window) if window and ind.window > 1 else stats)
         except KeyError:

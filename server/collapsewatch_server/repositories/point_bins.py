@@ -1,8 +1,10 @@
-"""Points of one indicator of a run in common step bins, aggregated in SQL.
+"""Points of one indicator of a run in common step bins.
 
 A run of 200 layers and 10k sampled steps holds 2M points per indicator: a chart that draws a
-few hundred columns gets each bin's extremes from one GROUP BY over the (series_id, step)
-index, never the points one by one.
+few hundred columns reads, per series, the stored rollup bins of the finest level no finer than
+its columns (``collapsewatch_server.rollups``): at most one row per column. Small indicators
+(``RAW_POINTS`` points in all) are binned from their points in one GROUP BY, at exactly the
+columns asked for.
 """
 
 from __future__ import annotations
@@ -13,10 +15,15 @@ from typing import Any
 from sqlalchemy import BigInteger, case, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
-from collapsewatch_server.repositories.points import first_or_last_step, series_of
+from collapsewatch_server import rollups
+from collapsewatch_server.repositories import point_rollups
+from collapsewatch_server.repositories.points import series_rows_of
 from collapsewatch_server.repositories.sql import UNION_PARTS
-from collapsewatch_server.tables import Point, Series
+from collapsewatch_server.tables import Point
 from collapsewatch_web.api_schemas.charts import IndicatorBins, ProbeBins
+
+#: Up to this many points in all, an indicator's chart is binned from its points.
+RAW_POINTS = 100_000
 
 
 def _no_bins(probe: str) -> ProbeBins:
@@ -24,20 +31,21 @@ def _no_bins(probe: str) -> ProbeBins:
     return ProbeBins.model_validate({"probe": probe, **{f: [] for f in fields}})
 
 
-def indicator_bins(s: Session, run_id: str, indicator: str, bins: int) -> IndicatorBins:
+def indicator_bins(
+    s: Session, run_id: str, indicator: str, bins: int, raw_points: int = RAW_POINTS
+) -> IndicatorBins:
     """Every probe's points of ``indicator`` in at most ``bins`` common step bins, with each
     bin's extremes, in one aggregate query (per 400 probes): a spike or a collapse inside a bin
     is kept (its extreme), never averaged away. Bins of one step are the points themselves.
     NotFound when the run has no series of the indicator."""
     bins = max(1, bins)
-    series = series_of(s, run_id, indicator)
+    listed = series_rows_of(s, run_id, indicator)
+    series = [(row.id, name) for row, name in listed]
     ids = [sid for sid, _ in series]
-    lo, hi = s.execute(
-        select(func.min(first_or_last_step(False)), func.max(first_or_last_step(True)))
-        .select_from(Series)
-        .where(Series.id.in_(ids))
-    ).one()
-    if lo is None:
+    firsts = [row.first_step for row, _ in listed if row.first_step is not None]
+    lasts = [row.last_step for row, _ in listed if row.last_step is not None]
+    lo, hi = (min(firsts), max(lasts)) if firsts else (None, None)
+    if lo is None or hi is None:
         return IndicatorBins(
             indicator=indicator,
             start=0,
@@ -47,6 +55,8 @@ def indicator_bins(s: Session, run_id: str, indicator: str, bins: int) -> Indica
             probes=[_no_bins(name) for _, name in series],
         )
     width = max(1, math.ceil((hi - lo + 1) / bins))
+    if sum(row.points for row, _ in listed) > raw_points:
+        return _from_rollups(s, indicator, series, lo, hi, width)
     # literal integers, not bound parameters: Postgres must see the GROUP BY expression as the
     # selected one
     b = (
@@ -92,5 +102,41 @@ def indicator_bins(s: Session, run_id: str, indicator: str, bins: int) -> Indica
         width=width,
         bins=(int(hi) - int(lo)) // width + 1,
         total=total,
+        probes=[per[sid] for sid, _ in series],
+    )
+
+
+def _from_rollups(
+    s: Session, indicator: str, series: list[tuple[int, str]], lo: int, hi: int, width: int
+) -> IndicatorBins:
+    """The bins of the finest rollup level at least ``width`` wide, merged into columns of
+    that level's width (so every stored bin falls in one column); past the coarsest level,
+    columns of ``width`` steps, a multiple of it."""
+    level = rollups.level_for(width)
+    if level is None:
+        level = len(rollups.LEVELS) - 1
+        width = math.ceil(width / rollups.LEVELS[-1]) * rollups.LEVELS[-1]
+    else:
+        width = rollups.LEVELS[level]
+    start = lo // width * width
+    stored = point_rollups.read(s, [sid for sid, _ in series], level)
+    merged = rollups.merge(stored, width, origin=start)
+    per: dict[int, ProbeBins] = {sid: _no_bins(name) for sid, name in series}
+    index = (merged.first_step - start) // width
+    for i in range(len(merged)):
+        pb = per[int(merged.series[i])]
+        pb.index.append(int(index[i]))
+        pb.first_step.append(int(merged.first_step[i]))
+        pb.last_step.append(int(merged.last_step[i]))
+        pb.low.append(None if math.isnan(merged.low[i]) else float(merged.low[i]))
+        pb.high.append(None if math.isnan(merged.high[i]) else float(merged.high[i]))
+        pb.count.append(int(merged.count[i]))
+        pb.nonfinite.append(int(merged.nonfinite[i]))
+    return IndicatorBins(
+        indicator=indicator,
+        start=start,
+        width=width,
+        bins=(hi - start) // width + 1,
+        total=int(merged.count.sum()),
         probes=[per[sid] for sid, _ in series],
     )

@@ -6,15 +6,18 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from sqlalchemy import ScalarSelect, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
-from collapsewatch_server.repositories.sql import insert
+from collapsewatch_server.repositories.sql import bulk_insert, execute_many
 from collapsewatch_server.tables import Point, Probe, Series
 from collapsewatch_web.api_schemas.runs import PointEvent, SeriesKey
+
+#: Ids per ``IN (...)`` list.
+_IN_CHUNK = 500
 
 
 class ProbePoints(NamedTuple):
@@ -50,12 +53,49 @@ def save_series(
     return existing
 
 
-def add(s: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Points as ``{"series_id", "step", "value"}`` (None for a non-finite value); a point a
-    series already has at that step is kept, the new one dropped."""
-    if rows:
-        stmt = insert(s, Point).on_conflict_do_nothing(index_elements=["series_id", "step"])
-        s.execute(stmt, rows)
+def add(s: Session, rows: Sequence[tuple[int, int, float | None]]) -> None:
+    """Points as ``(series_id, step, value)`` (None for a non-finite value) by the backend's
+    bulk path. The caller has left out steps its series already has (:func:`known_steps`)."""
+    bulk_insert(s, "points", ("series_id", "step", "value"), rows)
+
+
+def counters(s: Session, series_ids: Iterable[int]) -> dict[int, tuple[int | None, int | None]]:
+    """Series id -> (first step, last step) of what is stored, for these series."""
+    ids = sorted(set(series_ids))
+    out: dict[int, tuple[int | None, int | None]] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        rows = s.execute(
+            select(Series.id, Series.first_step, Series.last_step).where(
+                Series.id.in_(ids[start : start + _IN_CHUNK])
+            )
+        ).all()
+        out.update({sid: (first, last) for sid, first, last in rows})
+    return out
+
+
+def known_steps(s: Session, series_id: int, first: int, last: int) -> set[int]:
+    """The steps in [first, last] a series has points at (one index range scan)."""
+    return set(
+        s.scalars(
+            select(Point.step).where(
+                Point.series_id == series_id, Point.step >= first, Point.step <= last
+            )
+        )
+    )
+
+
+def count_new(s: Session, updates: Sequence[tuple[int, int, int, int, float | None]]) -> None:
+    """Add new points to their series' counters: ``(series_id, how many, first step, last
+    step, value at the last step)`` per series, from points not stored before."""
+    execute_many(
+        s,
+        "UPDATE series SET points = points + ?, "
+        "first_step = CASE WHEN first_step IS NULL OR first_step > ? THEN ? ELSE first_step END, "
+        "last_value = CASE WHEN last_step IS NULL OR last_step < ? THEN ? ELSE last_value END, "
+        "last_step = CASE WHEN last_step IS NULL OR last_step < ? THEN ? ELSE last_step END "
+        "WHERE id = ?",
+        [(n, f, f, la, v, la, la, sid) for sid, n, f, la, v in updates],
+    )
 
 
 # ----------------------------------------------------------------------------------- read
@@ -63,45 +103,35 @@ def add(s: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 def list_series(s: Session, run_id: str) -> list[SeriesKey]:
     """The (indicator, probe) series of a run with their size and newest point, probes in
-    model order."""
-    agg = (
-        select(
-            Point.series_id,
-            func.count(Point.id).label("n"),
-            func.max(Point.step).label("last_step"),
-        )
-        .join(Series, Series.id == Point.series_id)
-        .where(Series.run_id == run_id)
-        .group_by(Point.series_id)
-        .subquery()
-    )
+    model order: from the counters kept at ingest, one row per series."""
     rows = s.execute(
-        select(Series.indicator, Probe.name, agg.c.n, agg.c.last_step, Point.value)
+        select(Series.indicator, Probe.name, Series.points, Series.last_step, Series.last_value)
         .join(Probe, Probe.id == Series.probe_id)
-        .outerjoin(agg, agg.c.series_id == Series.id)
-        .outerjoin(Point, (Point.series_id == Series.id) & (Point.step == agg.c.last_step))
         .where(Series.run_id == run_id)
         .order_by(Series.indicator, Probe.order, Probe.id)
     ).all()
     return [
-        SeriesKey(indicator=i, probe=p, points=n or 0, last_step=ls, last_value=v)
+        SeriesKey(indicator=i, probe=p, points=n, last_step=ls, last_value=v)
         for i, p, n, ls, v in rows
     ]
 
 
-def of_series(
-    s: Session, run_id: str, indicator: str, probe: str
-) -> list[tuple[int, float | None]]:
-    """(step, value) of one series in step order (NotFound when the run has no such series)."""
-    series_id = s.scalar(
-        select(Series.id)
+def find_series(s: Session, run_id: str, indicator: str, probe: str) -> Series:
+    """One series of a run with its counters (NotFound when the run has no such series)."""
+    found = s.scalar(
+        select(Series)
         .join(Probe, Probe.id == Series.probe_id)
         .where(Series.run_id == run_id, Series.indicator == indicator, Probe.name == probe)
     )
-    if series_id is None:
+    if found is None:
         raise errors.NotFound(
             errors.SERIES_NOT_FOUND.format(indicator=indicator, probe=probe, run_id=run_id)
         )
+    return found
+
+
+def of_series(s: Session, series_id: int) -> list[tuple[int, float | None]]:
+    """(step, value) of one series in step order."""
     rows = s.execute(
         select(Point.step, Point.value).where(Point.series_id == series_id).order_by(Point.step)
     ).all()
@@ -134,34 +164,13 @@ def indicator_names(s: Session, run_id: str) -> list[str]:
     return list(s.scalars(select(Series.indicator).where(Series.run_id == run_id).distinct()))
 
 
-def first_or_last_step(last: bool) -> ScalarSelect[int]:
-    """The first (last) step of the enclosing query's series: one index seek per series."""
-    order = Point.step.desc() if last else Point.step
-    return (
-        select(Point.step)
-        .where(Point.series_id == Series.id)
-        .order_by(order)
-        .limit(1)
-        .correlate(Series)
-        .scalar_subquery()
-    )
-
-
 def newest(s: Session, run_id: str, indicator: str | None = None) -> list[PointEvent]:
     """The newest point of every series of a run (or of one indicator), probes in model
-    order: two index seeks per series, whatever the run's length."""
-    last_value = (
-        select(Point.value)
-        .where(Point.series_id == Series.id)
-        .order_by(Point.step.desc())
-        .limit(1)
-        .correlate(Series)
-        .scalar_subquery()
-    )
+    order: the series' counters, whatever the run's length."""
     query = (
-        select(Series.indicator, Probe.name, first_or_last_step(True), last_value)
+        select(Series.indicator, Probe.name, Series.last_step, Series.last_value)
         .join(Probe, Probe.id == Series.probe_id)
-        .where(Series.run_id == run_id)
+        .where(Series.run_id == run_id, Series.last_step.is_not(None))
         .order_by(Series.indicator, Probe.order, Probe.id)
     )
     if indicator is not None:
@@ -176,8 +185,14 @@ def newest(s: Session, run_id: str, indicator: str | None = None) -> list[PointE
 def series_of(s: Session, run_id: str, indicator: str) -> list[tuple[int, str]]:
     """(series id, probe name) of one indicator of a run, probes in model order (NotFound
     when the run has none)."""
+    return [(row.id, name) for row, name in series_rows_of(s, run_id, indicator)]
+
+
+def series_rows_of(s: Session, run_id: str, indicator: str) -> list[tuple[Series, str]]:
+    """The series of one indicator of a run with their counters, and their probe names,
+    probes in model order (NotFound when the run has none)."""
     rows = s.execute(
-        select(Series.id, Probe.name)
+        select(Series, Probe.name)
         .join(Probe, Probe.id == Series.probe_id)
         .where(Series.run_id == run_id, Series.indicator == indicator)
         .order_by(Probe.order, Probe.id)
@@ -186,7 +201,7 @@ def series_of(s: Session, run_id: str, indicator: str) -> list[tuple[int, str]]:
         raise errors.NotFound(
             errors.INDICATOR_NOT_IN_RUN.format(indicator=indicator, run_id=run_id)
         )
-    return [(sid, name) for sid, name in rows]
+    return [(row, name) for row, name in rows]
 
 
 def of_indicator(s: Session, run_id: str, indicator: str) -> list[ProbePoints]:

@@ -69,6 +69,12 @@ def save_from_batch(s: Session, batch: IngestBatch, project: Project, now: datet
     if batch.status is not None and batch.status != RunStatus.running:
         run.status = batch.status.value
         run.finished_at = now
+    if info.coverage:
+        run.coverage = {family: c.model_dump() for family, c in info.coverage.items()}
+    if info.sampling_every is not None and batch.records:
+        run.sampling = _with_interval(
+            run.sampling or [], min(r.step for r in batch.records), info.sampling_every
+        )
     s.flush()  # no ORM relationships: the run exists before rows that point at it
     return run
 
@@ -77,6 +83,18 @@ def _resumed_since(sent: dict[str, Any], stored: dict[str, Any] | None) -> bool:
     """Whether a batch's run config records more resumes than the stored one."""
     now, before = sent.get(RESUMED_KEY), (stored or {}).get(RESUMED_KEY)
     return isinstance(now, list) and len(now) > (len(before) if isinstance(before, list) else 0)
+
+
+def _with_interval(history: list[Any], step: int, every: int) -> list[Any]:
+    """The interval history ``[[first step, every], ...]`` (step order) with ``every`` seen at
+    ``step``: a new entry only where the interval changes (a new list: JSON columns are saved
+    when assigned, not when mutated)."""
+    entries = sorted([*history, [step, every]], key=lambda e: e[0])
+    kept: list[Any] = []
+    for entry in entries:
+        if not kept or kept[-1][1] != entry[1]:
+            kept.append(entry)
+    return kept
 
 
 def with_open_alerts(

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from sqlalchemy import insert, select, union_all
+from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
 from collapsewatch_server.codec import Stats, decode_stats
-from collapsewatch_server.repositories.sql import UNION_PARTS
+from collapsewatch_server.repositories.sql import UNION_PARTS, bulk_insert
 from collapsewatch_server.tables import Probe, StatRecordRow
 from collapsewatch_web.api_schemas.charts import SpectrumPublic
 
@@ -20,10 +19,9 @@ from collapsewatch_web.api_schemas.charts import SpectrumPublic
 _SPECTRUM_SCAN = 5000
 
 
-def add(s: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Records as ``{"run_id", "probe_id", "step", "stats"}`` (the encoded statistics)."""
-    if rows:
-        s.execute(insert(StatRecordRow), rows)
+def add(s: Session, rows: Sequence[tuple[str, int, int, bytes]]) -> None:
+    """Records as ``(run_id, probe_id, step, encoded statistics)``, by the bulk path."""
+    bulk_insert(s, "stat_records", ("run_id", "probe_id", "step", "stats"), rows)
 
 
 def recent(

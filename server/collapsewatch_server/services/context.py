@@ -11,18 +11,20 @@ from collapsewatch_server.db import Database
 
 
 def _nobody() -> None:
-    """No deliverer in this process (the CLI, a test): other processes poll the outbox."""
+    """No deliverer (or processor) in this process (the CLI, a test): other processes poll."""
 
 
 @dataclass(frozen=True)
 class ServiceContext:
-    """The database, the settings the use cases read, and the doorbell of this process's
-    webhook deliverer: a service that committed deliveries to the outbox rings it, so they are
-    sent at once instead of at the deliverer's next poll."""
+    """The database, the settings the use cases read, and the doorbells of this process's
+    webhook deliverer and ingest processor: a service that committed deliveries to the outbox
+    (a batch to the ingest queue) rings it, so they are sent (processed) at once instead of at
+    the next poll."""
 
     db: Database
     settings: Settings
     wake_deliverer: Callable[[], None] = _nobody
+    wake_processor: Callable[[], None] = _nobody
 
     @property
     def stalled_after(self) -> timedelta:

@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 import numpy as np
 
 from collapsewatch.schemas import RunStatus
+from collapsewatch_server import rollups
 from collapsewatch_server.downsample import minmax_downsample
-from collapsewatch_server.repositories import points, probes, projects, runs
+from collapsewatch_server.repositories import point_rollups, points, probes, projects, runs
+from collapsewatch_server.repositories.point_bins import RAW_POINTS
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.tables import Run
 from collapsewatch_web.api_schemas.runs import (
@@ -71,6 +73,8 @@ def get_run(ctx: ServiceContext, run_id: uuid.UUID) -> RunDetail:
                 "torch_version": run.torch_version,
                 "sdk_version": run.sdk_version,
                 "probes": probes.of_run(s, run.id),
+                "coverage": run.coverage or {},
+                "sampling": [{"step": step, "every": every} for step, every in run.sampling or []],
             }
         )
 
@@ -93,10 +97,25 @@ def list_series(ctx: ServiceContext, run_id: uuid.UUID) -> list[SeriesKey]:
 def get_points(
     ctx: ServiceContext, run_id: uuid.UUID, indicator: str, probe: str, max_points: int = 2000
 ) -> SeriesPoints:
-    """Points of one series in step order, min/max-downsampled to ``max_points``."""
+    """Points of one series in step order, min/max-downsampled to ``max_points``: from its
+    points up to ``RAW_POINTS`` of them, else from its rollups (at most ``max_points / 2``
+    bins, each giving its low and its high)."""
     with ctx.db.read() as s:
         run, _ = runs.get(s, run_id)
-        rows = points.of_series(s, run.id, indicator, probe)
+        series = points.find_series(s, run.id, indicator, probe)
+        if series.points > max(max_points, RAW_POINTS) and series.last_step is not None:
+            first = series.first_step or 0
+            width = math.ceil((series.last_step - first + 1) / max(1, max_points // 2))
+            level = rollups.level_for(width)
+            if level is None:
+                level, width = len(rollups.LEVELS) - 1, width
+            else:
+                width = rollups.LEVELS[level]
+            stored = point_rollups.read(s, [series.id], level)
+            bins = rollups.merge(stored, width)
+            steps, values = rollups.as_points(bins)
+            return downsampled(indicator, probe, steps, values, max_points, series.points)
+        rows = points.of_series(s, series.id)
     steps = np.fromiter((step for step, _ in rows), dtype=np.int64, count=len(rows))
     values = np.fromiter(
         (np.nan if v is None else v for _, v in rows), dtype=np.float64, count=len(rows)
@@ -105,18 +124,25 @@ def get_points(
 
 
 def downsampled(
-    indicator: str, probe: str, steps: np.ndarray, values: np.ndarray, max_points: int
+    indicator: str,
+    probe: str,
+    steps: np.ndarray,
+    values: np.ndarray,
+    max_points: int,
+    total: int | None = None,
 ) -> SeriesPoints:
     """A series with at most ``max_points`` points: above it, each bucket keeps its min and
-    max (:func:`~collapsewatch_server.downsample.minmax_downsample`); NaN becomes None."""
+    max (:func:`~collapsewatch_server.downsample.minmax_downsample`); NaN becomes None.
+    ``total``: the series' points, when ``steps`` are already a summary of them."""
     kept_steps, kept_values = minmax_downsample(steps, values, max_points)
+    total = int(steps.size) if total is None else total
     return SeriesPoints(
         indicator=indicator,
         probe=probe,
         steps=kept_steps.tolist(),
         values=[v if math.isfinite(v) else None for v in kept_values.tolist()],
-        total=int(steps.size),
-        downsampled=kept_steps.size < steps.size,
+        total=total,
+        downsampled=kept_steps.size < total,
     )
 
 

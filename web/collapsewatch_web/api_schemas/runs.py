@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from collapsewatch.schemas import ProbeKind, RunStatus
+from collapsewatch.schemas import FamilyCoverage, ProbeKind, RunStatus
 
 
 class HealthPublic(BaseModel):
@@ -48,6 +48,13 @@ class ProbePublic(BaseModel):
     params: int = 0
 
 
+class SamplingInterval(BaseModel):
+    """From ``step`` on, the SDK sampled one step in ``every``."""
+
+    step: int
+    every: int
+
+
 class RunDetail(RunPublic):
     """One run with its metadata and probes (model order)."""
 
@@ -56,6 +63,10 @@ class RunDetail(RunPublic):
     torch_version: str = ""
     sdk_version: str = ""
     probes: list[ProbePublic] = Field(default_factory=list)
+    #: By collapse family: whether the SDK watches the run for it, and what to add if not.
+    coverage: dict[str, FamilyCoverage] = Field(default_factory=dict)
+    #: How the run was sampled: the interval as it changed over the run.
+    sampling: list[SamplingInterval] = Field(default_factory=list)
 
 
 class SeriesKey(BaseModel):

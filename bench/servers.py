@@ -1,0 +1,128 @@
+"""What the load benchmarks share: real ``collapsewatch serve`` processes on a SQLite file or a
+fresh Postgres database, and what the kernel says about their CPU time and memory."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+#: An admin connection to a Postgres; benchmarks create (and drop) their own database on it.
+PG_ADMIN_URL = os.environ.get(
+    "COLLAPSEWATCH_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(
+    db_url: str, log: Path, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """One ``collapsewatch serve`` on a free loopback port; returns the process and its URL."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COLLAPSEWATCH_")}
+    cmd = [sys.executable, "-m", "collapsewatch_server.cli", "serve", "--port", str(port)]
+    cmd += ["--db", db_url, "--log-level", "warning"]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=clean | (env or {}))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"the server exited with {proc.returncode}; see {log}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    sys.exit(f"the server did not start within {timeout:.0f} s; see {log}")
+
+
+@contextmanager
+def servers(
+    db_url: str, count: int, log_dir: Path, env: dict[str, str] | None = None
+) -> Iterator[list[tuple[subprocess.Popen[bytes], str]]]:
+    """``count`` server processes on one database, started one after the other (the first
+    migrates the schema), stopped at the end."""
+    started: list[tuple[subprocess.Popen[bytes], str]] = []
+    try:
+        for i in range(count):
+            started.append(start_server(db_url, log_dir / f"server-{i}.log", env))
+        yield started
+    finally:
+        for proc, _ in started:
+            proc.terminate()
+        for proc, _ in started:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A new, empty Postgres database for one benchmark, dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"cw_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@contextmanager
+def database(backend: str, tmp: Path) -> Iterator[str]:
+    """A fresh database URL: ``sqlite`` (a file in ``tmp``) or ``postgres``."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp}/bench-{uuid.uuid4().hex[:6]}.db"
+    else:
+        with fresh_pg_database() as url:
+            yield url
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MiB."""
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return pages * _PAGE / 2**20
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (p99 of 200 values is the 198th)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def machine_load() -> str:
+    """The load average, to print beside the numbers (the cores are shared)."""
+    return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3])

@@ -1,0 +1,115 @@
+"""Point rollups (``collapsewatch_server.rollups``): new bins merged into the stored ones at
+ingest, bins of one level read back for charts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import repeat
+from operator import itemgetter
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from collapsewatch_server.repositories.sql import execute_many
+from collapsewatch_server.rollups import LEVELS, Bins
+from collapsewatch_server.tables import PointRollup
+
+_COLUMNS = (
+    "series_id, level, bin, count, nonfinite, first_step, last_step, last, low, low_step, "
+    "high, high_step"
+)
+# A stored bin and a new one merge: counts add, the extremes keep the more extreme (a bin
+# without a finite value has NULL extremes), first and last follow the steps.
+_MERGE = (
+    f"INSERT INTO point_rollups ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (series_id, level, bin) DO UPDATE SET "
+    "count = point_rollups.count + excluded.count, "
+    "nonfinite = point_rollups.nonfinite + excluded.nonfinite, "
+    "first_step = CASE WHEN excluded.first_step < point_rollups.first_step "
+    "THEN excluded.first_step ELSE point_rollups.first_step END, "
+    "last = CASE WHEN excluded.last_step > point_rollups.last_step "
+    "THEN excluded.last ELSE point_rollups.last END, "
+    "last_step = CASE WHEN excluded.last_step > point_rollups.last_step "
+    "THEN excluded.last_step ELSE point_rollups.last_step END, "
+    "low_step = CASE WHEN excluded.low < point_rollups.low OR point_rollups.low IS NULL "
+    "THEN excluded.low_step ELSE point_rollups.low_step END, "
+    "low = CASE WHEN excluded.low < point_rollups.low OR point_rollups.low IS NULL "
+    "THEN excluded.low ELSE point_rollups.low END, "
+    "high_step = CASE WHEN excluded.high > point_rollups.high OR point_rollups.high IS NULL "
+    "THEN excluded.high_step ELSE point_rollups.high_step END, "
+    "high = CASE WHEN excluded.high > point_rollups.high OR point_rollups.high IS NULL "
+    "THEN excluded.high ELSE point_rollups.high END"
+)
+
+
+def _nullable(values: np.ndarray) -> list[float | None]:
+    return [None if v != v else v for v in values.tolist()]  # NaN (v != v) as NULL
+
+
+def add(s: Session, levels: Sequence[Bins]) -> None:
+    """Merge new bins (``rollups.levels_of``: one ``Bins`` per level) into the stored ones.
+
+    (In the SET list every CASE reads the row's old values: SQL evaluates all of them before
+    it assigns any, so ``low`` is compared before it changes on both backends.)"""
+    rows: list[tuple[object, ...]] = []
+    for level, (bins, width) in enumerate(zip(levels, LEVELS, strict=True)):
+        rows += zip(
+            bins.series.tolist(),
+            repeat(level),
+            (bins.first_step // width).tolist(),
+            bins.count.tolist(),
+            bins.nonfinite.tolist(),
+            bins.first_step.tolist(),
+            bins.last_step.tolist(),
+            _nullable(bins.last),
+            _nullable(bins.low),
+            bins.low_step.tolist(),
+            _nullable(bins.high),
+            bins.high_step.tolist(),
+            strict=False,  # repeat() is endless
+        )
+    # in key order: concurrent writers of one series lock its rows in the same order
+    rows.sort(key=itemgetter(0, 1, 2))
+    execute_many(s, _MERGE, rows)
+
+
+def read(s: Session, series_ids: Sequence[int], level: int) -> Bins:
+    """Every stored bin of ``level`` of these series, sorted by (series, step)."""
+    r = PointRollup
+    rows = s.execute(
+        select(
+            r.series_id,
+            r.first_step,
+            r.last_step,
+            r.last,
+            r.count,
+            r.nonfinite,
+            r.low,
+            r.low_step,
+            r.high,
+            r.high_step,
+        )
+        .where(r.series_id.in_(list(series_ids)), r.level == level)
+        .order_by(r.series_id, r.bin)
+    ).all()
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 10
+
+    def ints(i: int) -> np.ndarray:
+        return np.array([0 if v is None else v for v in cols[i]], dtype=np.int64)
+
+    def floats(i: int) -> np.ndarray:
+        return np.array([np.nan if v is None else v for v in cols[i]], dtype=np.float64)
+
+    return Bins(
+        series=ints(0),
+        first_step=ints(1),
+        last_step=ints(2),
+        last=floats(3),
+        count=ints(4),
+        nonfinite=ints(5),
+        low=floats(6),
+        low_step=ints(7),
+        high=floats(8),
+        high_step=ints(9),
+    )

@@ -1,0 +1,100 @@
+"""Ingest answers at once and processes right after, on SQLite and Postgres: re-used batch ids
+with other content, a deep queue answered 503 with Retry-After, and a batch nobody can process
+set aside without blocking the run's later batches."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from collapsewatch.schemas import IngestBatch
+from collapsewatch_server import create_app, errors
+from collapsewatch_server.config import Settings
+from collapsewatch_server.db import Database, make_engine
+from collapsewatch_server.repositories import ingest_queue
+from collapsewatch_server.services import runs
+from collapsewatch_server.services.context import ServiceContext
+from collapsewatch_server.services.ingest import accept_batch
+from collapsewatch_server.services.processing import process_next
+from collapsewatch_server.tables import QueuedBatch, utcnow
+from tests.alert_helpers import scalar_batch
+from tests.helpers import make_batch
+
+
+def post(client: Any, batch: dict[str, Any]) -> Any:
+    body = json.dumps(batch)
+    return client.post("/api/v1/ingest", content=body, headers={"content-type": "application/json"})
+
+
+def test_a_batch_id_reused_with_other_content_is_409(client: Any) -> None:
+    batch = make_batch(steps=range(2))
+    first = post(client, batch)
+    assert first.status_code == 202 and first.json()["queued"] is False
+    again = post(client, {**batch, "sent_at": "2030-01-01T00:00:00Z"})  # re-sent later
+    assert again.status_code == 202 and again.json()["duplicate"] is True
+    other = make_batch(steps=range(5), project="elsewhere")
+    r = post(client, {**other, "batch_id": batch["batch_id"]})
+    assert r.status_code == 409
+    assert r.json()["detail"] == errors.BATCH_ID_REUSED.format(batch_id=batch["batch_id"])
+    assert client.get("/api/v1/runs", params={"project": "elsewhere"}).status_code == 404
+
+
+def hold_a_batch(settings: Settings, records: int) -> None:
+    """Another server process holds a queued batch of ``records`` records for an hour."""
+
+    engine = make_engine(settings.db_url)
+    ctx = ServiceContext(Database(engine), settings)
+    body = json.dumps(scalar_batch(uuid.uuid4(), [0.5] * records, name="held")).encode()
+    accept_batch(ctx, IngestBatch.model_validate_json(body), body)
+    with ctx.db.write() as s:
+        assert ingest_queue.claim(s, utcnow(), utcnow() + timedelta(hours=1)) is not None
+    engine.dispose()
+
+
+def test_a_deep_queue_is_answered_503_with_retry_after(settings: Settings) -> None:
+    busy = settings.model_copy(update={"ingest_queue_max_records": 50, "ingest_retry_after_s": 3})
+    with TestClient(create_app(busy)) as client:
+        hold_a_batch(busy, 40)
+        small = scalar_batch(uuid.uuid4(), [0.1] * 10)
+        assert post(client, small).status_code == 202, "40 + 10 records fit"
+        r = post(client, scalar_batch(uuid.uuid4(), [0.1] * 11))
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "3"
+        # 40 held, and the 10 of the small batch unless the processor has taken them already
+        waiting = {errors.INGEST_BUSY.format(records=n, retry_after=3) for n in (40, 50)}
+        assert r.json()["detail"] in waiting
+        # a re-send of a stored batch is still acknowledged: it adds nothing to the queue
+        assert post(client, small).json()["duplicate"] is True
+
+
+def test_a_batch_that_cannot_be_processed_is_set_aside(settings: Settings) -> None:
+    tries = settings.model_copy(update={"ingest_max_attempts": 2})
+    with TestClient(create_app(tries)) as client:
+        ctx = client.app.state.context
+        run = uuid.uuid4()
+        bad = scalar_batch(run, [0.1, 0.2])
+        with ctx.db.write() as s:  # stored broken (a bug, a disk error): the JSON is cut short
+            post(client, scalar_batch(run, [0.0], start=100))
+            s.add(
+                QueuedBatch(
+                    batch_id=bad["batch_id"],
+                    run_id=str(run),
+                    records=2,
+                    payload=b"\x1f\x8b not gzip",
+                    received_at=utcnow(),
+                )
+            )
+        later = scalar_batch(run, [0.3], start=200)
+        assert post(client, later).status_code == 202
+        for _ in range(4):
+            process_next(ctx)
+        with ctx.db.read() as s:
+            (row,) = s.query(QueuedBatch).all()
+            assert (row.batch_id, row.attempts) == (bad["batch_id"], 2)
+            assert row.failed_at is not None and "BadGzipFile" in (row.error or "")
+        (series,) = runs.list_series(ctx, run)
+        assert (series.points, series.last_step) == (2, 200), "the later batch was processed"
