@@ -307,4 +307,3 @@ def coverage_rows(coverage: Mapping[str, FamilyCoverage]) -> list[tuple[str, boo
     order = {f: i for i, f in enumerate(FAMILY_TITLES)}
     rows = sorted(coverage.items(), key=lambda kv: (not kv[1].watched, order.get(kv[0], 99)))
     return [(family_title(f), c.watched, c.detail) for f, c in rows]
-
