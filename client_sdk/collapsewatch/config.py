@@ -8,18 +8,22 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from pydantic import TypeAdapter, ValidationError
 
 from collapsewatch.schemas import Name
 
 if TYPE_CHECKING:
+    import uuid
+
     import httpx
     from torch import nn
+
+    from collapsewatch.schemas import RunAlert
 
 DEFAULT_SERVER = "http://127.0.0.1:8420"
 DEFAULT_PROJECT = "default"
@@ -50,6 +54,13 @@ class WatchOptions(TypedDict, total=False):
     enabled: bool
     classifier: nn.Module | None
     blocks: Iterable[nn.Module] | None
+    # issue 12: where researchers already train
+    ranks: Literal["zero", "merge"]
+    run_id: str | uuid.UUID | None
+    resume: bool
+    start_step: int | None
+    on_alert: Callable[[RunAlert], object] | None
+    mirror: Any
 
 
 @dataclass(frozen=True)

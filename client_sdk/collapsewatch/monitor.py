@@ -19,7 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 from collapsewatch import config as cfg
 from collapsewatch import open_runs, runinfo
+from collapsewatch.alerts_feedback import AlertFeedback
+from collapsewatch.compiled import EagerWhileSampled
 from collapsewatch.coverage import Coverage, coverage, describe, say
+from collapsewatch.distributed import (
+    SHARDED_NOTE,
+    LockstepSampler,
+    RankMerge,
+    check_ranks,
+    sharded,
+)
+from collapsewatch.mirror import make_mirror
+from collapsewatch.optimizers import step_optimizer
 from collapsewatch.pipeline.packing import StepPack
 from collapsewatch.pipeline.sampling import Sampler
 from collapsewatch.pipeline.sender import COUNTERS, Sender
@@ -34,7 +45,9 @@ from collapsewatch.probes.functions import FunctionProbe
 from collapsewatch.probes.loss import LossProbe
 from collapsewatch.probes.parameters import ParameterProbe
 from collapsewatch.probes.scalars import MAX_PENDING_SCALARS, ScalarProbe
-from collapsewatch.schemas import ProbeInfo, ProbeKind
+from collapsewatch.probes.step_end import STUCK_MESSAGE, StepEndWatch
+from collapsewatch.resume import RESUMED_KEY, parse_run_id, resume
+from collapsewatch.schemas import ProbeInfo, ProbeKind, RunAlert
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -57,9 +70,9 @@ class Monitor:
     ``log_state`` in evaluations (every call), and ``log_scalar`` for anything else.
 
     A disabled monitor (``enabled=False``, ``COLLAPSEWATCH_DISABLED=1``, or a data-parallel
-    rank other than 0) installs nothing and all its methods do nothing, so training code
-    needs no ``if rank == 0``. Also a context manager: leaving the block finishes the run,
-    as ``crashed`` if an exception is propagating.
+    rank other than 0 unless ``ranks="merge"``) installs nothing and all its methods do
+    nothing, so training code needs no ``if rank == 0``. Also a context manager: leaving the
+    block finishes the run, as ``crashed`` if an exception is propagating.
     """
 
     def __init__(
@@ -71,15 +84,25 @@ class Monitor:
     ) -> None:
         every = options.get("every")
         enabled = options.get("enabled", True)
-        self._active = enabled and not cfg.disabled_by_env() and not cfg.is_nonzero_rank()
-        self._run_id = uuid.uuid4()
+        merge = check_ranks(options.get("ranks") or "zero") == "merge"
+        nonzero = cfg.is_nonzero_rank()
+        self._active = enabled and not cfg.disabled_by_env() and (merge or not nonzero)
+        run_id = parse_run_id(options.get("run_id"))
+        if options.get("resume") and run_id is None:
+            raise ValueError("collapsewatch: resume=True needs the run_id of the run to resume")
+        self._run_id = run_id or uuid.uuid4()
         self._step = 0
+        self._skip_until = -1  # a resumed run's steps the server has: not sampled again
         self._sampled = False
         self._sampled_steps = 0
         self._records = 0
         self._finished = not self._active
         self._broken = False  # set by an SDK error: stop observing, send nothing more
-        self._sampler = Sampler(every)
+        lockstep = LockstepSampler(every) if merge else None  # every rank samples alike
+        self._sampler = lockstep or Sampler(every)
+        self._merge = RankMerge(lockstep, self._log_once) if lockstep else None
+        self._eager = EagerWhileSampled()  # sampled steps of a compiled model run eagerly
+        self._alerts = AlertFeedback(options.get("on_alert"))
         self._transport: Sender | None = None
         self._logged: set[str] = set()
         self._project = options.get("project") or cfg.DEFAULT_PROJECT
@@ -94,6 +117,8 @@ class Monitor:
             spool_dir=options.get("spool_dir"),
         )
         self._project, self._run_name = settings.project, settings.run_name
+        optimizer = step_optimizer(optimizer)  # a wrapper's inner optimizer, or refused now
+        self._mirror = make_mirror(options.get("mirror"))
         self._optimizer = optimizer
         self._guard = Guard(self._log_once)
         self._step_hooks = Hooks(self._guard)  # removed when a sampled step ends
@@ -121,6 +146,9 @@ class Monitor:
         self._scalars = ScalarProbe()
         self._loggers: dict[str, LoggerProbe] = {}
         self._probes += [self._params, self._loss, self._classes, self._functions, self._scalars]
+        self._probes.append(StepEndWatch(model, self._on_stuck))
+        if sharded(params):
+            self._log_once("sharded", SHARDED_NOTE)
         self._infos: list[ProbeInfo] = []
         self._coverage: Coverage = {}
         for probe in self._probes:
@@ -129,15 +157,25 @@ class Monitor:
         self._classes.on_found = self._functions.on_found = self._announce
 
         self._config = runinfo.run_config(options.get("config"), optimizer, criterion, every)
+        if options.get("resume") and not nonzero:
+            where = resume(
+                self._run_id, settings, options.get("http_client"), options.get("start_step")
+            )
+            self._step, self._skip_until = where.first_step, where.stored_until
+            self._config[RESUMED_KEY] = where.resumed_at
+        elif options.get("start_step") is not None:
+            self._step = max(0, int(options.get("start_step") or 0))
         self._started_at = datetime.now(UTC)
         self._refresh_run()
-        self._transport = Sender(
-            server=settings.server,
-            token=settings.token,
-            spool=Spool(settings.spool_root / str(self._run_id)),
-            run=lambda: self._run_doc,
-            client=options.get("http_client"),
-        )
+        if not nonzero:  # with ranks="merge", rank 0 sends the merged records
+            self._transport = Sender(
+                server=settings.server,
+                token=settings.token,
+                spool=Spool(settings.spool_root / str(self._run_id)),
+                run=lambda: self._run_doc,
+                client=options.get("http_client"),
+                on_firing=self._alerts.update,
+            )
         for probe in self._probes:
             probe.attach(self._life_hooks)
         if optimizer is not None:
@@ -188,6 +226,12 @@ class Monitor:
             **(t.counters() if t else dict.fromkeys(COUNTERS, 0)),
         }
 
+    def firing(self) -> list[RunAlert]:
+        """The alerts firing on this run, as the server's latest answer listed them (the
+        sender learns them with each batch it delivers; nothing polls). ``watch(...,
+        on_alert=fn)`` calls ``fn(alert)`` between two steps when an alert starts firing."""
+        return self._alerts.firing()
+
     def step(self, loss: torch.Tensor | float | None = None, labels: Any = None) -> None:
         """End a training step, for loops without an optimizer given to ``watch()``.
 
@@ -227,6 +271,7 @@ class Monitor:
             return
         self._active = self._sampled = False
         self._functions.leave()
+        self._eager.leave()
         self._step_hooks.remove()
         self._life_hooks.remove()
 
@@ -362,9 +407,12 @@ class Monitor:
 
     def _begin_step(self) -> None:
         """Decide whether the current step is sampled; if so, let every probe hook in."""
-        self._sampled = self._active and self._sampler.sampled(self._step)
+        self._sampled = (
+            self._active and self._step > self._skip_until and self._sampler.sampled(self._step)
+        )
         self._loss.sampled = self._sampled
         if self._sampled:
+            self._eager.enter()
             for probe in self._probes:
                 if not probe.disabled:
                     self._guard.run(probe, probe.install, self._step_hooks)
@@ -381,7 +429,8 @@ class Monitor:
             if sampled:
                 self._functions.leave()
                 self._step_hooks.remove()
-                self._flush(self._probes, self._step)
+                self._eager.leave()
+                self._flush(self._probes, self._step, merge=True)
                 self._sampled_steps += 1
                 self._last_sampled = self._step
                 if self._sampled_steps == 1:  # the first forward's function calls are known
@@ -398,19 +447,28 @@ class Monitor:
                 self._refresh_run()  # the run document says how the run is sampled
             self._step += 1
             self._begin_step()
+            self._alerts.deliver()  # between two steps: a callback may stop or checkpoint
             self._last_step_end = time.perf_counter()
         except Exception as exc:
             self._fail("the end of a step", exc)
 
-    def _flush(self, probes: Sequence[Probe], step: int) -> None:
-        """File the records of ``probes`` into one pack, copy it to the host, hand it over."""
+    def _flush(self, probes: Sequence[Probe], step: int, merge: bool = False) -> None:
+        """File the records of ``probes`` into one pack, copy it to the host, hand it over;
+        with ``merge`` (a sampled step) and ``ranks="merge"``, add the other ranks' first."""
         pack = StepPack()
         for probe in probes:
             self._guard.run(probe, probe.flush, pack, step)
+        if merge and self._merge is not None:
+            self._merge.merge(pack, step)
         count = len(pack)  # before copy(), which hands the records over
         if count and self._transport is not None:
             self._records += count
-            self._transport.submit(pack.copy(), count)
+            build = pack.copy()
+            if self._mirror is not None:
+                mirror = self._mirror
+                self._transport.submit(lambda: mirror.observe(build()), count)
+            else:
+                self._transport.submit(build, count)
 
     def _evaluations(self) -> list[LoggerProbe]:
         return [p for p in self._loggers.values() if not p.in_loop]
@@ -480,6 +538,16 @@ class Monitor:
             sampling_every=self._sampler.every,
         )
 
+    def _on_stuck(self, forwards: int) -> None:
+        """Many forward passes and no step end: drop the step, say once what to add."""
+        self._log_once("stuck", STUCK_MESSAGE.format(n=forwards))
+        self._sampled = self._loss.sampled = False
+        self._functions.leave()
+        self._step_hooks.remove()
+        self._eager.leave()
+        for probe in self._probes:
+            probe.reset()
+
     def _on_criterion(self, args: Any) -> None:
         self._guard.run(self._classes, self._classes.on_criterion, args)
 
@@ -516,7 +584,10 @@ class Monitor:
                     probe.reset()
                 last = max(self._step - 1, 0)
                 snapshot = observing and last != self._last_sampled
-                self._flush([p for p in self._probes if p is not self._params or snapshot], last)
+                if last > self._skip_until:  # a resumed run's server has that step already
+                    self._flush(
+                        [p for p in self._probes if p is not self._params or snapshot], last
+                    )
             except Exception as exc:
                 self._fail("finish", exc)
         self._transport.close(status, timeout)
@@ -526,6 +597,7 @@ class Monitor:
         self._active = self._sampled = False
         self._broken = True
         self._functions.leave()
+        self._eager.leave()
         self._step_hooks.remove()
         self._life_hooks.remove()
         message = f"collapsewatch: error in {where}: {exc!r}; collapsewatch stopped observing"

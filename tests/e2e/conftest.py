@@ -81,3 +81,16 @@ def tab(browser: Any) -> Iterator[Tab]:
     page.on("pageerror", lambda exc: problems.append(str(exc)))
     yield Tab(page, problems)
     context.close()
+
+
+@pytest.fixture
+def inproc(sqlite_url: str) -> Iterator[Any]:
+    """The real app in this process on a SQLite file: the SDK sends through it
+    (``http_client=inproc``, ``server="http://testserver"``)."""
+    from fastapi.testclient import TestClient
+
+    from collapsewatch_server import create_app
+    from collapsewatch_server.config import Settings
+
+    with TestClient(create_app(Settings(db_url=sqlite_url))) as client:
+        yield client

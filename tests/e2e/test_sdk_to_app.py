@@ -5,20 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pytest
 import torch
-from fastapi.testclient import TestClient
 from torch import nn
 
 import collapsewatch
-from collapsewatch_server import create_app
-from collapsewatch_server.config import Settings
-
-
-@pytest.fixture
-def inproc(sqlite_url: str) -> Any:
-    with TestClient(create_app(Settings(db_url=sqlite_url))) as client:
-        yield client
 
 
 def series(client: Any, run_id: str, indicator: str, probe: str) -> dict[int, float]:

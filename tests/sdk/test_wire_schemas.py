@@ -13,7 +13,8 @@ import collapsewatch
 
 #: Every pydantic model a training environment may build: the ingest batch and its answer.
 WIRE_MODELS = {
-    "IngestBatch", "IngestResult", "RunInfo", "ProbeInfo", "FamilyCoverage", "StatRecord", "Packed",
+    "IngestBatch", "IngestResult", "RunAlert", "RunInfo", "ProbeInfo", "FamilyCoverage",
+    "StatRecord", "Packed",
 }  # fmt: skip
 
 _LIST_MODELS = """

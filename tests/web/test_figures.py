@@ -230,3 +230,14 @@ def test_a_crowded_chart_colours_only_the_highlighted_layers() -> None:
     few = figures.indicator_figure(info(), series[:4])
     assert figures.MUTED_COLOUR not in [t.line.color for t in few.data]
     assert few.layout.hovermode == "x unified"
+
+
+def test_a_resumed_run_shows_a_gap_and_a_line_where_it_resumed() -> None:
+    fig = figures.indicator_figure(
+        info(), [points("fc1", [0, 2, 4, 10, 12], [0.1, 0.2, 0.3, 0.4, 0.5])], resumed=[10]
+    )
+    trace = figures.figure_json(fig)["data"][0]
+    assert trace["x"] == [0, 2, 4, 10, 10, 12]
+    assert trace["y"] == [0.1, 0.2, 0.3, None, 0.4, 0.5], "the line breaks at the resume"
+    lines = [s for s in fig.layout.shapes if s.x0 == s.x1 == 10]
+    assert len(lines) == 1 and lines[0].name == "resumed"

@@ -238,10 +238,15 @@ def indicator_figure(
     thresholds: Sequence[Threshold] | None = None,
     markers: Sequence[Marker] = (),
     highlight: Collection[str] | None = None,
+    resumed: Sequence[int] = (),
 ) -> go.Figure:
     """One line per probe (in the order given, which callers keep in model order) of one
     indicator, with dashed horizontal lines at its thresholds (the rules' when given, else the
     catalogue's warn and critical) and markers where alerts fired.
+
+    ``resumed``: steps where the run resumed from a checkpoint (``collapsewatch.resumed`` in
+    its config); each gets a dotted vertical line, and the lines break there, so the training
+    lost between the last step before and the resume shows as a gap.
 
     With more probes than palette colours, only the probes in ``highlight`` (the worst) get a
     colour and the others a grey line. ``None`` values stay ``None`` so Plotly draws a gap: a
@@ -253,12 +258,13 @@ def indicator_figure(
     fig = go.Figure()
     for index, points in enumerate(series):
         muted = crowded and points.probe not in keep
+        x, y = _break_at(points.steps, points.values, resumed)
         fig.add_trace(
             go.Scatter(
                 # numpy arrays: plotly.py validates a list element by element, which costs
                 # a second for 200 layers; figure_json turns NaN back into null
-                x=np.asarray(points.steps, dtype=np.int64),
-                y=np.array(points.values, dtype=np.float64),
+                x=np.asarray(x, dtype=np.int64),
+                y=np.array(y, dtype=np.float64),
                 name=points.probe,
                 **trace_style(index, muted=muted),
             )
@@ -266,6 +272,14 @@ def indicator_figure(
     if markers:
         fig.add_trace(_marker_trace(markers))
     _threshold_lines(fig, lines)
+    for step in resumed:
+        fig.add_vline(
+            x=step,
+            line={"dash": "dot", "width": 1, "color": MUTED_COLOUR},
+            name="resumed",
+            annotation={"text": "resumed", "font": {"size": 10}},
+            annotation_position="top left",
+        )
     fig.update_layout(
         base_layout(axis_title(info), info.name, theme),
         # the right margin holds the threshold labels; without thresholds it is wasted room
@@ -279,6 +293,26 @@ def indicator_figure(
     )
     fig.update_layout(theme_layout(theme))  # plotly.py takes the dotted keys as they are
     return fig
+
+
+def _break_at(
+    steps: Sequence[int], values: Sequence[float | None], at: Sequence[int]
+) -> tuple[list[int], list[float | None]]:
+    """The points with a gap (a ``None``) before each step of ``at`` that falls inside them."""
+    if not at:
+        return list(steps), list(values)
+    xs: list[int] = []
+    ys: list[float | None] = []
+    cuts = sorted(at)
+    for step, value in zip(steps, values, strict=True):
+        while cuts and step >= cuts[0]:
+            if xs:  # a line before the resume: end it there
+                xs.append(cuts[0])
+                ys.append(None)
+            cuts.pop(0)
+        xs.append(step)
+        ys.append(value)
+    return xs, ys
 
 
 def lines_from_bins(bins: IndicatorBins) -> list[SeriesPoints]:

@@ -35,6 +35,11 @@ class StepPack:
         # work), and whether it is a scalar
         self._slots: list[tuple[dict[str, Any], str | None, bool]] = []
         self._deferred: list[tuple[dict[str, Any], list[int], Deferred]] = []
+        #: for merging ranks (:mod:`collapsewatch.distributed`): the stats key that counts the
+        #: rows behind a deferred (covariance, mean) pair, by the id of the stats dict
+        self.moments: dict[int, str] = {}
+        #: ids of the stats dicts of records that describe this rank only (never merged)
+        self.local: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._records)
@@ -50,18 +55,55 @@ class StepPack:
         self._tensors.append(value)
         self._slots.append((stats, key, value.dim() == 0))
 
-    def defer(self, stats: dict[str, Any], inputs: list[torch.Tensor], work: Deferred) -> None:
+    def defer(
+        self,
+        stats: dict[str, Any],
+        inputs: list[torch.Tensor],
+        work: Deferred,
+        *,
+        moments: str | None = None,
+    ) -> None:
         """After the host copy, in the sender thread: ``stats.update(work(*host_inputs))``.
 
         ``work`` gets the inputs as float64 CPU tensors (float32 from MPS), in their shapes,
         and returns statistics as tensors (filed like :meth:`put` values) or numbers.
+        ``moments``: the inputs are a covariance and the mean of the rows counted by
+        ``stats[moments]``, so records of several ranks merge as matrices before ``work``.
         """
+        if moments is not None:
+            self.moments[id(stats)] = moments
         indices = []
         for tensor in inputs:
             indices.append(len(self._tensors))
             self._tensors.append(tensor)
             self._slots.append((stats, None, False))
         self._deferred.append((stats, indices, work))
+
+    def rank_local(self, stats: dict[str, Any]) -> None:
+        """Mark a record as describing this rank only: merging ranks leaves it as it is."""
+        self.local.add(id(stats))
+
+    def entries(self) -> list[tuple[Record, list[tuple[int, str | None]], list[int]]]:
+        """Each record with its scheduled tensors ``(index, key)`` and the indices of its
+        deferred inputs, in filing order (for :mod:`collapsewatch.distributed`)."""
+        put: dict[int, list[tuple[int, str | None]]] = {}
+        for i, (stats, key, _) in enumerate(self._slots):
+            if key is not None:
+                put.setdefault(id(stats), []).append((i, key))
+        deferred: dict[int, list[int]] = {}
+        for stats, indices, _ in self._deferred:
+            deferred.setdefault(id(stats), []).extend(indices)
+        return [
+            (r, put.get(id(r["stats"]), []), deferred.get(id(r["stats"]), []))
+            for r in self._records
+        ]
+
+    def tensor(self, index: int) -> torch.Tensor:
+        return self._tensors[index]
+
+    def replace(self, index: int, value: torch.Tensor) -> None:
+        """Swap a scheduled tensor for another of the same number of values (a merged one)."""
+        self._tensors[index] = value.reshape(self._tensors[index].shape)
 
     def records(self) -> list[Record]:
         """Copy to the host and build the records now (see :meth:`copy`)."""
@@ -97,6 +139,7 @@ class StepPack:
                 offset += part.numel()
         slots, deferred, records = self._slots, self._deferred, self._records
         self._records, self._tensors, self._slots, self._deferred = [], [], [], []
+        self.moments, self.local = {}, set()
 
         def build() -> list[Record]:
             for wait in waits:

@@ -113,6 +113,7 @@ class Sender:
         spool: Spool,
         run: Callable[[], dict[str, Any]],
         client: httpx.Client | None = None,
+        on_firing: Callable[[tuple[dict[str, Any], ...]], None] | None = None,
         queue_bytes: int = 32 * 2**20,
         batch_records: int = 2000,
         batch_values: int = 500_000,
@@ -123,6 +124,8 @@ class Sender:
         self.server = server
         self.spool = spool
         self._run = run
+        #: hears the alerts firing on the run, from each accepted batch's answer
+        self._on_firing = on_firing
         self._endpoint = Endpoint(server, token, client)
         self._replay = Replay(self._endpoint)
         self.ledger = Ledger()
@@ -419,6 +422,8 @@ class Sender:
             return  # the closer spooled it meanwhile
         if answer.outcome.accepted:
             self.ledger.settle(batch_id, Fate.STORED)
+            if answer.firing is not None and self._on_firing is not None:
+                self._on_firing(answer.firing)
             return
         path = self._write(batch_id, body)
         if path is None:

@@ -65,6 +65,8 @@ class Answer:
     reason: str = ""  # "HTTP 422", "ConnectError", ...
     detail: str = ""  # the start of the answer's body
     retry_after: float | None = None  # seconds, when the server asked for a pause
+    #: the alerts firing on the run, from an accepted batch's answer (``IngestResult.firing``)
+    firing: tuple[dict[str, Any], ...] | None = None
 
     def describe(self) -> str:
         """``reason`` and the server's own words, on one line."""
@@ -90,10 +92,16 @@ def classify(response: httpx.Response) -> Answer:
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     if 200 <= code < 300:
         try:
-            duplicate = bool(response.json().get("duplicate"))
+            body = response.json()
+            duplicate = bool(body.get("duplicate"))
+            listed = body.get("firing")
         except (ValueError, AttributeError):
-            duplicate = False
-        return Answer(Outcome.DUPLICATE if duplicate else Outcome.STORED, code, reason)
+            duplicate, listed = False, None
+        firing = (
+            tuple(a for a in listed if isinstance(a, dict)) if isinstance(listed, list) else None
+        )
+        outcome = Outcome.DUPLICATE if duplicate else Outcome.STORED
+        return Answer(outcome, code, reason, firing=firing)
     detail = response.text[:DETAIL_CHARS]
     if 300 <= code < 400:
         where = response.headers.get("location", "")

@@ -160,13 +160,11 @@ class ActivationAccumulator:
         if self.pos is not None:
             pack.put(stats, "pos", self.pos)
         assert self.cov_sum is not None and self.cov_shift is not None
-        cov = self.covariance()
-        if raw:
-            # the rows' mean, undoing the shift: C + mu mu^T is their second moment
-            mean = self.cov_shift + self.cov_sum / self.cov_n
-            pack.defer(stats, [cov, mean], covariance_spectra)
-        else:
-            pack.defer(stats, [cov], _centred_only)
+        # the rows' mean, undoing the shift (C + mu mu^T is their second moment); with the
+        # covariance and cov_n it lets data-parallel ranks merge before the decomposition
+        mean = self.cov_shift + self.cov_sum / self.cov_n
+        work = covariance_spectra if raw else _centred_only
+        pack.defer(stats, [self.covariance(), mean], work, moments="cov_n")
 
     def covariance(self) -> torch.Tensor:
         """The centred (population) covariance of the covariance rows, ``k x k``."""
@@ -175,7 +173,7 @@ class ActivationAccumulator:
         return self.cov_outer / self.cov_n - mean[:, None] * mean[None, :]
 
 
-def _centred_only(cov: torch.Tensor) -> dict[str, Any]:
+def _centred_only(cov: torch.Tensor, mean: torch.Tensor) -> dict[str, Any]:
     return covariance_spectra(cov, None)
 
 

@@ -15,13 +15,20 @@ the same way:
   removed when the monitor stops.
 
 Every call into a probe from the training thread goes through :class:`Guard.run`: it times the
-call against the SDK's budget, runs it under ``no_grad``, and turns an exception into one log
+call against the SDK's budget, runs it under ``no_grad`` with autocast off (reductions of
+bf16/fp16 activations run in float32 even inside the user's ``autocast``), and turns an
+exception into one log
 line (and, for most probes, the end of that probe) instead of an error in the user's loop.
 
 Hooks are :class:`GuardedHook` objects rather than closures: they ignore any module that is not
 the instance they were registered on (a shallow copy shares the hooks dict), deep-copy into
 an inert hook and pickle as one, so ``copy.deepcopy(model)``, ``AveragedModel(model)`` and
 ``torch.save(model)`` work on a watched model and the copy is not watched.
+
+Under ``torch.compile`` a hook that dynamo traces does nothing (its first test is
+``torch.compiler.is_compiling()``, which dynamo reads as a constant): no graph break, no guard
+on collapsewatch's state. Sampled steps run eagerly (:mod:`collapsewatch.compiled`), so only
+the hooks that see every step (a criterion called inside a compiled function) are traced.
 """
 
 from __future__ import annotations
@@ -101,7 +108,7 @@ class Guard:
         t0 = time.perf_counter()
         self._depth += 1
         try:
-            with torch.no_grad(), _native(self.functions_watched):
+            with torch.no_grad(), _native(self.functions_watched), _full_precision():
                 fn(*args)
         except Exception as exc:
             self.fail(probe, exc)
@@ -146,7 +153,8 @@ class StepHook:
         self._fn = fn
 
     def __call__(self, *args: Any) -> None:
-        self._fn(*args)
+        if not _compiling():
+            self._fn(*args)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Unwatched:
         return Unwatched()
@@ -192,6 +200,8 @@ class GuardedHook:
         self._grad_only = grad_only
 
     def __call__(self, module: Any, *args: Any) -> None:
+        if _compiling():
+            return None  # traced by torch.compile: see the module docstring
         watched = self._module()
         if watched is None or module is not watched:
             return None  # a copy of the watched module, sharing its hooks
@@ -202,11 +212,43 @@ class GuardedHook:
         self._guard.run(self._probe, self._fn, module, *args)
         return None
 
+    @property
+    def probe(self) -> Probe:
+        return self._probe
+
     def __deepcopy__(self, memo: dict[int, Any]) -> Unwatched:
         return Unwatched()
 
     def __reduce__(self) -> tuple[type[Unwatched], tuple[()]]:
         return (Unwatched, ())
+
+
+class BeforeUpdateHook(GuardedHook):
+    """An optimizer step pre-hook that runs ``fn(optimizer, args, kwargs)`` just before the
+    parameters change: at once, or, when ``step`` gets a closure (LBFGS, Lightning), after the
+    closure's first call, which runs the step's forward and backward: the statistics are of
+    this step, not one step late."""
+
+    __slots__ = ()
+
+    def __call__(self, optimizer: Any, *hook_args: Any) -> Any:
+        args, kwargs = hook_args  # args start with the optimizer itself: (self, closure?)
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        if _compiling() or not callable(closure):
+            return super().__call__(optimizer, args, kwargs)
+        done = False
+
+        def closure_then_read() -> Any:
+            nonlocal done
+            result = closure()
+            if not done:
+                done = True
+                super(BeforeUpdateHook, self).__call__(optimizer, args, kwargs)
+            return result
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_read}
+        return (args[0], closure_then_read, *args[2:]), kwargs
 
 
 class Hooks:
@@ -235,14 +277,18 @@ class Hooks:
         )
         self._handles.append(module.register_forward_hook(hook, with_kwargs=with_kwargs))
 
-    def forward_pre(self, module: nn.Module, probe: Probe, fn: Callable[..., object]) -> None:
-        """``fn(module, args)`` before each forward call of ``module`` (training mode only)."""
-        hook = GuardedHook(self.guard, probe, module, fn)
+    def forward_pre(
+        self, module: nn.Module, probe: Probe, fn: Callable[..., object], *, grad_only: bool = False
+    ) -> None:
+        """``fn(module, args)`` before each forward call of ``module`` (training mode only; with
+        ``grad_only``, while autograd records)."""
+        hook = GuardedHook(self.guard, probe, module, fn, grad_only=grad_only)
         self._handles.append(module.register_forward_pre_hook(hook))
 
     def optimizer_pre(self, optimizer: Any, probe: Probe, fn: Callable[..., object]) -> None:
-        """``fn(optimizer, args, kwargs)`` before each ``optimizer.step()``."""
-        hook = GuardedHook(self.guard, probe, optimizer, fn, training_only=False)
+        """``fn(optimizer, args, kwargs)`` in each ``optimizer.step()`` before the update (after
+        the first call of a closure; see :class:`BeforeUpdateHook`)."""
+        hook = BeforeUpdateHook(self.guard, probe, optimizer, fn, training_only=False)
         self._handles.append(optimizer.register_step_pre_hook(hook))
 
     def add_handle(self, handle: Any) -> None:
@@ -266,6 +312,35 @@ def _native(watched: bool) -> Any:
     import torch
 
     return torch._C.DisableTorchFunction() if watched else contextlib.nullcontext()
+
+
+def _full_precision() -> Any:
+    """Autocast off for every device type where it is on (bf16/fp16 matmuls would round the
+    statistics); nothing to do, and a null context, outside autocast."""
+    import contextlib
+
+    import torch
+
+    on = [d for d in ("cuda", "cpu", "mps", "xpu") if _autocast_on(torch, d)]
+    if not on:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    for device in on:
+        stack.enter_context(torch.autocast(device, enabled=False))
+    return stack
+
+
+def _autocast_on(torch: Any, device: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device))
+    except (RuntimeError, TypeError):  # a device type this build does not know
+        return False
+
+
+def _compiling() -> bool:
+    import torch
+
+    return torch.compiler.is_compiling()
 
 
 def _grad_enabled() -> bool:

@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from collapsewatch.distributed import is_sharded
 from collapsewatch.probes.activations import parameter_count
 from collapsewatch.probes.base import MAX_NAME, Hooks, Probe
 from collapsewatch.probes.neural_collapse import ClassAccumulator
@@ -69,7 +70,9 @@ class ClassProbe(Probe):
         self._misses = 0
         self._late = False  # a sampled step ended with features but no labels
         self._hinted = False
-        if classifier is not None:
+        if classifier is not None and is_sharded(getattr(classifier, "weight", None)):
+            self.disabled = True  # said by the monitor (distributed.SHARDED_NOTE)
+        elif classifier is not None:
             self._attach(classifier)
 
     def infos(self, order: int) -> list[ProbeInfo]:
@@ -145,6 +148,8 @@ class ClassProbe(Probe):
         weight = getattr(module, "weight", None)
         if weight is None or weight.dim() != 2:
             raise TypeError("the classifier needs a 2-D weight [classes, features]")
+        if is_sharded(weight):  # gathering it would be a collective that rank 0 alone starts
+            raise TypeError("the classifier's weight is sharded across ranks (FSDP)")
         model = self._model_ref()
         names = {id(m): n for n, m in model.named_modules()} if model is not None else {}
         self._name = (names.get(id(module)) or "classifier")[-MAX_NAME:]

@@ -6,11 +6,12 @@ loss curve shows), so the criterion's hook is attached for the monitor's whole l
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch.probes.base import Hooks, Probe
+from collapsewatch.probes.base import GuardedHook, Hooks, Probe
 from collapsewatch.schemas import ProbeInfo, ProbeKind
 
 if TYPE_CHECKING:
@@ -20,6 +21,14 @@ if TYPE_CHECKING:
 
 #: The probe every loss is recorded under.
 LOSS_PROBE = "loss"
+
+SHARED_CRITERION = (
+    "collapsewatch: this %s is already the criterion of another watched run; this run does not "
+    "hook it (each would count the other's losses): give each model its own loss module, or "
+    "pass monitor.step(loss=...)"
+)
+
+logger = logging.getLogger("collapsewatch")
 
 
 class LossAccumulator:
@@ -116,8 +125,18 @@ class LossProbe(Probe):
         return [ProbeInfo(name=LOSS_PROBE, kind=ProbeKind.loss, module=module[:128], order=order)]
 
     def attach(self, hooks: Hooks) -> None:
-        if self.criterion is not None:
-            hooks.forward(self.criterion, self, self._on_loss, training_only=False, grad_only=True)
+        if self.criterion is None:
+            return
+        if any(
+            isinstance(hook, GuardedHook) and isinstance(hook.probe, LossProbe)
+            for hook in self.criterion._forward_hooks.values()
+        ):
+            # Another monitor's loss (a GAN's generator and discriminator sharing one
+            # criterion): its values would be counted by both runs, so this one stays off it.
+            logger.warning(SHARED_CRITERION, type(self.criterion).__name__)
+            self.criterion = None
+            return
+        hooks.forward(self.criterion, self, self._on_loss, training_only=False, grad_only=True)
 
     def _on_loss(self, module: Any, args: Any, output: Any) -> None:
         self.acc.add(output)

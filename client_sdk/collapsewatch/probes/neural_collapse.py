@@ -143,7 +143,8 @@ class ClassAccumulator:
         d, dev = x.shape[1], x.device
         self._width = d
         self._identity = d <= FULL_BASIS_MAX
-        rows = weight.detach().float()
+        # copies: a parameter's storage may be freed after the forward (FSDP reshards it)
+        rows = weight.detach().float().clone()
         if self.topk:
             self._track(y)
             assert self._ids is not None
@@ -160,7 +161,7 @@ class ClassAccumulator:
         self._sums["w_gram"] = self._weights @ self._weights.T
         self._sums["snapshots"] = torch.ones((), device=dev)
         if bias is not None:
-            self._sums["bias"] = bias.detach().float().to(dev)
+            self._sums["bias"] = bias.detach().float().to(dev, copy=True)
 
     def _track(self, y: torch.Tensor) -> None:
         """Top-K mode: count the labels, choose the K most frequent classes, and carry the
@@ -206,6 +207,10 @@ class ClassAccumulator:
         sums.update(sum=sent, unit_sum=unit_sum)
         for key, value in sums.items():  # matrices go flat, row-major
             pack.put(stats, key, value.reshape(-1) if value.dim() else value)
+        if self.topk or not self._identity:
+            # the tracked classes or the lagged basis come from this rank's own labels and
+            # means: another rank's sums are in other coordinates and cannot be added
+            pack.rank_local(stats)
         self.update_lagged(class_sum, sums["n"])
         self._weights = None
 

@@ -1,11 +1,13 @@
 """Parameters on sampled steps: weight and gradient norms before the optimizer steps, the update
 norm after it (``ParameterStat``, probe kind ``parameter``), and on some sampled steps their
-sparsity and NaN/Inf counts (:mod:`collapsewatch.probes.sparsity`)."""
+sparsity and NaN/Inf counts (:mod:`collapsewatch.probes.sparsity`). A parameter sharded across
+ranks (FSDP) is read as this rank's shard (:func:`collapsewatch.distributed.local_tensor`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from collapsewatch.distributed import local_tensor
 from collapsewatch.probes.base import Hooks, Probe
 from collapsewatch.probes.sparsity import Sparsity
 from collapsewatch.schemas import ProbeInfo, ProbeKind
@@ -98,8 +100,10 @@ class ParameterProbe(Probe):
         self._snapshot = self._take(keep_weights=True)
 
     def _take(self, keep_weights: bool) -> _Snapshot:
-        weights = [p.detach() for _, p in self.params]
-        grads = [(i, p.grad) for i, (_, p) in enumerate(self.params) if p.grad is not None]
+        weights = [local_tensor(p).detach() for _, p in self.params]
+        grads = [
+            (i, local_tensor(p.grad)) for i, (_, p) in enumerate(self.params) if p.grad is not None
+        ]
         dense = [(i, g) for i, g in grads if not g.is_sparse]
         grad_norms = dict(zip([i for i, _ in dense], norms([g for _, g in dense]), strict=True))
         weight_norms = norms(weights)
@@ -114,13 +118,13 @@ class ParameterProbe(Probe):
         records = []
         for i, (name, param) in enumerate(self.params):
             stats = pack.record(name, ProbeKind.parameter.value, step)
-            stats["numel"] = float(param.numel())
+            stats["numel"] = float(local_tensor(param).numel())
             pack.put(stats, "weight_norm", snap.weight_norms[i])
             if i in snap.grad_norms:
                 pack.put(stats, "grad_norm", snap.grad_norms[i])
             records.append(stats)
         if snap.before is not None:
-            after = [p.detach() for _, p in self.params]
+            after = [local_tensor(p).detach() for _, p in self.params]
             torch._foreach_sub_(snap.before, after)  # in place: no second copy
             for stats, norm in zip(records, norms(snap.before), strict=True):
                 pack.put(stats, "update_norm", norm)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from collapsewatch.distributed import local_tensor
 from collapsewatch.schemas import ProbeInfo, ProbeKind
 
 if TYPE_CHECKING:
@@ -95,10 +96,10 @@ class Sparsity:
             return None
         out = []
         for i, (name, param) in enumerate(self.params):
-            w = _effective(self.model, name, param)
+            w = local_tensor(_effective(self.model, name, param))
             sample, scale = _sample(w)
             values = _nonfinite(sample, scale, weight_norms[i], "weight")
-            grad = param.grad
+            grad = None if param.grad is None else local_tensor(param.grad)
             if grad is not None and not grad.is_sparse and i in grad_norms:
                 values.update(_nonfinite(_sample(grad)[0], scale, grad_norms[i], "grad"))
             if i in self.prunable:
@@ -127,7 +128,7 @@ class Sparsity:
                 pack.put(stats, key, value)
                 totals[key].append(value)
             if i in self.prunable:
-                numel = float(self.params[i][1].numel())
+                numel = float(local_tensor(self.params[i][1]).numel())
                 totals["numel"].append(torch.tensor(numel, device=vals["abs_sum"].device))
         if not self.prunable:
             return

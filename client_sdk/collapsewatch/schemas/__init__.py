@@ -145,11 +145,29 @@ class IngestBatch(_Wire):
     sent_at: datetime | None = None
 
 
+class RunAlert(BaseModel):
+    """An alert firing on a run (a rule's state on one probe), as the ingest answer lists it."""
+
+    rule_id: int
+    rule: str
+    indicator: str
+    probe: str
+    severity: str  # "info", "warning" or "critical"
+    since: datetime | None = None
+    step: int | None = None  # the step of the value that made it fire, or the latest since
+    value: float | None = None
+
+
 class IngestResult(BaseModel):
     """Answer to an ingest: what was stored. A repeated batch id stores nothing.
 
     ``queued``: the batch is stored and its indicators are still being computed (a server
-    under load answers before it has); ``points`` is then 0."""
+    under load answers before it has); ``points`` is then 0.
+
+    ``firing``: the alerts firing on the batch's run when the batch was accepted (those this
+    batch raises are judged in the background and listed in a later answer), so a training
+    process learns of them without polling; ``None`` when the server does not say.
+    """
 
     batch_id: uuid.UUID
     run_id: uuid.UUID
@@ -157,3 +175,4 @@ class IngestResult(BaseModel):
     records: int
     points: int
     queued: bool = False
+    firing: list[RunAlert] | None = None

@@ -150,8 +150,11 @@ def counts(s: Session, run_ids: Sequence[uuid.UUID]) -> list[StateCount]:
     return [StateCount(uuid.UUID(r), ind, AlertState(st), sev, n) for r, ind, st, sev, n in rows]
 
 
-def firing(s: Session, project_id: int | None = None, limit: int = 200) -> list[FiringAlert]:
-    """Every (rule, run, probe) firing now under an enabled rule, newest first."""
+def firing(
+    s: Session, project_id: int | None = None, limit: int = 200, run_id: str | None = None
+) -> list[FiringAlert]:
+    """Every (rule, run, probe) firing now under an enabled rule, newest first; of one project
+    or one run when given."""
     query = (
         select(AlertStateRow, Rule, Run.name, Project.name, Probe.name)
         .join(Rule, Rule.id == AlertStateRow.rule_id)
@@ -162,6 +165,8 @@ def firing(s: Session, project_id: int | None = None, limit: int = 200) -> list[
     )
     if project_id is not None:
         query = query.where(Project.id == project_id)
+    if run_id is not None:
+        query = query.where(AlertStateRow.run_id == run_id)
     rows = s.execute(query.order_by(AlertStateRow.since.desc()).limit(limit)).all()
     return [
         FiringAlert(

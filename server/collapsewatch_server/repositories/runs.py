@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
+from collapsewatch.resume import RESUMED_KEY
 from collapsewatch.schemas import IngestBatch, RunStatus
 from collapsewatch_server import errors
 from collapsewatch_server.repositories.alert_states import open_alerts_count
@@ -55,6 +56,11 @@ def save_from_batch(s: Session, batch: IngestBatch, project: Project, now: datet
                 run_id=info.run_id, actual=actual, given=project.name
             )
         )
+    elif _resumed_since(info.config, run.config):
+        # a new process resumed the run (watch(..., resume=True)): its config lists one more
+        # resume; a late batch of the earlier process lists fewer and changes nothing
+        run.config = info.config
+        run.status, run.finished_at = RunStatus.running.value, None
     run.last_seen_at = now
     run.stalled_notified_at = None  # alive again: a later silence is a new nodata event
     if batch.records:
@@ -71,6 +77,12 @@ def save_from_batch(s: Session, batch: IngestBatch, project: Project, now: datet
         )
     s.flush()  # no ORM relationships: the run exists before rows that point at it
     return run
+
+
+def _resumed_since(sent: dict[str, Any], stored: dict[str, Any] | None) -> bool:
+    """Whether a batch's run config records more resumes than the stored one."""
+    now, before = sent.get(RESUMED_KEY), (stored or {}).get(RESUMED_KEY)
+    return isinstance(now, list) and len(now) > (len(before) if isinstance(before, list) else 0)
 
 
 def _with_interval(history: list[Any], step: int, every: int) -> list[Any]:

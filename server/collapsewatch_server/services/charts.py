@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session
 
+from collapsewatch.resume import RESUMED_KEY
 from collapsewatch_server import errors
 from collapsewatch_server.alerts.default_rules import check_indicator
 from collapsewatch_server.indicators import CATALOGUE
@@ -124,6 +126,7 @@ def indicator_figures(
         thresholds=thresholds,
         markers=markers,
         highlight=views.highlighted(latest, info.direction, len(figures.PALETTE)),
+        resumed=_resumed(run.config),
     )
     heatmap = (
         heatmaps.heatmap_figure(info, bins, thresholds, markers=markers) if len(names) > 1 else None
@@ -237,3 +240,9 @@ def spectrum_view(
     spectra = [then, now] if then.step != now.step else [now]
     fig = heatmaps.spectrum_figure(spectra)
     return SpectrumView(probe=probe, spectra=spectra, figure=figures.figure_json(fig))
+
+
+def _resumed(config: dict[str, Any] | None) -> list[int]:
+    """The steps a run resumed at (``watch(..., resume=True)``), from its config."""
+    steps = (config or {}).get(RESUMED_KEY)
+    return [s for s in steps if isinstance(s, int)] if isinstance(steps, list) else []

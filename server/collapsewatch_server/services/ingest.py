@@ -17,13 +17,16 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 
-from collapsewatch.schemas import IngestBatch, IngestResult
+from collapsewatch.schemas import IngestBatch, IngestResult, RunAlert
 from collapsewatch_server import errors
-from collapsewatch_server.repositories import batches, ingest_queue, runs
+from collapsewatch_server.repositories import alert_states, batches, ingest_queue, runs
 from collapsewatch_server.services import processing
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.services.projects import project_for_writing
 from collapsewatch_server.tables import utcnow
+
+#: Firing alerts listed in an ingest answer at most (newest first).
+MAX_FIRING = 50
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,29 @@ def accept_batch(ctx: ServiceContext, batch: IngestBatch, body: bytes) -> Accept
         accepted = _accept(ctx, batch, body, digest)
     if not accepted.result.duplicate:
         ctx.wake_processor()
-    return accepted
+    firing = firing_on_run(ctx, batch)
+    return Accepted(accepted.result.model_copy(update={"firing": firing}), accepted.alone)
+
+
+def firing_on_run(ctx: ServiceContext, batch: IngestBatch) -> list[RunAlert]:
+    """The alerts firing on the batch's run when it is accepted, for the answer: the SDK acts
+    on them (stops or checkpoints a run) without polling. Those this batch raises are judged
+    in the background and listed in a later answer."""
+    with ctx.db.read() as s:
+        rows = alert_states.firing(s, run_id=str(batch.run.run_id), limit=MAX_FIRING)
+    return [
+        RunAlert(
+            rule_id=a.rule_id,
+            rule=a.rule_name,
+            indicator=a.indicator,
+            probe=a.probe,
+            severity=a.severity.value,
+            since=a.since,
+            step=a.last_step,
+            value=a.last_value,
+        )
+        for a in rows
+    ]
 
 
 def _accept(ctx: ServiceContext, batch: IngestBatch, body: bytes, digest: str) -> Accepted:
