@@ -42,6 +42,7 @@ from collapsewatch.probes.classifier import ClassProbe
 from collapsewatch.probes.discovery import find_probes, trainable_parameters
 from collapsewatch.probes.explicit import MAX_PENDING, LoggerProbe, MakeAccumulator
 from collapsewatch.probes.functions import FunctionProbe
+from collapsewatch.probes.inputs import DataRank, InputProbe
 from collapsewatch.probes.loss import LossProbe
 from collapsewatch.probes.parameters import ParameterProbe
 from collapsewatch.probes.scalars import MAX_PENDING_SCALARS, ScalarProbe
@@ -127,8 +128,10 @@ class Monitor:
         self._last_sampled = -1
 
         # ------------------------------------------------------------------- the probes
-        outputs = LayerOutputs()
-        self._probes: list[Probe] = find_probes(model, options.get("blocks") or (), outputs)
+        outputs, data = LayerOutputs(), DataRank()
+        # the input first: its rank is measured before the layers' records read it
+        self._probes: list[Probe] = [InputProbe(model, data)]
+        self._probes += find_probes(model, options.get("blocks") or (), outputs, data)
         params, modules = trainable_parameters(model)
         self._params = ParameterProbe(params, model, optimizer, modules)
         self._classes = ClassProbe(model, options.get("classifier"), step=lambda: self._step)

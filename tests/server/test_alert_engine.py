@@ -262,12 +262,25 @@ def test_zero_reference() -> None:
 # ---------------------------------------------------------------------- warm-up, NaN, order
 
 
-def test_warmup_points_are_ignored_entirely() -> None:
+def test_a_run_that_starts_on_the_wrong_side_is_judged_after_its_warmup() -> None:
     spec = above(0.5, warmup_steps=10)
     state, events, _ = run(spec, [0.9] * 10)
-    assert events == [] and state == SeriesState()
+    assert events == [] and state == SeriesState(), "breaching warm-up points are ignored"
     _, events, _ = run(spec, [0.9] * 11)
     assert statuses(events) == [("firing", 10)]
+
+
+def test_the_first_healthy_point_ends_the_warmup() -> None:
+    """An untrained model that looks collapsed is not judged until it first looks healthy;
+    one that starts healthy is judged at once, however early it collapses."""
+    spec = above(0.5, warmup_steps=100, pending_points=2)
+    _, events, states = run(spec, [0.9, 0.9, 0.2, 0.9, 0.9], every=10)
+    assert states[:2] == [AlertState.normal, AlertState.normal]
+    assert statuses(events) == [("firing", 40)], "judged from step 20, well before step 100"
+    _, events, _ = run(spec, [0.2, 0.9, 0.9, 0.9], every=5)
+    assert statuses(events) == [("firing", 10)]
+    nan_first, events, _ = run(spec, [NAN, NAN], every=5)
+    assert events == [] and nan_first == SeriesState(), "a diverged warm-up point is no arming"
 
 
 def test_warmup_points_do_not_enter_peak_or_baseline() -> None:

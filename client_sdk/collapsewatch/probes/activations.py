@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from collapsewatch.pipeline.packing import StepPack
+    from collapsewatch.probes.inputs import DataRank
 
 #: Rows that enter the covariance on one forward call; more are subsampled with a stride.
 COV_ROWS = 4096
@@ -29,6 +30,8 @@ COV_ROWS = 4096
 COV_DIM = 256
 #: Seed of the projection, fixed so every run (and every rank) projects the same way.
 PROJECTION_SEED = 0x5EED
+#: Sampled steps between two counts of a layer's live units (a pass over its weight).
+LIVE_EVERY = 8
 #: The uncentred second-moment spectrum (RankMe) is decomposed on one sampled step in this
 #: many: it doubles the eigendecompositions, which run in the sender thread but still take
 #: CPU from training on a machine without a GPU.
@@ -142,13 +145,18 @@ class ActivationAccumulator:
         self.width = d
 
     def pack(
-        self, stats: dict[str, Any], pack: StepPack, raw: bool, in_dim: int | None = None
+        self,
+        stats: dict[str, Any],
+        pack: StepPack,
+        raw: bool,
+        in_dim: int | None = None,
+        data: DataRank | None = None,
     ) -> None:
         """File this step's ``ActivationStat`` values into a record.
 
         The covariance (``k x k``) is decomposed after the host copy (``StepPack.defer``);
         ``raw`` also decomposes the uncentred second moment (RankMe). ``in_dim``: see
-        :func:`input_dim`.
+        :func:`input_dim`; ``data``: the model input's rank, added then.
         """
         if in_dim:
             stats["in_dim"] = float(in_dim)
@@ -163,7 +171,11 @@ class ActivationAccumulator:
         # the rows' mean, undoing the shift (C + mu mu^T is their second moment); with the
         # covariance and cov_n it lets data-parallel ranks merge before the decomposition
         mean = self.cov_shift + self.cov_sum / self.cov_n
-        work = covariance_spectra if raw else _centred_only
+        spectra = covariance_spectra if raw else _centred_only
+
+        def work(cov: torch.Tensor, mean: torch.Tensor) -> dict[str, Any]:
+            return {**spectra(cov, mean), **(data.stats() if data is not None else {})}
+
         pack.defer(stats, [self.covariance(), mean], work, moments="cov_n")
 
     def covariance(self) -> torch.Tensor:
@@ -189,6 +201,7 @@ class ActivationProbe(Probe):
         in_dim: int | None,
         width: int | None,
         outputs: LayerOutputs | None = None,
+        data: DataRank | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -200,6 +213,8 @@ class ActivationProbe(Probe):
         self.acc = ActivationAccumulator()
         self._flushes = 0
         self._outputs = outputs
+        self._data = data
+        self._live: torch.Tensor | None = None
         #: A ReLU-like function takes this layer's output: its never-positive units are dead
         #: (set by :class:`collapsewatch.probes.functions.FunctionProbe`). Positive counts
         #: are sent only then: a unit that is never positive before a GELU, a norm or nothing
@@ -242,10 +257,32 @@ class ActivationProbe(Probe):
         self._flushes += 1
         if not self.relu_follows:
             acc.pos = None
-        acc.pack(pack.record(self.name, ProbeKind.activation.value, step), pack, raw, self.in_dim)
+        stats = pack.record(self.name, ProbeKind.activation.value, step)
+        if self._flushes % LIVE_EVERY == 1:
+            self._live = _live_units(self.module, acc.width)
+        if self._live is not None:
+            pack.put(stats, "live", self._live)
+        acc.pack(stats, pack, raw, self.in_dim, self._data)
 
     def reset(self) -> None:
         self.acc = ActivationAccumulator()
+
+
+def _live_units(module: nn.Module, width: int) -> torch.Tensor | None:
+    """Output units whose weights are not all zero, on the device (None when the layer's
+    weight does not hold its outputs in its first dim, or is sharded across ranks: reading it
+    whole would take a collective). A weight pruned with ``torch.nn.utils.prune`` is the
+    module's masked ``weight`` attribute."""
+    import torch
+
+    from collapsewatch.distributed import is_sharded
+
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() < 2 or weight.shape[0] != width:
+        return None
+    if is_sharded(weight):
+        return None
+    return weight.detach().flatten(1).ne(0).any(1).sum()
 
 
 class LayerOutputs:

@@ -29,6 +29,7 @@ from collapsewatch.probes.activation_functions import SaturationProbe
 from collapsewatch.probes.activations import ActivationProbe, LayerOutputs
 from collapsewatch.probes.attention import AttentionProbe
 from collapsewatch.probes.base import MAX_NAME, Probe
+from collapsewatch.probes.inputs import DataRank
 from collapsewatch.probes.tokens import TokenProbe
 
 if TYPE_CHECKING:
@@ -128,10 +129,14 @@ def probe_name(path: str, module: nn.Module) -> str:
 
 
 def find_probes(
-    model: nn.Module, blocks: Iterable[nn.Module] = (), outputs: LayerOutputs | None = None
+    model: nn.Module,
+    blocks: Iterable[nn.Module] = (),
+    outputs: LayerOutputs | None = None,
+    data: DataRank | None = None,
 ) -> list[Probe]:
     """The module probes of ``model`` in model order; see the module docstring. ``outputs``
-    is told of every watched layer's output on sampled steps.
+    is told of every watched layer's output on sampled steps; ``data`` (the model input's
+    rank) goes into every layer's records.
 
     Raises:
         ValueError: a block in ``blocks`` is not part of ``model``.
@@ -152,7 +157,7 @@ def find_probes(
             spatial = dims
             if not inside_attention:
                 width = output_width(module)
-                probe = ActivationProbe(name, module, dims, input_dim(module), width, outputs)
+                probe = ActivationProbe(name, module, dims, input_dim(module), width, outputs, data)
                 found.append(probe)
         elif isinstance(module, nn.Tanh | nn.Sigmoid):
             found.append(SaturationProbe(name, module, spatial))

@@ -47,6 +47,8 @@ class ActivationStat(StrEnum):
     eig_raw = "eig_raw"  # [k] eigenvalues of the uncentred Z^T Z / n (RankMe), every 4th sample
     sat = "sat"  # [d] per-unit count of saturated values (Tanh/Sigmoid outputs only)
     in_dim = "in_dim"  # the layer's input dimension (in_features, in_channels x kernel)
+    live = "live"  # output units whose weights are not all zero (a pruned unit is not)
+    data_rank = "data_rank"  # effective rank of the model's input data, the latest measured
 
 
 class ParameterStat(StrEnum):
@@ -233,6 +235,8 @@ MergeKind = Literal["sum", "max", "last"]
 MERGE: Final[Mapping[str, MergeKind]] = {
     ActivationStat.width: "last",
     ActivationStat.in_dim: "last",
+    ActivationStat.live: "last",
+    ActivationStat.data_rank: "last",
     ActivationStat.eig: "last",
     ActivationStat.eig_raw: "last",
     ActivationStat.cov_diag: "last",

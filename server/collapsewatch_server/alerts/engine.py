@@ -7,9 +7,15 @@ persists both (through :mod:`.evaluation`, which applies a project's rules to a 
 Semantics (Grafana-like):
 
 Points
-    A point with ``step < warmup_steps`` is ignored: it is not judged and does not enter the
-    peak, trough or baseline. A point whose step is not after the last judged step (a replay,
-    an old spool synced late) is ignored too: a series is judged in step order, once.
+    The warm-up: for a threshold rule (above, below, outside), the points of a series are
+    judged from its first point that does not breach or from ``warmup_steps``, whichever comes
+    first; earlier points are ignored. Healthy runs often start on the wrong side (an untrained
+    generator's samples look alike, a VAE's KL is 0 at initialisation): those are never judged
+    until they first look healthy, while a run that starts healthy is judged at once, however
+    early it collapses. For a relative rule (drop, rise) the points before ``warmup_steps`` are
+    ignored, and do not enter the peak, trough or baseline. A point whose step is not after the
+    last judged step (a replay, an old spool synced late) is ignored too: a series is judged in
+    step order, once.
 
 Breach
     ``above``: v > threshold. ``below``: v < threshold. ``outside``: v < low or v > high
@@ -141,13 +147,14 @@ def evaluate(
     ``now`` stamps state changes and paces reminders; ``probe`` only names the series in
     messages.
     """
-    if step < rule.warmup_steps:
-        return state, []
     if state.last_step is not None and step <= state.last_step:
         return state, []
-
     limit = _relative_limit(rule, state)
     breach, crossed = _breach(rule, value, limit)
+    relative = rule.condition in (Condition.drop, Condition.rise)
+    if step < rule.warmup_steps and state.last_step is None and (breach or relative):
+        return state, []  # still warming up: a healthy point ends it (threshold rules)
+
     new = replace(_with_references(rule, state, value), last_step=step, last_value=value)
     say = _Messages(rule, probe, value, limit)
 

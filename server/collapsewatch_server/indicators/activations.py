@@ -134,24 +134,38 @@ def effective_rank(stats: Stats) -> float:
 
 @indicator(
     "effective_rank_ratio",
-    title="Effective rank / width",
+    title="Effective rank / room",
     family="dimensional",
     applies_to=_ACT,
     direction="low_is_bad",
     warn=0.05,
     warmup_steps=WARMUP_STEPS,
-    meaning="Effective rank divided by the most the layer could have: the dimensions the "
-    "spectrum covers (the width, or 256 after projection), or the layer's input dimension when "
-    "smaller (a 32 -> 256 layer has rank 32 at most). Below 0.05 the layer uses a twentieth of "
-    "its room.",
+    meaning="Effective rank divided by the most the layer could have, its room: the smallest of "
+    "the dimensions the spectrum covers (the width, or 256 after projection), the layer's input "
+    "dimension (a 32 -> 256 layer has rank 32 at most), its live units (a pruned unit is not), "
+    "and the effective rank of the model's input data (a generator fed a 2-D latent, or a "
+    "network on 8 features, has few directions to spread, however wide). Below 0.05 the layer "
+    "uses a twentieth of its room. A layer can read above 1: a ReLU layer spreads a few input "
+    "directions over more.",
     what_to_try="As for the effective rank; compare with the run's own peak before acting.",
     sources=("LDReg", "VICReg"),
     relative=RelativeDefault(condition="drop", percent=50.0, reference="peak"),
 )
 def effective_rank_ratio(stats: Stats) -> float:
     lam = _spectrum(stats)
-    room = min(lam.size, int(stats.get(A.in_dim, lam.size)) or lam.size)
-    return effective_rank_of(lam) / room
+    return effective_rank_of(lam) / room(stats, lam.size)
+
+
+def room(stats: Stats, covered: int) -> int:
+    """The most effective rank a layer's output can have (see ``effective_rank_ratio``); the
+    bounds a record lacks (older SDKs, token inputs, layers without a weight) are left out."""
+    bounds = [covered]
+    for key in (A.in_dim, A.live):
+        if key in stats and float(stats[key]) > 0:
+            bounds.append(int(stats[key]))
+    if A.data_rank in stats and float(stats[A.data_rank]) > 0:
+        bounds.append(math.ceil(float(stats[A.data_rank])))
+    return max(1, min(bounds))
 
 
 @indicator(
