@@ -65,7 +65,7 @@ class StepPack:
     ) -> None:
         """After the host copy, in the sender thread: ``stats.update(work(*host_inputs))``.
 
-        ``work`` gets the inputs as float64 CPU tensors (float32 from MPS), in their shapes,
+        ``work`` gets the inputs as CPU tensors of their own dtype, in their shapes,
         and returns statistics as tensors (filed like :meth:`put` values) or numbers.
         ``moments``: the inputs are a covariance and the mean of the rows counted by
         ``stats[moments]``, so records of several ranks merge as matrices before ``work``.
@@ -110,26 +110,26 @@ class StepPack:
         return self.copy()()
 
     def copy(self) -> Callable[[], list[Record]]:
-        """Copy every scheduled tensor to the host now, one copy per device; return a function
-        that builds the records from the copies.
+        """Copy every scheduled tensor to the host now, one copy per device and dtype; return
+        a function that builds the records from the copies.
 
         The training thread only pays for the copy, which does not wait for the device: from a
         GPU it goes into pinned memory behind an event that the returned function (list
-        conversion, rounding, deferred work) waits for, in the sender thread.
+        conversion, rounding, deferred work) waits for, in the sender thread. Tensors are
+        copied in their own dtype (a float32 covariance as float32, an int64 count as int64):
+        converting while concatenating took 20 ms of a small model's sampled step on CPU, and
+        the sender thread converts anyway.
         """
         import torch
 
-        by_device: dict[torch.device, list[int]] = {}
+        by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
         for i, tensor in enumerate(self._tensors):
-            by_device.setdefault(tensor.device, []).append(i)
+            by_kind.setdefault((tensor.device, tensor.dtype), []).append(i)
         host: list[torch.Tensor | None] = [None] * len(self._tensors)
         waits: list[Any] = []
-        for device, indices in by_device.items():
+        for (device, dtype), indices in by_kind.items():
             parts = [self._tensors[i].detach().reshape(-1) for i in indices]
-            # float64 keeps counts exact past 2**24; MPS has no float64
-            dtype = torch.float32 if device.type == "mps" else torch.float64
-            flat = torch.empty(sum(p.numel() for p in parts), dtype=dtype, device=device)
-            torch.cat(parts, out=flat)
+            flat = torch.cat(parts) if len(parts) > 1 else parts[0].clone()
             flat_host, wait = _to_host(flat)
             if wait is not None:
                 waits.append(wait)
