@@ -458,7 +458,7 @@ class Monitor:
     def _flush(self, probes: Sequence[Probe], step: int, merge: bool = False) -> None:
         """File the records of ``probes`` into one pack, copy it to the host, hand it over;
         with ``merge`` (a sampled step) and ``ranks="merge"``, add the other ranks' first."""
-        pack = StepPack()
+        pack = StepPack(merging=merge and self._merge is not None)
         for probe in probes:
             self._guard.run(probe, probe.flush, pack, step)
         if merge and self._merge is not None:
