@@ -332,3 +332,37 @@ def test_backoff_doubles_with_full_jitter_up_to_the_cap() -> None:
 )
 def test_what_is_retried(result: deliverer.SendResult, retry: bool) -> None:
     assert result.should_retry is retry
+
+
+def test_after_an_outage_every_alert_arrives_soon_after_the_receiver_returns(
+    server: Server,
+) -> None:
+    """A receiver outage scaled down: 4 s, with retries backing off up to 8 s. Left to their
+    own backoff the 40 notifications would trickle in over several seconds after the return;
+    once the first retry gets through, the receiver's backlog is released at once, in order,
+    50 a second, so every alert arrives within 3 s of the return, exactly once."""
+    cap, rate, count = 8.0, 50.0, 40
+    client = server(
+        webhook_backoff_base_s=0.1, webhook_backoff_max_s=cap, webhook_release_per_s=rate
+    )
+    receiver = Receiver().up()
+    wid = add_hook(client, receiver)
+    receiver.down()
+    fired: list[str] = []
+    for _ in range(8):  # alerts keep firing through the outage
+        fired += fire(client, count // 8, one_run=False)
+        time.sleep(0.5)
+    settle(client, wid, lambda log: len(log) == count and all(d["attempts"] >= 1 for d in log))
+    receiver.up()
+    back = time.time()
+    try:
+        receiver.wait_for(count, timeout=30)
+        log = settle(client, wid, final)
+        time.sleep(0.3)  # nothing more comes
+    finally:
+        receiver.down()
+    delays = sorted(a.at - back for a in receiver.arrivals)
+    assert sorted(event_ids(receiver.arrivals)) == sorted(fired)  # each exactly once
+    assert len(receiver.arrivals) == count and all(d["status"] == "delivered" for d in log)
+    print(f"after the return: median {delays[count // 2]:.2f} s, last {delays[-1]:.2f} s")
+    assert delays[-1] <= 3.0, delays
