@@ -6,11 +6,11 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-#: What the events of one notification can be made to share.
-GroupLabel = Literal["run", "family", "rule", "probe", "severity"]
-
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: What the events of one notification can be made to share.
+GroupLabel = Literal["run", "family", "rule", "probe", "severity"]
 
 
 def default_db_url() -> str:

@@ -3,9 +3,10 @@ silence is marked with it and gets no delivery."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
@@ -69,3 +70,13 @@ def silencing(s: Session, event: AlertEvent, run_name: str, now: datetime) -> Si
         if matches(row, event, run_name):
             return row
     return None
+
+
+def silenced_counts(s: Session, silence_ids: Sequence[int]) -> dict[int, int]:
+    """How many events each silence kept from being delivered (absent: none)."""
+    rows = s.execute(
+        select(AlertEvent.silence_id, func.count())
+        .where(AlertEvent.silence_id.in_(list(silence_ids)))
+        .group_by(AlertEvent.silence_id)
+    ).all()
+    return {int(sid): int(n) for sid, n in rows if sid is not None}
