@@ -317,12 +317,12 @@ def next_due_at(s: Session) -> datetime | None:
     return min(times) if times else None
 
 
-def log_of(s: Session, webhook_id: int, limit: int = 50) -> list[DeliveryPublic]:
-    """A webhook's deliveries (test sends too), newest first, each with the events it carries
+def log_of(s: Session, webhook_ids: Sequence[int], limit: int = 50) -> list[DeliveryPublic]:
+    """Webhooks' deliveries (test sends too), newest first, each with the events it carries
     and its attempts (oldest first)."""
     rows: Sequence[Delivery] = s.scalars(
         select(Delivery)
-        .where(Delivery.webhook_id == webhook_id)
+        .where(Delivery.webhook_id.in_(list(webhook_ids)))
         .order_by(Delivery.id.desc())
         .limit(limit)
     ).all()

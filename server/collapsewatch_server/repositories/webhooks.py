@@ -67,3 +67,14 @@ def delete_with_deliveries(s: Session, row: Webhook) -> None:
     s.execute(delete(DeliveryEvent).where(DeliveryEvent.webhook_id == row.id))
     s.execute(delete(Delivery).where(Delivery.webhook_id == row.id))
     s.delete(row)
+
+
+def projects_with_receivers(s: Session) -> set[str]:
+    """Names of the projects with at least one enabled webhook."""
+    return set(
+        s.scalars(
+            select(Project.name)
+            .join(Webhook, Webhook.project_id == Project.id)
+            .where(Webhook.enabled)
+        )
+    )

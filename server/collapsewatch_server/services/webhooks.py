@@ -5,6 +5,7 @@ Target URLs pass the SSRF guard on create and on update, and again at every conn
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import cast
 
 from collapsewatch_server import errors
@@ -164,4 +165,21 @@ def list_deliveries(
     """A webhook's deliveries, newest first, each with its attempts (oldest first)."""
     with ctx.db.read() as s:
         hook = webhooks.get(s, projects.get(s, project), webhook_id)
-        return outbox.log_of(s, hook.id, limit)
+        return outbox.log_of(s, [hook.id], limit)
+
+
+def project_notifications(
+    ctx: ServiceContext, project: str, limit: int = 20
+) -> list[DeliveryPublic]:
+    """The newest notifications to any webhook of an existing project (test sends left out)."""
+    with ctx.db.read() as s:
+        ids = [h.id for h in webhooks.of_project(s, projects.get(s, project).id)]
+        return [d for d in outbox.log_of(s, ids, limit) if not d.test]
+
+
+def unheard(ctx: ServiceContext, firing_projects: Iterable[str]) -> list[str]:
+    """Those of ``firing_projects`` (projects with alerts firing) that no enabled webhook
+    hears: their alerts reach nobody."""
+    with ctx.db.read() as s:
+        heard = webhooks.projects_with_receivers(s)
+    return sorted(set(firing_projects) - heard)
