@@ -110,6 +110,7 @@
         format: hookForm.elements.format.value,
         severities,
       };
+      if (hookForm.elements.routing_key.value.trim()) body.routing_key = hookForm.elements.routing_key.value.trim();
       try {
         const created = await fetchJSON(base + "/webhooks", { method: "POST", json: body });
         clearErrors(hookForm);
