@@ -15,10 +15,11 @@ import pytest
 from collapsewatch_server import errors
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database, make_engine, migrate
-from collapsewatch_server.services import deliveries, projects, webhooks
+from collapsewatch_server.services import alerts, deliveries, projects, silences, webhooks
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.tables import utcnow
 from collapsewatch_server.webhooks.deliverer import Attempt, DeliveryJob
+from collapsewatch_web.api_schemas.silences import SilenceCreate
 from collapsewatch_web.api_schemas.webhooks import WebhookCreate, WebhookUpdate
 from tests.webhook_support import put_events
 
@@ -245,3 +246,30 @@ def test_deleting_a_webhook_deletes_its_deliveries(ctx: ServiceContext) -> None:
     # a send that was in flight records nothing
     assert not record(ctx, job, attempted_at=utcnow(), status="delivered")
     assert deliveries.claim_due(ctx, 5, lease_s=30, now=utcnow() + timedelta(hours=1)) == []
+
+
+def test_a_silence_made_during_the_group_wait_holds_back_the_events_it_matches(
+    db_url: str,
+) -> None:
+    engine = make_engine(db_url)
+    migrate(engine)
+    ctx = ServiceContext(Database(engine), Settings(db_url=db_url, notify_group_wait_s=5))
+    wid = hook(ctx)
+    start = utcnow()
+    quiet = put_events(ctx, "p", 3, probe="fc1", run_name="sweep-1", run_id=RUN)
+    loud = put_events(ctx, "p", 1, probe="fc2", run_id=RUN)
+    other = put_events(ctx, "p", 2, run_name="sweep-2")
+    silences.create_silence(ctx, "p", SilenceCreate(run="sweep-*", probe="fc1", duration_s=60))
+    silences.create_silence(ctx, "p", SilenceCreate(run="sweep-2", duration_s=60))
+    (job,) = deliveries.claim_due(ctx, 5, lease_s=30, now=start + timedelta(seconds=6))
+    assert [str(e.id) for e in job.notification.events] == loud
+    log = {d.id: d for d in webhooks.list_deliveries(ctx, "p", wid)}
+    assert log[job.delivery_id].event_ids == [uuid.UUID(e) for e in loud]
+    (held,) = [d for i, d in log.items() if i != job.delivery_id]
+    assert held.status == "silenced" and held.event_ids == []
+    marked = {str(e.id): e.silence_id for e in alerts.list_alerts(ctx, "p")}
+    assert [marked[e] for e in quiet] == [1, 1, 1] and [marked[e] for e in other] == [2, 2]
+    assert marked[loud[0]] is None
+    record(ctx, job, attempted_at=utcnow(), status="delivered", status_code=200)
+    assert deliveries.claim_due(ctx, 5, lease_s=30, now=start + timedelta(minutes=5)) == []
+    engine.dispose()

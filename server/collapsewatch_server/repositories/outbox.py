@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, func, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -51,6 +51,7 @@ from collapsewatch_web.api_schemas.webhooks import (
 # bound as plain strings: the column is text on both backends
 PENDING = DeliveryStatus.pending.value
 DELIVERING = DeliveryStatus.delivering.value
+SILENCED = DeliveryStatus.silenced.value
 #: The group key of a test send (logged like a delivery, carrying no event).
 TEST_KEY = "status=test"
 
@@ -205,7 +206,41 @@ def claim(s: Session, now: datetime, limit: int, lease_until: datetime) -> list[
         .where(DeliveryEvent.delivery_id.in_(ids))
     ).all():
         members[delivery_id].append((event, run_name))
-    return [(d, h, project, members[d.id]) for d, h, project in rows]
+    claimed = []
+    for d, h, project in rows:
+        if d.attempts == 0:  # not sent yet: a silence made during the group wait still applies
+            members[d.id] = _unsilenced(s, d, members[d.id], now)
+            if not members[d.id]:
+                continue
+        claimed.append((d, h, project, members[d.id]))
+    return claimed
+
+
+def _unsilenced(
+    s: Session, delivery: Delivery, members: list[tuple[AlertEvent, str]], now: datetime
+) -> list[tuple[AlertEvent, str]]:
+    """The members no active silence matches; the others are marked with their silence and
+    leave the delivery, which, left with none, is ``silenced`` (never sent)."""
+    kept = []
+    for event, run_name in members:
+        silence = silences.silencing(s, event, run_name, now)
+        if silence is None:
+            kept.append((event, run_name))
+            continue
+        event.silence_id = silence.id
+        s.execute(
+            delete(DeliveryEvent).where(
+                DeliveryEvent.delivery_id == delivery.id, DeliveryEvent.event_id == event.id
+            )
+        )
+    if not kept:
+        s.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery.id)
+            .values(status=SILENCED, lease_until=None)
+            .execution_options(synchronize_session=False)
+        )
+    return kept
 
 
 def _claimed(delivery_id: int, lease_until: datetime) -> ColumnElement[bool]:

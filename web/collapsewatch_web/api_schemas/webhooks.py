@@ -64,12 +64,15 @@ class WebhookCreated(WebhookPublic):
 
 class DeliveryStatus(StrEnum):
     """Where a delivery stands: due (pending, maybe after a retry delay), claimed by a sender
-    (delivering, until its lease expires), or done."""
+    (delivering, until its lease expires), or done (delivered, failed, or silenced: a silence
+    made during its group wait matched all its events)."""
 
     pending = "pending"
     delivering = "delivering"
     delivered = "delivered"
     failed = "failed"
+    #: every event it carried was silenced before it was sent: never sent
+    silenced = "silenced"
 
 
 class DeliveryAttemptPublic(BaseModel):
