@@ -273,3 +273,34 @@ def test_a_silence_made_during_the_group_wait_holds_back_the_events_it_matches(
     record(ctx, job, attempted_at=utcnow(), status="delivered", status_code=200)
     assert deliveries.claim_due(ctx, 5, lease_s=30, now=start + timedelta(minutes=5)) == []
     engine.dispose()
+
+
+def test_events_joining_a_group_while_it_is_claimed_each_go_out_exactly_once(
+    ctx: ServiceContext,
+) -> None:
+    """One writer keeps adding events to one group while a sender claims and seals it: every
+    event ends up in exactly one claimed notification (none joins a sealed one unseen)."""
+    hook(ctx)
+    written: list[str] = []
+    sent: list[str] = []
+    done = False
+
+    def write() -> None:
+        nonlocal done
+        for _ in range(60):
+            written.extend(put_events(ctx, "p", 1, run_id=RUN))
+        done = True
+
+    def send() -> None:
+        while True:
+            finished = done
+            for job in deliveries.claim_due(ctx, 10, lease_s=60):
+                sent.extend(str(e.id) for e in job.notification.events)
+                record(ctx, job, attempted_at=utcnow(), status="delivered", status_code=200)
+            if finished:
+                return
+
+    with ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(write), pool.submit(send)]:
+            future.result()
+    assert sorted(sent) == sorted(written) and len(set(sent)) == 60

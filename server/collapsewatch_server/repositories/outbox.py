@@ -6,7 +6,8 @@ Grouping: an event joins its webhook's open delivery of the same group key (one 
 claimed) or opens one, due after the group wait (:class:`GroupPolicy`). The first claim seals
 it: its members and so its body never change again, and an event raised later opens the next.
 On Postgres an event's transaction locks the open delivery it joins, so a claim sealing it
-waits for the join to commit (and a join after the seal finds it sealed and opens another).
+waits for the join to commit (and a join after the seal finds it sealed and opens another); on
+SQLite the event's transaction holds the database's write lock before it looks.
 
 The claim is what keeps several server processes from sending one delivery twice: a single
 ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING id`` marks due rows
@@ -25,11 +26,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, false, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from collapsewatch_server.repositories import silences
+from collapsewatch_server.repositories.sql import is_postgres
 from collapsewatch_server.tables import (
     AlertEvent,
     Delivery,
@@ -70,6 +72,10 @@ def enqueue(
     now = now or utcnow()
     written = 0
     run_names: dict[str, str] = {}
+    if not is_postgres(s):
+        # SQLite's lock is per database and taken at a transaction's first write: take it
+        # before reading which delivery is open, so no claim can seal it in between.
+        s.execute(update(Delivery).where(false()).values(status=Delivery.status))
     for event in events:
         if event.run_id not in run_names:
             run_names[event.run_id] = s.scalar(select(Run.name).where(Run.id == event.run_id)) or ""
