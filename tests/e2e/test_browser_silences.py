@@ -94,6 +94,11 @@ def test_a_silence_from_the_alerts_page_stops_delivery_until_deleted(
         )
         assert silenced_rows and all("relu-b1" in row for row in silenced_rows)
         assert page.inner_text("#silences-table tbody td.num") == str(len(silenced_rows))
+        # the notifications sent: relu-c's, one per family it fired in, each with its events
+        groups = page.eval_on_selector_all(
+            "#notifications-table tbody tr", "rows => rows.map(r => r.cells[2].textContent)"
+        )
+        assert "family dead_units" in groups and len(groups) == len(receiver.delivered())
 
         # the run page silences its own run (by exact name) for two hours
         again = collapse(server, "relu-d")
