@@ -45,7 +45,9 @@ SERVER_LAYERS = {
     "repositories": 2,
     "services": 3,
     **dict.fromkeys(("api", "worker", "processor"), 4),
-    **dict.fromkeys(("app", "cli", "cli_http", "cli_rules", "cli_webhooks", "__init__"), 5),
+    **dict.fromkeys(
+        ("app", "cli", "cli_http", "cli_rules", "cli_silences", "cli_webhooks", "__init__"), 5
+    ),
 }
 
 

@@ -18,6 +18,7 @@ from collapsewatch_server.api import (
     live,
     pages,
     runs,
+    silences,
     webhooks,
 )
 from collapsewatch_server.config import Settings
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live.router)
     app.include_router(alerts.router)
     app.include_router(webhooks.router)
+    app.include_router(silences.router)
     app.include_router(ingest_tokens.router)
     app.include_router(charts.router)
     app.include_router(pages.router)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server import cli_rules, cli_webhooks
+from collapsewatch_server import cli_rules, cli_silences, cli_webhooks
 
 if TYPE_CHECKING:
     from collapsewatch_server.config import Settings
@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_rules.add_parser(sub)
     cli_webhooks.add_parser(sub)
+    cli_silences.add_parser(sub)
     return parser
 
 

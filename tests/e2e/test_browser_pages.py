@@ -176,6 +176,16 @@ def test_settings_page_creates_tokens_and_a_webhook_whose_test_reaches_the_recei
         [arrival] = receiver.arrivals
         assert arrival.signature_error is None, "signed with the secret the page showed"
         assert arrival.json()["type"] == "test"
+        # the test send is in the delivery log like any delivery
+        page.click("#webhooks-rows .show-deliveries")
+        wait_until(
+            page,
+            "document.getElementById('webhook-output-title').textContent"
+            ".startsWith('Delivery log')",
+            LIVE_TIMEOUT_MS,
+        )
+        row = page.inner_text("#webhook-output-body tbody tr")
+        assert row.split("\t")[0] == "test" and "delivered" in row
 
     page.click("#tokens-rows .revoke-token")
     wait_until(page, "document.querySelector('#tokens-rows tr.disabled') !== null", 5_000)

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database
+from collapsewatch_server.webhooks.grouping import GroupPolicy
 
 
 def _nobody() -> None:
@@ -30,6 +31,15 @@ class ServiceContext:
     def stalled_after(self) -> timedelta:
         """A running run silent this long is stalled."""
         return timedelta(seconds=self.settings.stalled_after_s)
+
+    @property
+    def group_policy(self) -> GroupPolicy:
+        """How alert events are grouped into notifications."""
+        return GroupPolicy(
+            by=tuple(self.settings.notify_group_by),
+            wait=timedelta(seconds=self.settings.notify_group_wait_s),
+            interval=timedelta(seconds=self.settings.notify_group_interval_s),
+        )
 
     def run_url(self, run_id: str, step: int | None = None) -> str:
         """The dashboard page of a run, at ``step`` when given (links in alerts and webhooks)."""
