@@ -38,7 +38,6 @@ def test_web_package_never_imports_the_server_or_the_database() -> None:
 
 
 #: The server's layers, lowest first: a module imports from its own layer or a lower one.
-#: (The torch scenarios are leaving the server: not placed.)
 SERVER_LAYERS = {
     **dict.fromkeys(("config", "errors", "tables", "db", "codec", "downsample", "auth"), 0),
     **dict.fromkeys(("indicators", "alerts", "webhooks", "windows", "rollups", "migrations"), 1),
@@ -63,8 +62,6 @@ def test_server_modules_import_only_downwards() -> None:
     for path in package.rglob("*.py"):
         relative = path.relative_to(package.parent).with_suffix("")
         source = ".".join(relative.parts).removesuffix(".__init__")
-        if ".scenarios" in source:
-            continue
         for node in ast.walk(ast.parse(path.read_text())):
             targets = (
                 [a.name for a in node.names]
@@ -74,8 +71,31 @@ def test_server_modules_import_only_downwards() -> None:
                 else []
             )
             for target in targets:
-                if not target.startswith("collapsewatch_server.") or ".scenarios" in target:
+                if not target.startswith("collapsewatch_server."):
                     continue
                 if _layer(target) > _layer(source):
                     upward.append(f"{source} imports {target}")
     assert upward == []
+
+
+def test_server_never_imports_torch_or_the_demo_at_import_time() -> None:
+    """The server's Docker image has neither torch nor ``collapsewatch_demo``: no server
+    module imports them at its top level (``collapsewatch demo`` imports the scenarios inside
+    the command)."""
+    package = ROOT / "server" / "collapsewatch_server"
+    heavy = []
+    for path in package.rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            heavy += [
+                f"{path.relative_to(ROOT)} imports {n}"
+                for n in names
+                if n.split(".")[0] in ("torch", "collapsewatch_demo")
+            ]
+    assert heavy == []

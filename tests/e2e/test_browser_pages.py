@@ -189,7 +189,7 @@ def test_screenshots_of_the_demo(live_server: LiveServer, browser: Any) -> None:
     """The README's screenshots, from the demo trained through the real SDK: the dead-units
     scenario (project demo) and the complete-collapse one (project ssl), with a webhook that
     receives the alerts and an ingest token."""
-    from collapsewatch_server.scenarios import run_scenario
+    from collapsewatch_demo.scenarios import run_scenario
 
     DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with Receiver() as receiver:

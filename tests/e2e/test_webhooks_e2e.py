@@ -19,10 +19,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from collapsewatch_demo.scenarios import dead_units
 from collapsewatch_server import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database, make_engine
-from collapsewatch_server.scenarios import dead_units
 from collapsewatch_server.services.context import ServiceContext
 from tests.alert_helpers import scalar_batch
 from tests.e2e.conftest import start_server

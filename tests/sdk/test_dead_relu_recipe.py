@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
-demo = pytest.importorskip("collapsewatch_server.scenarios.dead_units")
+demo = pytest.importorskip("collapsewatch_demo.scenarios.dead_units")
 
 SEED = 0
 

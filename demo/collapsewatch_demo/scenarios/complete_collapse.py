@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from collapsewatch_server.scenarios.registry import Scenario, register
+from collapsewatch_demo.scenarios.registry import Scenario, register
 
 LATENT_DIM = 8
 IN_DIM = 32

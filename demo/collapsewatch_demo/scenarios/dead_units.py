@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from collapsewatch_server.scenarios.registry import Scenario, register
+from collapsewatch_demo.scenarios.registry import Scenario, register
 
 IN_DIM = 20
 HIDDEN = 256

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from collapsewatch_server.scenarios.registry import Scenario, register
+from collapsewatch_demo.scenarios.registry import Scenario, register
 
 V = 200
 #: Row V of the logits table is the context of the first token of a sequence.

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from collapsewatch_server.scenarios.registry import Scenario, register
+from collapsewatch_demo.scenarios.registry import Scenario, register
 
 CLASSES = 5
 IN_DIM = 10

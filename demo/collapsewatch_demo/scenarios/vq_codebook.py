@@ -1,7 +1,7 @@
 """Scenario ``vq_codebook`` (family 6): a VQ-VAE whose codebook collapses, and SimVQ's fix.
 
 Recipe (INDICATORS.md, family 6): a VQ-VAE on the 32-D synthetic data of family 3 (an 8-D
-manifold in 32-D, :class:`~collapsewatch_server.scenarios.complete_collapse.Manifold`; made
+manifold in 32-D, :class:`~collapsewatch_demo.scenarios.complete_collapse.Manifold`; made
 here, nothing is downloaded): encoder 32-128 (ReLU) -16, one 16-D code per input from K = 256
 codes, decoder 16-128 (ReLU) -32; nearest code by Euclidean distance, straight-through
 gradients, loss ``MSE(x_hat, x) + MSE(q, sg(z)) + 0.25 MSE(z, sg(q))``; Adam lr 1e-3, batch 128,
@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from collapsewatch_server.scenarios.complete_collapse import IN_DIM, TASK_SEED, Manifold
-from collapsewatch_server.scenarios.registry import Scenario, register
+from collapsewatch_demo.scenarios.complete_collapse import IN_DIM, TASK_SEED, Manifold
+from collapsewatch_demo.scenarios.registry import Scenario, register
 
 CODES = 256
 CODE_DIM = 16

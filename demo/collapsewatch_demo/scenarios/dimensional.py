@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from collapsewatch_server.scenarios.complete_collapse import (
+from collapsewatch_demo.scenarios.complete_collapse import (
     EMBED,
     HIDDEN,
     IN_DIM,
@@ -42,7 +42,7 @@ from collapsewatch_server.scenarios.complete_collapse import (
     Manifold,
     augment,
 )
-from collapsewatch_server.scenarios.registry import Scenario, register
+from collapsewatch_demo.scenarios.registry import Scenario, register
 
 BATCH_SIZE = 256
 STEPS = 400

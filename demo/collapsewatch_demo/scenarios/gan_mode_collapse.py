@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from collapsewatch_server.scenarios.registry import Scenario, register
+from collapsewatch_demo.scenarios.registry import Scenario, register
 
 MODES = 8
 RADIUS = 2.0

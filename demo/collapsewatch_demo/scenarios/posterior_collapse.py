@@ -1,7 +1,7 @@
 """Scenario ``posterior_collapse`` (family 7): a Gaussian VAE whose latents go unused.
 
 Recipe (INDICATORS.md, family 7): a VAE on the 32-D synthetic data of family 3 (an 8-D
-manifold in 32-D, :class:`~collapsewatch_server.scenarios.complete_collapse.Manifold`; made
+manifold in 32-D, :class:`~collapsewatch_demo.scenarios.complete_collapse.Manifold`; made
 here, nothing is downloaded): encoder 32-128 (ReLU) -(2 x 16) giving mu and log-variance,
 decoder 16-128 (ReLU) -32 giving the mean of a Gaussian of fixed observation variance
 sigma^2; loss per input ``||x - x_hat||^2 / (2 sigma^2) + KL(q(z|x) || N(0, I))`` (the negative
@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from collapsewatch_server.scenarios.complete_collapse import IN_DIM, TASK_SEED, Manifold
-from collapsewatch_server.scenarios.registry import Scenario, register
+from collapsewatch_demo.scenarios.complete_collapse import IN_DIM, TASK_SEED, Manifold
+from collapsewatch_demo.scenarios.registry import Scenario, register
 
 LATENT = 16
 HIDDEN = 128

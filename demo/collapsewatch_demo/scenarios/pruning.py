@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from collapsewatch_server.scenarios.registry import Scenario, register
+from collapsewatch_demo.scenarios.registry import Scenario, register
 
 IN_DIM = 32
 CLASSES = 10

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from collapsewatch_server.scenarios.registry import Scenario, register
+from collapsewatch_demo.scenarios.registry import Scenario, register
 
 VOCAB = 32
 SEQ_LEN = 32

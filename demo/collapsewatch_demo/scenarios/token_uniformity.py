@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from collapsewatch_server.scenarios.registry import Scenario, register
+from collapsewatch_demo.scenarios.registry import Scenario, register
 
 DEPTH = 24
 D_MODEL = 64
