@@ -86,7 +86,7 @@ class BackgroundServer:
         self.thread.join(timeout=10)
 
 
-def _scenarios() -> tuple[dict[str, Any], Callable[..., list[dict[str, Any]]]]:
+def _scenarios() -> tuple[dict[str, Any], Callable[..., list[Any]]]:
     """The demo's scenarios and their runner, imported here, never at the top: they live in
     ``collapsewatch_demo`` and train with torch, which the server (and its Docker image) does
     not need. ``pip install "collapsewatch[demo]"`` (what ``make run`` does) brings both."""
@@ -122,7 +122,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         sys.exit(f"collapsewatch: unknown scenario {args.scenario!r}; known: {known}")
     results = run_scenario(args.scenario, server_url, project=args.project, token=args.token)
     for result in results:
-        print(f"collapsewatch: run page {server_url}/runs/{result['run_id']}", flush=True)
+        print(f"collapsewatch: run page {server_url}/runs/{result.run_id}", flush=True)
     if background is not None:
         if args.exit:
             background.stop()

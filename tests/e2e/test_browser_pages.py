@@ -198,7 +198,7 @@ def test_screenshots_of_the_demo(live_server: LiveServer, browser: Any) -> None:
         assert r.status_code == 201, r.text
         runs = run_scenario("dead_units", live_server.url, project="demo", log=lambda _: None)
         run_scenario("complete_collapse", live_server.url, project="ssl", log=lambda _: None)
-        collapsed, control = (str(r["run_id"]) for r in runs)
+        collapsed, control = (str(r.run_id) for r in runs)
         httpx.post(f"{live_server.url}/api/v1/projects/demo/tokens", json={"name": "gpu-cluster"})
         deadline = time.monotonic() + 10
         while not receiver.arrivals and time.monotonic() < deadline:

@@ -1,13 +1,14 @@
 """Scenario ``attention_entropy`` (family 5): a post-LN transformer trained too hard collapses
 its attention onto single keys; with a small learning rate and warm-up it does not.
 
-Recipe (INDICATORS.md, family 5): a 2-layer post-LN causal transformer (``nn.TransformerEncoder``
-of ``nn.TransformerEncoderLayer(norm_first=False)``, d = 64, 4 heads, feed-forward 128, no
-dropout, learned positions) as a language model of a random bigram chain (V = 32 tokens, each
-token's successor drawn from a fixed random distribution, a softmax of 2 x Gaussian logits;
-sequences of T = 32, batch 32; made here), cross-entropy, Adam betas (0.9, 0.98), 200 steps
-(the recipe's 400 add nothing: the collapse is complete by step ~40 and the control is flat
-from step ~120; seed 0 over 400 steps read the same: collapse 0.003 at the end, control >= 0.74).
+Recipe (family 5 of docs/indicators.md): a 2-layer post-LN causal transformer
+(``nn.TransformerEncoder`` of ``nn.TransformerEncoderLayer(norm_first=False)``, d = 64, 4 heads,
+feed-forward 128, no dropout, learned positions) as a language model of a random bigram chain (V
+= 32 tokens, each token's successor drawn from a fixed random distribution, a softmax of 2 x
+Gaussian logits; sequences of T = 32, batch 32; made here), cross-entropy, Adam betas (0.9,
+0.98), 200 steps (the recipe's 400 add nothing: the collapse is complete by step ~40 and the
+control is flat from step ~120; seed 0 over 400 steps read the same: collapse 0.003 at the end,
+control >= 0.74).
 
 Values of ``attention_entropy`` (the SDK's, sampled every 5 steps) on
 ``encoder.layers.0.self_attn`` / ``...1.self_attn``, seeds 0-4:
@@ -33,14 +34,13 @@ shared 2-core machine); the attention statistics cost about 1.5 ms per layer per
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from collapsewatch_demo.harness import Batch, Recipe, Setup
 from collapsewatch_demo.scenarios.registry import Scenario, register
 
 VOCAB = 32
@@ -50,12 +50,8 @@ HEADS = 4
 FEEDFORWARD = 128
 LAYERS = 2
 BATCH_SIZE = 32
-STEPS = 200
-BETAS = (0.9, 0.98)
 #: Fixes the bigram chain, the same for every run and seed.
 TASK_SEED = 500
-DEMO_EVERY = 5
-RUNS = ("post-ln-lr3e-2", "post-ln-lr1e-3-warmup")
 
 
 def bigram_chain() -> torch.Tensor:
@@ -92,117 +88,58 @@ class CausalLM(nn.Module):
         return self.head(self.encoder(h, mask=self.mask, is_causal=True))
 
 
-@torch.no_grad()
-def attention_entropies(model: CausalLM, tokens: torch.Tensor) -> list[float]:
-    """Brute force, independent of the SDK: per layer, the mean over heads and queries (2+
-    visible keys) of the normalised entropy, from ``need_weights=True`` probabilities."""
-    out = []
-    h = model.embed(tokens) + model.pos.weight[: tokens.shape[1]]
-    visible = torch.arange(1, tokens.shape[1] + 1, dtype=torch.float64)  # query i sees i + 1
-    for layer in model.encoder.layers:
-        _, probs = layer.self_attn(
-            h, h, h, attn_mask=model.mask, need_weights=True, average_attn_weights=False
-        )
-        ent = -torch.special.xlogy(probs, probs).double().sum(-1)  # [batch, heads, queries]
-        out.append(float((ent[..., 1:] / visible[1:].log()).mean()))
-        h = layer(h, src_mask=model.mask, is_causal=True)
-    return out
+@dataclass(frozen=True)
+class PostLNLanguageModel(Recipe):
+    """:class:`CausalLM` on the bigram chain, Adam betas (0.9, 0.98) at ``lr`` ramped up
+    linearly over ``warmup`` steps, cross-entropy, batch 32."""
 
+    family: ClassVar[str] = "attention"
+    lr: float = 1e-3
+    warmup: int = 50
+    steps: int = 200
+    chain: ClassVar[torch.Tensor] = bigram_chain()
 
-def train_lm(
-    *,
-    lr: float,
-    warmup: int,
-    run: str,
-    project: str = "demo",
-    server: str | None = None,
-    token: str | None = None,
-    seed: int = 0,
-    steps: int = STEPS,
-    every: int | None = DEMO_EVERY,
-    http_client: Any = None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """Train one run under collapsewatch and return its summary (run id, entropies, loss)."""
-    import collapsewatch
-
-    started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    def build(self) -> Setup:
         model = CausalLM()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=BETAS)
-    ramp = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
-    )
-    criterion = nn.CrossEntropyLoss()
-    config = {
-        "recipe": "post-LN causal LM on a bigram chain",
-        "model": f"{LAYERS} x TransformerEncoderLayer d={D_MODEL} heads={HEADS} post-LN",
-        "lr": lr,
-        "warmup": warmup,
-        "betas": list(BETAS),
-        "steps": steps,
-        "batch_size": BATCH_SIZE,
-        "seed": seed,
-    }
-    monitor = collapsewatch.watch(
-        model,
-        optimizer=optimizer,
-        criterion=criterion,
-        project=project,
-        run=run,
-        server=server,
-        token=token,
-        every=every,
-        config=config,
-        http_client=http_client,
-    )
-    chain, g = bigram_chain(), torch.Generator().manual_seed(seed + 1)
-    data = sample(chain, steps * BATCH_SIZE, g)  # drawn at once: the loop is the training
-    loss = torch.tensor(math.nan)
-    for batch in data.split(BATCH_SIZE):
-        logits = model(batch[:, :-1])
-        loss = criterion(logits.reshape(-1, VOCAB), batch[:, 1:].reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        ramp.step()
-    monitor.finish()
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr, betas=(0.9, 0.98))
+        warmup = self.warmup
+        ramp = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+        )
+        heldout = sample(self.chain, 64, torch.Generator().manual_seed(TASK_SEED + 1))[:, :-1]
+        return Setup(model, opt, nn.CrossEntropyLoss(), heldout, scheduler=ramp)
 
-    entropies = attention_entropies(model, sample(chain, 64, g)[:, :-1])
-    summary: dict[str, Any] = {
-        "run": run,
-        "run_id": str(monitor.run_id),
-        "lr": lr,
-        "warmup": warmup,
-        "seed": seed,
-        "final_loss": loss.item(),
-        "attention_entropy": entropies,
-        "seconds": time.perf_counter() - started,
-        "sdk": monitor.stats,
-    }
-    log(
-        f"{run}: lr {lr:g}, warm-up {warmup}, {steps} steps, final loss "
-        f"{summary['final_loss']:.3f}, attention entropy per layer "
-        + ", ".join(f"{e:.3f}" for e in entropies)
-        + f" ({summary['seconds']:.1f}s, run id {summary['run_id']})"
-    )
-    return summary
+    def batch(self, step: int, generator: torch.Generator) -> Batch:
+        """Unused: the whole run's sequences are drawn at once (:meth:`train_step`)."""
+        return ()
+
+    def train_step(
+        self, setup: Setup, step: int, generator: torch.Generator, monitor: Any
+    ) -> float:
+        if step == 0:  # drawn at once from seed + 1, as the scenario was calibrated
+            data = sample(
+                self.chain, self.steps * BATCH_SIZE, torch.Generator().manual_seed(self.seed + 1)
+            )
+            setup.parts["batches"] = data.split(BATCH_SIZE)
+        tokens = setup.parts["batches"][step]
+        logits = setup.model(tokens[:, :-1])
+        return self.optimise(
+            setup, setup.criterion(logits.reshape(-1, VOCAB), tokens[:, 1:].reshape(-1))
+        )
 
 
 register(
     Scenario(
         name="attention_entropy",
-        family="attention",
         summary="A 2-layer post-LN causal transformer on a bigram chain: at lr 3e-2 without "
         "warm-up the attention entropy falls from 0.86 to ~0.01 within 40 steps; at lr 1e-3 "
         "with warm-up it stays at 0.7-0.9.",
-        train=train_lm,
-        collapse={"lr": 3e-2, "warmup": 0},
-        control={"lr": 1e-3, "warmup": 50},
+        collapse=PostLNLanguageModel(lr=3e-2, warmup=0),
+        control=PostLNLanguageModel(lr=1e-3, warmup=50),
         indicator="attention_entropy",
         probe="encoder.layers.0.self_attn",
-        runs=RUNS,
+        runs=("post-ln-lr3e-2", "post-ln-lr1e-3-warmup"),
+        every=5,
         fast=True,
         also_fires=("encoder.layers.1.self_attn",),
     )
