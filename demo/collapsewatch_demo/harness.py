@@ -75,8 +75,10 @@ class Recipe(ABC):
     @abstractmethod
     def build(self) -> Setup: ...
 
-    @abstractmethod
-    def batch(self, step: int, generator: torch.Generator) -> Batch: ...
+    def batch(self, step: int, generator: torch.Generator) -> Batch:
+        """The batch of ``step``, drawn from ``generator``. A recipe whose data are not drawn
+        batch by batch (epochs over a fixed set, generations) overrides :meth:`train_step`."""
+        raise NotImplementedError(f"{type(self).__name__}: override batch() or train_step()")
 
     def reference(self) -> Reference:
         """The brute-force truth :func:`train` computes (the validation suite's recipes);

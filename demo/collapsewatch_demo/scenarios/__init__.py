@@ -5,9 +5,16 @@ from collapsewatch_demo.scenarios import (
     attention_entropy,
     complete_collapse,
     dead_units,
+    dimensional,
+    gan_mode_collapse,
     model_collapse,
+    moe_routing,
+    neural_collapse,
+    posterior_collapse,
+    pruning,
     state_collapse,
     token_uniformity,
+    vq_codebook,
 )
 from collapsewatch_demo.scenarios.registry import SCENARIOS, Scenario, register, run_scenario
 
@@ -17,9 +24,16 @@ __all__ = [
     "attention_entropy",
     "complete_collapse",
     "dead_units",
+    "dimensional",
+    "gan_mode_collapse",
     "model_collapse",
+    "moe_routing",
+    "neural_collapse",
+    "posterior_collapse",
+    "pruning",
     "register",
     "run_scenario",
     "state_collapse",
     "token_uniformity",
+    "vq_codebook",
 ]

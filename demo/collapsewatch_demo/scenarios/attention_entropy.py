@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from collapsewatch_demo.harness import Batch, Recipe, Setup
+from collapsewatch_demo.harness import Recipe, Setup
 from collapsewatch_demo.scenarios.registry import Scenario, register
 
 VOCAB = 32
@@ -108,10 +108,6 @@ class PostLNLanguageModel(Recipe):
         )
         heldout = sample(self.chain, 64, torch.Generator().manual_seed(TASK_SEED + 1))[:, :-1]
         return Setup(model, opt, nn.CrossEntropyLoss(), heldout, scheduler=ramp)
-
-    def batch(self, step: int, generator: torch.Generator) -> Batch:
-        """Unused: the whole run's sequences are drawn at once (:meth:`train_step`)."""
-        return ()
 
     def train_step(
         self, setup: Setup, step: int, generator: torch.Generator, monitor: Any

@@ -36,6 +36,9 @@ from collapsewatch_demo.scenarios.registry import Scenario, register
 IN_DIM = 32
 HIDDEN = 256
 EMBED = 64
+#: The inputs of the manifold scenarios (also dimensional, posterior, codebook): 8-D codes,
+#: fixed by their task seed, the same for every run and seed.
+MANIFOLD = Manifold(8, IN_DIM, task_seed=1234, spread=1.0)
 
 
 class SimSiam(nn.Module):
@@ -68,7 +71,7 @@ class SimSiamManifold(TwoViews):
     family: ClassVar[str] = "complete"
     stop_grad: bool = True
     steps: int = 600
-    data: ClassVar[Manifold] = Manifold(8, IN_DIM, task_seed=1234, spread=1.0)
+    data: ClassVar[Manifold] = MANIFOLD
 
     def build(self) -> Setup:
         model = SimSiam()

@@ -1,9 +1,9 @@
 """Scenario ``dimensional`` (family 2): VICReg without its covariance term, and a control.
 
-No recipe in INDICATORS.md, so this one follows the VICReg paper's ablation: the variance term
-alone keeps every embedding dimension's std at 1 (no complete collapse), but without the
-covariance term nothing stops all dimensions from carrying the same few directions, and the
-embedding collapses into a handful of dimensions.
+No recipe in the indicator catalogue (docs/indicators.md), so this one follows the VICReg
+paper's ablation: the variance term alone keeps every embedding dimension's std at 1 (no
+complete collapse), but without the covariance term nothing stops all dimensions from carrying
+the same few directions, and the embedding collapses into a handful of dimensions.
 
 Same data, views and encoder as ``complete_collapse`` (8-D manifold in 32-D, 30% masking plus
 noise; encoder 32-256 (BatchNorm, ReLU) -64, probe ``encoder.fc2``), no predictor, the VICReg
@@ -17,41 +17,31 @@ loss 25 invariance + 25 variance + nu covariance, SGD lr 0.05 with momentum 0.9,
 - Control: nu = 1 (VICReg as published): the ratio dips to 0.16-0.33 in the first steps and
   climbs to 0.41.
 
-The loss is a plain function, handed to ``monitor.step(loss=...)``. Each run trains in about
+The loss is an ``nn.Module`` criterion, so the SDK's hook sees it. Each run trains in about
 2 s on one CPU thread plus what the SDK costs.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from collapsewatch_demo.scenarios.complete_collapse import (
-    EMBED,
-    HIDDEN,
-    IN_DIM,
-    LR,
-    MOMENTUM,
-    Manifold,
-    augment,
-)
+from collapsewatch_demo import reference
+from collapsewatch_demo.data import Manifold, augment
+from collapsewatch_demo.harness import Batch, Setup, TwoViews
+from collapsewatch_demo.scenarios.complete_collapse import EMBED, HIDDEN, IN_DIM, MANIFOLD
 from collapsewatch_demo.scenarios.registry import Scenario, register
 
-BATCH_SIZE = 256
-STEPS = 400
 INVARIANCE, VARIANCE = 25.0, 25.0
-DEMO_EVERY = 5
-RUNS = ("vicreg-no-covariance", "vicreg")
 
 
 def encoder() -> nn.Module:
+    """``complete_collapse``'s encoder (32-256(BN)-64, as ``encoder``), without a predictor."""
     return nn.Sequential(
         OrderedDict(
             encoder=nn.Sequential(
@@ -66,115 +56,66 @@ def encoder() -> nn.Module:
     )
 
 
-def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, covariance: float) -> torch.Tensor:
-    """VICReg: invariance (MSE between views), variance hinge per dim, covariance off-diagonal."""
+class VICRegLoss(nn.Module):
+    """VICReg: invariance (MSE between views), variance hinge per dim and, weighted by
+    ``covariance``, the off-diagonal covariance."""
 
-    def variance(z: torch.Tensor) -> torch.Tensor:
-        return F.relu(1 - torch.sqrt(z.var(0) + 1e-4)).mean()
+    def __init__(self, covariance: float) -> None:
+        super().__init__()
+        self.covariance = covariance
 
-    def off_diagonal(z: torch.Tensor) -> torch.Tensor:
-        z = z - z.mean(0)
-        c = z.T @ z / (z.shape[0] - 1)
-        return (c.pow(2).sum() - c.diagonal().pow(2).sum()) / z.shape[1]
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        def variance(z: torch.Tensor) -> torch.Tensor:
+            return F.relu(1 - torch.sqrt(z.var(0) + 1e-4)).mean()
 
-    loss = INVARIANCE * F.mse_loss(z1, z2) + VARIANCE * (variance(z1) + variance(z2))
-    if covariance:
-        loss = loss + covariance * (off_diagonal(z1) + off_diagonal(z2))
-    return loss
+        def off_diagonal(z: torch.Tensor) -> torch.Tensor:
+            z = z - z.mean(0)
+            c = z.T @ z / (z.shape[0] - 1)
+            return (c.pow(2).sum() - c.diagonal().pow(2).sum()) / z.shape[1]
 
-
-@torch.no_grad()
-def embedding_rank(model: nn.Module, seed: int = 4321) -> float:
-    """Brute force on 4096 fresh inputs: covariance effective rank / width of the embedding."""
-    z = model(Manifold().sample(4096, torch.Generator().manual_seed(seed))).double()
-    lam = torch.linalg.eigvalsh(torch.cov(z.T)).clamp_min(0)
-    p = lam[lam > 0] / lam.sum()
-    return math.exp(-float((p * p.log()).sum())) / z.shape[1]
+        loss = INVARIANCE * F.mse_loss(z1, z2) + VARIANCE * (variance(z1) + variance(z2))
+        if self.covariance:
+            loss = loss + self.covariance * (off_diagonal(z1) + off_diagonal(z2))
+        return loss
 
 
-def train_vicreg(
-    *,
-    covariance: float,
-    run: str,
-    project: str = "demo",
-    server: str | None = None,
-    token: str | None = None,
-    seed: int = 0,
-    steps: int = STEPS,
-    every: int | None = DEMO_EVERY,
-    http_client: Any = None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """Train one run under collapsewatch and return its summary."""
-    import collapsewatch
+@dataclass(frozen=True)
+class VICRegManifold(TwoViews):
+    """VICReg on the 8-D manifold, SGD 0.05 with momentum 0.9, batch 256; ``covariance`` is
+    the weight of the covariance term (0: the collapse)."""
 
-    started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    family: ClassVar[str] = "dimensional"
+    covariance: float = 1.0
+    steps: int = 400
+    data: ClassVar[Manifold] = MANIFOLD
+
+    def build(self) -> Setup:
         model = encoder()
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    config = {
-        "recipe": "vicreg",
-        "covariance_weight": covariance,
-        "model": f"encoder {IN_DIM}-{HIDDEN}(BN)-{EMBED}",
-        "lr": LR,
-        "steps": steps,
-        "batch_size": BATCH_SIZE,
-        "seed": seed,
-    }
-    monitor = collapsewatch.watch(
-        model,
-        optimizer=optimizer,
-        project=project,
-        run=run,
-        server=server,
-        token=token,
-        every=every,
-        config=config,
-        http_client=http_client,
-    )
-    data, g = Manifold(), torch.Generator().manual_seed(seed)
-    loss = torch.tensor(math.nan)
-    for _ in range(steps):
-        x = data.sample(BATCH_SIZE, g)
-        loss = vicreg_loss(model(augment(x, g)), model(augment(x, g)), covariance)
-        optimizer.zero_grad()
-        loss.backward()
-        monitor.step(loss=loss)  # a plain function: the SDK cannot hook it
-        optimizer.step()
-    monitor.finish()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        heldout = self.heldout_view(self.data.heldout())
+        return Setup(model, opt, VICRegLoss(self.covariance), heldout)
 
-    summary: dict[str, Any] = {
-        "run": run,
-        "run_id": str(monitor.run_id),
-        "covariance_weight": covariance,
-        "seed": seed,
-        "final_loss": loss.item(),
-        "effective_rank_ratio": embedding_rank(model),
-        "seconds": time.perf_counter() - started,
-        "sdk": monitor.stats,
-    }
-    log(
-        f"{run}: covariance weight {covariance:g}, {steps} steps, final loss"
-        f" {summary['final_loss']:.2f}, embedding effective rank / width"
-        f" {summary['effective_rank_ratio']:.3f} ({summary['seconds']:.1f}s,"
-        f" run id {summary['run_id']})"
-    )
-    return summary
+    def view(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment(x, generator)
+
+    def batch(self, step: int, generator: torch.Generator) -> Batch:
+        return self.views(self.data.sample(256, generator), generator)
+
+    def reference(self) -> reference.Reference:
+        return reference.dimensional("encoder.fc2")
 
 
 register(
     Scenario(
         name="dimensional",
-        family="dimensional",
         summary="VICReg on an 8-D manifold in 32-D: without the covariance term the 64-D "
         "embedding collapses to ~1 effective dimension (ratio 0.40 -> 0.02) while its variance "
         "stays; with it the ratio stays ~0.4.",
-        train=train_vicreg,
-        collapse={"covariance": 0.0},
-        control={"covariance": 1.0},
+        collapse=VICRegManifold(covariance=0.0),
+        control=VICRegManifold(covariance=1.0),
         indicator="effective_rank_ratio",
         probe="encoder.fc2",
-        runs=RUNS,
+        runs=("vicreg-no-covariance", "vicreg"),
+        every=5,
     )
 )

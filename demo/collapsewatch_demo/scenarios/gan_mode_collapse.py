@@ -1,7 +1,7 @@
 """Scenario ``gan_mode_collapse`` (family 12): a GAN on a ring of 8 Gaussians that collapses
 onto one mode, and a control whose discriminator sees the batch's spread.
 
-Recipe (INDICATORS.md, family 12): 8 Gaussians (std 0.02) evenly on a circle of radius 2 (made
+Recipe (docs/indicators.md, family 12): 8 Gaussians (std 0.02) evenly on a circle of radius 2 (made
 here, nothing is downloaded); z ~ N(0, I_2); generator and discriminator MLPs with two hidden
 layers of 128 (ReLU); the non-saturating GAN loss; Adam with beta1 0.5, lr 2e-3 for G and 2e-4
 for D (a generator ten times faster than its critic); batch 256. The generator is watched
@@ -35,15 +35,15 @@ in ``make validate``.
 from __future__ import annotations
 
 import math
-import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from collapsewatch_demo.harness import Recipe, Setup
 from collapsewatch_demo.scenarios.registry import Scenario, register
 
 MODES = 8
@@ -51,17 +51,11 @@ RADIUS = 2.0
 MODE_STD = 0.02
 Z_DIM = 2
 HIDDEN = 128
-LR_G = 2e-3
-LR_D = 2e-4
-BETAS = (0.5, 0.999)
 BATCH_SIZE = 256
-STEPS = 2000
 LOG_EVERY = 50
 LOG_SAMPLES = 512
 #: A generated sample within this distance of a centre (10 standard deviations) is on that mode.
 MODE_RADIUS = 0.2
-DEMO_EVERY = 25
-RUNS = ("gan-plain", "gan-minibatch-std")
 PROBE = "generator"
 CENTRES = torch.tensor(
     [
@@ -111,73 +105,42 @@ def modes_covered(samples: torch.Tensor) -> int:
     return int((counts >= 0.01 * samples.shape[0]).sum())
 
 
-def diversity_ratio(fake: torch.Tensor, real: torch.Tensor) -> float:
-    """Brute force: mean pairwise distance of the generated over the real samples."""
-    return float(torch.pdist(fake).mean() / torch.pdist(real).mean())
+@dataclass(frozen=True)
+class RingGAN(Recipe):
+    """A GAN on the ring (the generator watched, with its non-saturating loss as the
+    criterion), Adam betas (0.5, 0.999): G at 2e-3, ten times D's 2e-4; batch 256. Every
+    ``LOG_EVERY`` steps and after the last, 512 samples go to ``log_samples`` beside real ones,
+    and the modes they cover to ``log_scalar("eval.modes")``."""
 
+    family: ClassVar[str] = "generative"
+    loggers: ClassVar[tuple[str, ...]] = ("log_samples", "log_scalar")
+    minibatch_std: bool = False
+    steps: int = 2000
 
-def train_gan(
-    *,
-    minibatch_std: bool,
-    run: str,
-    project: str = "demo",
-    server: str | None = None,
-    token: str | None = None,
-    seed: int = 0,
-    steps: int = STEPS,
-    every: int | None = DEMO_EVERY,
-    http_client: Any = None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """Train one GAN under collapsewatch (the generator watched); returns its summary."""
-    import collapsewatch
+    def build(self) -> Setup:
+        gen, disc = mlp(Z_DIM, 2), Discriminator(self.minibatch_std)
+        opt_g = torch.optim.Adam(gen.parameters(), lr=2e-3, betas=(0.5, 0.999))
+        parts = {
+            "disc": disc,
+            "opt_d": torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999)),
+            # the stream the scenario was calibrated on (GANs are sensitive to it)
+            "g": torch.Generator().manual_seed(1000 + self.seed),
+        }
+        heldout = torch.randn(LOG_SAMPLES, Z_DIM)
+        return Setup(gen, opt_g, nn.BCEWithLogitsLoss(), heldout, parts=parts)
 
-    started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen, disc = mlp(Z_DIM, 2), Discriminator(minibatch_std)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=LR_G, betas=BETAS)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=LR_D, betas=BETAS)
-    criterion = nn.BCEWithLogitsLoss()  # the generator's loss: the criterion the SDK hooks
-    config = {
-        "recipe": "ring of 8 Gaussians",
-        "minibatch_std": minibatch_std,
-        "model": f"G and D: 2 x {HIDDEN} ReLU MLPs, z dim {Z_DIM}",
-        "lr_g": LR_G,
-        "lr_d": LR_D,
-        "betas": list(BETAS),
-        "steps": steps,
-        "batch_size": BATCH_SIZE,
-        "seed": seed,
-    }
-    monitor = collapsewatch.watch(
-        gen,
-        optimizer=opt_g,
-        criterion=criterion,
-        project=project,
-        run=run,
-        server=server,
-        token=token,
-        every=every,
-        config=config,
-        http_client=http_client,
-    )
-    g = torch.Generator().manual_seed(1000 + seed)
-    ones, zeros = torch.ones(BATCH_SIZE, 1), torch.zeros(BATCH_SIZE, 1)
-    history: list[tuple[int, float, int]] = []
-
-    def check(step: int) -> None:
-        with torch.no_grad():
-            fake = gen(torch.randn(4 * LOG_SAMPLES, Z_DIM, generator=g))
-            real = ring(LOG_SAMPLES, g)
-            monitor.log_samples(PROBE, fake[:LOG_SAMPLES], reference=real)
-            modes = modes_covered(fake)
-            monitor.log_scalar("eval.modes", modes)
-            history.append((step, diversity_ratio(fake[:LOG_SAMPLES], real), modes))
-
-    for step in range(steps):
+    def train_step(
+        self, setup: Setup, step: int, generator: torch.Generator, monitor: Any
+    ) -> float:
+        gen, disc, opt_d, g = (
+            setup.model,
+            setup.parts["disc"],
+            setup.parts["opt_d"],
+            setup.parts["g"],
+        )
         if step % LOG_EVERY == 0:
-            check(step)
+            self.check(gen, g, monitor)
+        ones, zeros = torch.ones(BATCH_SIZE, 1), torch.zeros(BATCH_SIZE, 1)
         real = ring(BATCH_SIZE, g)
         fake = gen(torch.randn(BATCH_SIZE, Z_DIM, generator=g))
         loss_d = F.binary_cross_entropy_with_logits(
@@ -186,47 +149,29 @@ def train_gan(
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()
-        loss_g = criterion(disc(fake), ones)  # non-saturating: fakes labelled real
-        opt_g.zero_grad()
-        loss_g.backward()
-        opt_g.step()
-    check(steps)
-    monitor.finish()
+        loss = self.optimise(setup, setup.criterion(disc(fake), ones))  # fakes labelled real
+        if step == self.steps - 1:
+            self.check(gen, g, monitor)
+        return loss
 
-    late = [ratio for step, ratio, _ in history if step >= steps // 2]
-    summary: dict[str, Any] = {
-        "run": run,
-        "run_id": str(monitor.run_id),
-        "minibatch_std": minibatch_std,
-        "seed": seed,
-        "diversity_ratio": history[-1][1],
-        "modes": history[-1][2],
-        "late_ratio_range": (min(late), max(late)),
-        "history": history,
-        "seconds": time.perf_counter() - started,
-        "sdk": monitor.stats,
-    }
-    log(
-        f"{run}: minibatch-std {minibatch_std}, {steps} steps, {summary['modes']} of {MODES}"
-        f" modes, diversity ratio {summary['diversity_ratio']:.2f} (second half"
-        f" {min(late):.2f}-{max(late):.2f}) ({summary['seconds']:.1f}s,"
-        f" run id {summary['run_id']})"
-    )
-    return summary
+    @staticmethod
+    @torch.no_grad()
+    def check(gen: nn.Module, g: torch.Generator, monitor: Any) -> None:
+        fake = gen(torch.randn(4 * LOG_SAMPLES, Z_DIM, generator=g))
+        monitor.log_samples(PROBE, fake[:LOG_SAMPLES], reference=ring(LOG_SAMPLES, g))
+        monitor.log_scalar("eval.modes", modes_covered(fake))
 
 
 register(
     Scenario(
         name="gan_mode_collapse",
-        family="generative",
         summary="GAN on a ring of 8 Gaussians, G 10x faster than D: the plain GAN sits on one "
         "mode (diversity ratio ~0.2); a minibatch-std feature in D covers all 8 (ratio ~1.0).",
-        train=train_gan,
-        collapse={"minibatch_std": False},
-        control={"minibatch_std": True},
+        collapse=RingGAN(minibatch_std=False),
+        control=RingGAN(minibatch_std=True),
         indicator="samples_diversity_ratio",
         probe=PROBE,
-        runs=RUNS,
-        fast=False,
+        runs=("gan-plain", "gan-minibatch-std"),
+        every=25,
     )
 )

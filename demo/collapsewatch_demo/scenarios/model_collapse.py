@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from collapsewatch_demo.harness import Batch, Recipe, Setup
+from collapsewatch_demo.harness import Recipe, Setup
 from collapsewatch_demo.scenarios.registry import Scenario, register
 
 V = 200
@@ -147,10 +147,6 @@ class SelfConsumingBigrams(Recipe):
         opt = torch.optim.Adam(model.parameters(), lr=0.1)
         parts = {"real": real, "data": [real], "val_next": val_next}
         return Setup(model, opt, nn.CrossEntropyLoss(), val_ctx, parts=parts)
-
-    def batch(self, step: int, generator: torch.Generator) -> Batch:
-        """Unused: a generation trains full-batch on its data (:meth:`train_step`)."""
-        return ()
 
     def train_step(
         self, setup: Setup, step: int, generator: torch.Generator, monitor: Any

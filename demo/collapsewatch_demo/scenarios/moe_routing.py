@@ -1,7 +1,7 @@
 """Scenario ``moe_routing`` (family 8): a top-1 mixture of experts whose router collapses onto
 one expert, and a control kept balanced by the auxiliary loss.
 
-Recipe (INDICATORS.md, family 8): 10 overlapping Gaussian classes in 16-D (centres drawn once
+Recipe (docs/indicators.md, family 8): 10 overlapping Gaussian classes in 16-D (centres drawn once
 from N(0, 2^2), noise std 2; made here, nothing is downloaded). Model: ``embed`` Linear 16-64
 and LayerNorm (the router sees a normalised input, as in a pre-LN transformer block), a Switch
 layer of 8 experts (FFN 64-64-64 with ReLU, weights stacked in one tensor) routed top-1 by the
@@ -20,18 +20,17 @@ cross-entropy; the router logits go to ``monitor.log_routing("moe", logits)``.
   auxiliary loss brings it back: hence the dead-expert rule's 500-step warm-up. No routing
   alert fires on any of the 16 seeds.
 
-Adjusted from INDICATORS.md (which fixed neither the noise nor the layout). With noise std 1
-(separable classes) the collapse is seed-dependent: lowest entropy 0.12-0.82 (seeds 0-3), one
-seed never below 0.8. The control's coefficient 0.01 (Switch's default) holds the balance only while
-the task loss is large: here it lets the router collapse too (noise 2: lowest entropy
-0.26-0.65, seeds 0-3); 0.03 holds it narrowly (0.58-0.90); 0.1, the top of Switch's sweep,
-with a margin. This toy has one MoE layer that carries the whole computation, so the task pulls
-on its router harder than on one of the many layers of a language model. A skip around the
-experts (``h + gate * expert(h)``) lets 0.01 hold, but then the collapse misses 0.5 on one seed
-of four. Without the LayerNorm (ReLU features share a direction, which favours one expert) the
-router starts unbalanced (noise 1: entropy 0.51-0.90 at step 0) and even with an auxiliary
-loss of 0.05 stays below 0.5 for up to ~200 steps (seeds 0-7): hence the entropy rule's
-200-step warm-up.
+Adjusted from the catalogue's recipe (which fixed neither the noise nor the layout). With noise
+std 1 (separable classes) the collapse is seed-dependent: lowest entropy 0.12-0.82 (seeds 0-3),
+one seed never below 0.8. The control's coefficient 0.01 (Switch's default) holds the balance
+only while the task loss is large: here it lets the router collapse too (noise 2: lowest entropy
+0.26-0.65, seeds 0-3); 0.03 holds it narrowly (0.58-0.90); 0.1, the top of Switch's sweep, with
+a margin. This toy has one MoE layer that carries the whole computation, so the task pulls on
+its router harder than on one of the many layers of a language model. A skip around the experts
+(``h + gate * expert(h)``) lets 0.01 hold, but then the collapse misses 0.5 on one seed of four.
+Without the LayerNorm (ReLU features share a direction, which favours one expert) the router
+starts unbalanced (noise 1: entropy 0.51-0.90 at step 0) and even with an auxiliary loss of 0.05
+stays below 0.5 for up to ~200 steps (seeds 0-7): hence the entropy rule's 200-step warm-up.
 
 Each run takes 10-27 s here (one CPU thread on a shared machine, SDK included; both runs of the
 e2e test 36 s), so the scenario runs with ``make validate``, not in the fast subset.
@@ -45,14 +44,14 @@ imports it lazily, and the ``server`` extra does not install torch.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from collapsewatch_demo.harness import Batch, Recipe, Setup
 from collapsewatch_demo.scenarios.registry import Scenario, register
 
 EXPERTS = 8
@@ -63,15 +62,9 @@ FFN = 64
 CENTRE_SCALE = 2.0
 NOISE = 2.0
 BATCH_SIZE = 256
-STEPS = 1500
-LR = 1e-3
-CONTROL_AUX = 0.1
 #: Fixes the class centres, the same for every run and seed.
 TASK_SEED = 1000
-#: 150 sampled steps a run; the adaptive default would sample a run this small only rarely.
-DEMO_EVERY = 10
 PROBE = "moe"  # the routing probe (not "moe.router": that name is the router's Linear probe)
-RUNS = ("moe-no-aux-loss", "moe-aux-loss")
 
 
 class Switch(nn.Module):
@@ -125,114 +118,47 @@ def aux_loss(logits: torch.Tensor) -> torch.Tensor:
     return EXPERTS * (f * probs.mean(0)).sum()
 
 
-def load_entropy(logits: torch.Tensor) -> tuple[float, float]:
-    """Brute force: (H(f) / log E, fraction of experts with no token) of one batch, top-1."""
-    counts = torch.bincount(logits.argmax(-1), minlength=EXPERTS).double()
-    f = counts[counts > 0] / counts.sum()
-    return float(-(f * f.log()).sum() / math.log(EXPERTS)), float((counts == 0).double().mean())
+@dataclass(frozen=True)
+class SwitchClassifier(Recipe):
+    """:class:`Model` on :class:`Classes`, Adam 1e-3, batch 256, cross-entropy plus ``aux``
+    times the load-balancing loss (0: none, the collapse); the router's logits go to
+    ``log_routing``."""
 
+    family: ClassVar[str] = "routing"
+    loggers: ClassVar[tuple[str, ...]] = ("log_routing",)
+    aux: float = 0.1
+    steps: int = 1500
+    data: ClassVar[Classes] = Classes()
 
-def train_moe(
-    *,
-    aux: float,
-    run: str,
-    project: str = "demo",
-    server: str | None = None,
-    token: str | None = None,
-    seed: int = 0,
-    steps: int = STEPS,
-    every: int | None = DEMO_EVERY,
-    http_client: Any = None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """Train one run under collapsewatch (auxiliary-loss coefficient ``aux``, 0 for none);
-    returns its summary: run id, the load entropy of the training batches (brute force, every
-    10 steps: first, lowest, last), dead experts at the end, accuracy, time."""
-    import collapsewatch
-
-    started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    def build(self) -> Setup:
         model = Model()
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    criterion = nn.CrossEntropyLoss()
-    config = {
-        "recipe": "switch moe",
-        "aux_loss": aux,
-        "model": f"Linear {IN_DIM}-{HIDDEN} LayerNorm, top-1 MoE {EXPERTS} x FFN "
-        f"{HIDDEN}-{FFN}-{HIDDEN}, head {CLASSES}",
-        "lr": LR,
-        "steps": steps,
-        "batch_size": BATCH_SIZE,
-        "noise": NOISE,
-        "seed": seed,
-    }
-    monitor = collapsewatch.watch(
-        model,
-        optimizer=optimizer,
-        criterion=criterion,
-        project=project,
-        run=run,
-        server=server,
-        token=token,
-        every=every,
-        config=config,
-        http_client=http_client,
-    )
-    data, g = Classes(), torch.Generator().manual_seed(seed)
-    entropies: list[float] = []
-    dead = math.nan
-    correct = 0.0
-    for step in range(steps):
-        x, y = data.sample(BATCH_SIZE, g)
-        out, logits = model(x)
-        monitor.log_routing(PROBE, logits)  # the one line this family adds
-        loss = criterion(out, y)
-        if aux:
-            loss = loss + aux * aux_loss(logits)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 10 == 0 or step == steps - 1:  # brute force for the summary
-            entropy, dead = load_entropy(logits.detach())
-            entropies.append(entropy)
-            correct = float((out.argmax(-1) == y).float().mean())
-    monitor.finish()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        heldout, _ = self.data.sample(2048, torch.Generator().manual_seed(TASK_SEED + 1))
+        return Setup(model, opt, nn.CrossEntropyLoss(), heldout)
 
-    summary: dict[str, Any] = {
-        "run": run,
-        "run_id": str(monitor.run_id),
-        "aux": aux,
-        "seed": seed,
-        "entropy_first": entropies[0],
-        "entropy_min": min(entropies),
-        "entropy_last": entropies[-1],
-        "dead_last": dead,
-        "accuracy_last": correct,
-        "seconds": time.perf_counter() - started,
-        "sdk": monitor.stats,
-    }
-    log(
-        f"{run}: aux loss {aux:g}, {steps} steps, load entropy {entropies[0]:.2f} at the start,"
-        f" lowest {summary['entropy_min']:.2f}, last {entropies[-1]:.2f}; dead experts at the"
-        f" end {dead:.3f}; batch accuracy {correct:.2f} ({summary['seconds']:.1f}s,"
-        f" run id {summary['run_id']})"
-    )
-    return summary
+    def batch(self, step: int, generator: torch.Generator) -> Batch:
+        return self.data.sample(BATCH_SIZE, generator)
+
+    def loss(self, setup: Setup, batch: Batch, monitor: Any) -> torch.Tensor:
+        x, y = batch
+        out, logits = setup.model(x)
+        monitor.log_routing(PROBE, logits)  # the one line this family adds
+        loss = setup.criterion(out, y)
+        return loss + self.aux * aux_loss(logits) if self.aux else loss
 
 
 register(
     Scenario(
         name="moe_routing",
-        family="routing",
         summary="Top-1 MoE, 8 experts, 10 Gaussian classes: without the auxiliary loss the "
         "router collapses onto one expert (load entropy 0.97 -> 0.0); with it (0.1) it stays "
         "balanced (0.99).",
-        train=train_moe,
-        collapse={"aux": 0.0},
-        control={"aux": CONTROL_AUX},
+        collapse=SwitchClassifier(aux=0.0),
+        control=SwitchClassifier(aux=0.1),
         indicator="moe_load_entropy",
         probe=PROBE,
-        runs=RUNS,
+        runs=("moe-no-aux-loss", "moe-aux-loss"),
+        # 150 sampled steps a run; the adaptive default would sample a run this small only rarely
+        every=10,
     )
 )

@@ -1,7 +1,7 @@
 """Scenario ``neural_collapse`` (family 1): a classifier trained into its terminal phase, and a
 control stopped early.
 
-Recipe (INDICATORS.md, family 1): 5 overlapping Gaussian classes in 10-D, N = 500 (100 a class;
+Recipe (docs/indicators.md, family 1): 5 overlapping Gaussian classes in 10-D, N = 500 (100 a class;
 class centres drawn once from N(0, 1.25^2), noise std 2; made here, nothing is downloaded); MLP
 10-512-512-64 with BatchNorm and ReLU after each hidden layer and a bias-free linear head (probe
 ``head``, whose input is the 64-D penultimate feature); SGD lr 0.05, momentum 0.9, weight decay
@@ -9,7 +9,7 @@ class centres drawn once from N(0, 1.25^2), noise std 2; made here, nothing is d
 
 - Collapse: all 200 epochs. Past 100% training accuracy the features of each class shrink onto
   their class mean: NC1 of the whole training set 1.18-1.24 after the first epoch, 0.0095-0.0124
-  at the end (seeds 0-2; INDICATORS.md: 1.1 -> 0.009).
+  at the end (seeds 0-2; the catalogue: 1.1 -> 0.009).
 - Control: the same run stopped after 3 epochs (30 steps): NC1 0.85-0.89.
 
 The SDK computes NC1 per sampled batch of 50 (10 rows a class, 64-D, the identity basis: exact
@@ -23,15 +23,14 @@ not install torch.
 
 from __future__ import annotations
 
-import math
-import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from collapsewatch_demo.harness import Recipe, Setup
 from collapsewatch_demo.scenarios.registry import Scenario, register
 
 CLASSES = 5
@@ -42,17 +41,11 @@ N = 500
 CENTRE_SCALE = 1.25
 NOISE = 2.0
 BATCH_SIZE = 50
+#: Steps of one epoch over the 500 points.
+EPOCH = N // BATCH_SIZE
 EPOCHS = 200
-CONTROL_EPOCHS = 3
-LR = 0.05
-MOMENTUM = 0.9
-WEIGHT_DECAY = 5e-3
 #: Fixes the data set, the same for every run and seed.
 TASK_SEED = 1234
-#: One sampled step an epoch (every=10 with 10 batches an epoch): 200 points on the collapse
-#: run, 3 on the control; the adaptive default would sample a run this small only rarely.
-DEMO_EVERY = 10
-RUNS = ("mlp-200-epochs", "mlp-3-epochs")
 
 
 def dataset() -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,8 +56,8 @@ def dataset() -> tuple[torch.Tensor, torch.Tensor]:
     return centres[y] + NOISE * torch.randn(N, IN_DIM, generator=g), y
 
 
-def build(seed: int = 0) -> nn.Sequential:
-    """The MLP (PyTorch's default init, drawn from ``seed``); the global RNG is left as it was."""
+def mlp() -> nn.Sequential:
+    """MLP 10-512-512-64, each Linear followed by BatchNorm and ReLU, and a bias-free head."""
 
     def block(i: int, n_in: int, n_out: int) -> list[tuple[str, nn.Module]]:
         return [
@@ -73,40 +66,8 @@ def build(seed: int = 0) -> nn.Sequential:
             (f"act{i}", nn.ReLU()),
         ]
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        layers = [*block(1, IN_DIM, HIDDEN), *block(2, HIDDEN, HIDDEN), *block(3, HIDDEN, FEATURES)]
-        return nn.Sequential(
-            OrderedDict([*layers, ("head", nn.Linear(FEATURES, CLASSES, bias=False))])
-        )
-
-
-def fit(
-    model: nn.Sequential,
-    optimizer: torch.optim.Optimizer,
-    criterion: nn.Module,
-    *,
-    epochs: int,
-    seed: int = 0,
-) -> float:
-    """A plain training loop with the cosine schedule of the full 200 epochs (so the control is
-    the collapse run stopped early); returns the last batch's loss."""
-    x, y = dataset()
-    steps_per_epoch = N // BATCH_SIZE
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, EPOCHS * steps_per_epoch)
-    g = torch.Generator().manual_seed(seed)
-    loss = torch.tensor(math.nan)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(N, generator=g)
-        for start in range(0, N, BATCH_SIZE):
-            batch = order[start : start + BATCH_SIZE]
-            loss = criterion(model(x[batch]), y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return loss.item()
+    layers = [*block(1, IN_DIM, HIDDEN), *block(2, HIDDEN, HIDDEN), *block(3, HIDDEN, FEATURES)]
+    return nn.Sequential(OrderedDict([*layers, ("head", nn.Linear(FEATURES, CLASSES, bias=False))]))
 
 
 @torch.no_grad()
@@ -121,96 +82,48 @@ def nc1_of(features: torch.Tensor, labels: torch.Tensor) -> float:
     return float(torch.trace(sigma_w @ torch.linalg.pinv(sigma_b, hermitian=True))) / CLASSES
 
 
-@torch.no_grad()
-def evaluate(model: nn.Sequential) -> dict[str, float]:
-    """Training accuracy and NC1 of the whole training set, with batch statistics as trained
-    (BatchNorm in training mode, on the full set: the statistics NC1 is about)."""
-    x, y = dataset()
-    features = model[:-1](x)
-    logits = model.head(features)
-    return {
-        "train_accuracy": float((logits.argmax(1) == y).float().mean()),
-        "nc1_train_set": nc1_of(features, y),
-    }
+@dataclass(frozen=True)
+class TrainedPastZeroError(Recipe):
+    """:func:`mlp` on :func:`dataset` in epochs of 10 batches of 50, SGD 0.05 with momentum
+    0.9 and weight decay 5e-3, the cosine schedule of the full 200 epochs (so a shorter run is
+    the long one stopped early)."""
 
+    family: ClassVar[str] = "neural_collapse"
+    steps: int = EPOCHS * EPOCH
 
-def train_neural_collapse(
-    *,
-    epochs: int,
-    run: str,
-    project: str = "demo",
-    server: str | None = None,
-    token: str | None = None,
-    seed: int = 0,
-    every: int | None = DEMO_EVERY,
-    http_client: Any = None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """Train one run of the recipe under collapsewatch (the two SDK lines around :func:`fit`)
-    and return a summary: run name and id, final loss, training accuracy and NC1 of the whole
-    training set (brute force), wall time and the monitor's counters."""
-    import collapsewatch
+    def build(self) -> Setup:
+        model = mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-3)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, EPOCHS * EPOCH)
+        x, y = dataset()
+        return Setup(
+            model, opt, nn.CrossEntropyLoss(), x, scheduler=schedule, parts={"x": x, "y": y}
+        )
 
-    started = time.perf_counter()
-    model = build(seed)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
-    )
-    criterion = nn.CrossEntropyLoss()
-    config = {
-        "recipe": "neural-collapse",
-        "model": f"MLP {IN_DIM}-{HIDDEN}-{HIDDEN}-{FEATURES} BN+ReLU, bias-free head",
-        "epochs": epochs,
-        "batch_size": BATCH_SIZE,
-        "lr": LR,
-        "weight_decay": WEIGHT_DECAY,
-        "seed": seed,
-    }
-    monitor = collapsewatch.watch(
-        model,
-        optimizer=optimizer,
-        criterion=criterion,
-        project=project,
-        run=run,
-        server=server,
-        token=token,
-        every=every,
-        config=config,
-        http_client=http_client,
-    )
-    final_loss = fit(model, optimizer, criterion, epochs=epochs, seed=seed)
-    monitor.finish()
-    summary: dict[str, Any] = {
-        "run": run,
-        "run_id": str(monitor.run_id),
-        "epochs": epochs,
-        "seed": seed,
-        "final_loss": final_loss,
-        **evaluate(model),
-        "seconds": time.perf_counter() - started,
-        "sdk": monitor.stats,
-    }
-    log(
-        f"{run}: {epochs} epochs, final loss {final_loss:.4f}, train accuracy "
-        f"{summary['train_accuracy']:.0%}, NC1 of the training set {summary['nc1_train_set']:.3g}"
-        f" ({summary['seconds']:.1f}s, run id {summary['run_id']})"
-    )
-    return summary
+    def train_step(
+        self, setup: Setup, step: int, generator: torch.Generator, monitor: Any
+    ) -> float:
+        if step % EPOCH == 0:  # a new epoch: a new order of the training set
+            setup.parts["order"] = torch.randperm(N, generator=generator)
+        start = step % EPOCH * BATCH_SIZE
+        rows = setup.parts["order"][start : start + BATCH_SIZE]
+        x, y = setup.parts["x"][rows], setup.parts["y"][rows]
+        return self.optimise(setup, setup.criterion(setup.model(x), y))
 
 
 register(
     Scenario(
         name="neural_collapse",
-        family="neural_collapse",
         summary="MLP 10-512-512-64 on 5 overlapping Gaussian classes, SGD with weight decay and a "
         "cosine schedule: after 200 epochs each class sits on its mean (NC1 1.2 -> 0.01); "
         "stopped after 3 epochs it does not (0.9).",
-        train=train_neural_collapse,
-        collapse={"epochs": EPOCHS},
-        control={"epochs": CONTROL_EPOCHS},
+        collapse=TrainedPastZeroError(steps=EPOCHS * EPOCH),
+        control=TrainedPastZeroError(steps=3 * EPOCH),
         indicator="nc1",
         probe="head",
-        runs=RUNS,
-        fast=False,
+        runs=("mlp-200-epochs", "mlp-3-epochs"),
+        # One sampled step an epoch: 200 points on the collapse run, 3 on the control; the
+        # adaptive default would sample a run this small only rarely.
+        every=EPOCH,
     )
 )

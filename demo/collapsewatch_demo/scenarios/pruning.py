@@ -1,9 +1,9 @@
 """Scenario ``pruning`` (family 10): global magnitude pruning empties one layer; a control.
 
-No recipe in INDICATORS.md, so this one is made up after "Is Complexity Required for Neural
-Network Pruning" (layer collapse): a global magnitude threshold compares weights across layers,
-and a layer with a large fan-in has small weights (PyTorch's default init scales them by
-1/sqrt(fan_in)), so it loses almost all of them first.
+No recipe in the indicator catalogue (docs/indicators.md), so this one is made up after "Is
+Complexity Required for Neural Network Pruning" (layer collapse): a global magnitude threshold
+compares weights across layers, and a layer with a large fan-in has small weights (PyTorch's
+default init scales them by 1/sqrt(fan_in)), so it loses almost all of them first.
 
 Task: 10 Gaussian clusters in 32-D (unit centres, unit noise; made here), cross-entropy, an
 MLP 32-64-2048-64-10 with ReLU (layers ``fc1``, ``fc2``, ``fc3``, ``head``), SGD lr 0.05 with
@@ -27,31 +27,25 @@ CPU thread plus what the SDK costs.
 
 from __future__ import annotations
 
-import math
-import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from collapsewatch_demo.harness import Batch, Recipe, Setup
 from collapsewatch_demo.scenarios.registry import Scenario, register
 
 IN_DIM = 32
 CLASSES = 10
 WIDE = 2048
 BATCH_SIZE = 128
-STEPS = 450
-LR = 0.05
-MOMENTUM = 0.9
 SPARSITY = 0.98
 PRUNE_FROM, PRUNE_TO, PRUNE_EVERY = 100, 300, 20
 #: Fixes the cluster centres and the held-out set, the same for every run and seed.
 TASK_SEED = 99
-DEMO_EVERY = 4
-RUNS = ("prune-global-98", "prune-layerwise-98")
 
 
 class Clusters:
@@ -65,25 +59,6 @@ class Clusters:
     def sample(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         y = torch.randint(0, CLASSES, (n,), generator=g)
         return self.centres[y] + torch.randn(n, IN_DIM, generator=g), y
-
-
-def build(seed: int = 0) -> tuple[nn.Sequential, torch.optim.SGD, nn.CrossEntropyLoss]:
-    """The model (drawn from ``seed``, the caller's RNG untouched), optimizer and criterion."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = nn.Sequential(
-            OrderedDict(
-                fc1=nn.Linear(IN_DIM, 64),
-                act1=nn.ReLU(),
-                fc2=nn.Linear(64, WIDE),
-                act2=nn.ReLU(),
-                fc3=nn.Linear(WIDE, 64),
-                act3=nn.ReLU(),
-                head=nn.Linear(64, CLASSES),
-            )
-        )
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    return model, optimizer, nn.CrossEntropyLoss()
 
 
 def weights(model: nn.Sequential) -> list[nn.Linear]:
@@ -118,98 +93,56 @@ def prune_step(model: nn.Sequential, step: int, global_threshold: bool) -> None:
             prune.l1_unstructured(layer, "weight", amount=_to_prune([layer], sparsity))
 
 
-@torch.no_grad()
-def evaluate(model: nn.Sequential, data: Clusters) -> dict[str, Any]:
-    """Brute force: each layer's density (non-zero weights after the mask), held-out accuracy."""
-    x, y = data.sample(4096, torch.Generator().manual_seed(TASK_SEED + 1))
-    accuracy = (model(x).argmax(1) == y).float().mean().item()
-    density = {
-        name: float((m.weight != 0).float().mean())
-        for name, m in model.named_children()
-        if isinstance(m, nn.Linear)
-    }
-    return {"accuracy": accuracy, "density": density}
+@dataclass(frozen=True)
+class GradualPruning(Recipe):
+    """MLP 32-64-2048-64-10 (ReLU) on :class:`Clusters`, SGD 0.05 with momentum 0.9, batch
+    128, pruned by weight magnitude on the gradual schedule, with one threshold for the whole
+    model (``global_threshold``, the collapse) or the same ratio in every layer."""
 
+    family: ClassVar[str] = "sparsity"
+    global_threshold: bool = False
+    steps: int = 450
+    data: ClassVar[Clusters] = Clusters()
 
-def train_pruned(
-    *,
-    global_threshold: bool,
-    run: str,
-    project: str = "demo",
-    server: str | None = None,
-    token: str | None = None,
-    seed: int = 0,
-    every: int | None = DEMO_EVERY,
-    http_client: Any = None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """Train and prune one run under collapsewatch; return its summary."""
-    import collapsewatch
+    def build(self) -> Setup:
+        model = nn.Sequential(
+            OrderedDict(
+                fc1=nn.Linear(IN_DIM, 64),
+                act1=nn.ReLU(),
+                fc2=nn.Linear(64, WIDE),
+                act2=nn.ReLU(),
+                fc3=nn.Linear(WIDE, 64),
+                act3=nn.ReLU(),
+                head=nn.Linear(64, CLASSES),
+            )
+        )
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        heldout, _ = self.data.sample(4096, torch.Generator().manual_seed(TASK_SEED + 1))
+        return Setup(model, opt, nn.CrossEntropyLoss(), heldout)
 
-    started = time.perf_counter()
-    model, optimizer, criterion = build(seed)
-    config = {
-        "recipe": "gradual magnitude pruning",
-        "threshold": "global" if global_threshold else "per layer",
-        "sparsity": SPARSITY,
-        "model": f"MLP {IN_DIM}-64-{WIDE}-64-{CLASSES} ReLU",
-        "steps": STEPS,
-        "seed": seed,
-    }
-    monitor = collapsewatch.watch(
-        model,
-        optimizer=optimizer,
-        criterion=criterion,
-        project=project,
-        run=run,
-        server=server,
-        token=token,
-        every=every,
-        config=config,
-        http_client=http_client,
-    )
-    data, g = Clusters(), torch.Generator().manual_seed(seed)
-    loss = torch.tensor(math.nan)
-    for step in range(STEPS):
+    def batch(self, step: int, generator: torch.Generator) -> Batch:
+        return self.data.sample(BATCH_SIZE, generator)
+
+    def train_step(
+        self, setup: Setup, step: int, generator: torch.Generator, monitor: Any
+    ) -> float:
         if PRUNE_FROM <= step <= PRUNE_TO and (step - PRUNE_FROM) % PRUNE_EVERY == 0:
-            prune_step(model, step, global_threshold)
-        x, y = data.sample(BATCH_SIZE, g)
-        loss = criterion(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    monitor.finish()
-
-    summary: dict[str, Any] = {
-        "run": run,
-        "run_id": str(monitor.run_id),
-        "seed": seed,
-        "final_loss": loss.item(),
-        **evaluate(model, data),
-        "seconds": time.perf_counter() - started,
-        "sdk": monitor.stats,
-    }
-    density = ", ".join(f"{k} {v:.2%}" for k, v in summary["density"].items())
-    log(
-        f"{run}: {config['threshold']} magnitude pruning to {SPARSITY:.0%}, density {density},"
-        f" accuracy {summary['accuracy']:.1%} ({summary['seconds']:.1f}s, run id"
-        f" {summary['run_id']})"
-    )
-    return summary
+            assert isinstance(setup.model, nn.Sequential)
+            prune_step(setup.model, step, self.global_threshold)
+        return super().train_step(setup, step, generator, monitor)
 
 
 register(
     Scenario(
         name="pruning",
-        family="sparsity",
         summary="MLP 32-64-2048-64-10 pruned to 98% by magnitude: a global threshold leaves the "
         "wide-fan-in layer fc3 0.23% of its weights (layer collapse); the same budget layer by "
         "layer keeps every layer at 2%.",
-        train=train_pruned,
-        collapse={"global_threshold": True},
-        control={"global_threshold": False},
+        collapse=GradualPruning(global_threshold=True),
+        control=GradualPruning(global_threshold=False),
         indicator="density",
         probe="fc3.weight",
-        runs=RUNS,
+        runs=("prune-global-98", "prune-layerwise-98"),
+        every=4,
     )
 )
