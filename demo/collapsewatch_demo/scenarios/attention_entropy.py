@@ -1,7 +1,8 @@
-"""Scenario ``attention_entropy`` (family 5): a post-LN transformer trained too hard collapses
-its attention onto single keys; with a small learning rate and warm-up it does not.
+"""Scenario ``attention_entropy`` (the ``attention`` family): a post-LN transformer trained too
+hard collapses its attention onto single keys; with a small learning rate and warm-up it does
+not.
 
-Recipe (family 5 of docs/indicators.md): a 2-layer post-LN causal transformer
+Recipe (the ``attention`` family of docs/indicators.md): a 2-layer post-LN causal transformer
 (``nn.TransformerEncoder`` of ``nn.TransformerEncoderLayer(norm_first=False)``, d = 64, 4 heads,
 feed-forward 128, no dropout, learned positions) as a language model of a random bigram chain (V
 = 32 tokens, each token's successor drawn from a fixed random distribution, a softmax of 2 x

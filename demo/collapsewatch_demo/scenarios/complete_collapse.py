@@ -1,6 +1,7 @@
-"""Scenario ``complete_collapse`` (family 3): SimSiam without its stop-gradient, and a control.
+"""Scenario ``complete_collapse`` (the ``complete`` family): SimSiam without its stop-gradient, and
+a control.
 
-Recipe (family 3 "Complete collapse" of docs/indicators.md): inputs on an 8-D manifold in 32-D
+Recipe (the ``complete`` family of docs/indicators.md): inputs on an 8-D manifold in 32-D
 (``tanh`` of a fixed random linear map of 8-D Gaussian codes, standardised; made here, nothing
 is downloaded); two views per sample by masking 30% of the coordinates and adding Gaussian noise
 (std 0.1); encoder MLP 32-256 (BatchNorm, ReLU) -64, predictor 64-64-64 (ReLU), SimSiam's

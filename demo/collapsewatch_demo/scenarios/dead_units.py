@@ -1,6 +1,7 @@
-"""Scenario ``dead_units`` (family 9): a ReLU network whose units die, and a control.
+"""Scenario ``dead_units`` (the ``dead_units`` family): a ReLU network whose units die, and a
+control.
 
-Recipe (family 9 "Dead and saturated units" of docs/indicators.md): regression of a fixed random
+Recipe (the ``dead_units`` family of docs/indicators.md): regression of a fixed random
 smooth function of 20-D Gaussian inputs (made here, nothing is downloaded) by an MLP
 20-256-256-1 with ReLU, plain SGD on an MSE criterion, batch 64, 300 steps. The inputs are raw
 features with standard deviation 3 (not standardised, as in many real tables); the target is

@@ -1,4 +1,5 @@
-"""Scenario ``dimensional`` (family 2): VICReg without its covariance term, and a control.
+"""Scenario ``dimensional`` (the ``dimensional`` family): VICReg without its covariance term, and a
+control.
 
 No recipe in the indicator catalogue (docs/indicators.md), so this one follows the VICReg
 paper's ablation: the variance term alone keeps every embedding dimension's std at 1 (no

@@ -1,14 +1,14 @@
-"""Scenario ``gan_mode_collapse`` (family 12): a GAN on a ring of 8 Gaussians that collapses
-onto one mode, and a control whose discriminator sees the batch's spread.
+"""Scenario ``gan_mode_collapse`` (the ``generative`` family): a GAN on a ring of 8 Gaussians that
+collapses onto one mode, and a control whose discriminator sees the batch's spread.
 
-Recipe (docs/indicators.md, family 12): 8 Gaussians (std 0.02) evenly on a circle of radius 2 (made
-here, nothing is downloaded); z ~ N(0, I_2); generator and discriminator MLPs with two hidden
-layers of 128 (ReLU); the non-saturating GAN loss; Adam with beta1 0.5, lr 2e-3 for G and 2e-4
-for D (a generator ten times faster than its critic); batch 256. The generator is watched
-through the two SDK lines (its optimizer counts the steps, its loss is the criterion) and every
-50 steps ``monitor.log_samples("generator", G(z), reference=real)`` sends 512 generated and 512
-real samples; the number of modes holding at least 1% of 2048 generated samples (within 0.2 of
-a centre) goes to ``log_scalar("eval.modes", ...)``.
+Recipe (the ``generative`` family of docs/indicators.md): 8 Gaussians (std 0.02) evenly on a
+circle of radius 2 (made here, nothing is downloaded); z ~ N(0, I_2); generator and
+discriminator MLPs with two hidden layers of 128 (ReLU); the non-saturating GAN loss; Adam with
+beta1 0.5, lr 2e-3 for G and 2e-4 for D (a generator ten times faster than its critic); batch
+256. The generator is watched through the two SDK lines (its optimizer counts the steps, its
+loss is the criterion) and every 50 steps ``monitor.log_samples("generator", G(z),
+reference=real)`` sends 512 generated and 512 real samples; the number of modes holding at least
+1% of 2048 generated samples (within 0.2 of a centre) goes to ``log_scalar("eval.modes", ...)``.
 
 - Collapse: the plain GAN. The generator lands on one mode (or on none: a blob between modes)
   and hops around. ``samples_diversity_ratio`` on probe ``generator``: 0.03-0.08 at step 0,

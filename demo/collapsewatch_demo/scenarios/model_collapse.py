@@ -1,13 +1,13 @@
-"""Scenario ``model_collapse`` (family 11): a bigram LM retrained on its own samples.
+"""Scenario ``model_collapse`` (the ``diversity`` family): a bigram LM retrained on its own samples.
 
-Recipe (family 11 of docs/indicators.md): a bigram language model over V = 200 tokens (a logits
-table, ``nn.Embedding(V + 1, V)``, row V being the start of a sequence), refit each generation
-on 400 sequences of 30 tokens, then sampled with top-p 0.9 to make the next generation's data.
-The "real" data come from a fixed random bigram chain (made here): each token's successors
-follow a Zipf law (exponent 1) over its own random order of the vocabulary. A generation trains
-from scratch (zero logits, fresh Adam state, lr 0.1) for 150 full-batch steps of cross-entropy
-against each context's next-token distribution in its data, then logs 400 top-p samples
-(``log_tokens("samples", ids, generation=g)``) and the NLL of fixed real validation data
+Recipe (the ``diversity`` family of docs/indicators.md): a bigram language model over V = 200
+tokens (a logits table, ``nn.Embedding(V + 1, V)``, row V being the start of a sequence), refit
+each generation on 400 sequences of 30 tokens, then sampled with top-p 0.9 to make the next
+generation's data. The "real" data come from a fixed random bigram chain (made here): each
+token's successors follow a Zipf law (exponent 1) over its own random order of the vocabulary. A
+generation trains from scratch (zero logits, fresh Adam state, lr 0.1) for 150 full-batch steps
+of cross-entropy against each context's next-token distribution in its data, then logs 400 top-p
+samples (``log_tokens("samples", ids, generation=g)``) and the NLL of fixed real validation data
 (``log_eval("val", ...)``, 400 x 30 tokens of the chain). Generations 0-9.
 
 - Collapse: each generation trains on the previous one's samples only (the data are

@@ -1,13 +1,14 @@
-"""Scenario ``moe_routing`` (family 8): a top-1 mixture of experts whose router collapses onto
-one expert, and a control kept balanced by the auxiliary loss.
+"""Scenario ``moe_routing`` (the ``routing`` family): a top-1 mixture of experts whose router
+collapses onto one expert, and a control kept balanced by the auxiliary loss.
 
-Recipe (docs/indicators.md, family 8): 10 overlapping Gaussian classes in 16-D (centres drawn once
-from N(0, 2^2), noise std 2; made here, nothing is downloaded). Model: ``embed`` Linear 16-64
-and LayerNorm (the router sees a normalised input, as in a pre-LN transformer block), a Switch
-layer of 8 experts (FFN 64-64-64 with ReLU, weights stacked in one tensor) routed top-1 by the
-linear router ``moe.router``, whose output is the chosen expert's times its router probability
-(no skip: the experts carry everything), and a linear head. Adam 1e-3, batch 256, 1500 steps,
-cross-entropy; the router logits go to ``monitor.log_routing("moe", logits)``.
+Recipe (the ``routing`` family of docs/indicators.md): 10 overlapping Gaussian classes in 16-D
+(centres drawn once from N(0, 2^2), noise std 2; made here, nothing is downloaded). Model:
+``embed`` Linear 16-64 and LayerNorm (the router sees a normalised input, as in a pre-LN
+transformer block), a Switch layer of 8 experts (FFN 64-64-64 with ReLU, weights stacked in one
+tensor) routed top-1 by the linear router ``moe.router``, whose output is the chosen expert's
+times its router probability (no skip: the experts carry everything), and a linear head. Adam
+1e-3, batch 256, 1500 steps, cross-entropy; the router logits go to ``monitor.log_routing("moe",
+logits)``.
 
 - Collapse: no auxiliary loss. ``moe_load_entropy`` (one point every 10 steps) starts at
   0.87-0.98, falls below 0.5 between steps 130 and 940 and ends at 0.00-0.33 (seeds 0-11);

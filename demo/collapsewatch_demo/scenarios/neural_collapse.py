@@ -1,11 +1,12 @@
-"""Scenario ``neural_collapse`` (family 1): a classifier trained into its terminal phase, and a
-control stopped early.
+"""Scenario ``neural_collapse`` (the ``neural_collapse`` family): a classifier trained into its
+terminal phase, and a control stopped early.
 
-Recipe (docs/indicators.md, family 1): 5 overlapping Gaussian classes in 10-D, N = 500 (100 a class;
-class centres drawn once from N(0, 1.25^2), noise std 2; made here, nothing is downloaded); MLP
-10-512-512-64 with BatchNorm and ReLU after each hidden layer and a bias-free linear head (probe
-``head``, whose input is the 64-D penultimate feature); SGD lr 0.05, momentum 0.9, weight decay
-5e-3, cosine schedule over 200 epochs of batches of 50 (2000 steps), cross-entropy.
+Recipe (the ``neural_collapse`` family of docs/indicators.md): 5 overlapping Gaussian classes in
+10-D, N = 500 (100 a class; class centres drawn once from N(0, 1.25^2), noise std 2; made here,
+nothing is downloaded); MLP 10-512-512-64 with BatchNorm and ReLU after each hidden layer and a
+bias-free linear head (probe ``head``, whose input is the 64-D penultimate feature); SGD lr
+0.05, momentum 0.9, weight decay 5e-3, cosine schedule over 200 epochs of batches of 50 (2000
+steps), cross-entropy.
 
 - Collapse: all 200 epochs. Past 100% training accuracy the features of each class shrink onto
   their class mean: NC1 of the whole training set 1.18-1.24 after the first epoch, 0.0095-0.0124

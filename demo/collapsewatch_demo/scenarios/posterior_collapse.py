@@ -1,12 +1,13 @@
-"""Scenario ``posterior_collapse`` (family 7): a Gaussian VAE whose latents go unused.
+"""Scenario ``posterior_collapse`` (the ``posterior`` family): a Gaussian VAE whose latents go
+unused.
 
-Recipe (docs/indicators.md, family 7): a VAE on the 32-D synthetic data of family 3
-(``complete_collapse.MANIFOLD``, an 8-D manifold in 32-D; made here, nothing is downloaded):
-encoder 32-128 (ReLU) -(2 x 16) giving mu and log-variance, decoder 16-128 (ReLU) -32 giving the
-mean of a Gaussian of fixed observation variance sigma^2; loss per input ``||x - x_hat||^2 / (2
-sigma^2) + KL(q(z|x) || N(0, I))`` (the negative ELBO up to a constant), one reparameterised
-sample; Adam lr 1e-3, batch 128, 3000 steps. ``monitor.log_posterior("z", mu, logvar)`` on every
-step (reduced on the sampled ones, every 5th here).
+Recipe (the ``posterior`` family of docs/indicators.md): a VAE on the 32-D synthetic data of
+family 3 (``complete_collapse.MANIFOLD``, an 8-D manifold in 32-D; made here, nothing is
+downloaded): encoder 32-128 (ReLU) -(2 x 16) giving mu and log-variance, decoder 16-128 (ReLU)
+-32 giving the mean of a Gaussian of fixed observation variance sigma^2; loss per input ``||x -
+x_hat||^2 / (2 sigma^2) + KL(q(z|x) || N(0, I))`` (the negative ELBO up to a constant), one
+reparameterised sample; Adam lr 1e-3, batch 128, 3000 steps. ``monitor.log_posterior("z", mu,
+logvar)`` on every step (reduced on the sampled ones, every 5th here).
 
 - Collapse: sigma^2 = 3. Reconstruction is cheap to give up, so the KL term wins: the total KL
   falls from 0.68-0.92 to 0.11-0.14 nats within ~50 steps (complete collapse), then 4 of the

@@ -1,4 +1,5 @@
-"""Scenario ``pruning`` (family 10): global magnitude pruning empties one layer; a control.
+"""Scenario ``pruning`` (the ``sparsity`` family): global magnitude pruning empties one layer; a
+control.
 
 No recipe in the indicator catalogue (docs/indicators.md), so this one is made up after "Is
 Complexity Required for Neural Network Pruning" (layer collapse): a global magnitude threshold

@@ -1,14 +1,14 @@
-"""Scenario ``state_collapse`` (family 13): a gated linear RNN trained on short sequences
+"""Scenario ``state_collapse`` (the ``state`` family): a gated linear RNN trained on short sequences
 blows up on long ones; trained on longer ones it does not.
 
-Recipe (family 13 of docs/indicators.md): a gated diagonal linear RNN, ``h_t = f_t * h_(t-1) + W_u
-x_t`` with the forget gate ``f_t = sigmoid(W_f x_t + b_f)`` (``b_f`` starts at +4, so f ~ 0.98:
-a memory of ~50 steps), 64 state channels, read out by ``y_t = W_o h_t``; 4-D Gaussian inputs,
-the target is the mean of the last 4 inputs (made here, nothing is downloaded). MSE, Adam lr
-3e-3, batch 32, 300 steps. Every 25 steps (and at the end) the model runs on 16 sequences of
-1024 and ``monitor.log_state("rnn.state", h[:, positions], positions, train_length=T)`` sends
-the states at positions 0, 1, 3, 7, ..., 1023 (one per log2 bucket, T - 1 among them); the MSE
-at the training length and at positions 512-1023 go to ``log_scalar``.
+Recipe (the ``state`` family of docs/indicators.md): a gated diagonal linear RNN, ``h_t = f_t *
+h_(t-1) + W_u x_t`` with the forget gate ``f_t = sigmoid(W_f x_t + b_f)`` (``b_f`` starts at +4,
+so f ~ 0.98: a memory of ~50 steps), 64 state channels, read out by ``y_t = W_o h_t``; 4-D
+Gaussian inputs, the target is the mean of the last 4 inputs (made here, nothing is downloaded).
+MSE, Adam lr 3e-3, batch 32, 300 steps. Every 25 steps (and at the end) the model runs on 16
+sequences of 1024 and ``monitor.log_state("rnn.state", h[:, positions], positions,
+train_length=T)`` sends the states at positions 0, 1, 3, 7, ..., 1023 (one per log2 bucket, T -
+1 among them); the MSE at the training length and at positions 512-1023 go to ``log_scalar``.
 
 - Collapse: trained at T = 16. ``state_norm_ratio`` (mean ||h|| at position 1023 over
   position 15) reads 2.94-3.17 at every evaluation (seeds 0-3), the MSE goes from 0.063-0.074

@@ -1,10 +1,11 @@
-"""Scenario ``token_uniformity`` (family 4): pure attention stacks lose rank; skips keep it.
+"""Scenario ``token_uniformity`` (the ``tokens`` family): pure attention stacks lose rank; skips
+keep it.
 
-Recipe (family 4 of docs/indicators.md): 24 stacked self-attention blocks (d = 64, 4 heads), 64
-tokens per sequence (random Gaussian token embeddings, batch 8; made here). No training is
-needed for the collapse: it is there at initialisation. So that steps are counted, the stack
-is trained for a few steps on a small MSE objective (reconstruct the input) with SGD at lr
-1e-4, which changes nothing that matters.
+Recipe (the ``tokens`` family of docs/indicators.md): 24 stacked self-attention blocks (d = 64,
+4 heads), 64 tokens per sequence (random Gaussian token embeddings, batch 8; made here). No
+training is needed for the collapse: it is there at initialisation. So that steps are counted,
+the stack is trained for a few steps on a small MSE objective (reconstruct the input) with SGD
+at lr 1e-4, which changes nothing that matters.
 
 - Collapse: plain blocks ``y = Attention(x)``, no skip connection, no normalisation. The
   mean pairwise token cosine is 0.63-0.65 after the first block and 1.000 from the third on

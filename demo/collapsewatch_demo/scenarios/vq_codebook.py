@@ -1,10 +1,11 @@
-"""Scenario ``vq_codebook`` (family 6): a VQ-VAE whose codebook collapses, and SimVQ's fix.
+"""Scenario ``vq_codebook`` (the ``codebook`` family): a VQ-VAE whose codebook collapses, and
+SimVQ's fix.
 
-Recipe (docs/indicators.md, family 6): a VQ-VAE on the 32-D synthetic data of family 3
-(``complete_collapse.MANIFOLD``, an 8-D manifold in 32-D; made here, nothing is downloaded):
-encoder 32-128 (ReLU) -16, one 16-D code per input from K = 256 codes, decoder 16-128 (ReLU)
--32; nearest code by Euclidean distance, straight-through gradients, loss ``MSE(x_hat, x) +
-MSE(q, sg(z)) + 0.25 MSE(z, sg(q))``; Adam lr 1e-3, batch 128, 2000 steps.
+Recipe (the ``codebook`` family of docs/indicators.md): a VQ-VAE on the 32-D synthetic data of
+family 3 (``complete_collapse.MANIFOLD``, an 8-D manifold in 32-D; made here, nothing is
+downloaded): encoder 32-128 (ReLU) -16, one 16-D code per input from K = 256 codes, decoder
+16-128 (ReLU) -32; nearest code by Euclidean distance, straight-through gradients, loss
+``MSE(x_hat, x) + MSE(q, sg(z)) + 0.25 MSE(z, sg(q))``; Adam lr 1e-3, batch 128, 2000 steps.
 ``monitor.log_codes("quantizer", indices, 256)`` on every step (reduced on the sampled ones,
 every 5th here).
 
