@@ -133,22 +133,29 @@ class TwoViews(Recipe):
 
 
 @dataclass
-class RunResult:
-    """What one run did: its id on the server (None when not monitored), steps, wall time of
-    the training loop (SDK included) and of ``finish()``, the loss per step, the reference of
-    each layer at each evaluated step, the first step where the truth crosses the family's
-    threshold (None: never), and the SDK's counters."""
+class Trained:
+    """One run trained under the SDK: its id on the server (None when not monitored), the
+    wall time of the training loop (SDK included) and of ``finish()``, the loss per step and
+    the SDK's counters."""
 
     run_id: str | None
-    steps: int
     seconds: float
     finish_seconds: float
     losses: list[float]
+    sdk: dict[str, int]
+
+
+@dataclass
+class RunResult(Trained):
+    """What one run did (:class:`Trained`), its steps, the reference of each layer at each
+    evaluated step and the first step where the truth crosses the family's threshold (None:
+    never)."""
+
+    steps: int
     reference: Reference
     evaluated: list[int]
     values: dict[str, list[float]]
     crossed_at: int | None
-    sdk: dict[str, int]
 
     def worst(self) -> list[float]:
         """The most collapsed layer's value at each evaluated step."""
@@ -161,19 +168,6 @@ class RunResult:
     def layers_beyond(self) -> list[str]:
         """The layers whose reference crosses the threshold at some evaluated step."""
         return [n for n, vs in self.values.items() if any(map(self.reference.beyond, vs))]
-
-
-@dataclass
-class Trained:
-    """One run trained under the SDK: its id on the server (None when not monitored), the
-    wall time of the training loop (SDK included) and of ``finish()``, the loss per step and
-    the SDK's counters."""
-
-    run_id: str | None
-    seconds: float
-    finish_seconds: float
-    losses: list[float]
-    sdk: dict[str, int]
 
 
 @contextmanager
@@ -276,16 +270,12 @@ def train(
     ref = recipe.reference()
     evaluated = [s for s, _ in snapshots]
     result = RunResult(
-        run_id=trained.run_id,
+        **vars(trained),
         steps=recipe.steps,
-        seconds=trained.seconds,
-        finish_seconds=trained.finish_seconds,
-        losses=trained.losses,
         reference=ref,
         evaluated=evaluated,
         values=values,
         crossed_at=None,
-        sdk=trained.sdk,
     )
     result.crossed_at = next(
         (s for s, v in zip(evaluated, result.worst(), strict=True) if ref.beyond(v)), None
