@@ -36,7 +36,7 @@ from collapsewatch.probes.attention import AttentionProbe
 from collapsewatch.probes.base import MAX_NAME, Guard, Hooks, Probe, StepHook
 from collapsewatch.probes.classifier import ClassProbe
 from collapsewatch.probes.discovery import find_probes, trainable_parameters
-from collapsewatch.probes.explicit import MakeAccumulator
+from collapsewatch.probes.explicit import MakeAccumulator, fresh
 from collapsewatch.probes.functions import FunctionProbe
 from collapsewatch.probes.inputs import DataRank, InputProbe
 from collapsewatch.probes.loss import LossProbe
@@ -320,9 +320,7 @@ class Monitor:
         if self.sampled:
             from collapsewatch.probes.attention import AttentionAccumulator
 
-            self._log(
-                name, _K.attention, _fresh(AttentionAccumulator), lambda a: a.add_probs(probs)
-            )
+            self._log(name, _K.attention, fresh(AttentionAccumulator), lambda a: a.add_probs(probs))
 
     def log_codes(self, name: str, indices: torch.Tensor, num_codes: int) -> None:
         """The code indices a vector quantiser chose (any shape, integers in ``0..num_codes-1``;
@@ -331,7 +329,7 @@ class Monitor:
         if self.sampled:
             from collapsewatch.probes.latents import CodeAccumulator
 
-            self._log(name, _K.codes, _fresh(CodeAccumulator), lambda a: a.add(indices, num_codes))
+            self._log(name, _K.codes, fresh(CodeAccumulator), lambda a: a.add(indices, num_codes))
 
     def log_posterior(self, name: str, mu: torch.Tensor, logvar: torch.Tensor) -> None:
         """A diagonal Gaussian posterior ``N(mu, exp(logvar))``, ``[batch, latent...]`` (every
@@ -340,7 +338,7 @@ class Monitor:
         if self.sampled:
             from collapsewatch.probes.latents import PosteriorAccumulator
 
-            self._log(name, _K.posterior, _fresh(PosteriorAccumulator), lambda a: a.add(mu, logvar))
+            self._log(name, _K.posterior, fresh(PosteriorAccumulator), lambda a: a.add(mu, logvar))
 
     def log_routing(
         self, name: str, router_logits: torch.Tensor, k: int = 1, *, capacity: int | None = None
@@ -358,7 +356,7 @@ class Monitor:
             self._log(
                 name,
                 _K.routing,
-                _fresh(RoutingAccumulator),
+                fresh(RoutingAccumulator),
                 lambda a: a.add(router_logits, k, capacity),
             )
 
@@ -374,7 +372,7 @@ class Monitor:
         numbers the rounds of a self-consuming loop (a model trained on its own samples)."""
         from collapsewatch.probes.text import TextAccumulator
 
-        self._log(name, _K.text, _fresh(TextAccumulator), lambda a: a.add(token_ids, generation))
+        self._log(name, _K.text, fresh(TextAccumulator), lambda a: a.add(token_ids, generation))
 
     def log_eval(
         self, name: str, nll_sum: torch.Tensor | float, token_count: torch.Tensor | int
@@ -384,7 +382,7 @@ class Monitor:
         per validation batch: the record holds the set's perplexity (probe kind ``eval``)."""
         from collapsewatch.probes.text import EvalAccumulator
 
-        self._log(name, _K.eval, _fresh(EvalAccumulator), lambda a: a.add(nll_sum, token_count))
+        self._log(name, _K.eval, fresh(EvalAccumulator), lambda a: a.add(nll_sum, token_count))
 
     def log_samples(
         self, name: str, samples: torch.Tensor, reference: torch.Tensor | None = None
@@ -415,7 +413,7 @@ class Monitor:
         self._log(
             name,
             _K.state,
-            _fresh(StateAccumulator),
+            fresh(StateAccumulator),
             lambda a: a.add(hidden, positions, train_length),
         )
 
@@ -445,11 +443,10 @@ class Monitor:
         self._guard.run(self._classes, self._classes.on_criterion, args)
 
     def _on_backward(self, loss: torch.Tensor) -> None:
-        if self._loss.add(loss, manual=False):
-            self._document.announce(self._loss.infos(0)[0])
+        self._add_loss(loss, manual=False)
 
-    def _add_loss(self, loss: torch.Tensor | float) -> None:
-        if self._loss.add(loss):  # the first loss passed by hand: announce the probe
+    def _add_loss(self, loss: torch.Tensor | float, manual: bool = True) -> None:
+        if self._loss.add(loss, manual=manual):  # the first loss seen: announce the probe
             self._document.announce(self._loss.infos(0)[0])
 
     def _add_scalar(self, name: str, value: torch.Tensor | float) -> None:
@@ -501,8 +498,3 @@ class Monitor:
         if key not in self._logged:
             self._logged.add(key)
             logger.warning(message, exc_info=exc)
-
-
-def _fresh(cls: type[Any]) -> MakeAccumulator:
-    """A logger's accumulator factory that ignores the logger's memory."""
-    return lambda memory: cls()
