@@ -19,10 +19,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from collapsewatch_demo.scenarios import run_scenario
 from collapsewatch_server import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database, make_engine
-from collapsewatch_server.scenarios import dead_units
 from collapsewatch_server.services.context import ServiceContext
 from tests.alert_helpers import scalar_batch
 from tests.e2e.conftest import start_server
@@ -63,19 +63,16 @@ def test_a_collapsing_run_sends_one_signed_dead_unit_alert_and_its_control_none(
     app = create_app(Settings(db_url=sqlite_url, worker_poll_s=0.1, notify_group_wait_s=0.2))
     with Receiver() as receiver, TestClient(app) as client:
         add_webhook(client, "demo", receiver)  # creates the project with its default rules
-        runs = {}
-        for name, lr in dead_units.DEMO_RUNS:
-            runs[name] = dead_units.train_dead_relu(
-                lr=lr,
-                steps=60,  # the collapse run's fc2 is dead by step 15
-                run=name,
-                project="demo",
-                server="http://testserver",
+        collapse, control = (
+            r.run_id
+            for r in run_scenario(
+                "dead_units",
+                "http://testserver",
                 http_client=client,
-                every=dead_units.DEMO_EVERY,
+                steps=60,  # the collapse run's fc2 is dead by step 15
                 log=lambda _: None,
-            )["run_id"]
-        collapse, control = runs["relu-lr0.1"], runs["relu-lr0.001"]
+            )
+        )
         fired = client.get("/api/v1/alerts", params={"project": "demo"}).json()
         deadline = time.monotonic() + 10
         while sum(carried(receiver.delivered()).values()) < len(fired):
