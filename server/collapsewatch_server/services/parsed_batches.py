@@ -13,10 +13,10 @@ from collections import OrderedDict
 
 from collapsewatch.schemas import IngestBatch
 
-#: JSON bytes of the batches kept at most: their parsed form is a few times that (about 700 B
-#: per scalar record of some 70 B). A batch another process takes is never taken here; newer
-#: batches push it out.
-MAX_BYTES = 16 * 2**20
+#: JSON bytes of the batches kept at most: their parsed form is up to ten times that (about
+#: 700 B per scalar record of some 70 B), so some 40 MB. A batch another process takes is never
+#: taken here; newer batches push it out. A backlog beyond this is parsed from the queue.
+MAX_BYTES = 4 * 2**20
 
 
 class ParsedBatches:
