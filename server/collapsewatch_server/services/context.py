@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database
+from collapsewatch_server.services.parsed_batches import ParsedBatches
 from collapsewatch_server.webhooks.grouping import GroupPolicy
 
 
@@ -20,12 +21,15 @@ class ServiceContext:
     """The database, the settings the use cases read, and the doorbells of this process's
     webhook deliverer and ingest processor: a service that committed deliveries to the outbox
     (a batch to the ingest queue) rings it, so they are sent (processed) at once instead of at
-    the next poll."""
+    the next poll; and the batches accepted here, parsed, that the processor takes."""
 
     db: Database
     settings: Settings
     wake_deliverer: Callable[[], None] = _nobody
     wake_processor: Callable[[], None] = _nobody
+    #: Batches accepted here, parsed, for the processor of this process (shared by the
+    #: contexts of one process; a context of its own keeps its own).
+    parsed: ParsedBatches = field(default_factory=ParsedBatches)
 
     @property
     def stalled_after(self) -> timedelta:

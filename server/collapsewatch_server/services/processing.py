@@ -94,7 +94,9 @@ def process_next(ctx: ServiceContext) -> Processed | None:
 
 
 def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
-    batch = IngestBatch.model_validate_json(gzip.decompress(claimed.payload))
+    batch = ctx.parsed.take(claimed.batch_id) or IngestBatch.model_validate_json(
+        gzip.decompress(claimed.payload)
+    )
 
     # 1. Statistics -> indicator values, outside any transaction (CPU only). Windowed
     #    indicators (dead units over the last few sampled steps) also read the probe's stored
