@@ -68,7 +68,9 @@ def db_url(request: pytest.FixtureRequest) -> str:
 def settings(db_url: str) -> Any:
     from collapsewatch_server.config import Settings
 
-    return Settings(db_url=db_url)
+    # an ingest answer waits for its batch's points up to 30 s, not 2: tests read right after
+    # a 202, and on a loaded machine a 1,000-record batch takes longer than 2 s to process
+    return Settings(db_url=db_url, ingest_wait_s=30.0)
 
 
 @pytest.fixture
