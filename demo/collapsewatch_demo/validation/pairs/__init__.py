@@ -8,4 +8,4 @@ from collapsewatch_demo.validation.pairs import (
     posterior,
 )
 
-__all__ = ["codebook", "complete", "dead_units", "dimensional", "posterior", "routing"]
+__all__ = ["codebook", "complete", "dead_units", "dimensional", "posterior", "routing", "sparsity"]
