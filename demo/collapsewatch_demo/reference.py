@@ -116,6 +116,13 @@ class Reference:
     unit_dim: int = -1
     #: What the measure reads: the layer's output on the held-out batch, or its weight.
     reads: Literal["output", "weight"] = "output"
+    #: The explicit logger's name the recipe logs this family under, where the server keeps
+    #: its series (a logger cannot take a watched module's name); None: the layers' names.
+    logged_as: str | None = None
+
+    def probe(self, layer: str) -> str:
+        """The server's probe name of one of the layers."""
+        return self.logged_as or layer
 
     def beyond(self, value: float) -> bool:
         """Whether ``value`` is on the collapsed side of the threshold (NaN counts)."""
@@ -160,11 +167,16 @@ def code_perplexity_ratio(rows: torch.Tensor, room: int = 0) -> float:
     return math.exp(float(torch.special.entr(p).sum())) / min(rows.shape[1], rows.shape[0])
 
 
-def codebook(*layers: str, unit_dim: int = -1) -> Reference:
+def codebook(layer: str, logged_as: str) -> Reference:
     """Family 6: perplexity / K of the codes chosen on the held-out batch, measured on a
     layer whose output scores every code; below 0.25 (the default rule's warning)."""
     return Reference(
-        "codebook_perplexity_ratio", code_perplexity_ratio, 0.25, False, layers, unit_dim
+        "codebook_perplexity_ratio",
+        code_perplexity_ratio,
+        0.25,
+        False,
+        (layer,),
+        logged_as=logged_as,
     )
 
 
@@ -189,16 +201,18 @@ def total_kl(rows: torch.Tensor, room: int = 0) -> float:
     return float((0.5 * (mu.square() + logvar.exp() - 1 - logvar)).sum(1).mean())
 
 
-def posterior_active_units(*layers: str) -> Reference:
+def posterior_active_units(layer: str, logged_as: str) -> Reference:
     """Family 7, partial collapse: active units / latent dims below 0.5 (the default rule's
     warning), on a layer giving ``[mu | logvar]``."""
-    return Reference("posterior_active_units", active_units, 0.5, False, layers)
+    return Reference(
+        "posterior_active_units", active_units, 0.5, False, (layer,), logged_as=logged_as
+    )
 
 
-def posterior_kl(*layers: str) -> Reference:
+def posterior_kl(layer: str, logged_as: str) -> Reference:
     """Family 7, complete collapse: total KL below 0.5 nats (the default rule's critical),
     on a layer giving ``[mu | logvar]``."""
-    return Reference("posterior_kl", total_kl, 0.5, False, layers)
+    return Reference("posterior_kl", total_kl, 0.5, False, (layer,), logged_as=logged_as)
 
 
 def load_entropy(rows: torch.Tensor, k: int = 1) -> float:
@@ -209,11 +223,16 @@ def load_entropy(rows: torch.Tensor, k: int = 1) -> float:
     return float(torch.special.entr(f).sum()) / math.log(rows.shape[1])
 
 
-def routing(*layers: str, k: int = 1) -> Reference:
+def routing(layer: str, logged_as: str, k: int = 1) -> Reference:
     """Family 8: load entropy of a router's top-``k`` choices on the held-out tokens, measured
     on the router's logits; below 0.5 (the default rule's critical)."""
     return Reference(
-        "moe_load_entropy", lambda rows, _room: load_entropy(rows, k), 0.5, False, layers
+        "moe_load_entropy",
+        lambda rows, _room: load_entropy(rows, k),
+        0.5,
+        False,
+        (layer,),
+        logged_as=logged_as,
     )
 
 
@@ -232,7 +251,7 @@ def mean_pairwise_distance(rows: torch.Tensor) -> float:
     return float(torch.nn.functional.pdist(rows).mean())
 
 
-def generative(layer: str, real: torch.Tensor) -> Reference:
+def generative(layer: str, logged_as: str, real: torch.Tensor) -> Reference:
     """Family 12: the diversity ratio, mean pairwise distance of the generator's outputs on
     the held-out latents over that of ``real`` samples (each flattened); below 0.5 (the
     default rule's warning)."""
@@ -243,4 +262,5 @@ def generative(layer: str, real: torch.Tensor) -> Reference:
         0.5,
         False,
         (layer,),
+        logged_as=logged_as,
     )

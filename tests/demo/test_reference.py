@@ -66,7 +66,9 @@ def test_code_perplexity_ratio_of_scores() -> None:
     one = torch.zeros(32, 8, dtype=torch.float64)
     one[:, 3] = 1.0
     assert ref.code_perplexity_ratio(one) == pytest.approx(1 / 8)  # one code of 8
-    assert ref.codebook("q").beyond(0.2) and not ref.codebook("q").beyond(0.3)
+    assert ref.codebook("q", logged_as="c").beyond(0.2) and not ref.codebook(
+        "q", logged_as="c"
+    ).beyond(0.3)
 
 
 def test_posterior_measures_split_mu_and_logvar() -> None:
@@ -99,7 +101,7 @@ def test_density_reads_the_masked_weight() -> None:
 def test_diversity_ratio_against_real_samples() -> None:
     g = torch.Generator().manual_seed(0)
     real = torch.randn(500, 2, generator=g)
-    div = ref.generative("out", real)
+    div = ref.generative("out", "samples", real)
     same = real.double()
     assert div.measure(same, 0) == pytest.approx(1.0)
     assert div.measure(same * 0.1, 0) == pytest.approx(0.1)

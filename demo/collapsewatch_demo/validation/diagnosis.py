@@ -46,8 +46,8 @@ def diagnose(server: Server, project: str, run: RunResult) -> Diagnosis | None:
         return None
     indicator = ref.indicator
     collapsed = run.layers_beyond()
-    series = server.sampled(run.run_id, indicator)
-    watched = [layer for layer in collapsed if layer in series and series[layer] > 0]
+    series = server.sampled(run.run_id, indicator, fallback=False)
+    watched = [layer for layer in collapsed if series.get(ref.probe(layer), 0) > 0]
     if not watched:
         return Diagnosis(
             "discovery",
@@ -72,7 +72,8 @@ def diagnose(server: Server, project: str, run: RunResult) -> Diagnosis | None:
     needed = pending + window - 1
     best: tuple[int, int, int, str, list[int], list[float | None]] | None = None
     for layer in watched:
-        after = [(s, v) for s, v in server.points(run.run_id, indicator, layer) if s >= crossed]
+        points = server.points(run.run_id, indicator, ref.probe(layer))
+        after = [(s, v) for s, v in points if s >= crossed]
         judged = [(s, v) for s, v in after if s >= warmup]
         n_beyond = sum(_beyond(v, cond, threshold) for _, v in judged)
         key = (

@@ -6,6 +6,8 @@ from collapsewatch_demo.validation.pairs import (
     dead_units,
     dimensional,
     posterior,
+    routing,
+    sparsity,
 )
 
 __all__ = ["codebook", "complete", "dead_units", "dimensional", "posterior", "routing", "sparsity"]

@@ -23,9 +23,8 @@ from collapsewatch_demo.data import GaussianClasses, Shapes
 from collapsewatch_demo.harness import Batch, Recipe, Setup
 from collapsewatch_demo.validation.registry import Pair, register
 
-#: The quantiser's logger name in every recipe: the module the reference measures, so the
-#: report matches the logged series with the truth.
-CODES = "quantizer.scores"
+#: The quantiser's logger name in every recipe.
+CODES = "codes"
 
 
 class CodeScores(nn.Module):
@@ -154,7 +153,7 @@ class ShapesConvVQ(Recipe):
             model.quantizer.scores.codebook[which] = rows[pick]
 
     def reference(self) -> reference.Reference:
-        return reference.codebook("quantizer.scores")
+        return reference.codebook("quantizer.scores", logged_as=CODES)
 
 
 class MLPVQ(nn.Module):
@@ -207,7 +206,7 @@ class ClassesMLPVQ(Recipe):
         return setup.criterion(x_hat, x) + vq_loss
 
     def reference(self) -> reference.Reference:
-        return reference.codebook("quantizer.scores")
+        return reference.codebook("quantizer.scores", logged_as=CODES)
 
 
 register(

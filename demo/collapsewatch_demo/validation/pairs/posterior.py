@@ -22,9 +22,9 @@ from collapsewatch_demo.data import GaussianClasses, Shapes
 from collapsewatch_demo.harness import Batch, Recipe, Setup
 from collapsewatch_demo.validation.registry import Pair, register
 
-#: The posterior's logger name: the module the references measure (``encoder.posterior`` in
-#: the MLP), so the report matches the logged series with the truth.
-POSTERIOR = "posterior"
+#: The posterior's logger name in every recipe (not a module's name: the SDK refuses a logger
+#: named like a watched layer).
+POSTERIOR = "z"
 
 
 def kl_per_row(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -96,7 +96,7 @@ class ShapesBetaVAE(Recipe):
         return recon + self.beta * kl_per_row(mu, logvar).mean()
 
     def reference(self) -> reference.Reference:
-        return reference.posterior_active_units("posterior")
+        return reference.posterior_active_units("posterior", logged_as=POSTERIOR)
 
 
 class PeekingVAE(nn.Module):
@@ -148,7 +148,7 @@ class PeekingDecoderVAE(Recipe):
         model: PeekingVAE = setup.model  # type: ignore[assignment]
         mu, logvar = model(x)
         if monitor.sampled:
-            monitor.log_posterior("encoder.posterior", mu, logvar)
+            monitor.log_posterior(POSTERIOR, mu, logvar)
         z = mu + eps * (0.5 * logvar).exp()
         if self.peek:
             z = torch.cat((z, x + 0.5 * noise), 1)
@@ -156,7 +156,7 @@ class PeekingDecoderVAE(Recipe):
         return recon + kl_per_row(mu, logvar).mean()
 
     def reference(self) -> reference.Reference:
-        return reference.posterior_active_units("encoder.posterior")
+        return reference.posterior_active_units("encoder.posterior", logged_as=POSTERIOR)
 
 
 register(
