@@ -5,9 +5,19 @@ from collapsewatch_demo.validation.pairs import (
     complete,
     dead_units,
     dimensional,
+    generative,
     posterior,
     routing,
     sparsity,
 )
 
-__all__ = ["codebook", "complete", "dead_units", "dimensional", "posterior", "routing", "sparsity"]
+__all__ = [
+    "codebook",
+    "complete",
+    "dead_units",
+    "dimensional",
+    "generative",
+    "posterior",
+    "routing",
+    "sparsity",
+]
