@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from collapsewatch_demo import reference
-from collapsewatch_demo.data import Shapes, SmoothRegression
+from collapsewatch_demo.data import Shapes, SmoothRegression, heldout_generator
 from collapsewatch_demo.harness import Batch, Recipe, Setup
 from collapsewatch_demo.validation.pairs.dead_units import SmallCNN
 from collapsewatch_demo.validation.registry import Pair, register
@@ -124,6 +124,96 @@ class ProximalL1MLP(Recipe):
         return reference.sparsity("fc1", "fc2", "head")
 
 
+class TokenClasses:
+    """Bags of 24 tokens from a 500-token vocabulary; each of 6 classes draws its tokens
+    from its own random distribution (a few hundred likely tokens)."""
+
+    def __init__(self, task_seed: int) -> None:
+        g = torch.Generator().manual_seed(task_seed)
+        self.probs = (torch.randn(6, 500, generator=g) * 2).softmax(-1)
+        self.task_seed = task_seed
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, 6, (n,), generator=generator)
+        return torch.multinomial(self.probs[y], 24, replacement=True, generator=generator), y
+
+    def heldout(self) -> torch.Tensor:
+        return self.sample(256, heldout_generator(self.task_seed))[0]
+
+
+class BagClassifier(nn.Module):
+    """Embedding 500 x 32 (N(0, 1) init, as ``nn.Embedding`` draws it), mean over the bag,
+    Linear 32-64, ReLU, Linear 64-6 (``embed``, ``fc``, ``head``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(500, 32)
+        self.fc = nn.Linear(32, 64)
+        self.head = nn.Linear(64, 6)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.fc(self.embed(tokens).mean(1))))
+
+
+#: The bag classifier's prunable layers.
+BAG_LAYERS = ("embed", "fc", "head")
+
+
+@dataclass(frozen=True)
+class GradualBagPruning(Recipe):
+    """Token-bag classification by :class:`BagClassifier`, SGD 0.1 with Nesterov momentum
+    0.9, cross-entropy, batch 64, 2000 steps. From step 500 to 1500, every 100 steps, the
+    three weight matrices are pruned together towards 95% sparsity (Zhu and Gupta's cubic
+    schedule) by hand-written masks, re-applied after every step. ``normalised``: the one
+    threshold applies to each weight's magnitude over its layer's mean magnitude, so every
+    layer keeps a similar share; otherwise to raw magnitudes, where the embedding's N(0, 1)
+    weights dwarf the Linear layers' (uniform within 1/sqrt(fan-in)) and keep the whole
+    budget: the worst layer falls to 2% at step 800, below 1% from step 1120 on, 0.6% at the
+    end (seed 0); normalised, no layer goes below 3.9% (seed 0). The loss hardly tells them
+    apart (0.011 and 0.010 at the end). About 15-20 s a run."""
+
+    family: ClassVar[str] = "sparsity"
+    normalised: bool = False
+    steps: int = 2000
+    data: ClassVar[TokenClasses] = TokenClasses(task_seed=1003)
+
+    def build(self) -> Setup:
+        model = BagClassifier()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+        masks = {n: torch.ones_like(getattr(model, n).weight) for n in BAG_LAYERS}
+        return Setup(model, opt, nn.CrossEntropyLoss(), self.data.heldout(), parts=masks)
+
+    def batch(self, step: int, generator: torch.Generator) -> Batch:
+        return self.data.sample(64, generator)
+
+    def train_step(
+        self, setup: Setup, step: int, generator: torch.Generator, monitor: Any
+    ) -> float:
+        loss = super().train_step(setup, step, generator, monitor)
+        with torch.no_grad():
+            weights = {n: getattr(setup.model, n).weight for n in BAG_LAYERS}
+            if 500 <= step <= 1500 and step % 100 == 0:
+                self._prune(weights, setup.parts, 0.95 * (1 - (1 - (step - 500) / 1000) ** 3))
+            for n, w in weights.items():
+                w.mul_(setup.parts[n])
+        return loss
+
+    def _prune(
+        self, weights: dict[str, torch.Tensor], masks: dict[str, Any], sparsity: float
+    ) -> None:
+        """Masks keeping the largest (optionally layer-normalised) magnitudes overall."""
+        scores = {
+            n: w.abs() / (w.abs().mean() if self.normalised else 1.0) for n, w in weights.items()
+        }
+        every = torch.cat([s.flatten() for s in scores.values()])
+        cut = every.kthvalue(max(1, int(sparsity * every.numel()))).values
+        for n, s in scores.items():
+            masks[n] = (s > cut).float()
+
+    def reference(self) -> reference.Reference:
+        return reference.sparsity(*BAG_LAYERS)
+
+
 register(
     Pair(
         "sparsity-cnn-one-shot-global-97",
@@ -140,5 +230,15 @@ register(
         "step 270 (control: 1e-3)",
         ProximalL1MLP(l1=3e-2),
         ProximalL1MLP(l1=1e-3),
+    )
+)
+register(
+    Pair(
+        "sparsity-token-bag-gradual-2000",
+        "token-bag classifier pruned gradually to 95% on raw magnitudes: the N(0, 1) "
+        "embedding keeps the budget and a Linear layer empties (control: magnitudes "
+        "normalised per layer)",
+        GradualBagPruning(normalised=False),
+        GradualBagPruning(normalised=True),
     )
 )
