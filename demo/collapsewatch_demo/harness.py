@@ -327,6 +327,12 @@ def evaluate(
             outputs.clear()
             recipe.reference_forward(twin, heldout)
             for n in ref.layers:
+                if ref.reads == "weight":  # after the forward: a pruned layer's masked weight
+                    weight = modules[n].weight
+                    if not isinstance(weight, torch.Tensor):
+                        raise TypeError(f"{type(recipe).__name__}: {n} has no weight tensor")
+                    values[n].append(ref.measure(weight.detach().to(torch.float64).flatten(1), 0))
+                    continue
                 rows = outputs[n]
                 values[n].append(ref.measure(rows, room(modules[n], rows.shape[1], data_rank)))
     finally:

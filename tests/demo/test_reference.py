@@ -58,3 +58,51 @@ def test_reference_sides_and_worst_layer() -> None:
     rank = ref.dimensional("a", "b")
     assert rank.beyond(0.04) and not rank.beyond(0.05)
     assert rank.worst({"a": 0.3, "b": 0.07}) == 0.07
+
+
+def test_code_perplexity_ratio_of_scores() -> None:
+    eye = torch.eye(8, dtype=torch.float64)
+    assert ref.code_perplexity_ratio(eye.repeat(4, 1)) == pytest.approx(1.0)  # every code
+    one = torch.zeros(32, 8, dtype=torch.float64)
+    one[:, 3] = 1.0
+    assert ref.code_perplexity_ratio(one) == pytest.approx(1 / 8)  # one code of 8
+    assert ref.codebook("q", logged_as="c").beyond(0.2) and not ref.codebook(
+        "q", logged_as="c"
+    ).beyond(0.3)
+
+
+def test_posterior_measures_split_mu_and_logvar() -> None:
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(4000, 4, generator=g, dtype=torch.float64)
+    mu[:, :3] = 0.5  # three dims give every input the same code
+    rows = torch.cat((mu, torch.zeros_like(mu)), 1)  # unit variance
+    assert ref.active_units(rows) == 0.25
+    # KL = mu^2 / 2 per dim: 3 x 0.125 plus E[x^2] / 2 = 0.5
+    assert ref.total_kl(rows) == pytest.approx(0.375 + 0.5, rel=0.05)
+    with pytest.raises(ValueError, match="got an odd 3 units"):
+        ref.active_units(torch.zeros(4, 3, dtype=torch.float64))
+
+
+def test_load_entropy_of_top_k_choices() -> None:
+    logits = torch.tensor([[3.0, 2.0, 0.0, 0.0], [0.0, 0.0, 3.0, 2.0]], dtype=torch.float64)
+    assert ref.load_entropy(logits, k=2) == pytest.approx(1.0)  # every expert once
+    assert ref.load_entropy(logits[:1].repeat(5, 1), k=1) == pytest.approx(0.0)
+
+
+def test_density_reads_the_masked_weight() -> None:
+    layer = nn.Linear(10, 10)
+    prune.l1_unstructured(layer, "weight", amount=0.99)
+    layer(torch.zeros(1, 10))
+    assert ref.density(layer.weight.detach().double()) == 0.01  # 1 weight of 100 left
+    sparsity = ref.sparsity("fc")
+    assert sparsity.reads == "weight" and sparsity.beyond(0.009) and not sparsity.beyond(0.01)
+
+
+def test_diversity_ratio_against_real_samples() -> None:
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(500, 2, generator=g)
+    div = ref.generative("out", "samples", real)
+    same = real.double()
+    assert div.measure(same, 0) == pytest.approx(1.0)
+    assert div.measure(same * 0.1, 0) == pytest.approx(0.1)
+    assert div.beyond(0.1)
