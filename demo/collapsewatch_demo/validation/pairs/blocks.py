@@ -7,7 +7,7 @@ SDK is given neither ``blocks=`` nor the attention modules: it has to find them 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -108,3 +108,23 @@ def token_cosines(
     """The brute-force mean token cosine of each named block's output in ``forward()``."""
     seen = reference.capture(model, names, forward)
     return {n: reference.token_cosine(out) for n, (_, out) in seen.items()}
+
+
+class Trunk(nn.Module):
+    """Token embeddings and learned positions, ``depth`` :class:`Block`s in a ModuleList
+    (``blocks``) and a final LayerNorm: the body of a GPT or of a text encoder."""
+
+    def __init__(
+        self, vocab: int, length: int, dim: int, depth: int, heads: int, **block: Any
+    ) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(length, dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(dim, heads, **block) for _ in range(depth))
+        self.ln = nn.LayerNorm(dim)
+
+    def forward(self, idx: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.tok(idx) + self.pos[: idx.shape[1]]
+        for block in self.blocks:
+            x = block(x, pad)
+        return self.ln(x)
