@@ -1,5 +1,23 @@
 """The pairs of each family; importing this package registers them all (and imports torch)."""
 
-from collapsewatch_demo.validation.pairs import complete, dead_units, dimensional, tokens
+from collapsewatch_demo.validation.pairs import (
+    attention,
+    complete,
+    dead_units,
+    dimensional,
+    diversity,
+    neural,
+    state,
+    tokens,
+)
 
-__all__ = ["complete", "dead_units", "dimensional", "tokens"]
+__all__ = [
+    "attention",
+    "complete",
+    "dead_units",
+    "dimensional",
+    "diversity",
+    "neural",
+    "state",
+    "tokens",
+]
