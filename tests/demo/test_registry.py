@@ -36,3 +36,11 @@ def test_the_suite_covers_its_families_with_varied_run_lengths() -> None:
         assert len({p.steps for p in chosen}) >= 3, family
         assert all(300 <= p.steps <= 5000 for p in chosen)
     assert 2 <= len(select(fast=True)) <= 3
+
+
+def test_the_transformer_era_families_have_a_pair_in_each_half() -> None:
+    for family in ("neural_collapse", "tokens", "attention", "diversity", "state"):
+        chosen = select(family=family)
+        assert {p.half for p in chosen} == {"tune", "heldout"}, family
+        assert len({p.steps for p in chosen}) == len(chosen), family  # run lengths differ
+        assert all(300 <= p.steps <= 5000 for p in chosen)
