@@ -111,6 +111,13 @@ class Recipe(ABC):
         """The forward pass the reference reads the layers' outputs from."""
         model(heldout)
 
+    def reference_values(self, model: nn.Module, heldout: torch.Tensor) -> dict[str, float] | None:
+        """The reference of each of ``reference().layers``, computed by the recipe from the
+        whole model (under ``no_grad``, in training mode), for truths that are not a measure of
+        one layer's output rows: attention probabilities, states of long sequences, generated
+        samples, features by class. None (the default): measure the layers' outputs."""
+        return None
+
 
 class TwoViews(Recipe):
     """A self-supervised recipe: a batch is two views of the same inputs (``views``), and the
@@ -265,9 +272,10 @@ def train(
             snapshots.append((step, _weights(model)))
 
     trained = run_watched(recipe, server=server, project=project, run=run, before_step=keep)
+    ref = recipe.reference()
+    snapshots = [(s, w) for s, w in snapshots if s >= ref.from_step]
     with one_thread():
         values = evaluate(recipe, twin.model, twin.heldout, snapshots)
-    ref = recipe.reference()
     evaluated = [s for s, _ in snapshots]
     result = RunResult(
         **vars(trained),
@@ -300,13 +308,25 @@ def evaluate(
     heldout: torch.Tensor,
     snapshots: Sequence[tuple[int, dict[str, torch.Tensor]]],
 ) -> dict[str, list[float]]:
-    """The reference of every layer at every snapshot, on the held-out batch.
+    """The reference of every layer at every snapshot, on the held-out batch (by the recipe's
+    ``reference_values`` when it has them), each over its first value for a relative reference.
 
     The twin runs in training mode, so a BatchNorm normalises with the held-out batch's own
     statistics as it does in training (its running statistics are meaningless in the first
     steps, and the twin's are thrown away with each snapshot); no recipe uses dropout.
     """
     ref = recipe.reference()
+    values: dict[str, list[float]] = {n: [] for n in ref.layers}
+    if type(recipe).reference_values is not Recipe.reference_values:
+        twin.train()
+        for _, weights in snapshots:
+            twin.load_state_dict(weights)
+            measured = recipe.reference_values(twin, heldout)
+            if measured is None:
+                raise TypeError(f"{type(recipe).__name__}.reference_values gave no values")
+            for n in ref.layers:
+                values[n].append(measured[n])
+        return _relative(values) if ref.relative else values
     modules = dict(twin.named_modules())
     missing = [n for n in ref.layers if n not in modules]
     if missing:
@@ -319,7 +339,6 @@ def evaluate(
         )
         for n in ref.layers
     ]
-    values: dict[str, list[float]] = {n: [] for n in ref.layers}
     try:
         twin.train()
         for _, weights in snapshots:
@@ -338,7 +357,12 @@ def evaluate(
     finally:
         for h in handles:
             h.remove()
-    return values
+    return _relative(values) if ref.relative else values
+
+
+def _relative(values: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Each layer's values over its first one."""
+    return {n: [v / vs[0] for v in vs] for n, vs in values.items()}
 
 
 def loss_change_step(

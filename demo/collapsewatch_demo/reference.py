@@ -124,6 +124,12 @@ class Reference:
         """The server's probe name of one of the layers."""
         return self.logged_as or layer
 
+    #: The truth is judged from this step on (a relative indicator's first logged point).
+    from_step: int = 0
+    #: Whether each layer's values are taken relative to its value at ``from_step`` (so the
+    #: threshold is a ratio: 0.7 for a drop of more than 30%, 1.1 for a rise of more than 10%).
+    relative: bool = False
+
     def beyond(self, value: float) -> bool:
         """Whether ``value`` is on the collapsed side of the threshold (NaN counts)."""
         if math.isnan(value):
@@ -263,4 +269,131 @@ def generative(layer: str, logged_as: str, real: torch.Tensor) -> Reference:
         False,
         (layer,),
         logged_as=logged_as,
+    )
+
+
+def capture(
+    model: nn.Module, names: tuple[str, ...], forward: Callable[[], object]
+) -> dict[str, tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
+    """The positional inputs and the output of each module of ``model`` named in ``names``
+    during ``forward()`` (the last call of each), as raw tensors."""
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise KeyError(f"no module named {missing} in the model")
+    seen: dict[str, tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
+    handles = [
+        modules[n].register_forward_hook(
+            lambda _m, args, out, n=n: seen.__setitem__(n, (tuple(args), out))
+        )
+        for n in names
+    ]
+    try:
+        forward()
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def direct(rows: torch.Tensor, room: int = 0) -> float:
+    """The measure of a reference that the recipe computes from the whole model
+    (``Recipe.reference_values``), never from one layer's output rows."""
+    raise TypeError("this reference is computed by the recipe's reference_values")
+
+
+def nc1(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """NC1 = tr(Sigma_W Sigma_B^+) / C of ``features`` ``[rows, d]`` by integer ``labels``,
+    with the server's conventions: only classes present count, mu_G is the mean of the class
+    means, Sigma_W averages over rows and Sigma_B over classes."""
+    h = features.detach().to(torch.float64)
+    classes = labels.unique()
+    means = torch.stack([h[labels == c].mean(0) for c in classes])
+    centred_rows = h - means[torch.searchsorted(classes, labels)]
+    within = centred_rows.T @ centred_rows / len(h)
+    m = means - means.mean(0)
+    between = m.T @ m / len(classes)
+    pinv = torch.linalg.pinv(between, hermitian=True, rtol=1e-7)
+    return float(torch.trace(within @ pinv)) / len(classes)
+
+
+def neural_collapse(*layers: str) -> Reference:
+    """Family 1: NC1 of the classifier's input features on the recipe's fixed training set,
+    by class; informs below 0.05 (the default rule). ``layers`` are the classifiers, as the
+    SDK names its ``classes`` probe."""
+    return Reference("nc1", direct, 0.05, False, layers)
+
+
+def token_cosine(states: torch.Tensor) -> float:
+    """Mean over sequences of the mean pairwise cosine of their tokens, ``states`` ``[batch,
+    seq, dim]``: every pair of distinct positions, from the unit token vectors."""
+    u = states.detach().to(torch.float64)
+    u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    t = u.shape[1]
+    gram = u @ u.transpose(1, 2)
+    return float(((gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)) / (t * (t - 1))).mean())
+
+
+def tokens(*layers: str) -> Reference:
+    """Family 4: mean pairwise token cosine of each block's output (the residual stream),
+    critical above 0.9. ``layers`` are the blocks."""
+    return Reference("token_cosine", direct, 0.9, True, layers)
+
+
+def attention_entropy(
+    q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None, scale: float | None = None
+) -> float:
+    """Mean normalised attention entropy of ``softmax(q k^T * scale)``, ``q``/``k`` ``[batch,
+    heads, seq, d_head]``, over every head and every query that sees at least two keys:
+    ``-sum_j A_ij log A_ij / log n_i``. ``mask`` ``[seq, seq]`` or ``[batch, 1, seq, seq]``:
+    True where a query may see a key (all of them when None)."""
+    q, k = q.detach().to(torch.float64), k.detach().to(torch.float64)
+    logits = q @ k.transpose(-1, -2) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    visible = torch.ones_like(logits, dtype=torch.bool) if mask is None else mask.expand_as(logits)
+    probs = logits.masked_fill(~visible, -math.inf).softmax(-1)
+    n = visible.sum(-1).double()
+    entropy = torch.special.entr(probs).sum(-1)
+    keep = n >= 2
+    return float((entropy[keep] / n[keep].log()).mean())
+
+
+def attention(*layers: str) -> Reference:
+    """Family 5: mean normalised attention entropy of each attention layer, critical below
+    0.2. ``layers`` are the modules whose forward computes the attention."""
+    return Reference("attention_entropy", direct, 0.2, False, layers)
+
+
+def state_norm_ratio(states: torch.Tensor, train_length: int) -> float:
+    """Mean state norm over the positions of the last log2 bucket ``[L/2, L)`` of ``states``
+    ``[batch, L, dim]`` (``L`` a power of two) over the mean norm at the last trained position
+    ``train_length - 1``: every position, no bucket sampling."""
+    norms = states.detach().to(torch.float64).norm(dim=-1)
+    length = norms.shape[1]
+    return float(norms[:, length // 2 :].mean() / norms[:, train_length - 1].mean())
+
+
+def state(*layers: str) -> Reference:
+    """Family 13: state norm ratio of each recurrent layer, warning above 2."""
+    return Reference("state_norm_ratio", direct, 2.0, True, layers)
+
+
+def distinct_2(token_ids: torch.Tensor) -> float:
+    """Distinct bigrams over all bigrams of ``token_ids`` ``[samples, length]``, exactly."""
+    pairs = torch.stack((token_ids[:, :-1], token_ids[:, 1:]), -1).reshape(-1, 2)
+    return len(pairs.unique(dim=0)) / max(len(pairs), 1)
+
+
+def diversity_drop(name: str, from_step: int) -> Reference:
+    """Family 11: distinct-2 of the model's samples relative to its value at ``from_step``
+    (the first logged generation), collapsed below 0.7 (the default's drop of 30%)."""
+    return Reference(
+        "text_distinct_2", direct, 0.7, False, (name,), from_step=from_step, relative=True
+    )
+
+
+def perplexity_rise(name: str, from_step: int) -> Reference:
+    """Family 11: validation perplexity relative to its value at ``from_step`` (the first
+    evaluation), collapsed above 1.1 (the default's rise of 10%)."""
+    return Reference(
+        "eval_perplexity", direct, 1.1, True, (name,), from_step=from_step, relative=True
     )

@@ -106,3 +106,43 @@ def test_diversity_ratio_against_real_samples() -> None:
     assert div.measure(same, 0) == pytest.approx(1.0)
     assert div.measure(same * 0.1, 0) == pytest.approx(0.1)
     assert div.beyond(0.1)
+
+
+def test_nc1_is_zero_on_class_means_and_positive_with_spread() -> None:
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(4, 6, generator=g, dtype=torch.float64) * 3
+    labels = torch.arange(400) % 4
+    assert ref.nc1(means[labels], labels) == pytest.approx(0, abs=1e-9)
+    noisy = means[labels] + torch.randn(400, 6, generator=g, dtype=torch.float64)
+    # within-class covariance ~ I against the means' scatter: NC1 ~ tr(Sigma_B^+) / C
+    centred = means - means.mean(0)
+    expected = float(torch.trace(torch.linalg.pinv(centred.T @ centred / 4))) / 4
+    assert ref.nc1(noisy, labels) == pytest.approx(expected, rel=0.2)
+
+
+def test_token_cosine_of_identical_and_orthogonal_tokens() -> None:
+    same = torch.randn(3, 1, 8).expand(3, 5, 8)
+    assert ref.token_cosine(same) == pytest.approx(1.0)
+    orthogonal = torch.eye(5).expand(2, 5, 5)
+    assert ref.token_cosine(orthogonal) == pytest.approx(0.0)
+
+
+def test_attention_entropy_of_uniform_and_one_hot_attention() -> None:
+    q = torch.zeros(2, 3, 6, 4)
+    k = torch.randn(2, 3, 6, 4)
+    assert ref.attention_entropy(q, k) == pytest.approx(1.0)  # equal logits: uniform
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    assert ref.attention_entropy(q, k, causal) == pytest.approx(1.0)  # query 0 left out
+    sharp = torch.eye(6).expand(2, 3, 6, 6) * 100  # each query matches one key
+    assert ref.attention_entropy(sharp, torch.eye(6).expand(2, 3, 6, 6)) < 1e-3
+
+
+def test_state_norm_ratio_compares_the_long_half_with_the_trained_length() -> None:
+    norms = torch.arange(1, 17, dtype=torch.float64)  # ||h_t|| = t + 1 over 16 positions
+    states = norms.view(1, 16, 1) * torch.tensor([0.6, 0.8], dtype=torch.float64)
+    assert ref.state_norm_ratio(states, train_length=4) == pytest.approx(12.5 / 4)
+
+
+def test_distinct_2_counts_each_bigram_once() -> None:
+    ids = torch.tensor([[1, 2, 1, 2], [3, 3, 3, 3]])
+    assert ref.distinct_2(ids) == pytest.approx(3 / 6)  # (1,2), (2,1), (3,3)
