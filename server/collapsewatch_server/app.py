@@ -20,6 +20,7 @@ from collapsewatch_server.api import (
     runs,
     webhooks,
 )
+from collapsewatch_server.api.edges import EdgeChecks
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database, make_engine, migrate
 from collapsewatch_server.errors import Busy, DomainError
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Figures of a large run are megabytes of JSON; gzip makes them a fraction. Server-Sent
     # Events are left alone by the middleware (they must not be buffered).
     app.add_middleware(GZipMiddleware, minimum_size=2048)
+    # outermost: a refused Host or content type never reaches a route
+    app.add_middleware(EdgeChecks, settings=settings)
     app.state.settings = settings
     app.state.context = context
     app.state.processor = processor

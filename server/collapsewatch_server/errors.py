@@ -39,6 +39,12 @@ WEBHOOK_URL_PRIVATE = (
     "set COLLAPSEWATCH_WEBHOOK_ALLOW_PRIVATE=true to allow private targets"
 )
 WEBHOOK_DISABLED = "webhook disabled before this delivery was sent"
+HOST_MISSING = "the request has no Host header"
+HOST_UNTRUSTED = (
+    "Host {host!r} is not a name this server answers to: use localhost or 127.0.0.1, "
+    "or add the name to COLLAPSEWATCH_ALLOWED_HOSTS"
+)
+CONTENT_TYPE_NOT_JSON = "{method} requests must send Content-Type: application/json (got {got!r})"
 REFUSE_PUBLIC_WITHOUT_TOKEN = (
     "refusing to listen on {host}: a non-loopback address needs COLLAPSEWATCH_ADMIN_TOKEN"
 )
