@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 
@@ -20,6 +20,7 @@ from collapsewatch_server.api import (
     runs,
     webhooks,
 )
+from collapsewatch_server.api.deps import refuse_control_characters
 from collapsewatch_server.api.edges import EdgeChecks
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database, make_engine, migrate
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Collapse indicators of neural networks in training, live.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_control_characters)],
     )
     # Figures of a large run are megabytes of JSON; gzip makes them a fraction. Server-Sent
     # Events are left alone by the middleware (they must not be buffered).

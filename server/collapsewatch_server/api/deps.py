@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Cookie, Depends, Header, Request
+from fastapi import Cookie, Depends, Header, Path, Request
 
+from collapsewatch.schemas.bounds import MAX_INT64, NO_CONTROL, control_character
 from collapsewatch_server import auth, errors
 from collapsewatch_server.config import Settings
 from collapsewatch_server.processor import Processor
@@ -29,6 +30,22 @@ def get_context(request: Request) -> ServiceContext:
 def get_processor(request: Request) -> Processor:
     processor: Processor = request.app.state.processor
     return processor
+
+
+#: The id of a stored row (rule, webhook, token) in a path: what a BIGINT column holds.
+RowId = Annotated[int, Path(ge=1, le=MAX_INT64)]
+
+
+def refuse_control_characters(request: Request) -> None:
+    """No path or query parameter holds a control character: Postgres refuses NUL where
+    SQLite takes it, and no name has one; one 422 naming the parameter on both backends."""
+    for where, params in (("path", request.path_params), ("query", request.query_params)):
+        for name, value in params.items():
+            index = control_character(str(value))
+            if index is not None:
+                char = f"U+{ord(str(value)[index]):04X}"
+                message = NO_CONTROL.format(char=char, index=index)
+                raise errors.Invalid(message, loc=(where, name))
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

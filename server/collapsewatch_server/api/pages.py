@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from collapsewatch.schemas.bounds import MAX_STEP
 from collapsewatch_server import auth, errors
 from collapsewatch_server.api.charts import parse_run_ids
 from collapsewatch_server.api.deps import SESSION_COOKIE, ContextDep, SettingsDep, TokenDep
@@ -89,7 +90,7 @@ def run_page(
     load as they scroll into view; run.js keeps everything live from the SSE stream.
     ``?step=N`` marks that step on every chart and scrolls to the indicator that alerted
     there (alert links point to it); ``&indicator=`` names the indicator."""
-    at = int(step) if step and step.isdigit() else None
+    at = int(step) if step and step.isdigit() and int(step) <= MAX_STEP else None
     try:
         return _html(pages.run_page(ctx, uuid.UUID(run_id), at, indicator))
     except (ValueError, errors.NotFound):  # ValueError: not a UUID, so no such run either
