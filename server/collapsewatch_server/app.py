@@ -13,6 +13,7 @@ from collapsewatch._version import __version__
 from collapsewatch_server.api import (
     alerts,
     charts,
+    docs,
     ingest,
     ingest_tokens,
     live,
@@ -27,6 +28,7 @@ from collapsewatch_server.db import Database, make_engine, migrate
 from collapsewatch_server.errors import Busy, DomainError
 from collapsewatch_server.processor import Processor
 from collapsewatch_server.services.context import ServiceContext
+from collapsewatch_server.throttle import AuthThrottle
 from collapsewatch_server.worker import Worker
 
 
@@ -63,6 +65,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Collapse indicators of neural networks in training, live.",
         lifespan=lifespan,
+        # served by api.docs, behind the read check
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
         dependencies=[Depends(refuse_control_characters)],
     )
     # Figures of a large run are megabytes of JSON; gzip makes them a fraction. Server-Sent
@@ -73,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.context = context
     app.state.processor = processor
+    app.state.auth_throttle = AuthThrottle(settings.auth_free_failures, settings.auth_max_block_s)
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
@@ -90,4 +97,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest_tokens.router)
     app.include_router(charts.router)
     app.include_router(pages.router)
+    app.include_router(docs.router)
     return app

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         description="comma-separated Host names served besides loopback ones, the bind address "
         "and public_url's host ('*': any); checked without admin token, and always when set",
     )
+    auth_free_failures: int = Field(
+        default=10, ge=1, description="failed authentications of an address before throttling"
+    )
+    auth_max_block_s: float = Field(
+        default=300.0, gt=0, description="longest block of an address after failed authentications"
+    )
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="after gunzip")
     stalled_after_s: float = Field(default=300.0, gt=0, description="running run silent -> stalled")
     sse_poll_s: float = Field(default=1.0, gt=0, description="how often live pages look for points")
