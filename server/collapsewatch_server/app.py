@@ -17,6 +17,7 @@ from collapsewatch_server.api import (
     ingest,
     ingest_tokens,
     live,
+    openapi,
     pages,
     runs,
     webhooks,
@@ -98,4 +99,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(charts.router)
     app.include_router(pages.router)
     app.include_router(docs.router)
+    openapi.install(app)
     return app

@@ -9,9 +9,13 @@ backends one answer: a 422 naming the field.
 from __future__ import annotations
 
 import unicodedata
-from typing import Annotated, Final
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
 
-from pydantic import BeforeValidator, Field
+from pydantic import Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 #: The largest value of a 64-bit column (BIGINT): row ids.
 MAX_INT64: Final = 2**63 - 1
@@ -20,6 +24,10 @@ MAX_INT32: Final = 2**31 - 1
 #: The largest training step: JavaScript's largest exact integer, so the dashboard shows every
 #: step as sent, far inside BIGINT so sums of steps cannot overflow it.
 MAX_STEP: Final = 2**53 - 1
+
+#: The same rules as JSON-schema patterns, so that the API's description states them.
+NO_CONTROL_PATTERN: Final = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
+NO_NUL_PATTERN: Final = "^[^\\x00]*$"
 
 NO_CONTROL = "must not contain control characters (found {char} at position {index})"
 NO_NUL = "must not contain NUL characters (found at position {index})"
@@ -55,8 +63,29 @@ def refuse_nul(text: object) -> object:
 
 # Checked before the string schema, so that length limits keep their own messages; in an
 # alias with limits, put the check after them: ``Annotated[str, Field(...), NAME_CHARS]``.
-NAME_CHARS: Final = BeforeValidator(refuse_control_characters)
-TEXT_CHARS: Final = BeforeValidator(refuse_nul)
+@dataclass(frozen=True)
+class _Characters:
+    """A string's character check, run before its schema (as ``BeforeValidator``), and stated
+    in its JSON schema as ``pattern`` so the API's description says it."""
+
+    check: Callable[[object], object]
+    pattern: str
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler.resolve_ref_schema(handler(schema))
+        json_schema.setdefault("pattern", self.pattern)
+        return json_schema
+
+
+NAME_CHARS: Final = _Characters(refuse_control_characters, NO_CONTROL_PATTERN)
+TEXT_CHARS: Final = _Characters(refuse_nul, NO_NUL_PATTERN)
 #: A name of something (probe, rule, module, host): one line of printable characters.
 Label = Annotated[str, NAME_CHARS]
 #: Free text (a description, a note): anything but NUL.
