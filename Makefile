@@ -36,7 +36,7 @@ test: $(VENV)/.dev-installed browser ## set up and run the tests (SQLite, Postgr
 
 FUZZ_EXAMPLES ?= 50
 fuzz: $(VENV)/.dev-installed ## schemathesis over every API operation, more examples than `make test`
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/server/test_openapi_fuzz.py
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q --timeout=0 tests/server/test_openapi_fuzz.py
 
 browser: ## install Debian's chromium for the browser tests when it is missing and we are root
 	@if [ ! -x /usr/bin/chromium ]; then \

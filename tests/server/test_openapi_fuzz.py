@@ -56,6 +56,7 @@ def fuzz_operation(operation: Any, mode: GenerationMode) -> None:
     run()
 
 
+@pytest.mark.timeout(900)  # a loaded machine; `make fuzz` lifts the limit
 def test_every_operation_keeps_its_description(db_url: str) -> None:
     app = create_app(Settings(db_url=db_url, worker=False))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
