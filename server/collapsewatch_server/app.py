@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from collapsewatch._version import __version__
 from collapsewatch_server.api import (
@@ -17,6 +18,7 @@ from collapsewatch_server.api import (
     ingest,
     ingest_tokens,
     live,
+    methods,
     openapi,
     pages,
     runs,
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
+    app.add_exception_handler(StarletteHTTPException, methods.complete_allow)
     app.include_router(runs.router)
     app.include_router(runs.api)
     app.include_router(ingest.router)

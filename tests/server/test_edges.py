@@ -139,3 +139,20 @@ def test_the_login_form_still_posts_form_data(sqlite_url: str) -> None:
 )
 def test_host_name(header: str, name: str) -> None:
     assert host_name(header) == name
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/api/v1/projects/p/rules", {"GET", "POST"}),
+        ("/api/v1/projects/p/rules/1", {"DELETE", "GET", "PUT"}),
+        ("/api/v1/projects/p/webhooks/1", {"DELETE", "GET", "PUT"}),
+        ("/api/v1/ingest", {"POST"}),
+    ],
+)
+def test_a_405_lists_every_method_of_the_path(
+    open_server: TestClient, path: str, methods: set[str]
+) -> None:
+    r = open_server.request("PATCH", path, headers=JSON, content=b"{}")
+    assert r.status_code == 405
+    assert set(r.headers["allow"].split(", ")) == methods

@@ -1,7 +1,7 @@
 """The OpenAPI document, completed with what the routes' signatures cannot say: the answers
 every operation of a kind gives (404 for an unknown project or resource, 400 for a body that
-is not JSON, 415 for one not declared JSON), the characters path and query parameters refuse, and the ingest body (read
-raw, to bound and gunzip it before parsing)."""
+is not JSON, 415 for one not declared JSON), the characters path and query parameters refuse,
+and the ingest body (read raw, to bound and gunzip it before parsing)."""
 
 from __future__ import annotations
 
