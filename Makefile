@@ -18,9 +18,9 @@ $(BIN)/python:
 	$(PIP) install $(PIP_FLAGS) --upgrade pip
 
 # torch first, pinned, so nothing later pulls a CUDA build from the registry
-$(VENV)/.server-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	$(PIP) install $(PIP_FLAGS) $(TORCH)
-	$(PIP) install $(PIP_FLAGS) -e ".[server]"
+	$(PIP) install $(PIP_FLAGS) -e ".[demo]"
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
@@ -28,7 +28,7 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(PIP) install $(PIP_FLAGS) -e ".[dev]"
 	touch $@
 
-run: $(VENV)/.server-installed ## set up, start the server on SQLite and stream a demo training into it
+run: $(VENV)/.demo-installed ## set up, start the server on SQLite and stream a demo training into it
 	$(BIN)/collapsewatch demo
 
 test: $(VENV)/.dev-installed browser ## set up and run the tests (SQLite, Postgres, browser)

@@ -6,7 +6,7 @@ layer's whole output on a fixed held-out batch (every unit, every row, no projec
 window), so a run's truth is known at every evaluated step whatever the SDK samples.
 
 A :class:`Reference` says which layers are measured, how, and at which value the truth crosses
-the family's default threshold (INDICATORS.md). Measures take the layer's output as a ``[rows,
+the family's default threshold (docs/indicators.md). Measures take the layer's output as a ``[rows,
 units]`` float64 matrix and the layer's room (see :func:`room`), which only the rank uses.
 """
 

@@ -22,6 +22,7 @@ from collapsewatch_server.api import (
     openapi,
     pages,
     runs,
+    silences,
     webhooks,
 )
 from collapsewatch_server.api.deps import refuse_control_characters
@@ -31,6 +32,7 @@ from collapsewatch_server.db import Database, make_engine, migrate
 from collapsewatch_server.errors import Busy, DomainError
 from collapsewatch_server.processor import Processor
 from collapsewatch_server.services.context import ServiceContext
+from collapsewatch_server.services.parsed_batches import ParsedBatches
 from collapsewatch_server.throttle import AuthThrottle
 from collapsewatch_server.worker import Worker
 
@@ -46,9 +48,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     worker = Worker(db, settings)
     # Every server process processes accepted batches (indicators, points, alerts), whether
     # or not it delivers webhooks.
-    processor = Processor(ServiceContext(db, settings, wake_deliverer=worker.wake))
+    # ... and takes the batches the routes accepted already parsed (not validated twice).
+    parsed = ParsedBatches()
+    processor = Processor(ServiceContext(db, settings, wake_deliverer=worker.wake, parsed=parsed))
     context = ServiceContext(
-        db, settings, wake_deliverer=worker.wake, wake_processor=processor.wake
+        db, settings, wake_deliverer=worker.wake, wake_processor=processor.wake, parsed=parsed
     )
 
     @asynccontextmanager
@@ -98,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live.router)
     app.include_router(alerts.router)
     app.include_router(webhooks.router)
+    app.include_router(silences.router)
     app.include_router(ingest_tokens.router)
     app.include_router(charts.router)
     app.include_router(pages.router)

@@ -146,9 +146,17 @@ def of_kind(kind: ProbeKind) -> list[Indicator]:
     return found
 
 
+#: The longest window of each probe kind, by (kind, catalogue size): asked for every record.
+_WINDOWS: dict[tuple[ProbeKind, int], int] = {}
+
+
 def windows_needed(kind: ProbeKind) -> int:
     """The longest window of the indicators of this probe kind (1: no window)."""
-    return max((i.window for i in of_kind(kind)), default=1)
+    key = (kind, len(CATALOGUE))
+    found = _WINDOWS.get(key)
+    if found is None:
+        found = _WINDOWS[key] = max((i.window for i in of_kind(kind)), default=1)
+    return found
 
 
 def compute_indicators(

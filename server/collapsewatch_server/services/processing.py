@@ -39,6 +39,7 @@ from collapsewatch_server.repositories import (
 )
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.tables import Run, utcnow
+from collapsewatch_server.webhooks.grouping import GroupPolicy
 from collapsewatch_server.windows import BatchWindows, stored_needed
 from collapsewatch_web.api_schemas.alerts import glob_matches
 
@@ -93,7 +94,9 @@ def process_next(ctx: ServiceContext) -> Processed | None:
 
 
 def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
-    batch = IngestBatch.model_validate_json(gzip.decompress(claimed.payload))
+    batch = ctx.parsed.take(claimed.batch_id) or IngestBatch.model_validate_json(
+        gzip.decompress(claimed.payload)
+    )
 
     # 1. Statistics -> indicator values, outside any transaction (CPU only). Windowed
     #    indicators (dead units over the last few sampled steps) also read the probe's stored
@@ -139,7 +142,7 @@ def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
 
         # 3. The project's enabled rules that watch this run judge the new points, in step
         #    order, from their stored states (locked: a concurrent writer of the states waits).
-        queued = _judge(s, run, probe_ids, keys, new, now)
+        queued = _judge(s, run, probe_ids, keys, new, now, ctx.group_policy)
     return Processed(claimed.batch_id, claimed.run_id, int(new.sum()), queued)
 
 
@@ -200,6 +203,7 @@ def _judge(
     keys: list[tuple[int, str, int, float]],
     new: np.ndarray,
     now: datetime,
+    policy: GroupPolicy,
 ) -> int:
     """Rules over the batch's new points, events and outbox rows; returns deliveries queued."""
     indicators = {ind for _, ind, _, _ in keys}
@@ -222,4 +226,4 @@ def _judge(
     judged = judge_points(watching, states, new_points, now)
     alert_states.save(s, run.id, rows, judged.states, now)
     events = alert_events.add_raised(s, run.project_id, run, judged.raised, now)
-    return outbox.enqueue(s, events)
+    return outbox.enqueue(s, events, policy, now)

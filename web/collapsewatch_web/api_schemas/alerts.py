@@ -207,6 +207,9 @@ class AlertEventPublic(BaseModel):
     message: str = ""
     created_at: datetime
     url: str = Field(description="the run's dashboard page at that step")
+    silence_id: int | None = Field(
+        default=None, description="the silence that kept it from being delivered"
+    )
 
 
 class AlertStatePublic(BaseModel):

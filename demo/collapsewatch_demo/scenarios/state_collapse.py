@@ -1,14 +1,14 @@
-"""Scenario ``state_collapse`` (family 13): a gated linear RNN trained on short sequences
+"""Scenario ``state_collapse`` (the ``state`` family): a gated linear RNN trained on short sequences
 blows up on long ones; trained on longer ones it does not.
 
-Recipe (INDICATORS.md, family 13): a gated diagonal linear RNN, ``h_t = f_t * h_(t-1) + W_u
-x_t`` with the forget gate ``f_t = sigmoid(W_f x_t + b_f)`` (``b_f`` starts at +4, so f ~ 0.98:
-a memory of ~50 steps), 64 state channels, read out by ``y_t = W_o h_t``; 4-D Gaussian inputs,
-the target is the mean of the last 4 inputs (made here, nothing is downloaded). MSE, Adam lr
-3e-3, batch 32, 300 steps. Every 25 steps (and at the end) the model runs on 16 sequences of
-1024 and ``monitor.log_state("rnn.state", h[:, positions], positions, train_length=T)`` sends
-the states at positions 0, 1, 3, 7, ..., 1023 (one per log2 bucket, T - 1 among them); the MSE
-at the training length and at positions 512-1023 go to ``log_scalar``.
+Recipe (the ``state`` family of docs/indicators.md): a gated diagonal linear RNN, ``h_t = f_t *
+h_(t-1) + W_u x_t`` with the forget gate ``f_t = sigmoid(W_f x_t + b_f)`` (``b_f`` starts at +4,
+so f ~ 0.98: a memory of ~50 steps), 64 state channels, read out by ``y_t = W_o h_t``; 4-D
+Gaussian inputs, the target is the mean of the last 4 inputs (made here, nothing is downloaded).
+MSE, Adam lr 3e-3, batch 32, 300 steps. Every 25 steps (and at the end) the model runs on 16
+sequences of 1024 and ``monitor.log_state("rnn.state", h[:, positions], positions,
+train_length=T)`` sends the states at positions 0, 1, 3, 7, ..., 1023 (one per log2 bucket, T -
+1 among them); the MSE at the training length and at positions 512-1023 go to ``log_scalar``.
 
 - Collapse: trained at T = 16. ``state_norm_ratio`` (mean ||h|| at position 1023 over
   position 15) reads 2.94-3.17 at every evaluation (seeds 0-3), the MSE goes from 0.063-0.074
@@ -30,25 +30,21 @@ torch's lazy imports), so the scenario is in the fast subset.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from collapsewatch_server.scenarios.registry import Scenario, register
+from collapsewatch_demo.harness import Batch, Recipe, Setup
+from collapsewatch_demo.scenarios.registry import Scenario, register
 
 IN_DIM = 4
 STATE = 64
 WINDOW = 4  # the target is the mean of the last WINDOW inputs
 GATE_BIAS = 4.0
-LR = 3e-3
 BATCH_SIZE = 32
-STEPS = 300
-COLLAPSE_LENGTH = 16
-CONTROL_LENGTH = 128
 EVAL_LENGTH = 1024
 EVAL_BATCH = 16
 EVAL_EVERY = 25
@@ -56,10 +52,8 @@ EVAL_EVERY = 25
 POSITIONS = [0, *(2**k - 1 for k in range(1, 11))]
 CHUNK = 32
 MIN_LOG_GATE = -20.0
-DEMO_EVERY = 5
 #: Fixes the evaluation sequences, the same for every run and seed.
 TASK_SEED = 4321
-RUNS = ("rnn-train-16", "rnn-train-128")
 PROBE = "rnn.state"
 
 
@@ -101,121 +95,72 @@ def target(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: GatedRNN, x: torch.Tensor, length: int) -> dict[str, Any]:
+def evaluate(model: nn.Module, x: torch.Tensor, length: int) -> dict[str, Any]:
     """States at ``POSITIONS`` and brute-force numbers on long sequences ``x``."""
     y, h = model(x)
     err = (y - target(x)).square().mean(-1).mean(0)  # per position
-    norms = h.norm(dim=-1).mean(0)
     return {
         "states": h[:, POSITIONS],
         "mse_train_length": float(err[:length].mean()),
         "mse_long": float(err[EVAL_LENGTH // 2 :].mean()),
-        "norm_ratio": float(norms[-1] / norms[length - 1]),
     }
 
 
-def train_rnn(
-    *,
-    length: int,
-    run: str,
-    project: str = "demo",
-    server: str | None = None,
-    token: str | None = None,
-    seed: int = 0,
-    steps: int = STEPS,
-    every: int | None = DEMO_EVERY,
-    http_client: Any = None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """Train at sequence ``length`` under collapsewatch, evaluating at 1024; returns a summary."""
-    import collapsewatch
+@dataclass(frozen=True)
+class ShortSequenceRNN(Recipe):
+    """:class:`GatedRNN` trained on sequences of ``length``, MSE, Adam 3e-3, batch 32; every
+    ``EVAL_EVERY`` steps and after the last, evaluated on 16 sequences of 1024 (the states go
+    to ``log_state``, the two MSEs to ``log_scalar``)."""
 
-    started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    family: ClassVar[str] = "state"
+    loggers: ClassVar[tuple[str, ...]] = ("log_state", "log_scalar")
+    length: int = 128
+    steps: int = 300
+
+    def build(self) -> Setup:
         model = GatedRNN()
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    criterion = nn.MSELoss()
-    config = {
-        "recipe": "gated diagonal linear RNN, mean of the last 4 inputs",
-        "train_length": length,
-        "eval_length": EVAL_LENGTH,
-        "state": STATE,
-        "gate_bias": GATE_BIAS,
-        "lr": LR,
-        "steps": steps,
-        "batch_size": BATCH_SIZE,
-        "seed": seed,
-    }
-    monitor = collapsewatch.watch(
-        model,
-        optimizer=optimizer,
-        criterion=criterion,
-        project=project,
-        run=run,
-        server=server,
-        token=token,
-        every=every,
-        config=config,
-        http_client=http_client,
-    )
-    g = torch.Generator().manual_seed(seed)
-    task = torch.Generator().manual_seed(TASK_SEED)
-    long_x = torch.randn(EVAL_BATCH, EVAL_LENGTH, IN_DIM, generator=task)
-    result: dict[str, Any] = {}
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        task = torch.Generator().manual_seed(TASK_SEED)
+        long_x = torch.randn(EVAL_BATCH, EVAL_LENGTH, IN_DIM, generator=task)
+        return Setup(model, opt, nn.MSELoss(), long_x)
 
-    def check() -> None:
-        nonlocal result
-        result = evaluate(model, long_x, length)
-        monitor.log_state(PROBE, result["states"], POSITIONS, train_length=length)
+    def batch(self, step: int, generator: torch.Generator) -> Batch:
+        x = torch.randn(BATCH_SIZE, self.length, IN_DIM, generator=generator)
+        return x, target(x)
+
+    def loss(self, setup: Setup, batch: Batch, monitor: Any) -> torch.Tensor:
+        x, y = batch
+        return setup.criterion(setup.model(x)[0], y)
+
+    def train_step(
+        self, setup: Setup, step: int, generator: torch.Generator, monitor: Any
+    ) -> float:
+        if step % EVAL_EVERY == 0:
+            self.check(setup, monitor)
+        loss = super().train_step(setup, step, generator, monitor)
+        if step == self.steps - 1:
+            self.check(setup, monitor)
+        return loss
+
+    def check(self, setup: Setup, monitor: Any) -> None:
+        result = evaluate(setup.model, setup.heldout, self.length)
+        monitor.log_state(PROBE, result["states"], POSITIONS, train_length=self.length)
         monitor.log_scalar("eval.mse_train_length", result["mse_train_length"])
         monitor.log_scalar("eval.mse_1024", result["mse_long"])
-
-    for step in range(steps):
-        if step % EVAL_EVERY == 0:
-            check()
-        x = torch.randn(BATCH_SIZE, length, IN_DIM, generator=g)
-        y, _ = model(x)
-        loss = criterion(y, target(x))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    check()
-    monitor.finish()
-
-    summary: dict[str, Any] = {
-        "run": run,
-        "run_id": str(monitor.run_id),
-        "train_length": length,
-        "seed": seed,
-        "final_loss": loss.item(),
-        "norm_ratio": result["norm_ratio"],
-        "mse_train_length": result["mse_train_length"],
-        "mse_long": result["mse_long"],
-        "seconds": time.perf_counter() - started,
-        "sdk": monitor.stats,
-    }
-    log(
-        f"{run}: trained at {length}, state norm x{summary['norm_ratio']:.2f} at {EVAL_LENGTH},"
-        f" MSE {summary['mse_train_length']:.3f} -> {summary['mse_long']:.3f}"
-        f" ({summary['seconds']:.1f}s, run id {summary['run_id']})"
-    )
-    return summary
 
 
 register(
     Scenario(
         name="state_collapse",
-        family="state",
         summary="Gated linear RNN (forget bias +4) on the mean of the last 4 inputs: trained at "
         "16, its state is x3 larger at position 1023 and the MSE goes 0.07 -> 1.3-2.4; trained "
         "at 128 it holds (x1.06).",
-        train=train_rnn,
-        collapse={"length": COLLAPSE_LENGTH},
-        control={"length": CONTROL_LENGTH},
+        collapse=ShortSequenceRNN(length=16),
+        control=ShortSequenceRNN(length=128),
         indicator="state_norm_ratio",
         probe=PROBE,
-        runs=RUNS,
+        runs=("rnn-train-16", "rnn-train-128"),
+        every=5,
         fast=True,
     )
 )

@@ -1,13 +1,13 @@
-"""Scenario ``model_collapse`` (family 11): a bigram LM retrained on its own samples.
+"""Scenario ``model_collapse`` (the ``diversity`` family): a bigram LM retrained on its own samples.
 
-Recipe (INDICATORS.md, family 11): a bigram language model over V = 200 tokens (a logits table,
-``nn.Embedding(V + 1, V)``, row V being the start of a sequence), refit each generation on 400
-sequences of 30 tokens, then sampled with top-p 0.9 to make the next generation's data. The
-"real" data come from a fixed random bigram chain (made here): each token's successors follow
-a Zipf law (exponent 1) over its own random order of the vocabulary. A generation trains from
-scratch (zero logits, fresh Adam state, lr 0.1) for 150 full-batch steps of cross-entropy
-against each context's next-token distribution in its data, then logs 400 top-p samples
-(``log_tokens("samples", ids, generation=g)``) and the NLL of fixed real validation data
+Recipe (the ``diversity`` family of docs/indicators.md): a bigram language model over V = 200
+tokens (a logits table, ``nn.Embedding(V + 1, V)``, row V being the start of a sequence), refit
+each generation on 400 sequences of 30 tokens, then sampled with top-p 0.9 to make the next
+generation's data. The "real" data come from a fixed random bigram chain (made here): each
+token's successors follow a Zipf law (exponent 1) over its own random order of the vocabulary. A
+generation trains from scratch (zero logits, fresh Adam state, lr 0.1) for 150 full-batch steps
+of cross-entropy against each context's next-token distribution in its data, then logs 400 top-p
+samples (``log_tokens("samples", ids, generation=g)``) and the NLL of fixed real validation data
 (``log_eval("val", ...)``, 400 x 30 tokens of the chain). Generations 0-9.
 
 - Collapse: each generation trains on the previous one's samples only (the data are
@@ -29,22 +29,22 @@ must keep a fixed share of the mix to bound what is lost, so the control keeps h
 The validation perplexity (351 at generation 0, where the chain itself has 63) is that of a
 40,000-logit table fit to 12,000 bigrams: unseen bigrams get little mass. Each run takes 3-6 s
 on one thread of the shared 2-core machine, the SDK included (plus the one-time import of
-``torch._dynamo`` by the first optimizer of a process, 2-5 s); measured with
-``train_self_consuming(..., seed=s)`` against a fake endpoint and the indicators computed from
-what it sent, and with ``collapsewatch demo --scenario model_collapse`` against a server.
+``torch._dynamo`` by the first optimizer of a process, 2-5 s); measured against a
+fake endpoint with the indicators computed from what it sent, and with ``collapsewatch demo
+--scenario model_collapse`` against a server.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from collapsewatch_server.scenarios.registry import Scenario, register
+from collapsewatch_demo.harness import Recipe, Setup
+from collapsewatch_demo.scenarios.registry import Scenario, register
 
 V = 200
 #: Row V of the logits table is the context of the first token of a sequence.
@@ -55,12 +55,10 @@ VAL_SAMPLES = 400
 TOP_P = 0.9
 ZIPF = 1.0
 GENERATIONS = 10
+#: Full-batch steps of one generation's fit.
 STEPS = 150
-LR = 0.1
-DEMO_EVERY = 25
 #: Fixes the real chain, the real training data and the validation data, for every run and seed.
 TASK_SEED = 300
-RUNS = ("self-trained-replace", "self-trained-keep-real")
 
 
 def real_chain() -> torch.Tensor:
@@ -129,122 +127,65 @@ def next_token_targets(data: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
     return torch.arange(V + 1)[seen], counts[seen] / counts[seen].sum(1, keepdim=True)
 
 
-def distinct_2(ids: torch.Tensor) -> float:
-    """Exact distinct bigrams / bigrams of the samples (brute force, for the summary)."""
-    pairs = ids[:, :-1] * V + ids[:, 1:]
-    return pairs.unique().numel() / pairs.numel()
+@dataclass(frozen=True)
+class SelfConsumingBigrams(Recipe):
+    """A bigram LM refit from scratch each generation (``STEPS`` steps of Adam 0.1) on the
+    previous generation's top-p samples, with the real data in equal part when ``keep_real``
+    (the control), then evaluated (``log_eval``) and sampled (``log_tokens``)."""
 
+    family: ClassVar[str] = "diversity"
+    loggers: ClassVar[tuple[str, ...]] = ("log_eval", "log_tokens")
+    keep_real: bool = True
+    steps: int = GENERATIONS * STEPS
 
-def train_self_consuming(
-    *,
-    keep_real: bool,
-    run: str,
-    project: str = "demo",
-    server: str | None = None,
-    token: str | None = None,
-    seed: int = 0,
-    generations: int = GENERATIONS,
-    every: int | None = DEMO_EVERY,
-    http_client: Any = None,
-    log: Callable[[str], object] = print,
-) -> dict[str, Any]:
-    """Generations of fitting the bigram LM and sampling its next training data, under
-    collapsewatch; returns the summary (run id, exact distinct-2 and perplexity per generation).
+    def build(self) -> Setup:
+        chain = real_chain()
+        real = generate(from_chain(chain), SAMPLES, torch.Generator().manual_seed(TASK_SEED + 1))
+        val = generate(from_chain(chain), VAL_SAMPLES, torch.Generator().manual_seed(TASK_SEED + 2))
+        val_ctx, val_next = bigrams(val)
+        model = nn.Embedding(V + 1, V)
+        opt = torch.optim.Adam(model.parameters(), lr=0.1)
+        parts = {"real": real, "data": [real], "val_next": val_next}
+        return Setup(model, opt, nn.CrossEntropyLoss(), val_ctx, parts=parts)
 
-    ``keep_real``: every generation trains on the real data plus the previous samples (the
-    control); otherwise on the previous samples alone (the collapse)."""
-    import collapsewatch
-
-    started = time.perf_counter()
-    chain = real_chain()
-    real = generate(from_chain(chain), SAMPLES, torch.Generator().manual_seed(TASK_SEED + 1))
-    val_ctx, val_next = bigrams(
-        generate(from_chain(chain), VAL_SAMPLES, torch.Generator().manual_seed(TASK_SEED + 2))
-    )
-    model = nn.Embedding(V + 1, V)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    criterion = nn.CrossEntropyLoss()
-    config = {
-        "recipe": "self-consuming bigram LM",
-        "data": "real + previous samples" if keep_real else "previous samples only",
-        "vocab": V,
-        "samples": f"{SAMPLES} x {LENGTH}",
-        "top_p": TOP_P,
-        "generations": generations,
-        "steps_per_generation": STEPS,
-        "lr": LR,
-        "seed": seed,
-    }
-    monitor = collapsewatch.watch(
-        model,
-        optimizer=optimizer,
-        criterion=criterion,
-        project=project,
-        run=run,
-        server=server,
-        token=token,
-        every=every,
-        config=config,
-        http_client=http_client,
-    )
-    g = torch.Generator().manual_seed(seed)
-    data = [real]
-    d2: list[float] = []
-    ppl: list[float] = []
-    for generation in range(generations):
-        with torch.no_grad():  # refit from scratch: uniform logits, fresh optimizer state
-            model.weight.zero_()
-        optimizer.state.clear()
-        contexts, targets = next_token_targets(data)
-        for _ in range(STEPS):
-            loss = criterion(model(contexts), targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        with torch.no_grad():
-            nll = nn.functional.cross_entropy(model(val_ctx), val_next, reduction="sum")
-            monitor.log_eval("val", nll, val_next.numel())
-            samples = generate(top_p(model.weight), SAMPLES, g)
-            monitor.log_tokens("samples", samples, generation=generation)
-        d2.append(distinct_2(samples))
-        ppl.append(math.exp(nll.item() / val_next.numel()))
-        data = [real, samples] if keep_real else [samples]
-    monitor.finish()
-
-    summary: dict[str, Any] = {
-        "run": run,
-        "run_id": str(monitor.run_id),
-        "keep_real": keep_real,
-        "seed": seed,
-        "distinct_2": d2,
-        "perplexity": ppl,
-        "seconds": time.perf_counter() - started,
-        "sdk": monitor.stats,
-    }
-    log(
-        f"{run}: {'real + previous samples' if keep_real else 'previous samples only'}, "
-        f"distinct-2 {d2[0]:.3f} -> {d2[-1]:.3f} (min/first {min(d2) / d2[0]:.2f}), "
-        f"validation perplexity {ppl[0]:.1f} -> {ppl[-1]:.1f} (max/first "
-        f"{max(ppl) / ppl[0]:.2f}) ({summary['seconds']:.1f}s, run id {summary['run_id']})"
-    )
-    return summary
+    def train_step(
+        self, setup: Setup, step: int, generator: torch.Generator, monitor: Any
+    ) -> float:
+        generation, inner = divmod(step, STEPS)
+        model, parts = setup.model, setup.parts
+        assert isinstance(model, nn.Embedding)
+        if inner == 0:  # refit from scratch: uniform logits, fresh optimizer state
+            with torch.no_grad():
+                model.weight.zero_()
+            setup.optimizer.state.clear()
+            parts["contexts"], parts["targets"] = next_token_targets(parts["data"])
+        loss = self.optimise(setup, setup.criterion(model(parts["contexts"]), parts["targets"]))
+        if inner == STEPS - 1:
+            with torch.no_grad():
+                nll = nn.functional.cross_entropy(
+                    model(setup.heldout), parts["val_next"], reduction="sum"
+                )
+                monitor.log_eval("val", nll, parts["val_next"].numel())
+                samples = generate(top_p(model.weight), SAMPLES, generator)
+                monitor.log_tokens("samples", samples, generation=generation)
+            parts["data"] = [parts["real"], samples] if self.keep_real else [samples]
+        return loss
 
 
 register(
     Scenario(
         name="model_collapse",
-        family="diversity",
         summary="A bigram LM (V 200) refit each generation on its own top-p 0.9 samples: "
         "replacing the data, distinct-2 falls 0.37 -> 0.06 in 9 generations and validation "
         "perplexity x7; keeping half real data in the mix, distinct-2 holds 0.8 of its first "
         "value and perplexity +1.5%.",
-        train=train_self_consuming,
-        collapse={"keep_real": False},
-        control={"keep_real": True},
+        collapse=SelfConsumingBigrams(keep_real=False),
+        control=SelfConsumingBigrams(keep_real=True),
         indicator="text_distinct_2",
         probe="samples",
         also_indicators=(("eval_perplexity", "val"),),
-        runs=RUNS,
+        runs=("self-trained-replace", "self-trained-keep-real"),
+        every=25,
         fast=True,
     )
 )

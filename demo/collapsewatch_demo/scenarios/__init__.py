@@ -1,7 +1,7 @@
 """The scenarios of ``collapsewatch demo --scenario NAME``; importing this registers them all
-(and imports torch: the CLI imports it lazily, the server extra does not install torch)."""
+(and imports torch: the server's CLI imports it lazily, the server's image has no torch)."""
 
-from collapsewatch_server.scenarios import (
+from collapsewatch_demo.scenarios import (
     attention_entropy,
     complete_collapse,
     dead_units,
@@ -16,7 +16,7 @@ from collapsewatch_server.scenarios import (
     token_uniformity,
     vq_codebook,
 )
-from collapsewatch_server.scenarios.registry import SCENARIOS, Scenario, register, run_scenario
+from collapsewatch_demo.scenarios.registry import SCENARIOS, Scenario, register, run_scenario
 
 __all__ = [
     "SCENARIOS",
