@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format bench load validate browser clean
+.PHONY: help run test fuzz lint format bench load validate browser clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,10 @@ run: $(VENV)/.demo-installed ## set up, start the server on SQLite and stream a 
 
 test: $(VENV)/.dev-installed browser ## set up and run the tests (SQLite, Postgres, browser)
 	$(BIN)/python -m pytest
+
+FUZZ_EXAMPLES ?= 50
+fuzz: $(VENV)/.dev-installed ## schemathesis over every API operation, more examples than `make test`
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q --timeout=0 tests/server/test_openapi_fuzz.py
 
 browser: ## install Debian's chromium for the browser tests when it is missing and we are root
 	@if [ ! -x /usr/bin/chromium ]; then \

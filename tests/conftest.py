@@ -9,6 +9,11 @@ from typing import Any
 
 import pytest
 
+# FastAPI's TestClient sends ``Host: testserver``: the tests' servers answer to it (and to
+# loopback names, as every server does); production defaults never trust it. Set for the whole
+# process, so apps built by fixtures of any scope and servers in subprocesses see it.
+os.environ["COLLAPSEWATCH_ALLOWED_HOSTS"] = "testserver"
+
 PG_ADMIN_URL = os.environ.get(
     "COLLAPSEWATCH_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )

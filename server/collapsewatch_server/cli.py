@@ -37,11 +37,17 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _check_bind(settings: Settings) -> None:
+    from collapsewatch_server.auth import MIN_PUBLIC_TOKEN_CHARS
     from collapsewatch_server.config import is_loopback
-    from collapsewatch_server.errors import REFUSE_PUBLIC_WITHOUT_TOKEN
+    from collapsewatch_server.errors import REFUSE_PUBLIC_WITHOUT_TOKEN, REFUSE_WEAK_TOKEN
 
-    if not is_loopback(settings.host) and settings.admin_token is None:
+    if is_loopback(settings.host):
+        return
+    if settings.admin_token is None:
         sys.exit("collapsewatch: " + REFUSE_PUBLIC_WITHOUT_TOKEN.format(host=settings.host))
+    if len(settings.admin_token.get_secret_value()) < MIN_PUBLIC_TOKEN_CHARS:
+        message = REFUSE_WEAK_TOKEN.format(host=settings.host, chars=MIN_PUBLIC_TOKEN_CHARS)
+        sys.exit("collapsewatch: " + message)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

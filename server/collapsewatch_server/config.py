@@ -33,6 +33,17 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="base URL of the dashboard in links (webhooks); default host:port"
     )
+    allowed_hosts: str = Field(
+        default="",
+        description="comma-separated Host names served besides loopback ones, the bind address "
+        "and public_url's host ('*': any); checked without admin token, and always when set",
+    )
+    auth_free_failures: int = Field(
+        default=10, ge=1, description="failed authentications of an address before throttling"
+    )
+    auth_max_block_s: float = Field(
+        default=300.0, gt=0, description="longest block of an address after failed authentications"
+    )
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="after gunzip")
     stalled_after_s: float = Field(default=300.0, gt=0, description="running run silent -> stalled")
     sse_poll_s: float = Field(default=1.0, gt=0, description="how often live pages look for points")
@@ -108,6 +119,11 @@ class Settings(BaseSettings):
     def _empty_token_is_none(cls, value: object) -> object:
         # COLLAPSEWATCH_ADMIN_TOKEN= (empty) means "no token", not "the empty token"
         return None if value in ("", None) else value
+
+    @property
+    def allowed_host_names(self) -> tuple[str, ...]:
+        """``allowed_hosts`` split at commas, blanks dropped."""
+        return tuple(h.strip() for h in self.allowed_hosts.split(",") if h.strip())
 
     @property
     def base_url(self) -> str:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.alert_helpers import scalar_batch
 from tests.e2e.conftest import LiveServer, start_server
+from tests.helpers import JSON
 from tests.webhook_support import Arrival, Receiver
 
 pytestmark = pytest.mark.postgres
@@ -67,7 +68,7 @@ def send_run(servers: list[LiveServer], run: uuid.UUID, failures: list[str]) -> 
             value = 0.9 if b % 2 == 0 else 0.1
             batch = scalar_batch(run, [value] * STEPS, start=b * STEPS, name=f"run-{run.hex[:6]}")
             url = servers[(b + run.int) % len(servers)].url
-            r = client.post(f"{url}/api/v1/ingest", content=json.dumps(batch))
+            r = client.post(f"{url}/api/v1/ingest", content=json.dumps(batch), headers=JSON)
             if r.status_code != 202:
                 failures.append(f"{r.status_code} {r.text}")
 

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from collapsewatch_server.app import create_app
 from collapsewatch_server.config import Settings
-from tests.helpers import free_port
+from tests.helpers import JSON, free_port
 from tests.webhook_support import Receiver, put_events
 
 FAST = {
@@ -104,7 +104,7 @@ def test_pagerduty_needs_a_routing_key_and_gets_trigger_then_resolve(app_with: A
         )
         assert r.status_code == 201, r.text
         wid = r.json()["id"]
-        assert client.post(f"{HOOKS}/{wid}/test").json()["ok"] is True
+        assert client.post(f"{HOOKS}/{wid}/test", headers=JSON).json()["ok"] is True
         ctx = client.app.state.context  # type: ignore[attr-defined]
         run_events = put_events(ctx, "p", 24, severity="critical")
         (test, fired) = events_api.wait_for(2)
@@ -133,7 +133,7 @@ def test_email_is_one_message_per_notification_and_its_test_send_is_logged(
     r = client.post(HOOKS, json={"url": "mailto:ops@lab.example,ml@lab.example", "format": "email"})
     assert r.status_code == 201, r.text
     wid = r.json()["id"]
-    result = client.post(f"{HOOKS}/{wid}/test").json()
+    result = client.post(f"{HOOKS}/{wid}/test", headers=JSON).json()
     assert result["ok"] is True and result["status_code"] == 250
     put_events(client.app.state.context, "p", 24, severity="critical", run_name="vit-24")  # type: ignore[attr-defined]
     test, alert = mailbox.wait_for(2)
@@ -171,5 +171,5 @@ def test_a_mail_server_refusal_fails_at_once_and_an_absent_one_is_retried(
 
     mailbox.refuse = True
     refused = app_with(smtp_host="127.0.0.1", smtp_port=port)
-    result = refused.post(f"{HOOKS}/{wid}/test").json()
+    result = refused.post(f"{HOOKS}/{wid}/test", headers=JSON).json()
     assert result["ok"] is False and result["error"].startswith("recipients refused")

@@ -16,7 +16,7 @@ from collapsewatch_server import errors, worker
 from collapsewatch_server.app import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_server.webhooks import deliverer, signing
-from tests.helpers import free_port
+from tests.helpers import JSON, free_port
 from tests.webhook_support import Answer, Arrival, Receiver, put_events
 
 #: Fast retries so outages last fractions of a second.
@@ -266,7 +266,7 @@ def test_the_test_endpoint_reports_what_the_receiver_said(server: Server) -> Non
     client = server(worker=False)
     with Receiver(Answer(418, body="I'm a teapot " + "x" * 2000)) as receiver:
         wid = add_hook(client, receiver)
-        r = client.post(f"/api/v1/projects/p/webhooks/{wid}/test")
+        r = client.post(f"/api/v1/projects/p/webhooks/{wid}/test", headers=JSON)
         assert r.status_code == 200
         result = r.json()
         assert (result["ok"], result["status_code"], result["error"]) == (False, 418, "HTTP 418")
@@ -274,7 +274,7 @@ def test_the_test_endpoint_reports_what_the_receiver_said(server: Server) -> Non
         assert len(result["response_body"]) == 1000 and result["latency_ms"] > 0
         (arrival,) = receiver.arrivals
         assert arrival.signature_error is None and arrival.json()["type"] == "test"
-        ok = client.post(f"/api/v1/projects/p/webhooks/{wid}/test").json()
+        ok = client.post(f"/api/v1/projects/p/webhooks/{wid}/test", headers=JSON).json()
         assert ok["ok"] is True and ok["status_code"] == 200 and ok["response_body"] == "ok"
         assert receiver.arrivals[0].id != receiver.arrivals[1].id  # a fresh id every time
     # test sends are logged like any delivery, newest first
@@ -291,7 +291,7 @@ def test_the_test_endpoint_reports_a_dead_port(server: Server) -> None:
     r = client.post(
         "/api/v1/projects/p/webhooks", json={"url": f"http://127.0.0.1:{free_port()}/hook"}
     )
-    result = client.post(f"/api/v1/projects/p/webhooks/{r.json()['id']}/test").json()
+    result = client.post(f"/api/v1/projects/p/webhooks/{r.json()['id']}/test", headers=JSON).json()
     assert result["ok"] is False and result["status_code"] is None
     assert result["error"].startswith("ConnectError")
 

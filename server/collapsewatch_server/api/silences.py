@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from collapsewatch_server.api.deps import ContextDep, ReadAuth
+from collapsewatch_server.api.deps import ContextDep, ReadAuth, RowId
 from collapsewatch_server.services import silences
 from collapsewatch_web.api_schemas.silences import SilenceCreate, SilencePublic
 
@@ -36,7 +36,7 @@ def create_silence(project: str, silence: SilenceCreate, ctx: ContextDep) -> Sil
 
 
 @router.delete("/{silence_id}", status_code=204, responses=_ERRORS)
-def delete_silence(project: str, silence_id: int, ctx: ContextDep) -> Response:
+def delete_silence(project: str, silence_id: RowId, ctx: ContextDep) -> Response:
     """Delete a silence: matching events are delivered again from now on."""
     silences.delete_silence(ctx, project, silence_id)
     return Response(status_code=204)

@@ -7,16 +7,17 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from collapsewatch.schemas.bounds import Label, Text
 from collapsewatch_web.api_schemas.alerts import Severity
 
 
 class SilenceMatchers(BaseModel):
     """What a silence matches; an unset matcher matches everything."""
 
-    run: str | None = Field(default=None, max_length=256, description="run name glob")
-    rule: str | None = Field(default=None, max_length=128, description="rule name")
-    indicator: str | None = Field(default=None, max_length=64)
-    probe: str | None = Field(default=None, max_length=256, description="probe name glob")
+    run: Label | None = Field(default=None, max_length=256, description="run name glob")
+    rule: Label | None = Field(default=None, max_length=128, description="rule name")
+    indicator: Label | None = Field(default=None, max_length=64)
+    probe: Label | None = Field(default=None, max_length=256, description="probe name glob")
     severity: Severity | None = None
 
 
@@ -29,7 +30,7 @@ class SilenceCreate(SilenceMatchers):
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     duration_s: float | None = Field(default=None, gt=0, le=366 * 86400)
-    comment: str = Field(default="", max_length=2000)
+    comment: Text = Field(default="", max_length=2000)
 
     @model_validator(mode="after")
     def _one_end(self) -> SilenceCreate:

@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from collapsewatch.schemas.bounds import Label
 from collapsewatch_web.api_schemas.alerts import EventStatus, Severity
 
 WebhookFormat = Literal["generic", "slack", "discord", "pagerduty", "email"]
@@ -21,12 +22,12 @@ class WebhookCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(default="", max_length=128)
-    url: str = Field(min_length=1, max_length=2048)
+    name: Label = Field(default="", max_length=128)
+    url: Label = Field(min_length=1, max_length=2048)
     format: WebhookFormat = "generic"
     severities: list[Severity] = Field(default_factory=lambda: list(Severity), min_length=1)
     enabled: bool = True
-    secret: str | None = Field(
+    secret: Label | None = Field(
         default=None, min_length=24, max_length=256, description="whsec_<base64>, 24+ bytes"
     )
     routing_key: str | None = Field(
@@ -37,8 +38,8 @@ class WebhookCreate(BaseModel):
 class WebhookUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, max_length=128)
-    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    name: Label | None = Field(default=None, max_length=128)
+    url: Label | None = Field(default=None, min_length=1, max_length=2048)
     format: WebhookFormat | None = None
     severities: list[Severity] | None = Field(default=None, min_length=1)
     enabled: bool | None = None
