@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from sqlalchemy.orm import Session
 
-from collapsewatch.schemas import IngestBatch
+from collapsewatch.schemas import IngestBatch, RunStatus
 from collapsewatch_server import rollups
 from collapsewatch_server.alerts.evaluation import NewPoint, judge_points
 from collapsewatch_server.codec import as_arrays, encode_stats
@@ -142,7 +142,8 @@ def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
 
         # 3. The project's enabled rules that watch this run judge the new points, in step
         #    order, from their stored states (locked: a concurrent writer of the states waits).
-        queued = _judge(s, run, probe_ids, keys, new, now, ctx.group_policy)
+        ended = batch.status in (RunStatus.finished, RunStatus.crashed)
+        queued = _judge(s, run, probe_ids, keys, new, now, ctx.group_policy, ended)
     return Processed(claimed.batch_id, claimed.run_id, int(new.sum()), queued)
 
 
@@ -204,8 +205,10 @@ def _judge(
     new: np.ndarray,
     now: datetime,
     policy: GroupPolicy,
+    ended: bool,
 ) -> int:
-    """Rules over the batch's new points, events and outbox rows; returns deliveries queued."""
+    """Rules over the batch's new points, events and outbox rows; returns deliveries queued.
+    ``ended``: the batch is the run's last (its end state is judged)."""
     indicators = {ind for _, ind, _, _ in keys}
     watching = {
         row.id: rules.spec_of(row)
@@ -223,7 +226,7 @@ def _judge(
     ]
     rows = alert_states.lock(s, run.id, list(watching))
     states = {key: alert_states.state_of(row) for key, row in rows.items()}
-    judged = judge_points(watching, states, new_points, now)
+    judged = judge_points(watching, states, new_points, now, final=ended)
     alert_states.save(s, run.id, rows, judged.states, now)
     events = alert_events.add_raised(s, run.project_id, run, judged.raised, now)
     return outbox.enqueue(s, events, policy, now)
