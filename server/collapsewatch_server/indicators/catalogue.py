@@ -82,6 +82,10 @@ class Indicator:
 CATALOGUE: dict[str, Indicator] = {}
 
 
+#: Kinds logged at evaluations (``log_tokens``, ``log_eval``, ``log_samples``, ``log_state``).
+EVALUATION_KINDS = frozenset({ProbeKind.text, ProbeKind.eval, ProbeKind.samples, ProbeKind.state})
+
+
 def indicator(
     name: str,
     *,
@@ -95,7 +99,7 @@ def indicator(
     critical: float | None = None,
     unit: str = "",
     sources: tuple[str, ...] = (),
-    pending_points: int = 2,
+    pending_points: int | None = None,
     warmup_steps: int = 0,
     rule_severity: Literal["info", "warning", "critical"] | None = None,
     rule_recovery: float | None = None,
@@ -103,7 +107,14 @@ def indicator(
     relative: RelativeDefault | None = None,
     window: int = 1,
 ) -> Callable[[F], F]:
-    """Register the decorated function as an indicator (names are unique)."""
+    """Register the decorated function as an indicator (names are unique).
+
+    ``pending_points`` (None: the default) is 1 for the evaluation loggers' kinds, whose every
+    point is a whole evaluation and which users log a few times a run (a second point to
+    confirm came 5-10% of the run late), and 2 for the training-step kinds.
+    """
+    if pending_points is None:
+        pending_points = 1 if applies_to in EVALUATION_KINDS else 2
 
     def register(fn: F) -> F:
         if name in CATALOGUE:
