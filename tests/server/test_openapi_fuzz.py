@@ -92,5 +92,5 @@ def test_the_document_states_the_edges(client: Any, path: str) -> None:
     rule = document["paths"]["/api/v1/projects/{project}/rules/{rule_id}"]["get"]
     assert "404" in rule["responses"]
     by_name = {p["name"]: p["schema"] for p in rule["parameters"]}
-    assert by_name["rule_id"]["maximum"] == 2**63 - 1
+    assert by_name["rule_id"]["maximum"] == 2**31 - 1
     assert "pattern" in by_name["project"]
