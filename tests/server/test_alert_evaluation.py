@@ -109,17 +109,17 @@ def test_fire_and_resolve_in_one_batch_are_ordered_by_step(client: Any) -> None:
 def test_default_dead_fraction_rule_fires_on_the_dying_layer_only(client: Any) -> None:
     run = uuid.uuid4()
     # fc2 dies (8 of 10 units) from the second step on; fc1 keeps its units. dead_fraction
-    # is windowed over the steps before it: 0.8 from step 5 (window 1-5), firing at the second
-    # breaching point (the default rules confirm a breach with one more point).
+    # is windowed over the steps before it: 0.8 from step 5 (window 1-5), firing at the third
+    # breaching point.
     ingest(client, dead_units_batch(run, {"fc1": [0] * 8, "fc2": [0] + [8] * 7}))
     (event,) = alerts(client, run_id=run)
     assert (event["rule_name"], event["probe"], event["step"], event["severity"]) == (
         "default: dead_fraction",
         "fc2",
-        6,
+        7,
         "critical",
     )
-    assert event["message"] == "dead_fraction on fc2 is 0.8, above 0.5 for 2 points"
+    assert event["message"] == "dead_fraction on fc2 is 0.8, above 0.5 for 3 points"
     states = {
         (s["rule_name"], s["probe"]): s["state"]
         for s in client.get(f"/api/v1/runs/{run}/alerts").json()
