@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -52,6 +53,18 @@ def start_server(
         time.sleep(0.1)
     proc.kill()
     sys.exit(f"the server did not start within {timeout:.0f} s; see {log}")
+
+
+def timed_get(client: httpx.Client, url: str, repeat: int) -> tuple[float, int]:
+    """Median wall time of ``repeat`` GETs of ``url`` (ms) and the size of its body (bytes)."""
+    times, size = [], 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        r = client.get(url)
+        times.append((time.perf_counter() - t0) * 1000)
+        r.raise_for_status()
+        size = len(r.content)
+    return statistics.median(times), size
 
 
 @contextmanager
