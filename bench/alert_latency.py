@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 import torch
-from servers import start_server
+from servers import NO_NOTIFY_GROUPING, start_server
 from torch import nn
 
 import collapsewatch
@@ -161,11 +161,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="collapsewatch-bench-"))
     db_url = args.db or f"sqlite:///{tmp}/bench.db"
     # the latency of the pipeline itself: no group wait or interval (they add their seconds)
-    no_grouping = {
-        "COLLAPSEWATCH_NOTIFY_GROUP_WAIT_S": "0",
-        "COLLAPSEWATCH_NOTIFY_GROUP_INTERVAL_S": "0",
-    }
-    server, server_url = start_server(db_url, tmp / "server.log", env=no_grouping, timeout=60)
+    server, server_url = start_server(
+        db_url, tmp / "server.log", env=NO_NOTIFY_GROUPING, timeout=60
+    )
     receiver = Receiver()
     hook = PostTimes()
     client = httpx.Client(
