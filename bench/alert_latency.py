@@ -30,12 +30,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -45,6 +41,7 @@ from typing import Any
 
 import httpx
 import torch
+from servers import NO_NOTIFY_GROUPING, start_server
 from torch import nn
 
 import collapsewatch
@@ -60,12 +57,6 @@ RULE = {
     "threshold": 0.5,
     "severity": "warning",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Receiver:
@@ -153,28 +144,6 @@ class PostTimes:
                 self.answered.setdefault(step, at)
 
 
-def start_server(db_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAPSEWATCH_")}
-    # the latency of the pipeline itself: no group wait or interval (they add their seconds)
-    env |= {"COLLAPSEWATCH_NOTIFY_GROUP_WAIT_S": "0", "COLLAPSEWATCH_NOTIFY_GROUP_INTERVAL_S": "0"}
-    cmd = [sys.executable, "-m", "collapsewatch_server.cli", "serve", "--port", str(port)]
-    cmd += ["--db", db_url, "--log-level", "warning"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"the server exited with {proc.returncode}; see {log}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    sys.exit("the server did not start within 60 s")
-
-
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (no interpolation: p99 of 200 is the 198th value)."""
     ordered = sorted(values)
@@ -191,9 +160,10 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="collapsewatch-bench-"))
     db_url = args.db or f"sqlite:///{tmp}/bench.db"
-    port = free_port()
-    server_url = f"http://127.0.0.1:{port}"
-    server = start_server(db_url, port, tmp / "server.log")
+    # the latency of the pipeline itself: no group wait or interval (they add their seconds)
+    server, server_url = start_server(
+        db_url, tmp / "server.log", env=NO_NOTIFY_GROUPING, timeout=60
+    )
     receiver = Receiver()
     hook = PostTimes()
     client = httpx.Client(

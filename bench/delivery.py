@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 import torch
-from alert_latency import free_port, start_server  # the same live server as the other benches
+from servers import NO_NOTIFY_GROUPING, start_server
 from torch import nn
 
 import collapsewatch
@@ -139,11 +139,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="cw-delivery-"))
-    port = free_port()
-    proc = start_server(f"sqlite:///{tmp / 'bench.db'}", port, tmp / "server.log")
+    db_url = f"sqlite:///{tmp / 'bench.db'}"
+    proc, url = start_server(db_url, tmp / "server.log", env=NO_NOTIFY_GROUPING, timeout=60)
     try:
         rows = [
-            run_case(case, f"http://127.0.0.1:{port}", tmp / "bench.db", tmp / "spool")
+            run_case(case, url, tmp / "bench.db", tmp / "spool")
             for case in args.case or ["scalars", "tensors", "slow-finish"]
         ]
     finally:

@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,38 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from servers import start_server, timed_get
 
 PROJECT = "bench"
 RUN_NAME = "big-run"
 CHROMIUM = "/usr/bin/chromium"
 #: The layer that collapses half-way (the middle one of smaller models).
 VICTIM = 137
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(db_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAPSEWATCH_")}
-    cmd = [sys.executable, "-m", "collapsewatch_server.cli", "serve", "--port", str(port)]
-    cmd += ["--db", db_url, "--log-level", "warning"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 120  # migrating a big file adds an index
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"the server exited with {proc.returncode}; see {log}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    sys.exit("the server did not start within 120 s")
 
 
 # ----------------------------------------------------------------------------- ingest
@@ -151,18 +124,6 @@ HEADERS = {"content-type": "application/json"}
 # ---------------------------------------------------------------------------- measure
 
 
-def timed(client: httpx.Client, url: str, repeat: int) -> tuple[float, int]:
-    """Median wall time of GET ``url`` (ms) and its body size (bytes)."""
-    times, size = [], 0
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        r = client.get(url)
-        times.append((time.perf_counter() - t0) * 1000)
-        r.raise_for_status()
-        size = len(r.content)
-    return statistics.median(times), size
-
-
 def browser_times(page_url: str, repeat: int) -> list[dict[str, float]]:
     from playwright.sync_api import sync_playwright
 
@@ -212,9 +173,8 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="cw-bench-"))
     db = Path(args.db) if args.db else tmp / "bench.db"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = start_server(f"sqlite:///{db}", port, tmp / "server.log")
+    # migrating a big file adds an index: a longer start
+    proc, url = start_server(f"sqlite:///{db}", tmp / "server.log", timeout=120)
     try:
         with httpx.Client(timeout=300) as client:
             runs = client.get(f"{url}/api/v1/overview", params={"q": RUN_NAME}).json()
@@ -242,7 +202,7 @@ def main() -> None:
             ]
             print(f"server time, median of {args.repeat} (ms)")
             for name, target in rows:
-                ms, size = timed(client, target, args.repeat)
+                ms, size = timed_get(client, target, args.repeat)
                 print(f"  {name:<24} {ms:8.0f} ms  {size / 1024:8.0f} KiB")
 
         print(f"\nbrowser (headless Chromium), ms from navigation start, {args.repeat} rounds")

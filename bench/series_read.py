@@ -24,7 +24,6 @@ import argparse
 import gzip
 import json
 import shutil
-import statistics
 import tempfile
 import time
 import uuid
@@ -33,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from servers import machine_load, servers
+from servers import machine_load, servers, timed_get
 
 PROJECT = "bench"
 HEADERS = {"content-type": "application/json", "content-encoding": "gzip"}
@@ -90,18 +89,6 @@ def wait_stored(client: httpx.Client, url: str, run_id: str, expected: int) -> N
     raise SystemExit(f"run {run_id}: points still missing after 30 minutes")
 
 
-def timed(client: httpx.Client, target: str, repeat: int) -> tuple[float, int]:
-    """Median wall time of GET ``target`` (ms) and its body size."""
-    times, size = [], 0
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        r = client.get(target)
-        times.append((time.perf_counter() - t0) * 1000)
-        r.raise_for_status()
-        size = len(r.content)
-    return statistics.median(times), size
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--points", type=int, default=1_000_000)
@@ -155,7 +142,7 @@ def main() -> None:
             ]
             print(f"\nserver time, median of {args.repeat}, {machine_load()}")
             for name, target in rows:
-                ms, size = timed(client, target, args.repeat)
+                ms, size = timed_get(client, target, args.repeat)
                 print(f"  {name:<28} {ms:8.1f} ms  {size / 1024:8.0f} KiB", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

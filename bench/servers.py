@@ -4,7 +4,7 @@ fresh Postgres database, and what the kernel says about their CPU time and memor
 from __future__ import annotations
 
 import os
-import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -15,43 +15,45 @@ from pathlib import Path
 
 import httpx
 
+from collapsewatch_demo.validation.processes import serve
+
 #: An admin connection to a Postgres; benchmarks create (and drop) their own database on it.
 PG_ADMIN_URL = os.environ.get(
     "COLLAPSEWATCH_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+#: Server environment without notification grouping: each alert is sent at once, so a
+#: benchmark measures the pipeline, not the group wait and interval.
+NO_NOTIFY_GROUPING = {
+    "COLLAPSEWATCH_NOTIFY_GROUP_WAIT_S": "0",
+    "COLLAPSEWATCH_NOTIFY_GROUP_INTERVAL_S": "0",
+}
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(
     db_url: str, log: Path, env: dict[str, str] | None = None, timeout: float = 120.0
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """One ``collapsewatch serve`` on a free loopback port; returns the process and its URL."""
-    port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("COLLAPSEWATCH_")}
-    cmd = [sys.executable, "-m", "collapsewatch_server.cli", "serve", "--port", str(port)]
-    cmd += ["--db", db_url, "--log-level", "warning"]
+    """One ``collapsewatch serve`` on a free loopback port, its output appended to ``log``
+    (started as the validation suite starts its own); returns the process and its URL, or
+    ends the benchmark with a pointer to the log when the server does not answer in time."""
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=clean | (env or {}))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"the server exited with {proc.returncode}; see {log}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    sys.exit(f"the server did not start within {timeout:.0f} s; see {log}")
+            return serve(db_url, out=out, env=env, timeout=timeout)
+        except RuntimeError as exc:
+            sys.exit(f"{exc}; see {log}")
+
+
+def timed_get(client: httpx.Client, url: str, repeat: int) -> tuple[float, int]:
+    """Median wall time of ``repeat`` GETs of ``url`` (ms) and the size of its body (bytes)."""
+    times, size = [], 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        r = client.get(url)
+        times.append((time.perf_counter() - t0) * 1000)
+        r.raise_for_status()
+        size = len(r.content)
+    return statistics.median(times), size
 
 
 @contextmanager

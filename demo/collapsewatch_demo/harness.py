@@ -297,6 +297,25 @@ def train(
     return result
 
 
+def adversarial_step(setup: Setup, real: torch.Tensor, fake: torch.Tensor, verdicts: int) -> float:
+    """One GAN update: the discriminator (``setup.parts`` ``disc``, ``opt_disc``,
+    ``disc_loss``) learns to tell ``real`` from ``fake``, then the generator (the watched
+    ``setup.model`` with its optimizer and criterion) learns to fool it. ``verdicts`` is how
+    many judgements the discriminator gives a batch (fewer than samples when it sees them
+    packed). Returns the generator's loss."""
+    disc, opt_disc, disc_loss = (setup.parts[k] for k in ("disc", "opt_disc", "disc_loss"))
+    ones, zeros = torch.ones(verdicts, 1), torch.zeros(verdicts, 1)
+    loss_d = disc_loss(disc(real), ones) + disc_loss(disc(fake.detach()), zeros)
+    opt_disc.zero_grad()
+    loss_d.backward()
+    opt_disc.step()
+    loss_g = setup.criterion(disc(fake), ones)
+    setup.optimizer.zero_grad()
+    loss_g.backward()
+    setup.optimizer.step()
+    return float(loss_g.detach())
+
+
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

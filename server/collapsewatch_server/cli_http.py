@@ -1,11 +1,12 @@
-"""What the HTTP subcommands of the CLI share: the server default, requests, error text."""
+"""What the HTTP subcommands of the CLI share: the server default, requests, error text, and
+tables in aligned columns."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -16,6 +17,16 @@ DEFAULT_SERVER = "http://127.0.0.1:8420"
 
 class CliError(Exception):
     """Printed as ``collapsewatch: <message>``; the command exits 1."""
+
+
+def aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """``header`` and ``rows`` as lines of columns, each column as wide as its widest cell and
+    two spaces apart (no trailing blanks)."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
 
 
 def detail(response: httpx.Response) -> str:

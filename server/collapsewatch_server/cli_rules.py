@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server.cli_http import CliError, project_options, request, run_command
+from collapsewatch_server.cli_http import CliError, aligned, project_options, request, run_command
 
 if TYPE_CHECKING:
     import httpx
@@ -138,11 +138,7 @@ def format_table(rules: Sequence[dict[str, Any]]) -> str:
         )
         for r in rules
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    )
+    return aligned(header, rows)
 
 
 def format_rule(rule: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server.cli_http import CliError, project_options, request, run_command
+from collapsewatch_server.cli_http import CliError, aligned, project_options, request, run_command
 from collapsewatch_web.api_schemas.alerts import Severity
 
 if TYPE_CHECKING:
@@ -71,11 +71,7 @@ def format_table(silences: Sequence[dict[str, Any]]) -> str:
                 s["comment"] or "-",
             )
         )
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    )
+    return aligned(header, rows)
 
 
 def _create_body(args: argparse.Namespace) -> dict[str, Any]:

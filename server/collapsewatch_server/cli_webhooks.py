@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server.cli_http import project_options, request, run_command
+from collapsewatch_server.cli_http import aligned, project_options, request, run_command
 from collapsewatch_web.api_schemas.alerts import Severity
 from collapsewatch_web.api_schemas.webhooks import WEBHOOK_FORMATS
 
@@ -73,11 +73,7 @@ def format_table(hooks: Sequence[dict[str, Any]]) -> str:
         )
         for h in hooks
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    )
+    return aligned(header, rows)
 
 
 def format_test(result: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 
+from collapsewatch_server.poll_loop import PollLoop
 from collapsewatch_server.services import processing
 from collapsewatch_server.services.context import ServiceContext
 
@@ -28,33 +29,28 @@ class Processor:
 
     def __init__(self, context: ServiceContext) -> None:
         self.context = context
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._poll = PollLoop(
+            "collapsewatch-processor",
+            self._process_queue,
+            context.settings.ingest_poll_s,
+            log,
+            "ingest processor",
+        )
         self._waiters: dict[str, asyncio.Future[int]] = {}
-        self._failing = False  # log a broken database once, not every poll
 
     def start(self) -> None:
         """Start the loop on the running event loop."""
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name="collapsewatch-processor")
+        self._poll.start()
 
     def wake(self) -> None:
         """Look at the queue now instead of at the next poll; callable from any thread."""
-        loop, event = self._loop, self._wake
-        if loop is None or event is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop already closed: nothing to wake
-            loop.call_soon_threadsafe(event.set)
+        self._poll.wake()
 
     def expect(self, batch_id: str) -> asyncio.Future[int] | None:
         """A future for the points of ``batch_id``, set when this process has processed it
         (None when the processor is not running). Made before the batch is accepted, so a
         batch processed at once is not missed; :meth:`forget` it afterwards."""
-        if self._task is None:
+        if not self._poll.running:
             return None
         return self._waiters.setdefault(batch_id, asyncio.get_running_loop().create_future())
 
@@ -72,34 +68,15 @@ class Processor:
 
     async def stop(self) -> None:
         """Finish the batch in hand and stop."""
-        if self._task is None:
-            return
-        self._stopping = True
-        assert self._wake is not None
-        self._wake.set()
-        await self._task
-        self._task = None
+        await self._poll.stop()
 
-    async def _run(self) -> None:
-        assert self._wake is not None
-        poll_s = self.context.settings.ingest_poll_s
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                while not self._stopping:
-                    done = await asyncio.to_thread(processing.process_next, self.context)
-                    if done is None:
-                        break
-                    waiter = self._waiters.get(done.batch_id)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(done.points)
-                self._failing = False
-            except Exception:
-                if not self._failing:
-                    log.exception("ingest processor: round failed; retrying every poll")
-                self._failing = True
-            if self._stopping:
+    async def _process_queue(self) -> float:
+        """Process batches until none can be claimed; then sleep for the poll interval."""
+        while not self._poll.stopping:
+            done = await asyncio.to_thread(processing.process_next, self.context)
+            if done is None:
                 break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(poll_s):
-                    await self._wake.wait()
+            waiter = self._waiters.get(done.batch_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(done.points)
+        return self.context.settings.ingest_poll_s

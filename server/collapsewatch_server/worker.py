@@ -18,6 +18,7 @@ from datetime import datetime
 
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database
+from collapsewatch_server.poll_loop import PollLoop
 from collapsewatch_server.services import alerts, deliveries
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.tables import utcnow
@@ -44,41 +45,31 @@ class Worker:
         self.settings = settings
         #: The services this worker runs; their doorbell is this worker's.
         self.context = ServiceContext(db, settings, wake_deliverer=self.wake)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._poll = PollLoop(
+            "collapsewatch-worker", self._round, settings.worker_poll_s, log, "webhook worker"
+        )
+        self._next_scan = 0.0
         self._deliverer: Deliverer | None = None
         self._in_flight: dict[asyncio.Task[DeliveryStatus], DeliveryJob] = {}
-        self._failing = False  # log a broken database once, not every poll
 
     # ---------------------------------------------------------------------------- control
 
     def start(self) -> None:
         """Start the loop on the running event loop."""
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._stopping = False
         self._deliverer = Deliverer(self.settings)
-        self._task = asyncio.create_task(self._run(), name="collapsewatch-worker")
+        self._next_scan = asyncio.get_running_loop().time() + SCAN_EVERY_S
+        self._poll.start()
 
     def wake(self) -> None:
         """Deliver now instead of at the next poll; callable from any thread."""
-        loop, event = self._loop, self._wake
-        if loop is None or event is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop already closed: nothing to wake
-            loop.call_soon_threadsafe(event.set)
+        self._poll.wake()
 
     async def stop(self) -> None:
         """Stop claiming, give sends in flight a moment, cancel the rest and hand their
         claims back so the next process (or this one after a restart) sends them at once."""
-        if self._task is None:
+        if not self._poll.running:
             return
-        self._stopping = True
-        assert self._wake is not None
-        self._wake.set()
-        await self._task
+        await self._poll.stop()
         if self._in_flight:
             _, pending = await asyncio.wait(list(self._in_flight), timeout=STOP_GRACE_S)
             unsent = [self._in_flight[t] for t in pending]
@@ -91,33 +82,17 @@ class Worker:
                     await asyncio.to_thread(deliveries.release_claims, self.context, unsent)
         assert self._deliverer is not None
         await self._deliverer.aclose()
-        self._task = None
 
     # ------------------------------------------------------------------------------ loop
 
-    async def _run(self) -> None:
-        assert self._wake is not None
-        loop = asyncio.get_running_loop()
-        next_scan = loop.time() + SCAN_EVERY_S
-        while not self._stopping:
-            self._wake.clear()
-            delay = self.settings.worker_poll_s
-            try:
-                await self._claim_and_send()
-                if loop.time() >= next_scan:
-                    next_scan = loop.time() + SCAN_EVERY_S
-                    await asyncio.to_thread(alerts.scan_stalled, self.context, utcnow())
-                delay = await self._delay()
-                self._failing = False
-            except Exception:
-                if not self._failing:
-                    log.exception("webhook worker: round failed; retrying every poll")
-                self._failing = True
-            if self._stopping:
-                break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
+    async def _round(self) -> float:
+        """Send what is due, scan for silent runs when it is time; the seconds to sleep."""
+        await self._claim_and_send()
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_scan:
+            self._next_scan = now + SCAN_EVERY_S
+            await asyncio.to_thread(alerts.scan_stalled, self.context, utcnow())
+        return await self._delay()
 
     async def _claim_and_send(self) -> None:
         free = self.settings.webhook_concurrency - len(self._in_flight)
@@ -126,21 +101,20 @@ class Worker:
         jobs = await asyncio.to_thread(
             deliveries.claim_due, self.context, free, lease_s(self.settings), utcnow()
         )
-        assert self._deliverer is not None and self._wake is not None
+        assert self._deliverer is not None
         for job in jobs:
             task = asyncio.create_task(deliveries.deliver(self.context, self._deliverer, job))
             self._in_flight[task] = job
             task.add_done_callback(self._done)
         if len(jobs) == free:
-            self._wake.set()  # there may be more due: go round again (a slot frees first)
+            self._poll.wake_on_loop()  # there may be more due: go round again (a slot frees first)
 
     def _done(self, task: asyncio.Task[DeliveryStatus]) -> None:
         job = self._in_flight.pop(task, None)
         if not task.cancelled() and task.exception() is not None and job is not None:
             # The claim stays until its lease expires; then the delivery is due again.
             log.error("delivery %s failed unexpectedly", job.delivery_id, exc_info=task.exception())
-        if self._wake is not None and not self._stopping:
-            self._wake.set()  # a slot is free
+        self._poll.wake_on_loop()  # a slot is free
 
     async def _delay(self) -> float:
         """Seconds until the next round: the poll, or sooner when a retry falls due."""

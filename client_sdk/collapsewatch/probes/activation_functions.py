@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from collapsewatch.probes.activations import as_rows
 from collapsewatch.probes.base import Hooks, Probe
@@ -29,46 +29,58 @@ TANH_SATURATED = 0.99
 SIGMOID_SATURATED = 0.01
 
 
-class SaturationAccumulator:
-    """Per-unit count of saturated values of a Tanh or Sigmoid output (``ActivationStat.sat``)."""
+class UnitCounts:
+    """Per-unit count of the values a test picked, over every row added: packs as ``n`` (rows),
+    ``width`` (units) and the counts under the name :attr:`STAT` of ``ActivationStat``."""
 
-    __slots__ = ("n", "sat", "sigmoid", "width")
+    __slots__ = ("counts", "n", "width")
+    #: The name the counts are packed under.
+    STAT: ClassVar[str] = ""
 
-    def __init__(self, sigmoid: bool) -> None:
-        self.sigmoid = sigmoid
+    def __init__(self) -> None:
         self.n = 0
         self.width = 0
-        self.sat: torch.Tensor | None = None
+        self.counts: torch.Tensor | None = None
+
+    def count(self, picked: torch.Tensor) -> None:
+        """Add ``picked`` (``[m, units]`` booleans, one row a value of every unit)."""
+        counts = picked.sum(0)
+        self.counts = counts if self.counts is None else self.counts + counts
+        self.n += picked.shape[0]
+        self.width = picked.shape[1]
+
+    def pack(self, stats: dict[str, Any], pack: StepPack) -> None:
+        assert self.counts is not None
+        stats["n"] = float(self.n)
+        stats["width"] = float(self.width)
+        pack.put(stats, self.STAT, self.counts)
+
+
+class SaturationAccumulator(UnitCounts):
+    """Per-unit count of saturated values of a Tanh or Sigmoid output (``ActivationStat.sat``)."""
+
+    __slots__ = ("sigmoid",)
+    STAT = "sat"
+
+    def __init__(self, sigmoid: bool) -> None:
+        super().__init__()
+        self.sigmoid = sigmoid
 
     def add(self, rows: torch.Tensor) -> None:
         """Add ``rows`` (``[m, units]``); call under no_grad."""
         if rows.shape[0] == 0:
             return
         if self.sigmoid:
-            saturated = (rows < SIGMOID_SATURATED) | (rows > 1 - SIGMOID_SATURATED)
+            self.count((rows < SIGMOID_SATURATED) | (rows > 1 - SIGMOID_SATURATED))
         else:
-            saturated = rows.abs() > TANH_SATURATED
-        counts = saturated.sum(0)
-        self.sat = counts if self.sat is None else self.sat + counts
-        self.n += rows.shape[0]
-        self.width = rows.shape[1]
-
-    def pack(self, stats: dict[str, Any], pack: StepPack) -> None:
-        assert self.sat is not None
-        stats["n"] = float(self.n)
-        stats["width"] = float(self.width)
-        pack.put(stats, "sat", self.sat)
+            self.count(rows.abs() > TANH_SATURATED)
 
 
-class PositiveCounts:
+class PositiveCounts(UnitCounts):
     """Per-unit count of positive values at a ReLU's input (``ActivationStat.pos``)."""
 
-    __slots__ = ("n", "pos", "width")
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.width = 0
-        self.pos: torch.Tensor | None = None
+    __slots__ = ()
+    STAT = "pos"
 
     def add(self, x: torch.Tensor) -> None:
         """Add one input: units in dim 1 of a 4-D or 5-D (convolutional) tensor, else in the
@@ -76,16 +88,7 @@ class PositiveCounts:
         rows = as_rows(x, x.dim() - 2) if x.dim() >= 4 else x.reshape(-1, x.shape[-1])
         if self.width and rows.shape[1] != self.width:
             raise ValueError(f"{rows.shape[1]} units, {self.width} before at this ReLU")
-        counts = (rows > 0).sum(0)
-        self.pos = counts if self.pos is None else self.pos + counts
-        self.n += rows.shape[0]
-        self.width = rows.shape[1]
-
-    def pack(self, stats: dict[str, Any], pack: StepPack) -> None:
-        assert self.pos is not None
-        stats["n"] = float(self.n)
-        stats["width"] = float(self.width)
-        pack.put(stats, "pos", self.pos)
+        self.count(rows > 0)
 
 
 class SaturationProbe(Probe):

@@ -78,6 +78,13 @@ def _gram_cosines(gram: np.ndarray) -> np.ndarray:
     return gram / norms[:, None] / norms[None, :]
 
 
+def _norm_spread(gram: np.ndarray) -> float:
+    """std/mean of the vectors' norms, read off their Gram matrix (NC2's equinorm: 0 when all
+    are equally long)."""
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+    return float(norms.std() / norms.mean())
+
+
 def _pairs(matrix: np.ndarray) -> np.ndarray:
     return matrix[np.triu_indices(matrix.shape[0], k=1)]
 
@@ -196,8 +203,7 @@ def nc2_equinorm(stats: Stats) -> float | None:
     gram = _centred_gram(stats)
     if gram is None:
         return None
-    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
-    return float(norms.std() / norms.mean())
+    return _norm_spread(gram)
 
 
 @indicator(
@@ -212,8 +218,7 @@ def nc2_equinorm(stats: Stats) -> float | None:
     sources=(_PAPYAN, *_SEEDS),
 )
 def nc2_equinorm_w(stats: Stats) -> float:
-    norms = np.sqrt(np.clip(np.diag(_weights(stats)), 0.0, None))
-    return float(norms.std() / norms.mean())
+    return _norm_spread(_weights(stats))
 
 
 @indicator(

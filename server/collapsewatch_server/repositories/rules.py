@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
 from collapsewatch_server.alerts.engine import RuleSpec, spec_from
+from collapsewatch_server.repositories.sql import owned_row
 from collapsewatch_server.tables import AlertStateRow, Project, Rule
 from collapsewatch_web.api_schemas.alerts import RuleCreate, RulePublic
 
@@ -73,10 +74,8 @@ def add_defaults(s: Session, project_id: int, rules: Iterable[RuleCreate], now: 
 
 def get(s: Session, project: Project, rule_id: int) -> Rule:
     """A rule of the project (NotFound otherwise)."""
-    row = s.scalar(select(Rule).where(Rule.id == rule_id, Rule.project_id == project.id))
-    if row is None:
-        raise errors.NotFound(errors.RULE_NOT_FOUND.format(rule_id=rule_id, project=project.name))
-    return row
+    missing = errors.RULE_NOT_FOUND.format(rule_id=rule_id, project=project.name)
+    return owned_row(s, Rule, project, rule_id, missing)
 
 
 def check_name_free(s: Session, project: Project, name: str, rule_id: int | None = None) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
+from collapsewatch_server.repositories.sql import owned_row
 from collapsewatch_server.tables import AlertEvent, Project, Silence
 from collapsewatch_web.api_schemas.alerts import glob_matches
 from collapsewatch_web.api_schemas.silences import SilenceCreate
@@ -35,14 +36,8 @@ def add(s: Session, project_id: int, data: SilenceCreate, starts_at: datetime) -
 
 def get(s: Session, project: Project, silence_id: int) -> Silence:
     """A silence of the project (NotFound otherwise)."""
-    row = s.scalar(
-        select(Silence).where(Silence.id == silence_id, Silence.project_id == project.id)
-    )
-    if row is None:
-        raise errors.NotFound(
-            errors.SILENCE_NOT_FOUND.format(silence_id=silence_id, project=project.name)
-        )
-    return row
+    missing = errors.SILENCE_NOT_FOUND.format(silence_id=silence_id, project=project.name)
+    return owned_row(s, Silence, project, silence_id, missing)
 
 
 def of_project(s: Session, project_id: int, active_at: datetime | None = None) -> list[Silence]:

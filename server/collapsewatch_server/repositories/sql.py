@@ -1,14 +1,21 @@
-"""What the repositories share: the dialect's INSERT (for ON CONFLICT), and the bulk path of
-each backend for many rows at once."""
+"""What the repositories share: the dialect's INSERT (for ON CONFLICT), the bulk path of
+each backend for many rows at once, and a project's row by id."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+
+from collapsewatch_server import errors
+from collapsewatch_server.tables import Project, Rule, Silence, Webhook
+
+#: The tables whose rows belong to one project and are addressed by id under it.
+_Owned = TypeVar("_Owned", Rule, Silence, Webhook)
 
 #: Statements per compound SELECT: SQLite allows at most 500 terms in one.
 UNION_PARTS = 400
@@ -17,6 +24,17 @@ UNION_PARTS = 400
 def insert(s: Session, table: Any) -> Any:
     """``INSERT`` of the session's dialect, which has ``on_conflict_do_nothing``."""
     return (pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+def owned_row(
+    s: Session, table: type[_Owned], project: Project, row_id: int, missing: str
+) -> _Owned:
+    """The row ``row_id`` of ``table`` when it belongs to ``project``; NotFound with the message
+    ``missing`` otherwise (another project's row is not found either)."""
+    row = s.scalar(select(table).where(table.id == row_id, table.project_id == project.id))
+    if row is None:
+        raise errors.NotFound(missing)
+    return row
 
 
 def is_postgres(s: Session) -> bool:

@@ -10,6 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
+from collapsewatch_server.repositories.sql import owned_row
 from collapsewatch_server.tables import Delivery, DeliveryAttempt, DeliveryEvent, Project, Webhook
 from collapsewatch_web.api_schemas.webhooks import WebhookCreate
 
@@ -33,14 +34,8 @@ def add(s: Session, project_id: int, data: WebhookCreate, secret: str) -> Webhoo
 
 def get(s: Session, project: Project, webhook_id: int) -> Webhook:
     """A webhook of the project (NotFound otherwise)."""
-    row = s.scalar(
-        select(Webhook).where(Webhook.id == webhook_id, Webhook.project_id == project.id)
-    )
-    if row is None:
-        raise errors.NotFound(
-            errors.WEBHOOK_NOT_FOUND.format(webhook_id=webhook_id, project=project.name)
-        )
-    return row
+    missing = errors.WEBHOOK_NOT_FOUND.format(webhook_id=webhook_id, project=project.name)
+    return owned_row(s, Webhook, project, webhook_id, missing)
 
 
 def of_project(s: Session, project_id: int) -> list[Webhook]:

@@ -24,6 +24,14 @@
       for (const p of form.querySelectorAll(".field-error, .form-error")) p.textContent = "";
     }
 
+    // The project's list at base + "/" + name into the rows of table #<name>-table (one row a
+    // rowOf(item)); the table is hidden while the list is empty.
+    async function fillTable(name, rowOf) {
+      const items = await fetchJSON(base + "/" + name);
+      document.getElementById(name + "-rows").replaceChildren(...items.map(rowOf));
+      document.getElementById(name + "-table").hidden = items.length === 0;
+    }
+
     function reveal(id, secret) {
       document.getElementById(id + "-value").textContent = secret;
       document.getElementById(id).hidden = false;
@@ -45,9 +53,7 @@
     }
 
     async function refreshTokens() {
-      const tokens = await fetchJSON(base + "/tokens");
-      document.getElementById("tokens-rows").replaceChildren(...tokens.map(tokenRow));
-      document.getElementById("tokens-table").hidden = tokens.length === 0;
+      await fillTable("tokens", tokenRow);
     }
 
     tokenForm.addEventListener("submit", async (ev) => {
@@ -96,9 +102,7 @@
     }
 
     async function refreshHooks() {
-      const hooks = await fetchJSON(base + "/webhooks");
-      document.getElementById("webhooks-rows").replaceChildren(...hooks.map(hookRow));
-      document.getElementById("webhooks-table").hidden = hooks.length === 0;
+      await fillTable("webhooks", hookRow);
     }
 
     hookForm.addEventListener("submit", async (ev) => {

@@ -27,6 +27,17 @@ from collapsewatch_demo.validation.registry import Pair, register
 CODES = "codes"
 
 
+def quantize_logged(
+    model: nn.Module, x: torch.Tensor, codes: int, monitor: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The VQ-VAE ``model``'s reconstruction of ``x``, its VQ loss and the chosen code indices,
+    logged as :data:`CODES` (of ``codes`` codes) on sampled steps."""
+    x_hat, vq_loss, indices = model(x)
+    if monitor.sampled:
+        monitor.log_codes(CODES, indices, codes)
+    return x_hat, vq_loss, indices
+
+
 class CodeScores(nn.Module):
     """The codebook, and each input's score for every code: minus the squared distance, or
     the cosine when ``cosine`` (l2-normalised lookup); the chosen code scores highest."""
@@ -125,9 +136,7 @@ class ShapesConvVQ(Recipe):
 
     def loss(self, setup: Setup, batch: Batch, monitor: Any) -> torch.Tensor:
         x = batch[0]
-        x_hat, vq_loss, indices = setup.model(x)
-        if monitor.sampled:
-            monitor.log_codes(CODES, indices, self.codes)
+        x_hat, vq_loss, indices = quantize_logged(setup.model, x, self.codes, monitor)
         setup.parts["used"][indices] = True
         return setup.criterion(x_hat, x) + vq_loss
 
@@ -200,9 +209,7 @@ class ClassesMLPVQ(Recipe):
 
     def loss(self, setup: Setup, batch: Batch, monitor: Any) -> torch.Tensor:
         x = batch[0]
-        x_hat, vq_loss, indices = setup.model(x)
-        if monitor.sampled:
-            monitor.log_codes(CODES, indices, self.codes)
+        x_hat, vq_loss, _ = quantize_logged(setup.model, x, self.codes, monitor)
         return setup.criterion(x_hat, x) + vq_loss
 
     def reference(self) -> reference.Reference:

@@ -23,7 +23,7 @@ from torch import nn
 
 from collapsewatch_demo import reference
 from collapsewatch_demo.data import GaussianClasses, Shapes, augment, heldout_generator
-from collapsewatch_demo.harness import Batch, Recipe, Setup, TwoViews
+from collapsewatch_demo.harness import Batch, Recipe, Setup, TwoViews, adversarial_step
 from collapsewatch_demo.losses import SimSiamLoss
 from collapsewatch_demo.validation.registry import Pair, register
 
@@ -305,18 +305,7 @@ class RingGAN(Recipe):
         self, setup: Setup, step: int, generator: torch.Generator, monitor: Any
     ) -> float:
         real, z = self.batch(step, generator)
-        disc, opt_disc, disc_loss = (setup.parts[k] for k in ("disc", "opt_disc", "disc_loss"))
-        fake = setup.model(z)
-        ones, zeros = torch.ones(len(real), 1), torch.zeros(len(real), 1)
-        loss_d = disc_loss(disc(real), ones) + disc_loss(disc(fake.detach()), zeros)
-        opt_disc.zero_grad()
-        loss_d.backward()
-        opt_disc.step()
-        loss_g = setup.criterion(disc(fake), ones)
-        setup.optimizer.zero_grad()
-        loss_g.backward()
-        setup.optimizer.step()
-        return float(loss_g.detach())
+        return adversarial_step(setup, real, setup.model(z), verdicts=len(real))
 
     def reference(self) -> reference.Reference:
         return reference.complete("out")

@@ -21,7 +21,7 @@ from torch import nn
 
 from collapsewatch_demo import reference
 from collapsewatch_demo.data import HELDOUT, HELDOUT_IMAGES, Shapes, heldout_generator
-from collapsewatch_demo.harness import Batch, Recipe, Setup
+from collapsewatch_demo.harness import Batch, Recipe, Setup, adversarial_step
 from collapsewatch_demo.validation.registry import Pair, register
 
 #: The generator's samples logger name in every recipe.
@@ -118,21 +118,10 @@ class GridGAN(Recipe):
         self, setup: Setup, step: int, generator: torch.Generator, monitor: Any
     ) -> float:
         real, z = self.batch(step, generator)
-        disc, opt_disc, disc_loss = (setup.parts[k] for k in ("disc", "opt_disc", "disc_loss"))
         fake = setup.model(z)
         if step % LOG_EVERY == 0:
             monitor.log_samples(SAMPLES, fake.detach(), reference=real)
-        ones = torch.ones(len(real) // self.pack, 1)
-        zeros = torch.zeros(len(real) // self.pack, 1)
-        loss_d = disc_loss(disc(real), ones) + disc_loss(disc(fake.detach()), zeros)
-        opt_disc.zero_grad()
-        loss_d.backward()
-        opt_disc.step()
-        loss_g = setup.criterion(disc(fake), ones)
-        setup.optimizer.zero_grad()
-        loss_g.backward()
-        setup.optimizer.step()
-        return float(loss_g.detach())
+        return adversarial_step(setup, real, fake, verdicts=len(real) // self.pack)
 
     def reference(self) -> reference.Reference:
         return reference.generative("out", SAMPLES, self.data.heldout())

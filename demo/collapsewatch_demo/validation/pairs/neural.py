@@ -32,6 +32,32 @@ def features_nc1(model: nn.Module, head: str, x: torch.Tensor, y: torch.Tensor) 
     return reference.nc1(args[0].flatten(1), y)
 
 
+@dataclass(frozen=True)
+class MemorisedSet(Recipe):
+    """A classifier trained on a fixed set of ``train_size`` samples (drawn with the data's
+    held-out generator), ``batch_size`` of them picked at random a step; the truth is the NC1
+    of the input of its ``head`` on that whole set."""
+
+    family: ClassVar[str] = "neural_collapse"
+    data: ClassVar[GaussianClasses | Shapes]
+    train_size: ClassVar[int]
+    batch_size: ClassVar[int]
+
+    def _train_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.data.sample(self.train_size, heldout_generator(self.data.task_seed))
+
+    def batch(self, step: int, generator: torch.Generator) -> Batch:
+        x, y = self._train_set()
+        pick = torch.randint(0, len(x), (self.batch_size,), generator=generator)
+        return x[pick], y[pick]
+
+    def reference(self) -> reference.Reference:
+        return reference.neural_collapse("head")
+
+    def reference_values(self, model: nn.Module, heldout: torch.Tensor) -> dict[str, float]:
+        return {"head": features_nc1(model, "head", heldout, self._train_set()[1])}
+
+
 class ResidualMLP(nn.Module):
     """A Linear stem, ``depth`` residual blocks ``h + W2 relu(W1 LN(h))`` and a classifier
     ``head`` on the last LayerNorm'd ReLU features."""
@@ -56,7 +82,7 @@ class ResidualMLP(nn.Module):
 
 
 @dataclass(frozen=True)
-class OverlappingClasses(Recipe):
+class OverlappingClasses(MemorisedSet):
     """A fixed set of 400 samples of ten overlapping Gaussian classes in 32-D (separation 4),
     memorised by a :class:`ResidualMLP` (width 128, 3 blocks), SGD 0.05 with momentum 0.9,
     weight decay 5e-3 and a cosine schedule, batch 40, 3000 steps. With label smoothing 0.3
@@ -69,9 +95,8 @@ class OverlappingClasses(Recipe):
     smoothing: float = 0.0
     steps: int = 3000
     data: ClassVar[GaussianClasses] = GaussianClasses(10, 32, 4.0, task_seed=961)
-
-    def _train_set(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.data.sample(400, heldout_generator(self.data.task_seed))
+    train_size: ClassVar[int] = 400
+    batch_size: ClassVar[int] = 40
 
     def build(self) -> Setup:
         model = ResidualMLP(32, 128, 3, 10)
@@ -79,17 +104,6 @@ class OverlappingClasses(Recipe):
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.steps)
         criterion = nn.CrossEntropyLoss(label_smoothing=self.smoothing)
         return Setup(model, opt, criterion, self._train_set()[0], schedule)
-
-    def batch(self, step: int, generator: torch.Generator) -> Batch:
-        x, y = self._train_set()
-        pick = torch.randint(0, len(x), (40,), generator=generator)
-        return x[pick], y[pick]
-
-    def reference(self) -> reference.Reference:
-        return reference.neural_collapse("head")
-
-    def reference_values(self, model: nn.Module, heldout: torch.Tensor) -> dict[str, float]:
-        return {"head": features_nc1(model, "head", heldout, self._train_set()[1])}
 
 
 class ShapesNet(nn.Module):
@@ -117,7 +131,7 @@ class ShapesNet(nn.Module):
 
 
 @dataclass(frozen=True)
-class ShapesAdamW(Recipe):
+class ShapesAdamW(MemorisedSet):
     """A fixed set of 192 shape images (16x16, four classes) learned by :class:`ShapesNet`,
     AdamW 3e-3 with weight decay 0.05, batch 32, 1500 steps. With label smoothing 0.3 NC1
     falls from 1.18 to below 0.05 at step 255 and to 0.013 at the end (seed 0); with plain
@@ -127,26 +141,14 @@ class ShapesAdamW(Recipe):
     smoothing: float = 0.0
     steps: int = 1500
     data: ClassVar[Shapes] = Shapes(16, task_seed=962)
-
-    def _train_set(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.data.sample(192, heldout_generator(self.data.task_seed))
+    train_size: ClassVar[int] = 192
+    batch_size: ClassVar[int] = 32
 
     def build(self) -> Setup:
         model = ShapesNet(Shapes.CLASSES)
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
         criterion = nn.CrossEntropyLoss(label_smoothing=self.smoothing)
         return Setup(model, opt, criterion, self._train_set()[0])
-
-    def batch(self, step: int, generator: torch.Generator) -> Batch:
-        x, y = self._train_set()
-        pick = torch.randint(0, len(x), (32,), generator=generator)
-        return x[pick], y[pick]
-
-    def reference(self) -> reference.Reference:
-        return reference.neural_collapse("head")
-
-    def reference_values(self, model: nn.Module, heldout: torch.Tensor) -> dict[str, float]:
-        return {"head": features_nc1(model, "head", heldout, self._train_set()[1])}
 
 
 register(

@@ -32,6 +32,18 @@ def kl_per_row(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(1)
 
 
+def encode_logged(
+    model: nn.Module, x: torch.Tensor, eps: torch.Tensor, monitor: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The posterior ``(mu, logvar)`` the VAE ``model`` gives ``x``, logged as
+    :data:`POSTERIOR` on sampled steps, and its reparameterised sample ``z`` (``eps`` standard
+    normal noise of the latent's shape)."""
+    mu, logvar = model(x)
+    if monitor.sampled:
+        monitor.log_posterior(POSTERIOR, mu, logvar)
+    return mu, logvar, mu + eps * (0.5 * logvar).exp()
+
+
 class ConvVAE(nn.Module):
     """16x16 images: two stride-2 convolutions, a LayerNorm and a Linear ``posterior`` giving
     ``[mu | logvar]`` of ``latent`` dims; a Linear and two transposed convolutions back to
@@ -89,10 +101,7 @@ class ShapesBetaVAE(Recipe):
     def loss(self, setup: Setup, batch: Batch, monitor: Any) -> torch.Tensor:
         x, eps = batch
         model: ConvVAE = setup.model  # type: ignore[assignment]
-        mu, logvar = model(x)
-        if monitor.sampled:
-            monitor.log_posterior(POSTERIOR, mu, logvar)
-        z = mu + eps * (0.5 * logvar).exp()
+        mu, logvar, z = encode_logged(model, x, eps, monitor)
         recon = setup.criterion(model.decoder(model.expand(z)), x) / len(x)
         return recon + self.beta * kl_per_row(mu, logvar).mean()
 
@@ -147,10 +156,7 @@ class PeekingDecoderVAE(Recipe):
     def loss(self, setup: Setup, batch: Batch, monitor: Any) -> torch.Tensor:
         x, eps, noise = batch
         model: PeekingVAE = setup.model  # type: ignore[assignment]
-        mu, logvar = model(x)
-        if monitor.sampled:
-            monitor.log_posterior(POSTERIOR, mu, logvar)
-        z = mu + eps * (0.5 * logvar).exp()
+        mu, logvar, z = encode_logged(model, x, eps, monitor)
         if self.peek:
             z = torch.cat((z, x + 0.5 * noise), 1)
         recon = 0.5 * setup.criterion(model.decoder(z), x) / len(x)
@@ -210,10 +216,7 @@ class ClassConditionalVAE(Recipe):
     def loss(self, setup: Setup, batch: Batch, monitor: Any) -> torch.Tensor:
         x, y, eps = batch
         model: LabelledVAE = setup.model  # type: ignore[assignment]
-        mu, logvar = model(x)
-        if monitor.sampled:
-            monitor.log_posterior(POSTERIOR, mu, logvar)
-        z = mu + eps * (0.5 * logvar).exp()
+        mu, logvar, z = encode_logged(model, x, eps, monitor)
         if self.conditional:
             z = torch.cat((z, F.one_hot(y, 10).float()), 1)
         recon = setup.criterion(model.decoder(z), x) / (2 * self.variance * len(x))
