@@ -39,6 +39,10 @@ WEBHOOK_URL_PRIVATE = (
     "set COLLAPSEWATCH_WEBHOOK_ALLOW_PRIVATE=true to allow private targets"
 )
 WEBHOOK_DISABLED = "webhook disabled before this delivery was sent"
+PARQUET_NEEDS_PYARROW = (
+    "Parquet export needs pyarrow on the server: pip install 'collapsewatch[parquet]' "
+    "(or ask for format=csv)"
+)
 REFUSE_PUBLIC_WITHOUT_TOKEN = (
     "refusing to listen on {host}: a non-loopback address needs COLLAPSEWATCH_ADMIN_TOKEN"
 )
@@ -117,3 +121,9 @@ class Invalid(DomainError):
     @property
     def detail(self) -> Any:
         return self.problems
+
+
+class NotImplementedHere(DomainError):
+    """A feature this installation cannot serve (an optional dependency is missing): 501."""
+
+    status_code = 501

@@ -6,11 +6,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response, StreamingResponse
 
 from collapsewatch._version import __version__
 from collapsewatch_server.api.deps import ContextDep, ReadAuth
 from collapsewatch_server.indicators import CATALOGUE
-from collapsewatch_server.services import projects, runs
+from collapsewatch_server.services import export, projects, runs
 from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
 from collapsewatch_web.api_schemas.runs import (
     HealthPublic,
@@ -69,6 +70,31 @@ def get_points(
 ) -> SeriesPoints:
     """Points of one series; above ``max_points`` each bucket keeps its min and max."""
     return runs.get_points(ctx, run_id, indicator, probe, max_points)
+
+
+@api.get(
+    "/runs/{run_id}/export",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}}},
+)
+def export_run(
+    run_id: uuid.UUID,
+    ctx: ContextDep,
+    format: export.ExportFormat = "csv",
+    indicator: Annotated[str | None, Query(min_length=1)] = None,
+    probe: Annotated[str | None, Query(min_length=1)] = None,
+) -> Response:
+    """Every point of every series of a run (or of one indicator and/or probe), unreduced, in
+    long format: ``probe, indicator, step, value`` (a non-finite value is empty/null).
+    Parquet needs pyarrow on the server (501 without it)."""
+    parts = [str(run_id), indicator, probe]
+    filename = "-".join(p for p in parts if p) + f".{format}"
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if format == "parquet":
+        body = export.run_parquet(ctx, run_id, indicator, probe)
+        return Response(body, media_type=export.MEDIA_TYPES[format], headers=headers)
+    chunks = export.run_csv(ctx, run_id, indicator, probe)
+    return StreamingResponse(chunks, media_type=export.MEDIA_TYPES[format], headers=headers)
 
 
 @api.get("/indicators", response_model=list[IndicatorInfo])

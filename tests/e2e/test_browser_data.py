@@ -1,0 +1,43 @@
+"""Taking data away and cleaning up, in a real browser against the real server: a chart's
+CSV download holds every point of its indicator."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+import uuid
+
+from tests.e2e import browser
+from tests.e2e.browser import PROBES, Tab, batch, chart_ready, ingest, series_indicators, wait_until
+from tests.e2e.conftest import LiveServer
+
+pytestmark = browser.pytestmark
+
+
+def wait_processed(server: LiveServer, run_id: str, indicator: str) -> None:
+    deadline = time.monotonic() + 30
+    while indicator not in series_indicators(server, run_id):
+        assert time.monotonic() < deadline, f"{indicator} never arrived"
+        time.sleep(0.1)
+
+
+def test_each_chart_downloads_its_points_as_csv(live_server: LiveServer, tab: Tab) -> None:
+    page = tab.page
+    run_id = str(uuid.uuid4())
+    ingest(live_server, batch(run_id, range(0, 40, 2)))
+    wait_processed(live_server, run_id, "dead_fraction")
+    page.goto(f"{live_server.url}/runs/{run_id}")
+    wait_until(page, chart_ready("chart-dead_fraction"), 15_000)
+    with page.expect_download() as info:
+        page.click("#chart-dead_fraction-card a.csv-download")
+    download = info.value
+    assert download.suggested_filename == f"{run_id}-dead_fraction.csv"
+    with open(download.path(), encoding="utf-8") as f:
+        rows = list(csv.DictReader(io.StringIO(f.read())))
+    assert {r["indicator"] for r in rows} == {"dead_fraction"}
+    assert [r["probe"] for r in rows[::20]] == list(PROBES)
+    assert len(rows) == 20 * len(PROBES)
+    fc2 = {int(r["step"]): float(r["value"]) for r in rows if r["probe"] == "fc2"}
+    assert fc2[0] == 0.0 and fc2[38] == 46 / 64
+    assert tab.problems == [], f"browser errors: {tab.problems}"
