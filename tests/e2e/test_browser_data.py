@@ -7,6 +7,9 @@ import csv
 import io
 import time
 import uuid
+from typing import Any
+
+import httpx
 
 from tests.e2e import browser
 from tests.e2e.browser import PROBES, Tab, batch, chart_ready, ingest, series_indicators, wait_until
@@ -41,3 +44,32 @@ def test_each_chart_downloads_its_points_as_csv(live_server: LiveServer, tab: Ta
     fc2 = {int(r["step"]): float(r["value"]) for r in rows if r["probe"] == "fc2"}
     assert fc2[0] == 0.0 and fc2[38] == 46 / 64
     assert tab.problems == [], f"browser errors: {tab.problems}"
+
+
+def test_deleting_a_run_from_its_page_asks_first(live_server: LiveServer, tab: Tab) -> None:
+    page = tab.page
+    run_id = str(uuid.uuid4())
+    ingest(live_server, batch(run_id, range(0, 10, 2), name="to-delete"))
+    wait_processed(live_server, run_id, "dead_fraction")
+    page.goto(f"{live_server.url}/runs/{run_id}")
+    questions: list[str] = []
+
+    def answer(dialog: Any, accept: bool) -> None:
+        questions.append(dialog.message)
+        dialog.accept() if accept else dialog.dismiss()
+
+    page.once("dialog", lambda d: answer(d, False))
+    page.click("#delete-run")
+    page.wait_for_timeout(300)
+    assert "to-delete" in questions[0] and "cannot be undone" in questions[0]
+    assert httpx.get(f"{live_server.url}/api/v1/runs/{run_id}").status_code == 200
+
+    page.once("dialog", lambda d: answer(d, True))
+    with page.expect_navigation():
+        page.click("#delete-run")
+    assert page.url.endswith("/?project=demo")
+    assert "to-delete" not in page.inner_text("main")
+    assert httpx.get(f"{live_server.url}/api/v1/runs/{run_id}").status_code == 404
+    page.goto(f"{live_server.url}/runs/{run_id}")
+    assert "not found" in page.inner_text("main")
+    assert tab.problems == [] or all("404" in p for p in tab.problems), tab.problems

@@ -55,6 +55,14 @@ def get_run(run_id: uuid.UUID, ctx: ContextDep) -> RunDetail:
     return runs.get_run(ctx, run_id)
 
 
+@api.delete("/runs/{run_id}", status_code=204, responses={404: {}})
+def delete_run(run_id: uuid.UUID, ctx: ContextDep) -> Response:
+    """Delete a run with all its data: probes, series, points, raw statistics, alerts and
+    their deliveries (admin token required once one is configured). Not undoable."""
+    runs.delete_run(ctx, run_id)
+    return Response(status_code=204)
+
+
 @api.get("/runs/{run_id}/series", response_model=list[SeriesKey])
 def list_series(run_id: uuid.UUID, ctx: ContextDep) -> list[SeriesKey]:
     return runs.list_series(ctx, run_id)

@@ -12,7 +12,14 @@ import numpy as np
 from collapsewatch.schemas import RunStatus
 from collapsewatch_server import rollups
 from collapsewatch_server.downsample import minmax_downsample
-from collapsewatch_server.repositories import point_rollups, points, probes, projects, runs
+from collapsewatch_server.repositories import (
+    point_rollups,
+    points,
+    probes,
+    projects,
+    run_deletion,
+    runs,
+)
 from collapsewatch_server.repositories.point_bins import RAW_POINTS
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.tables import Run
@@ -158,3 +165,11 @@ def latest_cursor(ctx: ServiceContext) -> int:
     """The newest point id: a live page starts listening from here."""
     with ctx.db.read() as s:
         return points.newest_id(s)
+
+
+def delete_run(ctx: ServiceContext, run_id: uuid.UUID) -> dict[str, int]:
+    """Delete a run and every row of it, in one transaction (NotFound when unknown); the rows
+    deleted per table. A batch of the run sent later starts the run afresh."""
+    with ctx.db.write() as s:
+        run, _ = runs.get(s, run_id)
+        return run_deletion.delete_run(s, run.id)

@@ -364,8 +364,30 @@
     connect();
   }
 
+  // Deleting the run: asked once, with the run's name, since nothing brings it back.
+  function initDelete(runId) {
+    const button = document.getElementById("delete-run");
+    if (!button) return;
+    button.addEventListener("click", async () => {
+      const question = "Delete run " + button.dataset.name + " with all its points, raw " +
+        "statistics and alerts? This cannot be undone.";
+      if (!window.confirm(question)) return;
+      button.disabled = true;
+      try {
+        await fetchJSON("/api/v1/runs/" + encodeURIComponent(runId), { method: "DELETE" });
+        window.location.assign("/?project=" + encodeURIComponent(button.dataset.project));
+      } catch (error) {
+        button.disabled = false;
+        window.alert("The run was not deleted: " + error.message);
+      }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const data = document.getElementById("cw-run-data");
-    if (data) initRunPage(JSON.parse(data.textContent));
+    if (!data) return;
+    const live = JSON.parse(data.textContent);
+    initRunPage(live);
+    initDelete(live.run_id);
   });
 })();
