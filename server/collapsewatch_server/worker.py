@@ -18,6 +18,7 @@ from datetime import datetime
 
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database
+from collapsewatch_server.metrics import Metrics
 from collapsewatch_server.services import alerts, deliveries
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.tables import utcnow
@@ -40,10 +41,12 @@ def lease_s(settings: Settings) -> float:
 class Worker:
     """Deliverer loop plus the stall scan; :meth:`start` on the loop, :meth:`stop` to finish."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         #: The services this worker runs; their doorbell is this worker's.
-        self.context = ServiceContext(db, settings, wake_deliverer=self.wake)
+        self.context = ServiceContext(
+            db, settings, wake_deliverer=self.wake, metrics=metrics or Metrics()
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
@@ -136,6 +139,8 @@ class Worker:
 
     def _done(self, task: asyncio.Task[DeliveryStatus]) -> None:
         job = self._in_flight.pop(task, None)
+        if not task.cancelled() and task.exception() is None:
+            self.context.metrics.deliveries.labels(task.result().value).inc()
         if not task.cancelled() and task.exception() is not None and job is not None:
             # The claim stays until its lease expires; then the delivery is due again.
             log.error("delivery %s failed unexpectedly", job.delivery_id, exc_info=task.exception())

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database
+from collapsewatch_server.metrics import Metrics
 
 
 def _nobody() -> None:
@@ -25,6 +26,8 @@ class ServiceContext:
     settings: Settings
     wake_deliverer: Callable[[], None] = _nobody
     wake_processor: Callable[[], None] = _nobody
+    #: This process's counters (``GET /metrics``); one per app, shared by its services.
+    metrics: Metrics = field(default_factory=Metrics)
 
     @property
     def stalled_after(self) -> timedelta:
