@@ -1,4 +1,4 @@
-"""The ``collapsewatch`` command: serve, demo, token, sync, migrate, rules, webhooks.
+"""The ``collapsewatch`` command: serve, demo, token, sync, migrate, rules, webhooks, report.
 
 Only the standard library is imported at module level: ``collapsewatch sync`` works with the
 SDK alone, and the server's dependencies load only for the commands that need them.
@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server import cli_rules, cli_webhooks
+from collapsewatch_server import cli_report, cli_rules, cli_webhooks
 
 if TYPE_CHECKING:
     from collapsewatch_server.config import Settings
@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_rules.add_parser(sub)
     cli_webhooks.add_parser(sub)
+    cli_report.add_parser(sub)
     return parser
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import re
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -73,3 +78,50 @@ def test_deleting_a_run_from_its_page_asks_first(live_server: LiveServer, tab: T
     page.goto(f"{live_server.url}/runs/{run_id}")
     assert "not found" in page.inner_text("main")
     assert tab.problems == [] or all("404" in p for p in tab.problems), tab.problems
+
+
+def test_the_report_opens_offline_with_its_charts_drawn(
+    live_server: LiveServer, browser: Any, tmp_path: Path
+) -> None:
+    run_id = str(uuid.uuid4())
+    ingest(live_server, batch(run_id, range(0, 60, 2), name="reported"))
+    wait_processed(live_server, run_id, "dead_fraction")
+    out = tmp_path / "run.html"
+    saved = subprocess.run(
+        [sys.executable, "-m", "collapsewatch_server.cli", "report", run_id, "-o", str(out)],
+        env={**os.environ, "COLLAPSEWATCH_SERVER": live_server.url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert saved.returncode == 0, saved.stderr
+    live_server.stop()  # nothing left to fetch from
+
+    context = browser.new_context(offline=True, viewport={"width": 1360, "height": 900})
+    requests: list[str] = []
+
+    def refuse(route: Any) -> None:
+        requests.append(route.request.url)
+        route.abort()
+
+    context.route(re.compile(r"^(?!file:).*"), refuse)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.goto(out.as_uri())
+    charts = page.locator(".report-chart")
+    count = charts.count()
+    assert count >= 10  # lines and heatmaps of every family of the run
+    wait_until(
+        page,
+        "[...document.querySelectorAll('.report-chart')].every(n => n.dataset.drawn === 'true')",
+        30_000,
+    )
+    dead = page.evaluate("document.getElementById('chart-dead_fraction').data.map(t => t.name)")
+    assert set(PROBES) <= set(dead)
+    assert page.locator("#chart-dead_fraction .main-svg .scatterlayer .trace").count() >= 4
+    assert page.locator("#chart-dead_fraction-heat .main-svg").count() >= 1
+    assert "reported" in page.inner_text("h1")
+    assert requests == [] and problems == [], (requests, problems)
+    context.close()

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collapsewatch_server import create_app
 from collapsewatch_server.config import Settings
-from tests.helpers import make_batch
+from tests.helpers import add_half_dead_rule, make_batch
 from tests.server.test_webhook_delivery import FAST, add_hook, final, fire, settle
 from tests.webhook_support import Receiver
 
@@ -30,13 +30,9 @@ def test_metrics_count_ingest_rejections_processing_and_queues(client: Any) -> N
     start = scrape(client)
     assert start[("collapsewatch_outbox_depth", ())] == 0
     assert not any(name == "collapsewatch_ingest_batches_total" for name, _ in start)
-    rule = {"name": "half dead", "indicator": "dead_fraction", "condition": "above"}
     batch = make_batch(steps=range(4))
     assert client.post("/api/v1/ingest", json=batch).status_code == 202
-    r = client.post(
-        "/api/v1/projects/proj/rules", json={**rule, "threshold": 0.3, "pending_points": 1}
-    )
-    assert r.status_code == 201, r.text
+    add_half_dead_rule(client)
     later = make_batch(batch["run"]["run_id"], steps=range(4, 6))
     assert client.post("/api/v1/ingest", json=later).status_code == 202
     assert client.post("/api/v1/ingest", json=later).status_code == 202  # re-sent

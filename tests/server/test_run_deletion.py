@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from collapsewatch_server import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_server.tables import Base
-from tests.helpers import make_batch
+from tests.helpers import add_half_dead_rule, make_batch
 from tests.server.test_read_api import ingest
 
 
@@ -27,11 +27,7 @@ def row_counts(app: Any) -> dict[str, int]:
 def test_a_deleted_run_is_gone_from_every_table_and_page(app: Any, client: Any) -> None:
     kept = make_batch(name="kept-run", steps=range(6))
     ingest(client, kept)
-    rule = {"name": "half dead", "indicator": "dead_fraction", "condition": "above"}
-    r = client.post(
-        "/api/v1/projects/proj/rules", json={**rule, "threshold": 0.3, "pending_points": 1}
-    )
-    assert r.status_code == 201, r.text
+    add_half_dead_rule(client)
     before = row_counts(app)
     doomed_id = str(uuid.uuid4())
     ingest(client, make_batch(doomed_id, name="doomed-run", steps=range(6)))

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
 
 from collapsewatch._version import __version__
 from collapsewatch.schemas import ProbeKind
@@ -86,6 +86,11 @@ def _environment() -> Environment:
 
 
 _ENV = _environment()
+
+
+def template(name: str) -> Template:
+    """A template of this package, in the pages' environment (filters, macros, themes)."""
+    return _ENV.get_template(name)
 
 
 def render_runs_page(

@@ -18,7 +18,7 @@ from collapsewatch_server import auth, errors
 from collapsewatch_server.api.charts import parse_run_ids
 from collapsewatch_server.api.deps import SESSION_COOKIE, ContextDep, SettingsDep, TokenDep
 from collapsewatch_server.config import Settings
-from collapsewatch_server.services import pages
+from collapsewatch_server.services import pages, report
 from collapsewatch_web import assets, render
 from collapsewatch_web.api_schemas.alerts import EventStatus, Severity
 
@@ -94,6 +94,26 @@ def run_page(
         return _html(pages.run_page(ctx, uuid.UUID(run_id), at, indicator))
     except (ValueError, errors.NotFound):  # ValueError: not a UUID, so no such run either
         return _html(pages.error_page(ctx, 404, errors.RUN_NOT_FOUND.format(run_id=run_id)), 404)
+
+
+#: The report carries its own scripts and data inline, and fetches nothing.
+_REPORT_HEADERS = {
+    **_HTML_HEADERS,
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'",
+}
+
+
+@protected.get("/runs/{run_id}/report.html", response_class=HTMLResponse)
+def run_report(run_id: str, ctx: ContextDep) -> HTMLResponse:
+    """The run as one self-contained HTML file (Plotly, styles and figures inline): health,
+    every alert event and every family's charts, readable offline."""
+    try:
+        body, filename = report.run_report(ctx, uuid.UUID(run_id))
+    except (ValueError, errors.NotFound):  # ValueError: not a UUID, so no such run either
+        return _html(pages.error_page(ctx, 404, errors.RUN_NOT_FOUND.format(run_id=run_id)), 404)
+    headers = {**_REPORT_HEADERS, "Content-Disposition": f'inline; filename="{filename}"'}
+    return HTMLResponse(body, headers=headers)
 
 
 @protected.get("/compare", response_class=HTMLResponse)
