@@ -118,6 +118,7 @@ class Monitor:
             spool_dir=options.get("spool_dir"),
         )
         self._project, self._run_name = settings.project, settings.run_name
+        self._tags = cfg.check_tags(options.get("tags"))  # refused now, not at the server
         optimizer = step_optimizer(optimizer)  # a wrapper's inner optimizer, or refused now
         self._mirror = make_mirror(options.get("mirror"))
         self._optimizer = optimizer
@@ -539,6 +540,7 @@ class Monitor:
             probes=self._infos,
             coverage=self._coverage,
             sampling_every=self._sampler.every,
+            tags=self._tags,
         )
 
     def _on_stuck(self, forwards: int) -> None:

@@ -99,6 +99,15 @@ class Run(Base):
     __table_args__ = (Index("ix_runs_project_started", "project_id", "started_at"),)
 
 
+class RunTag(Base):
+    """A tag of a run (``watch(tags=[...])`` or the dashboard): the runs list filters on it."""
+
+    __tablename__ = "run_tags"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
 class Probe(Base):
     __tablename__ = "probes"
 

@@ -125,3 +125,37 @@ def test_the_report_opens_offline_with_its_charts_drawn(
     assert "reported" in page.inner_text("h1")
     assert requests == [] and problems == [], (requests, problems)
     context.close()
+
+
+def test_tags_edited_on_the_run_page_filter_the_runs_list(
+    live_server: LiveServer, tab: Tab
+) -> None:
+    page = tab.page
+    tagged, other = str(uuid.uuid4()), str(uuid.uuid4())
+    ingest(live_server, batch(tagged, range(0, 6, 2), name="to-tag"))
+    ingest(live_server, batch(other, range(0, 6, 2), name="untagged"))
+    wait_processed(live_server, tagged, "dead_fraction")
+    page.goto(f"{live_server.url}/runs/{tagged}")
+    page.fill("#run-tags-input", "baseline, lr-sweep ,baseline")
+    page.click("#run-tags button[type=submit]")
+    wait_until(page, "document.getElementById('run-tags-status').textContent === 'saved'", 5_000)
+    assert page.locator("#run-tag-list a.tag").all_inner_texts() == ["baseline", "lr-sweep"]
+    assert httpx.get(f"{live_server.url}/api/v1/runs/{tagged}").json()["tags"] == [
+        "baseline",
+        "lr-sweep",
+    ]
+
+    page.click("#run-tag-list a:has-text('lr-sweep')")  # a tag links to the filtered list
+    page.wait_for_load_state()
+    assert page.url.endswith("/?tag=lr-sweep")
+    names = page.locator("#runs-table a.run-name").all_inner_texts()
+    assert names == ["to-tag"]
+    page.goto(f"{live_server.url}/")
+    page.fill("#tag-filter", "baseline")
+    page.click("#runs-filter button[type=submit]")
+    page.wait_for_load_state()
+    assert page.locator("#runs-table a.run-name").all_inner_texts() == ["to-tag"]
+    assert page.locator("#runs-table .tags a.tag").all_inner_texts() == ["baseline", "lr-sweep"]
+    page.wait_for_timeout(5_500)  # runs.js refreshes from /api/v1/overview?tag=...: still one
+    assert page.locator("#runs-table a.run-name").all_inner_texts() == ["to-tag"]
+    assert tab.problems == [], tab.problems

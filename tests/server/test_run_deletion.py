@@ -30,11 +30,14 @@ def test_a_deleted_run_is_gone_from_every_table_and_page(app: Any, client: Any) 
     add_half_dead_rule(client)
     before = row_counts(app)
     doomed_id = str(uuid.uuid4())
-    ingest(client, make_batch(doomed_id, name="doomed-run", steps=range(6)))
+    first = make_batch(doomed_id, name="doomed-run", steps=range(6))
+    first["run"]["tags"] = ["doomed"]
+    ingest(client, first)
     ingest(client, make_batch(doomed_id, name="doomed-run", steps=range(6, 12)))
     grown = row_counts(app)
     # the doomed run left rows in the tables that hold runs' data (alerts fired on fc2)
-    for table in ("runs", "probes", "series", "points", "stat_records", "alert_events"):
+    tables = ("runs", "run_tags", "probes", "series", "points", "stat_records", "alert_events")
+    for table in tables:
         assert grown[table] > before[table], table
     assert "doomed-run" in client.get("/alerts").text
 

@@ -99,15 +99,18 @@ def render_runs_page(
     projects: Sequence[str] = (),
     project: str | None = None,
     q: str | None = None,
+    tag: str | None = None,
     show_logout: bool = False,
 ) -> str:
-    """The runs list, newest first as given, with each run's health per family; ``project``
-    and ``q`` when the list is filtered (to one project, to names containing ``q``)."""
+    """The runs list, newest first as given, with each run's health per family and tags;
+    ``project``, ``q`` and ``tag`` when the list is filtered (to one project, to names
+    containing ``q``, to runs carrying ``tag``)."""
     return _ENV.get_template("runs.html").render(
         runs=runs,
         projects=projects,
         project=project,
         q=q,
+        tag=tag,
         show_logout=show_logout,
         nav="runs",
     )

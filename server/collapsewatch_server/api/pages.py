@@ -71,12 +71,15 @@ protected = APIRouter(include_in_schema=False, dependencies=[Depends(require_pag
 
 
 @protected.get("/", response_class=HTMLResponse)
-def runs_page(ctx: ContextDep, project: str | None = None, q: str | None = None) -> HTMLResponse:
+def runs_page(
+    ctx: ContextDep, project: str | None = None, q: str | None = None, tag: str | None = None
+) -> HTMLResponse:
     """Every run, newest first, with its health per indicator family; ``?project=`` narrows
-    the list to one project, ``?q=`` to names containing it."""
+    the list to one project, ``?q=`` to names containing it, ``?tag=`` to runs carrying it."""
     project, q = project or None, (q or "").strip()[:128] or None
+    tag = (tag or "").strip()[:64] or None
     try:
-        return _html(pages.runs_page(ctx, project, q))
+        return _html(pages.runs_page(ctx, project, q, tag))
     except errors.NotFound as exc:
         return _html(pages.error_page(ctx, 404, exc.message), 404)
 

@@ -18,6 +18,7 @@ from collapsewatch_web.api_schemas.runs import (
     ProjectPublic,
     RunDetail,
     RunPublic,
+    RunTags,
     SeriesKey,
     SeriesPoints,
 )
@@ -44,10 +45,11 @@ def list_projects(ctx: ContextDep) -> list[ProjectPublic]:
 def list_runs(
     ctx: ContextDep,
     project: str | None = None,
+    tag: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[RunPublic]:
-    """Runs, newest first."""
-    return runs.list_runs(ctx, project, limit=limit)
+    """Runs, newest first (of one project, carrying one tag, when given)."""
+    return runs.list_runs(ctx, project, limit=limit, tag=tag)
 
 
 @api.get("/runs/{run_id}", response_model=RunDetail)
@@ -61,6 +63,12 @@ def delete_run(run_id: uuid.UUID, ctx: ContextDep) -> Response:
     their deliveries (admin token required once one is configured). Not undoable."""
     runs.delete_run(ctx, run_id)
     return Response(status_code=204)
+
+
+@api.put("/runs/{run_id}/tags", response_model=RunTags, responses={404: {}, 422: {}})
+def put_tags(run_id: uuid.UUID, body: RunTags, ctx: ContextDep) -> RunTags:
+    """Replace the run's tags (the SDK's ``watch(tags=...)`` sets them when the run starts)."""
+    return RunTags(tags=runs.set_tags(ctx, run_id, body.tags))
 
 
 @api.get("/runs/{run_id}/series", response_model=list[SeriesKey])

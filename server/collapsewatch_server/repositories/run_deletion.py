@@ -23,6 +23,7 @@ from collapsewatch_server.tables import (
     Probe,
     QueuedBatch,
     Run,
+    RunTag,
     Series,
     StatRecordRow,
 )
@@ -50,6 +51,7 @@ def delete_run(s: Session, run_id: str) -> dict[str, int]:
         ("ingest_queue", delete(QueuedBatch).where(QueuedBatch.run_id == run_id)),
         ("ingested_batches", delete(IngestedBatch).where(IngestedBatch.run_id == run_id)),
         ("probes", delete(Probe).where(Probe.run_id == run_id)),
+        ("run_tags", delete(RunTag).where(RunTag.run_id == run_id)),
         ("runs", delete(Run).where(Run.id == run_id)),
     ]
     deleted: dict[str, int] = {}

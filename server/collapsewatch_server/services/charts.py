@@ -179,10 +179,14 @@ def run_health(ctx: ServiceContext, run_id: uuid.UUID, families: Sequence[str] =
 
 
 def runs_overview(
-    ctx: ServiceContext, project: str | None = None, name: str | None = None, limit: int = 500
+    ctx: ServiceContext,
+    project: str | None = None,
+    name: str | None = None,
+    limit: int = 500,
+    tag: str | None = None,
 ) -> list[RunOverview]:
-    """Runs newest first with their health per family: two queries for the whole list."""
-    listed = run_reads.list_runs(ctx, project, name, limit)
+    """Runs newest first with their health per family: a few queries for the whole list."""
+    listed = run_reads.list_runs(ctx, project, name, limit, tag)
     per = health(ctx, [r.run_id for r in listed])
     return [RunOverview(**r.model_dump(), health=per[r.run_id]) for r in listed]
 

@@ -28,13 +28,15 @@ def error_page(ctx: ServiceContext, status: int, message: str) -> str:
     return render.render_error_page(status, message, show_logout=_show_logout(ctx))
 
 
-def runs_page(ctx: ServiceContext, project: str | None = None, q: str | None = None) -> str:
-    """Every run, newest first, with its health per indicator family; of one project, and
-    whose name contains ``q``, when given (NotFound for an unknown project)."""
-    listed = charts.runs_overview(ctx, project, q)
+def runs_page(
+    ctx: ServiceContext, project: str | None = None, q: str | None = None, tag: str | None = None
+) -> str:
+    """Every run, newest first, with its health per indicator family; of one project, whose
+    name contains ``q`` and carrying ``tag``, when given (NotFound for an unknown project)."""
+    listed = charts.runs_overview(ctx, project, q, tag=tag)
     names = [p.name for p in projects.list_projects(ctx)]
     return render.render_runs_page(
-        listed, projects=names, project=project, q=q, show_logout=_show_logout(ctx)
+        listed, projects=names, project=project, q=q, tag=tag, show_logout=_show_logout(ctx)
     )
 
 

@@ -383,11 +383,33 @@
     });
   }
 
+  // The run's tags: typed comma-separated, replaced whole by PUT /api/v1/runs/{id}/tags.
+  function initTags(runId) {
+    const form = document.getElementById("run-tags");
+    if (!form) return;
+    const status = document.getElementById("run-tags-status");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const tags = form.elements.tags.value.split(",").map((t) => t.trim()).filter(Boolean);
+      try {
+        const saved = await fetchJSON("/api/v1/runs/" + encodeURIComponent(runId) + "/tags",
+          { method: "PUT", json: { tags } });
+        document.getElementById("run-tag-list").replaceChildren(...saved.tags.map((t) =>
+          el("a", { class: "tag", href: "/?tag=" + encodeURIComponent(t), text: t })));
+        form.elements.tags.value = saved.tags.join(", ");
+        status.textContent = "saved";
+      } catch (error) {
+        status.textContent = error.message;
+      }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const data = document.getElementById("cw-run-data");
     if (!data) return;
     const live = JSON.parse(data.textContent);
     initRunPage(live);
     initDelete(live.run_id);
+    initTags(live.run_id);
   });
 })();

@@ -1,0 +1,32 @@
+"""run tags: labels a run carries (from ``watch(tags=[...])`` or the dashboard), one row each,
+so the runs list filters on a tag with an index instead of reading JSON
+
+Revision ID: 0006_data
+Revises: 0005
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006_data"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "run_tags",
+        sa.Column("run_id", sa.String(length=36), nullable=False),
+        sa.Column("tag", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("run_id", "tag"),
+    )
+    op.create_index("ix_run_tags_tag", "run_tags", ["tag"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_run_tags_tag", table_name="run_tags")
+    op.drop_table("run_tags")
