@@ -26,6 +26,11 @@ RULE_NAME_TAKEN = "project {project!r} already has a rule named {name!r}"
 UNKNOWN_INDICATOR = "unknown indicator {indicator!r}; GET /api/v1/indicators lists them"
 INDICATOR_NOT_IN_RUN = "no series of indicator {indicator!r} in run {run_id}"
 SPECTRUM_NOT_FOUND = "no covariance spectrum of probe {probe!r} in run {run_id}"
+RAW_RETENTION_NOTE = (
+    "raw statistics older than {days:g} days are deleted (COLLAPSEWATCH_RAW_RETENTION_DAYS): "
+    "indicator points are kept, but what needs the raw records (spectra, recomputing "
+    "indicators) is gone for older steps"
+)
 TOKEN_NOT_FOUND = "token {token_id} not found in project {project!r}"
 WEBHOOK_NOT_FOUND = "webhook {webhook_id} not found in project {project!r}"
 WEBHOOK_URL_INVALID = "url is not a valid URL: {reason}"

@@ -77,6 +77,11 @@ class Metrics:
         self.alert_events = Counter(
             "collapsewatch_alert_events", "Alert events raised, by status.", ["status"], registry=r
         )
+        self.raw_records_pruned = Counter(
+            "collapsewatch_raw_records_pruned",
+            "Raw statistic records deleted by the retention policy.",
+            registry=r,
+        )
         self.deliveries = Counter(
             "collapsewatch_webhook_deliveries",
             "Webhook delivery attempts, by the delivery's outcome (pending: will be retried).",

@@ -170,6 +170,9 @@ class StatRecordRow(Base):
     probe_id: Mapped[int] = mapped_column(ForeignKey("probes.id", ondelete="CASCADE"))
     step: Mapped[int] = mapped_column(BigInteger)
     stats: Mapped[bytes] = mapped_column(LargeBinary)
+    #: When it was stored: retention deletes records older than its horizon. None for
+    #: records stored before this was kept (their run's last data stands in for it).
+    received_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
 
     __table_args__ = (Index("ix_stat_records_probe_step", "probe_id", "step"),)
 

@@ -19,7 +19,7 @@ from datetime import datetime
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database
 from collapsewatch_server.metrics import Metrics
-from collapsewatch_server.services import alerts, deliveries
+from collapsewatch_server.services import alerts, deliveries, retention
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.tables import utcnow
 from collapsewatch_server.webhooks.deliverer import Deliverer, DeliveryJob
@@ -110,6 +110,7 @@ class Worker:
                 if loop.time() >= next_scan:
                     next_scan = loop.time() + SCAN_EVERY_S
                     await asyncio.to_thread(alerts.scan_stalled, self.context, utcnow())
+                    await asyncio.to_thread(retention.prune_raw, self.context, utcnow())
                 delay = await self._delay()
                 self._failing = False
             except Exception:

@@ -24,7 +24,7 @@ from collapsewatch_server.repositories import (
     runs,
     stat_records,
 )
-from collapsewatch_server.services import alerts
+from collapsewatch_server.services import alerts, retention
 from collapsewatch_server.services import runs as run_reads
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_web import figures, heatmaps, views
@@ -239,8 +239,12 @@ def spectrum_view(
     """A probe's spectrum at ``step`` beside the one at ``against`` (default: its first)."""
     with ctx.db.read() as s:
         run, _ = runs.get(s, run_id)
-        now = stat_records.spectrum(s, run.id, probe, step)
-        then = stat_records.spectrum(s, run.id, probe, 0 if against is None else against)
+        try:
+            now = stat_records.spectrum(s, run.id, probe, step)
+            then = stat_records.spectrum(s, run.id, probe, 0 if against is None else against)
+        except errors.NotFound as exc:
+            note = retention.note(ctx)  # the records may have been deleted: say so
+            raise errors.NotFound(f"{exc.message}; {note}" if note else exc.message) from None
     spectra = [then, now] if then.step != now.step else [now]
     fig = heatmaps.spectrum_figure(spectra)
     return SpectrumView(probe=probe, spectra=spectra, figure=figures.figure_json(fig))

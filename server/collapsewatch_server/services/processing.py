@@ -138,6 +138,7 @@ def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
                 (run.id, probe_ids[r.probe], r.step, blob)
                 for r, blob in zip(batch.records, encoded, strict=True)
             ],
+            now,
         )
         keys = [
             (probe_ids[record.probe], name, record.step, value)

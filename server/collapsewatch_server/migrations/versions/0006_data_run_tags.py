@@ -1,5 +1,10 @@
-"""run tags: labels a run carries (from ``watch(tags=[...])`` or the dashboard), one row each,
-so the runs list filters on a tag with an index instead of reading JSON
+"""run tags, and when raw statistic records arrived
+
+- ``run_tags``: labels a run carries (from ``watch(tags=[...])`` or the dashboard), one row
+  each, so the runs list filters on a tag with an index instead of reading JSON;
+- ``stat_records.received_at`` (indexed): the retention policy
+  (``COLLAPSEWATCH_RAW_RETENTION_DAYS``) deletes records older than it. Records stored before
+  this revision have none; their run's last data stands in for it.
 
 Revision ID: 0006_data
 Revises: 0005
@@ -25,8 +30,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id", "tag"),
     )
     op.create_index("ix_run_tags_tag", "run_tags", ["tag"])
+    with op.batch_alter_table("stat_records") as batch:
+        batch.add_column(sa.Column("received_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_stat_records_received_at", "stat_records", ["received_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_stat_records_received_at", table_name="stat_records")
+    with op.batch_alter_table("stat_records") as batch:
+        batch.drop_column("received_at")
     op.drop_index("ix_run_tags_tag", table_name="run_tags")
     op.drop_table("run_tags")
