@@ -305,6 +305,16 @@
       }
     }
 
+    // the sticky family bar covers the top of whatever scrolls to the top: keep it clear
+    const familyNav = document.querySelector(".family-nav");
+    const setStickyOffset = () => {
+      if (!familyNav) return;
+      const offset = familyNav.getBoundingClientRect().height + 8;
+      document.documentElement.style.setProperty("--sticky-offset", offset + "px");
+    };
+    setStickyOffset();
+    window.addEventListener("resize", setStickyOffset);
+
     if (live.focus && cards.has(live.focus)) {
       const node = cards.get(live.focus).node;
       node.classList.add("focused");

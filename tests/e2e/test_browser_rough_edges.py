@@ -1,0 +1,43 @@
+"""Dashboard rough edges of issue 13, in a real browser against the real server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from tests.e2e import browser
+from tests.e2e.browser import Tab, batch, ingest, series_indicators, wait_until
+from tests.e2e.conftest import LiveServer
+
+pytestmark = browser.pytestmark
+
+
+def wait_processed(server: LiveServer, run_id: str, indicator: str) -> None:
+    deadline = time.monotonic() + 30
+    while indicator not in series_indicators(server, run_id):
+        assert time.monotonic() < deadline, f"{indicator} never arrived"
+        time.sleep(0.1)
+
+
+def test_a_step_link_shows_its_card_title_below_the_sticky_bar(
+    live_server: LiveServer, tab: Tab
+) -> None:
+    page = tab.page
+    run_id = str(uuid.uuid4())
+    ingest(live_server, batch(run_id, range(0, 80, 2)))
+    wait_processed(live_server, run_id, "loss")
+    page.set_viewport_size({"width": 1360, "height": 700})
+    page.goto(f"{live_server.url}/runs/{run_id}?step=40&indicator=loss")
+    wait_until(page, "document.querySelector('#chart-loss-card.focused') !== null", 10_000)
+    page.wait_for_timeout(500)
+    geometry = page.evaluate(
+        """() => {
+            const bar = document.querySelector('.family-nav').getBoundingClientRect();
+            const title = document.querySelector('#chart-loss-card h3').getBoundingClientRect();
+            return {bar: bar.bottom, top: title.top, bottom: title.bottom, scrolled: scrollY};
+        }"""
+    )
+    assert geometry["scrolled"] > 0, "the page did not scroll to the card"
+    assert geometry["top"] >= geometry["bar"], geometry  # not under the sticky bar
+    assert geometry["bottom"] <= 700
+    assert tab.problems == [], tab.problems
