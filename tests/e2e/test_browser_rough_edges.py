@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 
+import httpx
+
 from tests.e2e import browser
 from tests.e2e.browser import Tab, batch, ingest, series_indicators, wait_until
 from tests.e2e.conftest import LiveServer
@@ -40,4 +42,29 @@ def test_a_step_link_shows_its_card_title_below_the_sticky_bar(
     assert geometry["scrolled"] > 0, "the page did not scroll to the card"
     assert geometry["top"] >= geometry["bar"], geometry  # not under the sticky bar
     assert geometry["bottom"] <= 700
+    assert tab.problems == [], tab.problems
+
+
+def test_worst_layers_leave_out_indicators_whose_rules_are_disabled(
+    live_server: LiveServer, tab: Tab
+) -> None:
+    page = tab.page
+    setup = str(uuid.uuid4())
+    ingest(live_server, batch(setup, range(0, 2), project="quiet", name="setup"))
+    wait_processed(live_server, setup, "dead_fraction")
+    rules = httpx.get(f"{live_server.url}/api/v1/projects/quiet/rules").json()
+    dead_rules = [r for r in rules if r["indicator"] == "dead_fraction"]
+    assert dead_rules
+    for rule in dead_rules:
+        url = f"{live_server.url}/api/v1/projects/quiet/rules/{rule['id']}/disable"
+        assert httpx.post(url).status_code == 200
+    run_id = str(uuid.uuid4())
+    ingest(live_server, batch(run_id, range(0, 40, 2), project="quiet"))  # fc2 loses its units
+    wait_processed(live_server, run_id, "dead_fraction")
+    page.goto(f"{live_server.url}/runs/{run_id}")
+    rows = page.locator("#worst-rows tr").evaluate_all("rs => rs.map(r => r.dataset.key)")
+    assert not [key for key in rows if key.startswith("dead_fraction|")], rows
+    assert "0 open alerts" in page.inner_text("#open-alerts")
+    card = page.get_attribute("#chart-dead_fraction-card", "class") or ""
+    assert "severity-critical" not in card and "severity-warn" not in card, card
     assert tab.problems == [], tab.problems

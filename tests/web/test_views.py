@@ -55,9 +55,14 @@ def levels(thresholds: list[Threshold]) -> list[tuple[float, str, str]]:
 def test_enabled_rules_give_the_lines_else_the_catalogue() -> None:
     ind = info(warn=0.2, critical=0.5)
     assert levels(views.thresholds_for(ind, [rule(threshold=0.3)])) == [(0.3, "above", "critical")]
-    catalogue = views.thresholds_for(ind, [rule(enabled=False)])
+    catalogue = views.thresholds_for(ind, [rule(indicator="loss")])
     assert levels(catalogue) == [(0.2, "above", "warning"), (0.5, "above", "critical")]
     assert {t.source for t in catalogue} == {"catalogue"}
+    # a rule that ships (or was set) disabled switches the indicator's judgement off: no
+    # warnings on the page where no alert can fire
+    assert views.thresholds_for(ind, [rule(enabled=False)]) == []
+    both = [rule(enabled=False), rule(threshold=0.7)]
+    assert levels(views.thresholds_for(ind, both)) == [(0.7, "above", "critical")]
     assert views.thresholds_for(info("info", warn=1.0), []) == [], "info indicators never alarm"
 
 

@@ -78,18 +78,24 @@ def thresholds_for(
     probes: Sequence[str] = (),
 ) -> list[Threshold]:
     """The levels ``info`` is judged against on a run: those of the enabled rules watching it
-    (fixed levels only: a relative drop has no fixed line), else the catalogue's defaults.
+    (fixed levels only: a relative drop has no fixed line), else the catalogue's defaults,
+    unless rules watching it are all disabled: then none (the project switched it off, and a
+    page must not warn where no alert can fire).
 
     A rule counts when its run glob matches ``run_name`` and, when ``probes`` are given, its
     probe glob matches one of them.
     """
     out: list[Threshold] = []
+    switched_off = False
     for rule in rules:
-        if not rule.enabled or rule.indicator != info.name:
+        if rule.indicator != info.name:
             continue
         if not glob_matches(run_name, rule.run):
             continue
         if probes and not any(glob_matches(p, rule.probe) for p in probes):
+            continue
+        if not rule.enabled:
+            switched_off = True
             continue
         levels: list[tuple[float, Side]] = []
         if rule.condition in (Condition.above, Condition.below) and rule.threshold is not None:
@@ -107,7 +113,7 @@ def thresholds_for(
             )
             for level, side in levels
         )
-    if out or info.direction == "info":
+    if out or switched_off or info.direction == "info":
         return out
     side: Side = "above" if info.direction == "high_is_bad" else "below"
     for level, severity, label in (
