@@ -68,3 +68,28 @@ def test_worst_layers_leave_out_indicators_whose_rules_are_disabled(
     card = page.get_attribute("#chart-dead_fraction-card", "class") or ""
     assert "severity-critical" not in card and "severity-warn" not in card, card
     assert tab.problems == [], tab.problems
+
+
+def test_compare_opens_on_the_layer_where_the_runs_differ_most(
+    live_server: LiveServer, tab: Tab
+) -> None:
+    page = tab.page
+    collapsed, control = str(uuid.uuid4()), str(uuid.uuid4())
+    ingest(live_server, batch(collapsed, range(0, 40, 2), name="collapsed"))
+    healthy = batch(control, range(0, 40, 2), name="control")
+    for record in healthy["records"]:
+        if record["probe"] == "fc2":  # the control keeps fc2's units; fc1, fc3, out alike
+            record["stats"] = next(
+                r["stats"]
+                for r in batch(control, range(record["step"], record["step"] + 1))["records"]
+                if r["probe"] == "fc1"
+            )
+    ingest(live_server, healthy)
+    wait_processed(live_server, collapsed, "dead_fraction")
+    wait_processed(live_server, control, "dead_fraction")
+    page.goto(f"{live_server.url}/compare?runs={collapsed},{control}")
+    wait_until(page, "!!document.getElementById('compare-chart').data", 10_000)
+    assert page.eval_on_selector("#compare-probe", "s => s.value") == "fc2"
+    lines = page.evaluate("document.getElementById('compare-chart').data.map(t => t.y.at(-1))")
+    assert len(lines) == 2 and max(lines) - min(lines) > 0.5, lines  # visibly apart
+    assert tab.problems == [], tab.problems

@@ -85,11 +85,18 @@ def compare_page(
     probe: str | None = None,
 ) -> str:
     """Runs to overlay (NotFound for an unknown one) on the indicators and probes they have,
-    and recent runs that could be added, the first run's project first."""
+    and recent runs that could be added, the first run's project first. Without a valid
+    indicator and layer it opens where the runs differ most at their newest points."""
     chosen = [runs.get_run(ctx, r) for r in run_ids]
     with ctx.db.read() as s:
         index = points.probes_by_indicator(s, run_ids) if run_ids else {}
-    options = {name: index[name] for name in CATALOGUE if name in index}
+        options = {name: index[name] for name in CATALOGUE if name in index}
+        if probe not in options.get(indicator or "", ()):
+            newest = [points.newest(s, str(r)) for r in run_ids]
+            narrowed = indicator if indicator in options else None
+            found = views.most_different(newest, list(CATALOGUE), narrowed)
+            if found is not None:
+                indicator, probe = found
     recent = [r for r in runs.list_runs(ctx, limit=100) if r.run_id not in set(run_ids)]
     if chosen:
         recent.sort(key=lambda r: r.project != chosen[0].project)  # stable: newest first within
