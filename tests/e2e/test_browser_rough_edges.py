@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
 import httpx
 
 from tests.e2e import browser
-from tests.e2e.browser import Tab, batch, ingest, series_indicators, wait_until
+from tests.e2e.browser import Tab, batch, chart_ready, ingest, series_indicators, wait_until
 from tests.e2e.conftest import LiveServer
 
 pytestmark = browser.pytestmark
@@ -92,4 +93,31 @@ def test_compare_opens_on_the_layer_where_the_runs_differ_most(
     assert page.eval_on_selector("#compare-probe", "s => s.value") == "fc2"
     lines = page.evaluate("document.getElementById('compare-chart').data.map(t => t.y.at(-1))")
     assert len(lines) == 2 and max(lines) - min(lines) > 0.5, lines  # visibly apart
+    assert tab.problems == [], tab.problems
+
+
+def test_a_loss_that_turns_nan_is_marked_on_the_loss_chart(
+    live_server: LiveServer, tab: Tab
+) -> None:
+    page = tab.page
+    run_id = str(uuid.uuid4())
+    body = batch(run_id, range(0, 30, 2))
+    for record in body["records"]:
+        if record["probe"] == "loss" and record["step"] >= 20:
+            record["stats"] = {"mean": float("nan"), "max": float("nan"), "count": 10.0}
+    r = httpx.post(
+        f"{live_server.url}/api/v1/ingest",
+        content=json.dumps(body).encode(),  # NaN as the SDK sends it
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 202, r.text
+    wait_processed(live_server, run_id, "loss")
+    page.goto(f"{live_server.url}/runs/{run_id}?step=20&indicator=loss")
+    wait_until(page, chart_ready("chart-loss"), 15_000)
+    marks = page.evaluate(
+        "document.getElementById('chart-loss').data.find(t => t.uid === 'nonfinite')"
+    )
+    assert marks is not None and marks["x"] == [20, 22, 24, 26, 28]
+    assert page.locator("#chart-loss .scatterlayer .trace .point").count() >= 5
+    assert "NaN at step 20" in page.inner_text("#chart-loss")
     assert tab.problems == [], tab.problems

@@ -80,7 +80,7 @@
       }
     }
 
-    const isProbe = (t) => t.uid !== "alerts";
+    const isProbe = (t) => t.uid !== "alerts" && t.uid !== "nonfinite";
 
     // ------------------------------------------------------------------ controls
 
