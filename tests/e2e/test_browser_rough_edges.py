@@ -121,3 +121,26 @@ def test_a_loss_that_turns_nan_is_marked_on_the_loss_chart(
     assert page.locator("#chart-loss .scatterlayer .trace .point").count() >= 5
     assert "NaN at step 20" in page.inner_text("#chart-loss")
     assert tab.problems == [], tab.problems
+
+
+def test_warm_ups_show_in_the_rules_table_and_the_editor(live_server: LiveServer, tab: Tab) -> None:
+    page = tab.page
+    setup = str(uuid.uuid4())
+    ingest(live_server, batch(setup, range(0, 2), project="warm", name="setup"))
+    wait_processed(live_server, setup, "dead_fraction")
+    rule = {"name": "late dead", "indicator": "dead_fraction", "condition": "above",
+            "threshold": 0.4, "warmup_steps": 150}  # fmt: skip
+    r = httpx.post(f"{live_server.url}/api/v1/projects/warm/rules", json=rule)
+    assert r.status_code == 201, r.text
+    page.goto(f"{live_server.url}/alerts?project=warm")
+    row = page.locator("#rules-rows tr", has_text="late dead")
+    assert row.locator("td.warmup").inner_text() == "until step 150 or a healthy point"
+    assert page.locator("#hint-warmup_steps").is_visible()
+    row.locator(".toggle-rule").click()  # the table is redrawn by alerts.js: same words
+    wait_until(
+        page,
+        "[...document.querySelectorAll('#rules-rows tr.disabled td.warmup')]"
+        ".some(td => td.textContent === 'until step 150 or a healthy point')",
+        5_000,
+    )
+    assert tab.problems == [], tab.problems

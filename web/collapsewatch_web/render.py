@@ -349,7 +349,17 @@ def rule_summary(rule: RulePublic) -> str:
     return text
 
 
+def warmup_text(rule: RulePublic) -> str:
+    """A rule's warm-up as people say it: when its judging starts ("–" without one)."""
+    if not rule.warmup_steps:
+        return "–"
+    if rule.condition in (Condition.drop, Condition.rise):
+        return f"from step {rule.warmup_steps}"
+    return f"until step {rule.warmup_steps} or a healthy point"
+
+
 _ENV.filters["rule_summary"] = rule_summary
+_ENV.filters["warmup"] = warmup_text
 
 
 def render_settings_page(

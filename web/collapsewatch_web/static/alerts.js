@@ -99,12 +99,20 @@
     function ruleRow(r) {
       return el("tr", { dataset: { ruleId: r.id }, class: r.enabled ? null : "disabled" },
         el("td", { text: r.name }), el("td", { class: "mono", text: r.indicator }),
-        el("td", { text: summary(r) }), el("td", { class: "mono", text: r.probe }),
+        el("td", { text: summary(r) }), el("td", { class: "warmup", text: warmup(r) }),
+        el("td", { class: "mono", text: r.probe }),
         el("td", {}, badge("severity", r.severity === "warning" ? "warn" : r.severity, r.severity)),
         el("td", { text: r.enabled ? "enabled" : "disabled" }),
         el("td", { class: "actions" },
           el("button", { type: "button", class: "secondary edit-rule", dataset: { ruleId: r.id }, text: "Edit" }), " ",
           el("button", { type: "button", class: "secondary toggle-rule", dataset: { ruleId: r.id }, text: r.enabled ? "Disable" : "Enable" })));
+    }
+
+    // Same words as collapsewatch_web.render.warmup_text.
+    function warmup(r) {
+      if (!r.warmup_steps) return "–";
+      if (r.condition === "drop" || r.condition === "rise") return "from step " + r.warmup_steps;
+      return "until step " + r.warmup_steps + " or a healthy point";
     }
 
     // Same words as collapsewatch_web.render.rule_summary.
