@@ -350,9 +350,9 @@ def rule_summary(rule: RulePublic) -> str:
 
 
 def warmup_text(rule: RulePublic) -> str:
-    """A rule's warm-up as people say it: when its judging starts ("–" without one)."""
+    """A rule's warm-up as people say it: when its judging starts (a dash without one)."""
     if not rule.warmup_steps:
-        return "–"
+        return "\u2013"  # the en dash of the pages' empty cells
     if rule.condition in (Condition.drop, Condition.rise):
         return f"from step {rule.warmup_steps}"
     return f"until step {rule.warmup_steps} or a healthy point"
