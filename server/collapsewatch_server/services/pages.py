@@ -91,9 +91,12 @@ def compare_page(
     with ctx.db.read() as s:
         index = points.probes_by_indicator(s, run_ids) if run_ids else {}
         options = {name: index[name] for name in CATALOGUE if name in index}
-        if probe not in options.get(indicator or "", ()):
+        narrowed = indicator if indicator in options else None
+        if narrowed is None and probe:  # a layer alone: the first indicator that has it
+            narrowed = next((name for name, probes in options.items() if probe in probes), None)
+            indicator = narrowed
+        if probe not in options.get(narrowed or "", ()):
             newest = [points.newest(s, str(r)) for r in run_ids]
-            narrowed = indicator if indicator in options else None
             found = views.most_different(newest, list(CATALOGUE), narrowed)
             if found is not None:
                 indicator, probe = found
