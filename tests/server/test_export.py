@@ -34,6 +34,8 @@ def test_csv_has_every_series_in_long_format(client: Any) -> None:
     loss = [(r["step"], r["value"]) for r in got if r["indicator"] == "loss"]
     assert loss == [("0", "1.0"), ("1", "0.5"), ("2", repr(1 / 3)), ("3", "0.25"), ("4", "0.2"),
                     ("5", "")]  # fmt: skip
+    r = client.get(f"/api/v1/runs/{run_id}/export", params={"indicator": "loss", "probe": "loss"})
+    assert f'filename="{run_id}-loss-loss.csv"' in r.headers["content-disposition"]
     dead = rows(client, run_id, indicator="dead_fraction", probe="fc2")
     assert {(r["probe"], r["indicator"]) for r in dead} == {("fc2", "dead_fraction")}
     assert [r["value"] for r in dead] == ["0.5"] * 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated
 
@@ -104,7 +105,8 @@ def export_run(
     long format: ``probe, indicator, step, value`` (a non-finite value is empty/null).
     Parquet needs pyarrow on the server (501 without it)."""
     parts = [str(run_id), indicator, probe]
-    filename = "-".join(p for p in parts if p) + f".{format}"
+    # a header is latin-1 and a file name has no quotes or slashes: anything else becomes _
+    filename = re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(p for p in parts if p)) + f".{format}"
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if format == "parquet":
         body = export.run_parquet(ctx, run_id, indicator, probe)
