@@ -182,6 +182,8 @@
             ? "No layer of " + result.run_name + " matches the rule's layer glob."
             : "Over " + result.points_judged + " points of " + result.probes.length + " layer(s) of " +
               result.run_name + " the rule would have fired " + fired.length + " time(s).";
+        // retention deleted old raw statistics: the replay used the kept points, and says so
+        if (result.note) summaryLine.textContent += " Note: " + result.note + ".";
         document.getElementById("backtest-events").replaceChildren(...result.events.slice(0, 50).map((e) =>
           el("li", { class: "event status-" + e.status },
             el("span", { class: "event-head" },
