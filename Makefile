@@ -11,7 +11,7 @@ PIP := $(BIN)/python -m pip
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format bench load validate browser clean
+.PHONY: help run test fuzz lint format bench load validate browser clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
@@ -32,19 +32,23 @@ $(TORCH_STAMP): FORCE | $(BIN)/python
 	  $(PIP) install $(PIP_FLAGS) $(TORCH) && echo "$(TORCH)" > $@; \
 	else echo "collapsewatch: torch build: $(TORCH) (TORCH=... picks another)"; fi
 
-$(VENV)/.server-installed: pyproject.toml $(TORCH_STAMP) | $(BIN)/python
-	$(PIP) install $(PIP_FLAGS) -e ".[server]"
+$(VENV)/.demo-installed: pyproject.toml $(TORCH_STAMP) | $(BIN)/python
+	$(PIP) install $(PIP_FLAGS) -e ".[demo]"
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml $(TORCH_STAMP) | $(BIN)/python
 	$(PIP) install $(PIP_FLAGS) -e ".[dev]"
 	touch $@
 
-run: $(VENV)/.server-installed ## set up, start the server on SQLite and stream a demo training into it
+run: $(VENV)/.demo-installed ## set up, start the server on SQLite and stream a demo training into it
 	$(BIN)/collapsewatch demo
 
 test: $(VENV)/.dev-installed browser ## set up and run the tests (SQLite, Postgres, browser)
 	$(BIN)/python -m pytest
+
+FUZZ_EXAMPLES ?= 50
+fuzz: $(VENV)/.dev-installed ## schemathesis over every API operation, more examples than `make test`
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q --timeout=0 tests/server/test_openapi_fuzz.py
 
 browser: ## install Debian's chromium for the browser tests when it is missing and we are root
 	@if [ ! -x /usr/bin/chromium ]; then \

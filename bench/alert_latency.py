@@ -86,7 +86,8 @@ class Receiver:
                     signing.verify(receiver.secret, dict(self.headers.items()), body)
                 except signing.SignatureError:
                     receiver.bad_signatures += 1
-                step = json.loads(body).get("step")
+                alerts = json.loads(body).get("alerts") or [{}]
+                step = alerts[0].get("step")  # one crossing per notification (no grouping)
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -154,6 +155,8 @@ class PostTimes:
 
 def start_server(db_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAPSEWATCH_")}
+    # the latency of the pipeline itself: no group wait or interval (they add their seconds)
+    env |= {"COLLAPSEWATCH_NOTIFY_GROUP_WAIT_S": "0", "COLLAPSEWATCH_NOTIFY_GROUP_INTERVAL_S": "0"}
     cmd = [sys.executable, "-m", "collapsewatch_server.cli", "serve", "--port", str(port)]
     cmd += ["--db", db_url, "--log-level", "warning"]
     with open(log, "wb") as out:

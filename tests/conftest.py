@@ -9,6 +9,11 @@ from typing import Any
 
 import pytest
 
+# FastAPI's TestClient sends ``Host: testserver``: the tests' servers answer to it (and to
+# loopback names, as every server does); production defaults never trust it. Set for the whole
+# process, so apps built by fixtures of any scope and servers in subprocesses see it.
+os.environ["COLLAPSEWATCH_ALLOWED_HOSTS"] = "testserver"
+
 PG_ADMIN_URL = os.environ.get(
     "COLLAPSEWATCH_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
@@ -68,7 +73,9 @@ def db_url(request: pytest.FixtureRequest) -> str:
 def settings(db_url: str) -> Any:
     from collapsewatch_server.config import Settings
 
-    return Settings(db_url=db_url)
+    # an ingest answer waits for its batch's points up to 30 s, not 2: tests read right after
+    # a 202, and on a loaded machine a 1,000-record batch takes longer than 2 s to process
+    return Settings(db_url=db_url, ingest_wait_s=30.0)
 
 
 @pytest.fixture

@@ -7,6 +7,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+#: Headers of a bodyless POST: the server takes state-changing requests only declared JSON.
+JSON = {"content-type": "application/json"}
+
 
 def free_port() -> int:
     with socket.socket() as s:

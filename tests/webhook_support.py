@@ -173,33 +173,33 @@ def put_events(
     status: str = "firing",
     run_name: str = "run-a",
     run_id: uuid.UUID | None = None,
+    one_run: bool = True,
+    probe: str = "latency",
 ) -> list[str]:
-    """``count`` alert events of one run, each with its deliveries, written the way the ingest
-    service writes them (one transaction, through the outbox repository), then the doorbell of
-    ``ctx``'s deliverer rung as the service rings it. Returns event ids."""
+    """``count`` alert events of one run (each of its own run, ``run_name-i``, unless
+    ``one_run``: so one notification each), with their deliveries, written the way the ingest
+    service writes them (one transaction, through the outbox repository, grouped by ``ctx``'s
+    policy), then the doorbell of ``ctx``'s deliverer rung as the service rings it. Returns
+    event ids."""
     now = utcnow()
     ids = []
     with ctx.db.write() as s:
         proj = project_for_writing(s, project)
-        rid = str(run_id or uuid.uuid4())
-        if s.get(Run, rid) is None:
-            s.add(
-                Run(
-                    id=rid,
-                    project_id=proj.id,
-                    name=run_name,
-                    started_at=now,
-                    last_seen_at=now,
-                )
-            )
-            s.flush()
+        run_ids = []
+        for i in range(1 if one_run else count):
+            rid = str(run_id or uuid.uuid4()) if one_run else str(uuid.uuid4())
+            if s.get(Run, rid) is None:
+                name = run_name if one_run else f"{run_name}-{i}"
+                s.add(Run(id=rid, project_id=proj.id, name=name, started_at=now, last_seen_at=now))
+                s.flush()
+            run_ids.append(rid)
         events = [
             AlertEvent(
                 id=str(uuid.uuid4()),
                 project_id=proj.id,
-                run_id=rid,
+                run_id=run_ids[0] if one_run else run_ids[i],
                 rule_name="latency high",
-                probe="latency",
+                probe=probe,
                 indicator="value",
                 status=status,
                 severity=severity,
@@ -213,7 +213,7 @@ def put_events(
         ]
         s.add_all(events)
         s.flush()
-        queued = outbox.enqueue(s, events)
+        queued = outbox.enqueue(s, events, ctx.group_policy, now)
         ids = [e.id for e in events]
     if queued:
         ctx.wake_deliverer()

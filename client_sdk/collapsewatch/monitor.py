@@ -1,17 +1,14 @@
-"""The monitor: the coordinator of one run's probes, step by step.
+"""The monitor: the coordinator of one run's probes, and the SDK's public API.
 
-A step is sampled or not (:mod:`collapsewatch.pipeline.sampling`). When a sampled step begins,
-every probe installs its hooks; when it ends, they are removed, every probe files its records
-into one pack, the pack is copied to the host once and handed to the background sender. An
-unsampled step runs the model with no collapsewatch hook on it: only the optimizer's step hook
-(which counts steps) and the criterion's (the loss of every step) remain. Probes and their
-lifecycle: :mod:`collapsewatch.probes.base`. Nothing raises into the training loop.
+The monitor builds the probes (:mod:`collapsewatch.probes`; their lifecycle:
+:mod:`collapsewatch.probes.base`), the run document (:mod:`collapsewatch.run_document`) and the
+step cycle that samples, flushes and sends (:mod:`collapsewatch.step_cycle`); it takes the
+explicit loggers' calls and ends the run. Nothing raises into the training loop.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -21,7 +18,6 @@ from collapsewatch import config as cfg
 from collapsewatch import open_runs, runinfo
 from collapsewatch.alerts_feedback import AlertFeedback
 from collapsewatch.compiled import EagerWhileSampled
-from collapsewatch.coverage import Coverage, coverage, describe, say
 from collapsewatch.distributed import (
     SHARDED_NOTE,
     LockstepSampler,
@@ -29,9 +25,9 @@ from collapsewatch.distributed import (
     check_ranks,
     sharded,
 )
+from collapsewatch.logger_names import LoggerNames
 from collapsewatch.mirror import make_mirror
 from collapsewatch.optimizers import step_optimizer
-from collapsewatch.pipeline.packing import StepPack
 from collapsewatch.pipeline.sampling import Sampler
 from collapsewatch.pipeline.sender import COUNTERS, Sender
 from collapsewatch.pipeline.spool import Spool
@@ -40,15 +36,17 @@ from collapsewatch.probes.attention import AttentionProbe
 from collapsewatch.probes.base import MAX_NAME, Guard, Hooks, Probe, StepHook
 from collapsewatch.probes.classifier import ClassProbe
 from collapsewatch.probes.discovery import find_probes, trainable_parameters
-from collapsewatch.probes.explicit import MAX_PENDING, LoggerProbe, MakeAccumulator
+from collapsewatch.probes.explicit import MakeAccumulator, fresh
 from collapsewatch.probes.functions import FunctionProbe
 from collapsewatch.probes.inputs import DataRank, InputProbe
 from collapsewatch.probes.loss import LossProbe
 from collapsewatch.probes.parameters import ParameterProbe
 from collapsewatch.probes.scalars import MAX_PENDING_SCALARS, ScalarProbe
-from collapsewatch.probes.step_end import STUCK_MESSAGE, StepEndWatch
+from collapsewatch.probes.step_end import StepEndWatch
 from collapsewatch.resume import RESUMED_KEY, parse_run_id, resume
-from collapsewatch.schemas import ProbeInfo, ProbeKind, RunAlert
+from collapsewatch.run_document import RunDocument
+from collapsewatch.schemas import ProbeKind, RunAlert
+from collapsewatch.step_cycle import StepCycle
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -92,11 +90,7 @@ class Monitor:
         if options.get("resume") and run_id is None:
             raise ValueError("collapsewatch: resume=True needs the run_id of the run to resume")
         self._run_id = run_id or uuid.uuid4()
-        self._step = 0
-        self._skip_until = -1  # a resumed run's steps the server has: not sampled again
-        self._sampled = False
-        self._sampled_steps = 0
-        self._records = 0
+        self._steps: StepCycle | None = None  # made below for an active monitor
         self._finished = not self._active
         self._broken = False  # set by an SDK error: stop observing, send nothing more
         lockstep = LockstepSampler(every) if merge else None  # every rank samples alike
@@ -125,8 +119,6 @@ class Monitor:
         self._guard = Guard(self._log_once)
         self._step_hooks = Hooks(self._guard)  # removed when a sampled step ends
         self._life_hooks = Hooks(self._guard)  # removed when the monitor stops
-        self._last_step_end: float | None = None
-        self._last_sampled = -1
 
         # ------------------------------------------------------------------- the probes
         outputs, data = LayerOutputs(), DataRank()
@@ -135,7 +127,7 @@ class Monitor:
         self._probes += find_probes(model, options.get("blocks") or (), outputs, data)
         params, modules = trainable_parameters(model)
         self._params = ParameterProbe(params, model, optimizer, modules)
-        self._classes = ClassProbe(model, options.get("classifier"), step=lambda: self._step)
+        self._classes = ClassProbe(model, options.get("classifier"), step=lambda: self._cycle.step)
         self._loss = LossProbe(criterion, self._on_criterion)
         functional = self._loss.criterion is None  # the loss, if any, is a function call
         self._functions = FunctionProbe(
@@ -148,45 +140,69 @@ class Monitor:
             loss=self._on_backward if functional else None,
         )
         self._scalars = ScalarProbe()
-        self._loggers: dict[str, LoggerProbe] = {}
         self._probes += [self._params, self._loss, self._classes, self._functions, self._scalars]
-        self._probes.append(StepEndWatch(model, self._on_stuck))
+        self._probes.append(StepEndWatch(model, lambda forwards: self._cycle.on_stuck(forwards)))
         if sharded(params):
             self._log_once("sharded", SHARDED_NOTE)
-        self._infos: list[ProbeInfo] = []
-        self._coverage: Coverage = {}
-        for probe in self._probes:
-            self._infos += probe.infos(len(self._infos))
-        self._names = {info.name for info in self._infos}
-        self._classes.on_found = self._functions.on_found = self._announce
 
-        self._config = runinfo.run_config(options.get("config"), optimizer, criterion, every)
+        config = runinfo.run_config(options.get("config"), optimizer, criterion, every)
+        step, skip_until = 0, -1
         if options.get("resume") and not nonzero:
             where = resume(
                 self._run_id, settings, options.get("http_client"), options.get("start_step")
             )
-            self._step, self._skip_until = where.first_step, where.stored_until
-            self._config[RESUMED_KEY] = where.resumed_at
+            step, skip_until = where.first_step, where.stored_until
+            config[RESUMED_KEY] = where.resumed_at
         elif options.get("start_step") is not None:
-            self._step = max(0, int(options.get("start_step") or 0))
-        self._started_at = datetime.now(UTC)
-        self._refresh_run()
+            step = max(0, int(options.get("start_step") or 0))
+        self._document = RunDocument(
+            run_id=self._run_id,
+            project=self._project,
+            name=self._run_name,
+            config=config,
+            started_at=datetime.now(UTC),
+            probes=self._probes,
+            sampler=self._sampler,
+            tags=self._tags,
+        )
+        self._classes.on_found = self._functions.on_found = self._document.announce
+        self._loggers = LoggerNames(self._probes, self._document, self._guard, self._log_once)
         if not nonzero:  # with ranks="merge", rank 0 sends the merged records
+            document = self._document
             self._transport = Sender(
                 server=settings.server,
                 token=settings.token,
                 spool=Spool(settings.spool_root / str(self._run_id)),
-                run=lambda: self._run_doc,
+                run=lambda: document.current,
                 client=options.get("http_client"),
                 on_firing=self._alerts.update,
             )
+        self._steps = StepCycle(
+            probes=self._probes,
+            guard=self._guard,
+            step_hooks=self._step_hooks,
+            sampler=self._sampler,
+            merge=self._merge,
+            eager=self._eager,
+            functions=self._functions,
+            loss=self._loss,
+            loggers=self._loggers,
+            document=self._document,
+            alerts=self._alerts,
+            transport=self._transport,
+            mirror=self._mirror,
+            fail=self._fail,
+            log_once=self._log_once,
+            step=step,
+            skip_until=skip_until,
+        )
         for probe in self._probes:
             probe.attach(self._life_hooks)
         if optimizer is not None:
             hook = StepHook(self._on_post_step)
             self._life_hooks.add_handle(optimizer.register_step_post_hook(hook))
         open_runs.add(self)
-        self._begin_step()
+        self._steps.begin()
 
     # ------------------------------------------------------------------------ public API
 
@@ -213,7 +229,7 @@ class Monitor:
         """Whether the current step is sampled: the in-loop loggers (``log_attention``,
         ``log_codes``, ``log_posterior``, ``log_routing``) reduce only then, so compute what
         you pass them only when this is True."""
-        return self._sampled
+        return self._steps is not None and self._steps.sampled
 
     @property
     def stats(self) -> dict[str, int]:
@@ -221,12 +237,12 @@ class Monitor:
         are (``stored`` + ``spooled`` + ``rejected`` + ``dropped`` + ``pending`` = ``records``;
         nothing is pending after :meth:`finish`), then batches sent and spooled, and failed
         requests."""
-        t = self._transport
+        t, steps = self._transport, self._steps
         return {
-            "step": self._step,
+            "step": steps.step if steps else 0,
             "every": self._sampler.every,
-            "sampled_steps": self._sampled_steps,
-            "records": self._records,
+            "sampled_steps": steps.sampled_steps if steps else 0,
+            "records": steps.records if steps else 0,
             **(t.counters() if t else dict.fromkeys(COUNTERS, 0)),
         }
 
@@ -250,10 +266,10 @@ class Monitor:
             return
         if loss is not None:
             self._guard.run(self._loss, self._add_loss, loss)
-        if labels is not None and self._sampled:
+        if labels is not None and self._cycle.sampled:
             self._guard.run(self._classes, self._classes.on_labels, labels)
         if self._optimizer is None:
-            self._end_step()
+            self._cycle.end()
 
     def log_scalar(self, name: str, value: torch.Tensor | float) -> None:
         """Record one number at the current step (probe ``name``, kind ``scalar``).
@@ -273,10 +289,8 @@ class Monitor:
         """Remove every hook; the run stays open until :meth:`finish` (or process exit)."""
         if not self._active:
             return
-        self._active = self._sampled = False
-        self._functions.leave()
-        self._eager.leave()
-        self._step_hooks.remove()
+        self._active = self._cycle.sampled = False
+        self._cycle.leave()
         self._life_hooks.remove()
 
     def __enter__(self) -> Monitor:
@@ -305,30 +319,28 @@ class Monitor:
         gives it a probability > 0. ``nn.MultiheadAttention`` layers are watched without this
         call, fused kernels included. Reduced on sampled steps only.
         """
-        if self._sampled:
+        if self.sampled:
             from collapsewatch.probes.attention import AttentionAccumulator
 
-            self._log(
-                name, _K.attention, _fresh(AttentionAccumulator), lambda a: a.add_probs(probs)
-            )
+            self._log(name, _K.attention, fresh(AttentionAccumulator), lambda a: a.add_probs(probs))
 
     def log_codes(self, name: str, indices: torch.Tensor, num_codes: int) -> None:
         """The code indices a vector quantiser chose (any shape, integers in ``0..num_codes-1``;
         others, e.g. ``-1`` padding, are counted apart): codebook utilisation, dead codes and
         perplexity (probe kind ``codes``). Reduced on sampled steps only."""
-        if self._sampled:
+        if self.sampled:
             from collapsewatch.probes.latents import CodeAccumulator
 
-            self._log(name, _K.codes, _fresh(CodeAccumulator), lambda a: a.add(indices, num_codes))
+            self._log(name, _K.codes, fresh(CodeAccumulator), lambda a: a.add(indices, num_codes))
 
     def log_posterior(self, name: str, mu: torch.Tensor, logvar: torch.Tensor) -> None:
         """A diagonal Gaussian posterior ``N(mu, exp(logvar))``, ``[batch, latent...]`` (every
         dimension after the first is a latent dimension): KL per dimension, active units and
         total KL (probe kind ``posterior``). Reduced on sampled steps only."""
-        if self._sampled:
+        if self.sampled:
             from collapsewatch.probes.latents import PosteriorAccumulator
 
-            self._log(name, _K.posterior, _fresh(PosteriorAccumulator), lambda a: a.add(mu, logvar))
+            self._log(name, _K.posterior, fresh(PosteriorAccumulator), lambda a: a.add(mu, logvar))
 
     def log_routing(
         self, name: str, router_logits: torch.Tensor, k: int = 1, *, capacity: int | None = None
@@ -340,13 +352,13 @@ class Monitor:
         experts and ``k``, and give a capacity on all or none. Gives load entropy, imbalance,
         dead experts, the auxiliary loss, the z-loss and, with a capacity, the dropped
         fraction (probe kind ``routing``). Reduced on sampled steps only."""
-        if self._sampled:
+        if self.sampled:
             from collapsewatch.probes.routing import RoutingAccumulator
 
             self._log(
                 name,
                 _K.routing,
-                _fresh(RoutingAccumulator),
+                fresh(RoutingAccumulator),
                 lambda a: a.add(router_logits, k, capacity),
             )
 
@@ -362,7 +374,7 @@ class Monitor:
         numbers the rounds of a self-consuming loop (a model trained on its own samples)."""
         from collapsewatch.probes.text import TextAccumulator
 
-        self._log(name, _K.text, _fresh(TextAccumulator), lambda a: a.add(token_ids, generation))
+        self._log(name, _K.text, fresh(TextAccumulator), lambda a: a.add(token_ids, generation))
 
     def log_eval(
         self, name: str, nll_sum: torch.Tensor | float, token_count: torch.Tensor | int
@@ -372,7 +384,7 @@ class Monitor:
         per validation batch: the record holds the set's perplexity (probe kind ``eval``)."""
         from collapsewatch.probes.text import EvalAccumulator
 
-        self._log(name, _K.eval, _fresh(EvalAccumulator), lambda a: a.add(nll_sum, token_count))
+        self._log(name, _K.eval, fresh(EvalAccumulator), lambda a: a.add(nll_sum, token_count))
 
     def log_samples(
         self, name: str, samples: torch.Tensor, reference: torch.Tensor | None = None
@@ -403,81 +415,21 @@ class Monitor:
         self._log(
             name,
             _K.state,
-            _fresh(StateAccumulator),
+            fresh(StateAccumulator),
             lambda a: a.add(hidden, positions, train_length),
         )
 
-    # ------------------------------------------------------------------------- the steps
+    # -------------------------------------------------------------------------- internals
 
-    def _begin_step(self) -> None:
-        """Decide whether the current step is sampled; if so, let every probe hook in."""
-        self._sampled = (
-            self._active and self._step > self._skip_until and self._sampler.sampled(self._step)
-        )
-        self._loss.sampled = self._sampled
-        if self._sampled:
-            self._eager.enter()
-            for probe in self._probes:
-                if not probe.disabled:
-                    self._guard.run(probe, probe.install, self._step_hooks)
+    @property
+    def _cycle(self) -> StepCycle:
+        """The step cycle; only an active monitor (every caller checked) has one."""
+        assert self._steps is not None
+        return self._steps
 
     def _on_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._active:
-            self._end_step()
-
-    def _end_step(self) -> None:
-        try:
-            now = time.perf_counter()
-            wall = 0.0 if self._last_step_end is None else now - self._last_step_end
-            sampled = self._sampled
-            if sampled:
-                self._functions.leave()
-                self._step_hooks.remove()
-                self._eager.leave()
-                self._flush(self._probes, self._step, merge=True)
-                self._sampled_steps += 1
-                self._last_sampled = self._step
-                if self._sampled_steps == 1:  # the first forward's function calls are known
-                    self._coverage = coverage(self._probes, self._infos)
-                    say(describe(self._run_name, self._coverage))
-                    self._refresh_run()
-            elif any(p.pending for p in self._loggers.values() if not p.in_loop):
-                self._flush(self._evaluations(), self._step)  # an evaluation at this step
-            cost = self._guard.take() + (time.perf_counter() - now if sampled else 0.0)
-            every = self._sampler.every
-            if self._last_step_end is not None:
-                self._sampler.observe(self._step, sampled, wall, cost)
-            if self._sampler.every != every:
-                self._refresh_run()  # the run document says how the run is sampled
-            self._step += 1
-            self._begin_step()
-            self._alerts.deliver()  # between two steps: a callback may stop or checkpoint
-            self._last_step_end = time.perf_counter()
-        except Exception as exc:
-            self._fail("the end of a step", exc)
-
-    def _flush(self, probes: Sequence[Probe], step: int, merge: bool = False) -> None:
-        """File the records of ``probes`` into one pack, copy it to the host, hand it over;
-        with ``merge`` (a sampled step) and ``ranks="merge"``, add the other ranks' first."""
-        pack = StepPack()
-        for probe in probes:
-            self._guard.run(probe, probe.flush, pack, step)
-        if merge and self._merge is not None:
-            self._merge.merge(pack, step)
-        count = len(pack)  # before copy(), which hands the records over
-        if count and self._transport is not None:
-            self._records += count
-            build = pack.copy()
-            if self._mirror is not None:
-                mirror = self._mirror
-                self._transport.submit(lambda: mirror.observe(build()), count)
-            else:
-                self._transport.submit(build, count)
-
-    def _evaluations(self) -> list[LoggerProbe]:
-        return [p for p in self._loggers.values() if not p.in_loop]
-
-    # -------------------------------------------------------------------------- internals
+            self._cycle.end()
 
     def _log(
         self,
@@ -486,90 +438,26 @@ class Monitor:
         make: MakeAccumulator,
         reduce: Callable[[Any], object],
     ) -> None:
-        if not self._active:
-            return
-        probe = self._loggers.get(name)
-        if probe is None or probe.kind != kind:
-            probe = self._new_logger(name, kind, make)
-            if probe is None:
-                return
-        self._guard.run(probe, probe.add, self._step, reduce)
-        if not probe.in_loop and probe.pending and self._evaluations_pending() >= MAX_PENDING:
-            self._flush(self._evaluations(), self._step)
-
-    def _evaluations_pending(self) -> int:
-        return sum(p.pending for p in self._evaluations())
-
-    def _new_logger(self, name: str, kind: ProbeKind, make: MakeAccumulator) -> LoggerProbe | None:
-        """The probe of a new logger name, or None (logged once) for a name that cannot be."""
-        problem = None
-        known = self._loggers.get(name)
-        if not isinstance(name, str) or not 0 < len(name) <= 256:
-            problem = "a logger name must be a string of 1 to 256 characters"
-        elif known is not None:
-            problem = f"{name!r} is already used by the {known.kind.value} logger"
-        elif name in self._names:
-            # the server keeps one probe per name: the logger's records would land under it
-            problem = f"{name!r} is the name of a watched layer or probe; log under another"
-        if problem is not None:
-            self._log_once(
-                f"logger:{name}", f"collapsewatch: {kind.value} logger {name!r}: {problem}"
-            )
-            return None
-        probe = self._loggers[name] = LoggerProbe(name, kind, make)
-        self._probes.append(probe)
-        self._announce(probe.infos(0)[0])
-        return probe
-
-    def _announce(self, info: ProbeInfo) -> None:
-        """A probe found after the start (a classifier, a logger name, a scalar)."""
-        self._infos.append(info.model_copy(update={"order": len(self._infos)}))
-        self._names.add(info.name)
-        self._refresh_run()
-
-    def _refresh_run(self) -> None:
-        # a new dict, never mutated: the sender thread may be serialising the previous one
-        if self._coverage:  # once known, kept up to date (a logger used for the first time)
-            self._coverage = coverage(self._probes, self._infos)
-        self._run_doc = runinfo.build(
-            run_id=self._run_id,
-            project=self._project,
-            name=self._run_name,
-            config=self._config,
-            started_at=self._started_at,
-            probes=self._infos,
-            coverage=self._coverage,
-            sampling_every=self._sampler.every,
-            tags=self._tags,
-        )
-
-    def _on_stuck(self, forwards: int) -> None:
-        """Many forward passes and no step end: drop the step, say once what to add."""
-        self._log_once("stuck", STUCK_MESSAGE.format(n=forwards))
-        self._sampled = self._loss.sampled = False
-        self._functions.leave()
-        self._step_hooks.remove()
-        self._eager.leave()
-        for probe in self._probes:
-            probe.reset()
+        if self._active and self._loggers.add(name, kind, make, reduce, self._cycle.step):
+            self._cycle.flush(self._loggers.evaluations(), self._cycle.step)
 
     def _on_criterion(self, args: Any) -> None:
         self._guard.run(self._classes, self._classes.on_criterion, args)
 
     def _on_backward(self, loss: torch.Tensor) -> None:
-        if self._loss.add(loss, manual=False):
-            self._announce(self._loss.infos(0)[0])
+        self._add_loss(loss, manual=False)
 
-    def _add_loss(self, loss: torch.Tensor | float) -> None:
-        if self._loss.add(loss):  # the first loss passed by hand: announce the probe
-            self._announce(self._loss.infos(0)[0])
+    def _add_loss(self, loss: torch.Tensor | float, manual: bool = True) -> None:
+        if self._loss.add(loss, manual=manual):  # the first loss seen: announce the probe
+            self._document.announce(self._loss.infos(0)[0])
 
     def _add_scalar(self, name: str, value: torch.Tensor | float) -> None:
-        self._scalars.add(name, self._step, value)
-        if name not in self._names:
-            self._announce(ScalarProbe.info(name, 0))
+        cycle = self._cycle
+        self._scalars.add(name, cycle.step, value)
+        if name not in self._document.names:
+            self._document.announce(ScalarProbe.info(name, 0))
         if self._scalars.pending >= MAX_PENDING_SCALARS:
-            self._flush([self._scalars], self._step)
+            cycle.flush([self._scalars], cycle.step)
 
     def _finish(self, status: str, timeout: float) -> None:
         if self._finished:
@@ -587,10 +475,11 @@ class Monitor:
                 # the parameters as they end, unless that step was sampled already.
                 for probe in self._probes:
                     probe.reset()
-                last = max(self._step - 1, 0)
-                snapshot = observing and last != self._last_sampled
-                if last > self._skip_until:  # a resumed run's server has that step already
-                    self._flush(
+                cycle = self._cycle
+                last = max(cycle.step - 1, 0)
+                snapshot = observing and last != cycle.last_sampled
+                if last > cycle.skip_until:  # a resumed run's server has that step already
+                    cycle.flush(
                         [p for p in self._probes if p is not self._params or snapshot], last
                     )
             except Exception as exc:
@@ -599,11 +488,10 @@ class Monitor:
 
     def _fail(self, where: str, exc: BaseException) -> None:
         """An error in step logic: log it once and stop observing altogether."""
-        self._active = self._sampled = False
+        self._active = False
         self._broken = True
-        self._functions.leave()
-        self._eager.leave()
-        self._step_hooks.remove()
+        self._cycle.sampled = False
+        self._cycle.leave()
         self._life_hooks.remove()
         message = f"collapsewatch: error in {where}: {exc!r}; collapsewatch stopped observing"
         self._log_once(where, message, exc)
@@ -612,8 +500,3 @@ class Monitor:
         if key not in self._logged:
             self._logged.add(key)
             logger.warning(message, exc_info=exc)
-
-
-def _fresh(cls: type[Any]) -> MakeAccumulator:
-    """A logger's accumulator factory that ignores the logger's memory."""
-    return lambda memory: cls()

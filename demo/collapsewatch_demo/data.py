@@ -44,11 +44,12 @@ class GaussianClasses:
 
 class Manifold:
     """Inputs on a ``latent``-dimensional manifold in ``dim`` dimensions: ``tanh`` of a fixed
-    random linear map of Gaussian codes, standardised per coordinate."""
+    random linear map of Gaussian codes (weights of std ``spread / sqrt(latent)``: the larger,
+    the more the tanh bends the manifold), standardised per coordinate."""
 
-    def __init__(self, latent: int, dim: int, task_seed: int) -> None:
+    def __init__(self, latent: int, dim: int, task_seed: int, spread: float = 1.5) -> None:
         g = torch.Generator().manual_seed(task_seed)
-        self.w = torch.randn(latent, dim, generator=g) * 1.5 / math.sqrt(latent)
+        self.w = torch.randn(latent, dim, generator=g) * spread / math.sqrt(latent)
         self.latent, self.task_seed = latent, task_seed
         x = torch.tanh(torch.randn(20_000, latent, generator=g) @ self.w)
         self.mean, self.std = x.mean(0), x.std(0)

@@ -5,30 +5,39 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from collapsewatch._version import __version__
 from collapsewatch_server.api import (
     alerts,
     charts,
+    docs,
     ingest,
     ingest_tokens,
     live,
+    methods,
+    openapi,
     pages,
     runs,
+    silences,
     webhooks,
 )
 from collapsewatch_server.api import (
     metrics as metrics_api,
 )
+from collapsewatch_server.api.deps import refuse_control_characters
+from collapsewatch_server.api.edges import EdgeChecks
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database, make_engine, migrate
 from collapsewatch_server.errors import Busy, DomainError
 from collapsewatch_server.metrics import Metrics
 from collapsewatch_server.processor import Processor
 from collapsewatch_server.services.context import ServiceContext
+from collapsewatch_server.services.parsed_batches import ParsedBatches
+from collapsewatch_server.throttle import AuthThrottle
 from collapsewatch_server.worker import Worker
 
 
@@ -45,9 +54,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     worker = Worker(db, settings, metrics)
     # Every server process processes accepted batches (indicators, points, alerts), whether
     # or not it delivers webhooks.
-    processor = Processor(ServiceContext(db, settings, wake_deliverer=worker.wake, metrics=metrics))
+    # ... and takes the batches the routes accepted already parsed (not validated twice).
+    parsed = ParsedBatches()
+    processor = Processor(
+        ServiceContext(db, settings, wake_deliverer=worker.wake, metrics=metrics, parsed=parsed)
+    )
     context = ServiceContext(
-        db, settings, wake_deliverer=worker.wake, wake_processor=processor.wake, metrics=metrics
+        db,
+        settings,
+        wake_deliverer=worker.wake,
+        wake_processor=processor.wake,
+        metrics=metrics,
+        parsed=parsed,
     )
 
     @asynccontextmanager
@@ -67,13 +85,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Collapse indicators of neural networks in training, live.",
         lifespan=lifespan,
+        # served by api.docs, behind the read check
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(refuse_control_characters)],
     )
     # Figures of a large run are megabytes of JSON; gzip makes them a fraction. Server-Sent
     # Events are left alone by the middleware (they must not be buffered).
     app.add_middleware(GZipMiddleware, minimum_size=2048)
+    # outermost: a refused Host or content type never reaches a route
+    app.add_middleware(EdgeChecks, settings=settings)
     app.state.settings = settings
     app.state.context = context
     app.state.processor = processor
+    app.state.auth_throttle = AuthThrottle(settings.auth_free_failures, settings.auth_max_block_s)
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
@@ -82,14 +108,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
+    app.add_exception_handler(StarletteHTTPException, methods.complete_allow)
     app.include_router(runs.router)
     app.include_router(runs.api)
     app.include_router(ingest.router)
     app.include_router(live.router)
     app.include_router(alerts.router)
     app.include_router(webhooks.router)
+    app.include_router(silences.router)
     app.include_router(ingest_tokens.router)
     app.include_router(charts.router)
     app.include_router(metrics_api.router)
     app.include_router(pages.router)
+    app.include_router(docs.router)
+    openapi.install(app)
     return app

@@ -12,11 +12,11 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from collapsewatch._version import __version__
-from collapsewatch_server import cli_report, cli_rules, cli_webhooks
+from collapsewatch_server import cli_report, cli_rules, cli_silences, cli_webhooks
 
 if TYPE_CHECKING:
     from collapsewatch_server.config import Settings
@@ -44,11 +44,17 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _check_bind(settings: Settings) -> None:
+    from collapsewatch_server.auth import MIN_PUBLIC_TOKEN_CHARS
     from collapsewatch_server.config import is_loopback
-    from collapsewatch_server.errors import REFUSE_PUBLIC_WITHOUT_TOKEN
+    from collapsewatch_server.errors import REFUSE_PUBLIC_WITHOUT_TOKEN, REFUSE_WEAK_TOKEN
 
-    if not is_loopback(settings.host) and settings.admin_token is None:
+    if is_loopback(settings.host):
+        return
+    if settings.admin_token is None:
         sys.exit("collapsewatch: " + REFUSE_PUBLIC_WITHOUT_TOKEN.format(host=settings.host))
+    if len(settings.admin_token.get_secret_value()) < MIN_PUBLIC_TOKEN_CHARS:
+        message = REFUSE_WEAK_TOKEN.format(host=settings.host, chars=MIN_PUBLIC_TOKEN_CHARS)
+        sys.exit("collapsewatch: " + message)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -115,11 +121,24 @@ class BackgroundServer:
         self.thread.join(timeout=10)
 
 
+def _scenarios() -> tuple[dict[str, Any], Callable[..., list[Any]]]:
+    """The demo's scenarios and their runner, imported here, never at the top: they live in
+    ``collapsewatch_demo`` and train with torch, which the server (and its Docker image) does
+    not need. ``pip install "collapsewatch[demo]"`` (what ``make run`` does) brings both."""
+    try:
+        from collapsewatch_demo.scenarios import SCENARIOS, run_scenario
+    except ImportError as e:
+        sys.exit(
+            f"collapsewatch: the demo needs the collapsewatch_demo package and torch ({e}); "
+            'install them with pip install "collapsewatch[demo]"'
+        )
+    return SCENARIOS, run_scenario
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train a scenario's collapsing run and its healthy control, streaming into a server."""
     if args.list:
-        from collapsewatch_server.scenarios import SCENARIOS
-
+        SCENARIOS, _ = _scenarios()
         for sc in SCENARIOS.values():
             print(f"{sc.name:<16} {sc.family:<14} {sc.indicator} on {sc.probe}: {sc.summary}")
         return 0
@@ -145,14 +164,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace, server_url: str, background: BackgroundServer | None) -> int:
     print(f"collapsewatch: dashboard at {server_url}/", flush=True)
-    from collapsewatch_server.scenarios import SCENARIOS, run_scenario
-
+    SCENARIOS, run_scenario = _scenarios()
     if args.scenario not in SCENARIOS:
         known = ", ".join(sorted(SCENARIOS))
         sys.exit(f"collapsewatch: unknown scenario {args.scenario!r}; known: {known}")
     results = run_scenario(args.scenario, server_url, project=args.project, token=args.token)
     for result in results:
-        print(f"collapsewatch: run page {server_url}/runs/{result['run_id']}", flush=True)
+        print(f"collapsewatch: run page {server_url}/runs/{result.run_id}", flush=True)
     if background is not None and not args.exit:
         print("collapsewatch: the server keeps running; Ctrl-C stops it.", flush=True)
         while background.thread.is_alive():
@@ -295,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_rules.add_parser(sub)
     cli_webhooks.add_parser(sub)
     cli_report.add_parser(sub)
+    cli_silences.add_parser(sub)
     return parser
 
 

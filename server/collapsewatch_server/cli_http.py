@@ -35,6 +35,8 @@ def request(client: httpx.Client, method: str, url: str, token: str | None, **kw
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if method in ("POST", "PUT", "PATCH"):  # the server takes them only declared JSON
+        headers["Content-Type"] = "application/json"
     try:
         response = client.request(method, url, headers=headers, **kw)
     except httpx.HTTPError as exc:

@@ -32,7 +32,11 @@ def add_parser(sub: Any) -> None:
     create = hooks_sub.add_parser(
         "create", parents=[common], help="create a webhook; prints its secret once"
     )
-    create.add_argument("--url", required=True, help="where to POST alerts (http or https)")
+    create.add_argument(
+        "--url",
+        required=True,
+        help="where to POST alerts (http or https; PagerDuty's Events v2 URL; mailto:a@b,c@d)",
+    )
     create.add_argument("--format", choices=WEBHOOK_FORMATS, default="generic")
     create.add_argument(
         "--severity",
@@ -42,6 +46,7 @@ def add_parser(sub: Any) -> None:
         help="send only these severities (repeat the flag); default all",
     )
     create.add_argument("--name", default="")
+    create.add_argument("--routing-key", help="PagerDuty's integration key (format pagerduty)")
     create.add_argument("--secret", help="whsec_<base64> of 24+ bytes; default: generated")
     create.add_argument("--disabled", action="store_true", help="create it disabled")
     for name, text in (
@@ -86,12 +91,16 @@ def format_test(result: dict[str, Any]) -> str:
 
 
 def format_deliveries(deliveries: Sequence[dict[str, Any]]) -> str:
-    """Each delivery on a line, its attempts indented below it."""
+    """Each delivery (a notification carrying a group of events, or a test send) on a line,
+    its attempts indented below it."""
     lines = []
     for d in deliveries:
+        what = "test" if d["test"] else d["event_status"]
+        labels = " ".join(f"{k}={v}" for k, v in d["group"].items() if k not in ("status", "run"))
+        carried = "" if d["test"] else f"  {len(d['event_ids'])} event(s)  {labels}".rstrip()
         lines.append(
-            f"{d['id']}  {d['created_at'][:19]}  {d['event_status']:<8}  {d['status']:<10}  "
-            f"{d['attempts']} attempt(s)  event {d['event_id']}"
+            f"{d['id']}  {d['created_at'][:19]}  {what:<8}  {d['status']:<10}  "
+            f"{d['attempts']} attempt(s){carried}"
         )
         for a in d["log"]:
             answer = f"HTTP {a['status_code']}" if a["status_code"] is not None else "-"
@@ -109,6 +118,8 @@ def _create_body(args: argparse.Namespace) -> dict[str, Any]:
         body["secret"] = args.secret
     if args.disabled:
         body["enabled"] = False
+    if args.routing_key:
+        body["routing_key"] = args.routing_key
     return body
 
 

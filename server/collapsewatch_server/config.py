@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: What the events of one notification can be made to share.
+GroupLabel = Literal["run", "family", "rule", "probe", "severity"]
 
 
 def default_db_url() -> str:
@@ -28,6 +32,17 @@ class Settings(BaseSettings):
     )
     public_url: str | None = Field(
         default=None, description="base URL of the dashboard in links (webhooks); default host:port"
+    )
+    allowed_hosts: str = Field(
+        default="",
+        description="comma-separated Host names served besides loopback ones, the bind address "
+        "and public_url's host ('*': any); checked without admin token, and always when set",
+    )
+    auth_free_failures: int = Field(
+        default=10, ge=1, description="failed authentications of an address before throttling"
+    )
+    auth_max_block_s: float = Field(
+        default=300.0, gt=0, description="longest block of an address after failed authentications"
     )
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="after gunzip")
     stalled_after_s: float = Field(default=300.0, gt=0, description="running run silent -> stalled")
@@ -79,7 +94,32 @@ class Settings(BaseSettings):
     webhook_backoff_base_s: float = Field(
         default=1.0, gt=0, description="first retry delay; doubles per attempt (full jitter)"
     )
-    webhook_backoff_max_s: float = Field(default=600.0, gt=0, description="longest retry delay")
+    webhook_backoff_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="longest retry delay (a recovered receiver gets its backlog at once anyway)",
+    )
+    webhook_release_per_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="deliveries per second released to a receiver that answers again",
+    )
+    notify_group_by: list[GroupLabel] = Field(
+        default_factory=lambda: list[GroupLabel](["run", "family"]),
+        description="what the events of one notification share (besides their status)",
+    )
+    notify_group_wait_s: float = Field(
+        default=10.0, ge=0, description="a new group waits this long for more events"
+    )
+    notify_group_interval_s: float = Field(
+        default=60.0, ge=0, description="least time between two notifications of one group"
+    )
+    smtp_host: str | None = Field(default=None, description="mail server of email receivers")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = Field(default="collapsewatch@localhost", description="From: of alert mail")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = Field(default=False, description="STARTTLS before logging in")
     webhook_concurrency: int = Field(
         default=16, ge=1, le=1024, description="deliveries in flight per server process"
     )
@@ -89,6 +129,11 @@ class Settings(BaseSettings):
     def _empty_token_is_none(cls, value: object) -> object:
         # COLLAPSEWATCH_ADMIN_TOKEN= (empty) means "no token", not "the empty token"
         return None if value in ("", None) else value
+
+    @property
+    def allowed_host_names(self) -> tuple[str, ...]:
+        """``allowed_hosts`` split at commas, blanks dropped."""
+        return tuple(h.strip() for h in self.allowed_hosts.split(",") if h.strip())
 
     @property
     def base_url(self) -> str:

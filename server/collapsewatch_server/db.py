@@ -3,6 +3,8 @@ sessions services open their transactions on."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -25,13 +27,22 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def create_private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (0600) when it does not exist yet: it
+    holds webhook secrets and everything a run sent. SQLite gives its -wal and -shm files the
+    same mode. An existing file keeps the mode its owner gave it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine for a SQLite file (WAL, foreign keys, busy timeout) or Postgres."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(Path(parsed.database).expanduser())
         engine = create_engine(
             url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
         )

@@ -17,6 +17,7 @@ INGEST_BUSY = (
 )
 AUTH_MISSING = "missing token: send 'Authorization: Bearer <token>'"
 AUTH_INVALID = "invalid or revoked token"
+AUTH_THROTTLED = "too many failed authentications from {address}; try again in {retry_after} s"
 AUTH_WRONG_PROJECT = "this token may only ingest into project {project!r}"
 BODY_TOO_LARGE = "request body larger than {limit} bytes"
 BODY_NOT_GZIP = "body declared Content-Encoding: gzip but is not valid gzip data"
@@ -33,6 +34,10 @@ RAW_RETENTION_NOTE = (
 )
 TOKEN_NOT_FOUND = "token {token_id} not found in project {project!r}"
 WEBHOOK_NOT_FOUND = "webhook {webhook_id} not found in project {project!r}"
+SILENCE_NOT_FOUND = "silence {silence_id} not found in project {project!r}"
+ROUTING_KEY_NEEDED = "a pagerduty receiver needs routing_key (the integration key of its service)"
+EMAIL_URL = "an email receiver's url is mailto:address[,address...]; got {url!r}"
+SMTP_NOT_SET = "no mail server: set COLLAPSEWATCH_SMTP_HOST to send email"
 WEBHOOK_URL_INVALID = "url is not a valid URL: {reason}"
 WEBHOOK_URL_SCHEME = "url must use http or https, not {scheme!r}"
 WEBHOOK_URL_NOT_ABSOLUTE = "url must be an absolute http or https URL"
@@ -47,6 +52,16 @@ WEBHOOK_DISABLED = "webhook disabled before this delivery was sent"
 PARQUET_NEEDS_PYARROW = (
     "Parquet export needs pyarrow on the server: pip install 'collapsewatch[parquet]' "
     "(or ask for format=csv)"
+)
+HOST_MISSING = "the request has no Host header"
+HOST_UNTRUSTED = (
+    "Host {host!r} is not a name this server answers to: use localhost or 127.0.0.1, "
+    "or add the name to COLLAPSEWATCH_ALLOWED_HOSTS"
+)
+CONTENT_TYPE_NOT_JSON = "{method} requests must send Content-Type: application/json (got {got!r})"
+REFUSE_WEAK_TOKEN = (
+    "refusing to listen on {host}: COLLAPSEWATCH_ADMIN_TOKEN is shorter than {chars} characters; "
+    'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
 )
 REFUSE_PUBLIC_WITHOUT_TOKEN = (
     "refusing to listen on {host}: a non-loopback address needs COLLAPSEWATCH_ADMIN_TOKEN"
@@ -101,6 +116,12 @@ class Busy(DomainError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class Throttled(Busy):
+    """Too many failed authentications from one address: 429 with ``Retry-After``."""
+
+    status_code = 429
 
 
 class Invalid(DomainError):

@@ -312,6 +312,10 @@ class AlertEvent(Base):
     reminder: Mapped[bool] = mapped_column(default=False)
     message: Mapped[str] = mapped_column(String(2000), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The silence that kept this event from being delivered (None: not silenced).
+    silence_id: Mapped[int | None] = mapped_column(
+        ForeignKey("silences.id", ondelete="SET NULL"), default=None
+    )
 
     __table_args__ = (Index("ix_alert_events_project_created", "project_id", "created_at"),)
 
@@ -330,19 +334,28 @@ class Webhook(Base):
     format: Mapped[str] = mapped_column(String(16), default="generic")
     severities: Mapped[list[str]] = mapped_column(JSON, default=list)
     secret: Mapped[str] = mapped_column(String(256))
+    #: PagerDuty's integration (routing) key; None for the other formats.
+    routing_key: Mapped[str | None] = mapped_column(String(64), default=None)
     enabled: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Delivery(Base):
-    """The outbox: one event for one webhook, written in the event's transaction."""
+    """The outbox: one notification to one webhook, carrying a group of alert events (its
+    members, :class:`DeliveryEvent`) that share a group key. Written in the transaction of its
+    first event; later events of the same key join it until it is sealed (first claimed)."""
 
     __tablename__ = "deliveries"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: The notification's id: the ``webhook-id`` receivers deduplicate on (kept over retries).
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
     webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
-    event_id: Mapped[str] = mapped_column(ForeignKey("alert_events.id", ondelete="CASCADE"))
+    #: What its events have in common (``collapsewatch_server.notify.grouping``).
+    group_key: Mapped[str] = mapped_column(String(512))
+    #: Set when first claimed: from then on no event joins and the content stays the same.
+    sealed_at: Mapped[datetime | None] = mapped_column(default=None)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -355,9 +368,49 @@ class Delivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (
-        UniqueConstraint("webhook_id", "event_id", name="uq_deliveries_webhook_event"),
         Index("ix_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_webhook_group", "webhook_id", "group_key"),
     )
+
+
+class DeliveryEvent(Base):
+    """An event carried by a delivery; an event goes to a webhook in one delivery only."""
+
+    __tablename__ = "delivery_events"
+
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_id: Mapped[str] = mapped_column(
+        ForeignKey("alert_events.id", ondelete="CASCADE"), primary_key=True
+    )
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "event_id", name="uq_delivery_events_webhook_event"),
+        Index("ix_delivery_events_event", "event_id"),
+    )
+
+
+class Silence(Base):
+    """Events matching every set matcher between ``starts_at`` and ``ends_at`` are recorded
+    (marked with the silence) and not delivered."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    run_glob: Mapped[str | None] = mapped_column(String(256), default=None)
+    rule: Mapped[str | None] = mapped_column(String(128), default=None)
+    indicator: Mapped[str | None] = mapped_column(String(64), default=None)
+    probe_glob: Mapped[str | None] = mapped_column(String(256), default=None)
+    severity: Mapped[str | None] = mapped_column(String(16), default=None)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    comment: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class DeliveryAttempt(Base):

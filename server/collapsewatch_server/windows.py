@@ -22,7 +22,7 @@ from collapsewatch_server.codec import Stats
 from collapsewatch_server.indicators.catalogue import windows_needed
 
 #: A window reaches this many steps back at least, ...
-WINDOW_MIN_STEPS = 64
+WINDOW_MIN_STEPS = 32
 #: ... and this share of the steps so far on a longer run (the SDK's density floor samples
 #: at least one step in 32 of the run so far, so this covers about four sampled steps).
 WINDOW_FRACTION = 1 / 8

@@ -36,3 +36,12 @@ def test_the_suite_covers_its_families_with_varied_run_lengths() -> None:
         assert len({p.steps for p in chosen}) >= 3, family
         assert all(300 <= p.steps <= 5000 for p in chosen)
     assert 2 <= len(select(fast=True)) <= 3
+
+
+def test_every_family_beyond_the_first_three_has_a_pair_in_each_half() -> None:
+    explicit = ("codebook", "posterior", "routing", "sparsity", "generative")
+    for family in ("neural_collapse", "tokens", "attention", "diversity", "state", *explicit):
+        chosen = select(family=family)
+        assert {p.half for p in chosen} == {"tune", "heldout"}, family
+        assert len({p.steps for p in chosen}) == len(chosen), family  # run lengths differ
+        assert all(300 <= p.steps <= 5000 for p in chosen)

@@ -176,6 +176,16 @@ def test_settings_page_creates_tokens_and_a_webhook_whose_test_reaches_the_recei
         [arrival] = receiver.arrivals
         assert arrival.signature_error is None, "signed with the secret the page showed"
         assert arrival.json()["type"] == "test"
+        # the test send is in the delivery log like any delivery
+        page.click("#webhooks-rows .show-deliveries")
+        wait_until(
+            page,
+            "document.getElementById('webhook-output-title').textContent"
+            ".startsWith('Delivery log')",
+            LIVE_TIMEOUT_MS,
+        )
+        row = page.inner_text("#webhook-output-body tbody tr")
+        assert row.split("\t")[0] == "test" and "delivered" in row
 
     page.click("#tokens-rows .revoke-token")
     wait_until(page, "document.querySelector('#tokens-rows tr.disabled') !== null", 5_000)
@@ -189,7 +199,7 @@ def test_screenshots_of_the_demo(live_server: LiveServer, browser: Any) -> None:
     """The README's screenshots, from the demo trained through the real SDK: the dead-units
     scenario (project demo) and the complete-collapse one (project ssl), with a webhook that
     receives the alerts and an ingest token."""
-    from collapsewatch_server.scenarios import run_scenario
+    from collapsewatch_demo.scenarios import run_scenario
 
     DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with Receiver() as receiver:
@@ -198,7 +208,7 @@ def test_screenshots_of_the_demo(live_server: LiveServer, browser: Any) -> None:
         assert r.status_code == 201, r.text
         runs = run_scenario("dead_units", live_server.url, project="demo", log=lambda _: None)
         run_scenario("complete_collapse", live_server.url, project="ssl", log=lambda _: None)
-        collapsed, control = (str(r["run_id"]) for r in runs)
+        collapsed, control = (str(r.run_id) for r in runs)
         httpx.post(f"{live_server.url}/api/v1/projects/demo/tokens", json={"name": "gpu-cluster"})
         deadline = time.monotonic() + 10
         while not receiver.arrivals and time.monotonic() < deadline:

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from collapsewatch_demo.scenarios import SCENARIOS
 from collapsewatch_server.indicators import CATALOGUE
-from collapsewatch_server.scenarios import SCENARIOS
 from tests.e2e.conftest import LiveServer
 
 ALL = os.environ.get("COLLAPSEWATCH_VALIDATE") == "1"

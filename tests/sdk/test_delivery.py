@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import collapsewatch
-from collapsewatch import monitor as monitor_module
+from collapsewatch import step_cycle
 from collapsewatch.pipeline.packing import StepPack
 from collapsewatch.pipeline.replay import sync
 from collapsewatch.pipeline.sender import Sender
@@ -186,7 +186,7 @@ def test_an_error_in_step_logic_disables_the_sdk_not_training(
         def copy(self) -> Any:
             raise RuntimeError("host copy failed")
 
-    monkeypatch.setattr(monitor_module, "StepPack", BrokenPack)
+    monkeypatch.setattr(step_cycle, "StepPack", BrokenPack)
     with caplog.at_level(logging.WARNING, logger="collapsewatch"):
         monitor = training(ingest, steps=12)
     assert monitor.stats["step"] == 0 and not monitor.enabled

@@ -110,7 +110,7 @@ def test_merged_covariance_equals_the_covariance_of_all_rows() -> None:
     for rows in (a, b):
         acc = ActivationAccumulator()
         acc.add(rows)
-        pack = StepPack()
+        pack = StepPack(merging=True)  # as the monitor makes it when ranks merge
         acc.pack(pack.record("fc", "activation", 0), pack, raw=True)
         packs.append(pack)
         parts.append(_parts(pack))

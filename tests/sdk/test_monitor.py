@@ -286,3 +286,27 @@ def test_a_short_run_with_the_two_lines_is_sampled_densely(ingest: Ingest) -> No
         steps = [r.step for r in ingest.records("activation", layer)]
         assert len(steps) >= 30, (layer, steps)
         assert steps[-1] >= 280, "the charts reach the end of the run"
+
+
+def test_the_update_norm_of_a_large_weight_is_estimated_from_a_sample(ingest: Ingest) -> None:
+    """A weight past UPDATE_SAMPLE elements is read through a strided sample: with plain SGD
+    the estimate must still match lr times the gradient norm (computed in full)."""
+    from collapsewatch.probes.parameters import UPDATE_SAMPLE
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, 4))
+    assert model[0].weight.numel() > UPDATE_SAMPLE
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = watch(ingest, model, optimizer, nn.CrossEntropyLoss(), every=2)
+    for _ in range(6):
+        optimizer.zero_grad()
+        loss = nn.CrossEntropyLoss()(model(torch.randn(32, 400)), torch.randint(0, 4, (32,)))
+        loss.backward()
+        optimizer.step()
+        monitor.step()
+    monitor.finish()
+    records = [r for r in ingest.records("parameter", "0.weight") if "update_norm" in r.stats]
+    assert len(records) >= 2
+    for record in records:
+        expected = 0.1 * record.stats["grad_norm"]
+        assert record.stats["update_norm"] == pytest.approx(expected, rel=0.1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 
@@ -119,6 +120,55 @@ def test_non_finite_outputs_give_nan_eigenvalues_not_an_error() -> None:
     rows[2, 1] = math.inf
     values = eig(reduce(rows))
     assert np.isnan(values).all()
+
+
+def packed_eig(acc: ActivationAccumulator, merging: bool) -> np.ndarray:
+    """The eigenvalues the record gets: built from the kept rows in the sender's work, or
+    (``merging``) from the sums on the training thread."""
+    pack = StepPack(merging=merging)
+    acc.pack(pack.record("fc", "activation", 0), pack, raw=False)
+    value = pack.records()[0]["stats"]["eig"]
+    if isinstance(value, dict):  # a packed vector
+        return np.frombuffer(base64.b64decode(value["f32"]), "<f4").astype(np.float64)
+    return np.asarray(value, dtype=np.float64)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        torch.randn(300, 6) * torch.arange(1, 7),
+        1e4 + torch.randn(2000, 4) * torch.tensor([1.0, 0.1, 0.01, 0.001]),  # a large mean
+        torch.randn(600, 32) @ torch.randn(32, 512),  # projected
+    ],
+    ids=["plain", "large-mean", "wide"],
+)
+def test_kept_rows_give_the_spectrum_of_the_device_sums(rows: torch.Tensor) -> None:
+    kept, summed = reduce(rows), reduce(rows)
+    assert kept.kept and kept.cov_outer is None, "CPU rows are kept for the sender thread"
+    expected = packed_eig(summed, merging=True)
+    # below the data's rank both are float32 noise: compared to the largest eigenvalue
+    atol = max(1e-6, 1e-5 * expected[0])
+    np.testing.assert_allclose(packed_eig(kept, merging=False), expected, rtol=2e-3, atol=atol)
+
+
+def test_kept_rows_are_a_copy_of_an_output_changed_in_place_later() -> None:
+    torch.manual_seed(0)
+    out = torch.randn(40, 5)
+    expected = brute_force(out.numpy())["eig"]
+    acc = reduce(out)
+    out.clamp_(min=0)  # an inplace ReLU after the hook
+    np.testing.assert_allclose(packed_eig(acc, merging=False), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_rows_past_the_keep_limit_join_the_device_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collapsewatch.probes import activations
+
+    monkeypatch.setattr(activations, "KEEP_MAX", 30 * 10)
+    a, b = torch.randn(30, 10) + 3, torch.randn(20, 10) * 2
+    acc = reduce(a, b)  # a is kept, b goes to the sums: the record has both
+    assert len(acc.kept) == 1 and acc.cov_outer is not None
+    expected = brute_force(torch.cat([a, b]).numpy())["eig"]
+    np.testing.assert_allclose(packed_eig(acc, merging=False), expected, rtol=1e-3, atol=1e-5)
 
 
 def test_one_host_copy_fills_every_record() -> None:

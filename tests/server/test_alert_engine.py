@@ -283,6 +283,24 @@ def test_the_first_healthy_point_ends_the_warmup() -> None:
     assert events == [] and nan_first == SeriesState(), "a diverged warm-up point is no arming"
 
 
+def test_a_run_that_ends_before_its_warmup_is_judged_by_its_end_state() -> None:
+    """Collapsed from its first step to its end, shorter than the warm-up: the run's last
+    point fires at once; a healthy end, or a series that looked healthy before, does not."""
+    spec = above(0.5, warmup_steps=1000, pending_points=2)
+    state, events, _ = run(spec, [0.9] * 30, every=20)
+    assert events == [] and state == SeriesState()
+    state, events = evaluate(spec, state, 600, 0.9, T0, "fc2", final=True)
+    assert statuses(events) == [("firing", 600)] and state.state == AlertState.firing
+    healthy, events = evaluate(spec, SeriesState(), 600, 0.2, T0, "fc2", final=True)
+    assert events == [] and healthy.state == AlertState.normal
+    state, _, _ = run(spec, [0.2, 0.9], every=20)  # judged since step 0: pending as usual
+    _, events = evaluate(spec, state, 600, 0.9, T0, "fc2", final=True)
+    assert statuses(events) == [("firing", 600)]
+    relative = rule(Condition.drop, percent=50, warmup_steps=1000)
+    state, events = evaluate(relative, SeriesState(), 600, 0.1, T0, "fc2", final=True)
+    assert events == [] and state == SeriesState(), "a drop needs a peak: the warm-up holds"
+
+
 def test_warmup_points_do_not_enter_peak_or_baseline() -> None:
     spec = rule(Condition.drop, percent=50, warmup_steps=2)
     state, events, _ = run(spec, [100, 100, 10, 6, 4])  # peak 100 was warm-up: limit 5

@@ -24,6 +24,7 @@ from collapsewatch_server.services.ingest import ingest_batch
 from collapsewatch_server.tables import Delivery, Project, Webhook, utcnow
 from collapsewatch_web.api_schemas.alerts import EventStatus
 from tests.alert_helpers import dead_units_batch, scalar_batch, value_rule
+from tests.helpers import JSON
 
 RULES = "/api/v1/projects/proj/rules"
 
@@ -127,7 +128,7 @@ def test_default_dead_fraction_rule_fires_on_the_dying_layer_only(client: Any) -
 
     # disabled, the default rule stays quiet, and its open alert no longer counts
     rule_id = event["rule_id"]
-    client.post(f"{RULES}/{rule_id}/disable")
+    client.post(f"{RULES}/{rule_id}/disable", headers=JSON)
     assert client.get(f"/api/v1/runs/{run}").json()["open_alerts"] == 0
     other = uuid.uuid4()
     ingest(client, dead_units_batch(other, {"fc2": [9] * 5}, name="run-b"))

@@ -29,7 +29,7 @@ def locked(sqlite_url: str) -> Any:
 
 
 def ingest(client: Any, batch: dict[str, Any], token: str | None) -> Any:
-    headers = {"content-encoding": "gzip"}
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
     if token:
         headers["authorization"] = f"Bearer {token}"
     return client.post(

@@ -18,7 +18,7 @@ from collapsewatch_server.api.live import ALERT_OVERLAP, _AlertCursor
 from collapsewatch_server.app import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_web.api_schemas.alerts import AlertEventPublic, EventStatus, Severity
-from tests.helpers import make_batch
+from tests.helpers import JSON, make_batch
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_threshold_lines_follow_the_enabled_rules(client: TestClient) -> None:
         if x["is_default"]
         if x["indicator"] == "dead_fraction"
     )
-    client.post(f"/api/v1/projects/proj/rules/{default}/disable")
+    client.post(f"/api/v1/projects/proj/rules/{default}/disable", headers=JSON)
     body = client.get(f"/api/v1/runs/{run_id}/figures/dead_fraction").json()
     assert [(t["label"], t["value"]) for t in body["thresholds"]] == [("half dead early", 0.3)]
     judged = {v["probe"]: v["judgement"] for v in body["latest"]}

@@ -15,7 +15,7 @@ from collapsewatch_server import errors
 from collapsewatch_server.codec import as_arrays
 from collapsewatch_server.indicators import compute_indicators
 from collapsewatch_server.tables import IngestedBatch, Point, Run, StatRecordRow
-from tests.helpers import activation_stats, make_batch
+from tests.helpers import JSON, activation_stats, make_batch
 
 
 def post(client: Any, body: bytes | dict[str, Any], *, gz: bool = True, **headers: str) -> Any:
@@ -126,13 +126,13 @@ def test_malformed_json_is_400(client: Any, app: Any) -> None:
 
 
 def test_declared_gzip_that_is_not_gzip_is_400(client: Any) -> None:
-    r = client.post("/api/v1/ingest", content=b"{}", headers={"content-encoding": "gzip"})
+    r = client.post("/api/v1/ingest", content=b"{}", headers={**JSON, "content-encoding": "gzip"})
     assert r.status_code == 400
     assert r.json()["detail"] == errors.BODY_NOT_GZIP
 
 
 def test_unknown_encoding_is_400(client: Any) -> None:
-    r = client.post("/api/v1/ingest", content=b"{}", headers={"content-encoding": "br"})
+    r = client.post("/api/v1/ingest", content=b"{}", headers={**JSON, "content-encoding": "br"})
     assert r.status_code == 400
     assert r.json()["detail"] == errors.BODY_BAD_ENCODING.format(encoding="br")
 

@@ -15,11 +15,12 @@ from fastapi.testclient import TestClient
 from collapsewatch.schemas import IngestBatch
 from collapsewatch_server import create_app, errors
 from collapsewatch_server.config import Settings
-from collapsewatch_server.db import Database, make_engine
+from collapsewatch_server.db import Database, make_engine, migrate
 from collapsewatch_server.repositories import ingest_queue
 from collapsewatch_server.services import runs
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.services.ingest import accept_batch
+from collapsewatch_server.services.parsed_batches import ParsedBatches
 from collapsewatch_server.services.processing import process_next
 from collapsewatch_server.tables import QueuedBatch, utcnow
 from tests.alert_helpers import scalar_batch
@@ -107,3 +108,34 @@ def test_a_batch_that_cannot_be_processed_is_set_aside(settings: Settings) -> No
             assert row.failed_at is not None and "BadGzipFile" in (row.error or "")
         (series,) = runs.list_series(ctx, run)
         assert (series.points, series.last_step) == (2, 200), "the later batch was processed"
+
+
+def test_the_processor_takes_the_batch_parsed_or_parses_the_queued_one(settings: Settings) -> None:
+    """A batch accepted by this process is processed from its parsed copy; one accepted by
+    another process (or pushed out of the bounded memory) from the queue: the same points."""
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    here = ServiceContext(Database(engine), settings, parsed=ParsedBatches(max_bytes=10_000))
+    elsewhere = ServiceContext(Database(engine), settings)
+    run = uuid.uuid4()
+    mine = json.dumps(scalar_batch(run, [0.1, 0.2, 0.3])).encode()
+    accept_batch(here, IngestBatch.model_validate_json(mine), mine)
+    assert len(here.parsed) == 1
+    done = process_next(here)
+    assert done is not None and done.points == 3 and len(here.parsed) == 0
+
+    theirs = json.dumps(scalar_batch(run, [0.4, float("nan")], start=3)).encode()
+    accept_batch(elsewhere, IngestBatch.model_validate_json(theirs), theirs)
+    done = process_next(here)
+    assert done is not None and done.points == 2, "parsed from the queue"
+
+    # bounded: a batch over the bound is not kept; older ones make room for newer ones
+    big = json.dumps(scalar_batch(run, [0.5] * 400, start=5)).encode()
+    assert len(big) > 10_000
+    accept_batch(here, IngestBatch.model_validate_json(big), big)
+    assert len(here.parsed) == 0
+    done = process_next(here)
+    assert done is not None and done.points == 400
+    (series,) = runs.list_series(here, run)
+    assert (series.points, series.last_step) == (405, 404)
+    engine.dispose()

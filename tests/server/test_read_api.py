@@ -17,7 +17,7 @@ def ingest(client: Any, batch: dict[str, Any]) -> None:
     r = client.post(
         "/api/v1/ingest",
         content=gzip.compress(json.dumps(batch).encode()),
-        headers={"content-encoding": "gzip"},
+        headers={"content-type": "application/json", "content-encoding": "gzip"},
     )
     assert r.status_code == 202, r.text
 

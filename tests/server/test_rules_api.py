@@ -18,6 +18,7 @@ from collapsewatch_web.api_schemas.alerts import (
     RULE_RECOVERY_SIDE,
 )
 from tests.alert_helpers import scalar_batch, value_rule
+from tests.helpers import JSON
 
 RULES = "/api/v1/projects/proj/rules"
 
@@ -81,7 +82,7 @@ def test_new_project_gets_the_default_pack_which_is_editable(client: Any) -> Non
     assert r.status_code == 200, r.text
     assert (r.json()["threshold"], r.json()["pending_points"]) == (0.3, 5)
     assert r.json()["is_default"] is True and r.json()["severity"] == "critical"
-    r = client.post(f"{RULES}/{dead['id']}/disable")
+    r = client.post(f"{RULES}/{dead['id']}/disable", headers=JSON)
     assert r.status_code == 200 and r.json()["enabled"] is False
     assert client.get(f"{RULES}/{dead['id']}").json()["enabled"] is False
     # a second batch of the same project does not add the pack again
@@ -108,8 +109,8 @@ def test_rule_crud(client: Any) -> None:
     assert changed["threshold"] == 0.5 and changed["probe"] == "loss*"  # the rest stays
     assert changed["updated_at"] >= rule["updated_at"]
 
-    assert client.post(f"{RULES}/{rule['id']}/disable").json()["enabled"] is False
-    assert client.post(f"{RULES}/{rule['id']}/enable").json()["enabled"] is True
+    assert client.post(f"{RULES}/{rule['id']}/disable", headers=JSON).json()["enabled"] is False
+    assert client.post(f"{RULES}/{rule['id']}/enable", headers=JSON).json()["enabled"] is True
 
     r = client.delete(f"{RULES}/{rule['id']}")
     assert r.status_code == 204 and r.content == b""
@@ -166,7 +167,8 @@ def test_unknown_project_unknown_rule_and_duplicate_name(client: Any) -> None:
         ("POST", f"{RULES}/999/enable"),
         ("POST", f"{RULES}/999/disable"),
     ]:
-        r = client.request(method, path, json={"threshold": 1.0} if method == "PUT" else None)
+        body = {"threshold": 1.0} if method == "PUT" else None
+        r = client.request(method, path, json=body, headers=JSON)
         assert r.status_code == 404, (method, path, r.text)
         assert r.json()["detail"] == errors.RULE_NOT_FOUND.format(rule_id=999, project="proj")
     # a rule of another project is unknown here

@@ -16,8 +16,8 @@ from collapsewatch_server import errors, worker
 from collapsewatch_server.app import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_server.webhooks import deliverer, signing
-from tests.helpers import free_port
-from tests.webhook_support import Answer, Receiver, put_events
+from tests.helpers import JSON, free_port
+from tests.webhook_support import Answer, Arrival, Receiver, put_events
 
 #: Fast retries so outages last fractions of a second.
 FAST = {
@@ -25,6 +25,8 @@ FAST = {
     "webhook_backoff_max_s": 0.2,
     "worker_poll_s": 0.1,
     "webhook_timeout_s": 2.0,
+    "notify_group_wait_s": 0.0,
+    "notify_group_interval_s": 0.0,
 }
 
 Server = Callable[..., Any]
@@ -74,6 +76,11 @@ def settle(client: TestClient, wid: int, until: Callable[[list[dict[str, Any]]],
     raise AssertionError(f"delivery log never settled: {log}")
 
 
+def event_ids(arrivals: list[Arrival]) -> list[str]:
+    """The events the notifications carried, in arrival order."""
+    return [alert["event_id"] for a in arrivals for alert in a.json()["alerts"]]
+
+
 def final(log: list[dict[str, Any]]) -> bool:
     return bool(log) and all(d["status"] in ("delivered", "failed") for d in log)
 
@@ -88,11 +95,11 @@ def test_a_signed_event_arrives_and_verifies(server: Server) -> None:
         (event_id,) = fire(client)
         (arrival,) = receiver.wait_for(1)
         assert arrival.signature_error is None
-        assert arrival.id == event_id
         assert arrival.headers["content-type"] == "application/json"
         assert arrival.headers["user-agent"].startswith("collapsewatch-webhooks/")
         doc = arrival.json()
-        assert doc["type"] == "alert.firing" and doc["event_id"] == event_id
+        assert doc["type"] == "alert.firing" and doc["id"] == arrival.id
+        assert [a["event_id"] for a in doc["alerts"]] == [event_id]
         assert doc["url"].startswith("http://127.0.0.1:8420/runs/")
         # the same request with one byte changed does not verify
         with pytest.raises(signing.SignatureError):
@@ -146,7 +153,8 @@ def test_a_receiver_down_for_a_while_gets_everything_that_fired_meanwhile(
         receiver.wait_for(3)
         log = settle(client, wid, final)
         time.sleep(0.3)
-        assert sorted(a.id for a in receiver.arrivals) == sorted(fired)  # each exactly once
+        assert sorted(event_ids(receiver.arrivals)) == sorted(fired)  # each exactly once
+        assert len({a.id for a in receiver.arrivals}) == 3
         assert all(d["status"] == "delivered" for d in log)
         errors_seen = {a["error"].split(":")[0] for d in log for a in d["log"] if a["error"]}
         assert errors_seen == {"ConnectError"}
@@ -245,7 +253,8 @@ def test_chat_formats_arrive_as_their_service_expects(server: Server, fmt: str) 
         doc = arrival.json()
         assert arrival.signature_error is None
         if fmt == "slack":
-            assert doc["text"].startswith("🔴 Firing [critical]") and doc["blocks"]
+            assert doc["text"].startswith("🔴 Logged scalars: metric latency of run run-a critical")
+            assert doc["blocks"][1]["text"]["text"].startswith("• latency: latency high 0.9")
         else:
             assert doc["content"].startswith("🔴") and doc["embeds"][0]["color"] == 0xE74C3C
 
@@ -257,7 +266,7 @@ def test_the_test_endpoint_reports_what_the_receiver_said(server: Server) -> Non
     client = server(worker=False)
     with Receiver(Answer(418, body="I'm a teapot " + "x" * 2000)) as receiver:
         wid = add_hook(client, receiver)
-        r = client.post(f"/api/v1/projects/p/webhooks/{wid}/test")
+        r = client.post(f"/api/v1/projects/p/webhooks/{wid}/test", headers=JSON)
         assert r.status_code == 200
         result = r.json()
         assert (result["ok"], result["status_code"], result["error"]) == (False, 418, "HTTP 418")
@@ -265,10 +274,16 @@ def test_the_test_endpoint_reports_what_the_receiver_said(server: Server) -> Non
         assert len(result["response_body"]) == 1000 and result["latency_ms"] > 0
         (arrival,) = receiver.arrivals
         assert arrival.signature_error is None and arrival.json()["type"] == "test"
-        ok = client.post(f"/api/v1/projects/p/webhooks/{wid}/test").json()
+        ok = client.post(f"/api/v1/projects/p/webhooks/{wid}/test", headers=JSON).json()
         assert ok["ok"] is True and ok["status_code"] == 200 and ok["response_body"] == "ok"
         assert receiver.arrivals[0].id != receiver.arrivals[1].id  # a fresh id every time
-    assert log_of(client, wid) == []  # test sends are not deliveries
+    # test sends are logged like any delivery, newest first
+    log = log_of(client, wid)
+    assert [(d["test"], d["status"], d["uid"]) for d in log] == [
+        (True, "delivered", receiver.arrivals[1].id),
+        (True, "failed", receiver.arrivals[0].id),
+    ]
+    assert [a["status_code"] for d in log for a in d["log"]] == [200, 418]
 
 
 def test_the_test_endpoint_reports_a_dead_port(server: Server) -> None:
@@ -276,7 +291,7 @@ def test_the_test_endpoint_reports_a_dead_port(server: Server) -> None:
     r = client.post(
         "/api/v1/projects/p/webhooks", json={"url": f"http://127.0.0.1:{free_port()}/hook"}
     )
-    result = client.post(f"/api/v1/projects/p/webhooks/{r.json()['id']}/test").json()
+    result = client.post(f"/api/v1/projects/p/webhooks/{r.json()['id']}/test", headers=JSON).json()
     assert result["ok"] is False and result["status_code"] is None
     assert result["error"].startswith("ConnectError")
 
@@ -317,3 +332,37 @@ def test_backoff_doubles_with_full_jitter_up_to_the_cap() -> None:
 )
 def test_what_is_retried(result: deliverer.SendResult, retry: bool) -> None:
     assert result.should_retry is retry
+
+
+def test_after_an_outage_every_alert_arrives_soon_after_the_receiver_returns(
+    server: Server,
+) -> None:
+    """A receiver outage scaled down: 4 s, with retries backing off up to 8 s. Left to their
+    own backoff the 40 notifications would trickle in over several seconds after the return;
+    once the first retry gets through, the receiver's backlog is released at once, in order,
+    50 a second, so every alert arrives within 3 s of the return, exactly once."""
+    cap, rate, count = 8.0, 50.0, 40
+    client = server(
+        webhook_backoff_base_s=0.1, webhook_backoff_max_s=cap, webhook_release_per_s=rate
+    )
+    receiver = Receiver().up()
+    wid = add_hook(client, receiver)
+    receiver.down()
+    fired: list[str] = []
+    for _ in range(8):  # alerts keep firing through the outage
+        fired += fire(client, count // 8, one_run=False)
+        time.sleep(0.5)
+    settle(client, wid, lambda log: len(log) == count and all(d["attempts"] >= 1 for d in log))
+    receiver.up()
+    back = time.time()
+    try:
+        receiver.wait_for(count, timeout=30)
+        log = settle(client, wid, final)
+        time.sleep(0.3)  # nothing more comes
+    finally:
+        receiver.down()
+    delays = sorted(a.at - back for a in receiver.arrivals)
+    assert sorted(event_ids(receiver.arrivals)) == sorted(fired)  # each exactly once
+    assert len(receiver.arrivals) == count and all(d["status"] == "delivered" for d in log)
+    print(f"after the return: median {delays[count // 2]:.2f} s, last {delays[-1]:.2f} s")
+    assert delays[-1] <= 3.0, delays

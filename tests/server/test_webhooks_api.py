@@ -14,6 +14,7 @@ from collapsewatch_server import errors
 from collapsewatch_server.app import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_server.webhooks import signing
+from tests.helpers import JSON
 
 BASE = "/api/v1/projects/vision/webhooks"
 URL = "http://127.0.0.1:9/hook"
@@ -82,7 +83,7 @@ def test_unknown_webhook_or_project_is_404(client: TestClient) -> None:
     assert r.status_code == 404
     assert r.json()["detail"] == errors.WEBHOOK_NOT_FOUND.format(webhook_id=999, project="vision")
     assert client.get("/api/v1/projects/nope/webhooks/1/deliveries").status_code == 404
-    assert client.post("/api/v1/projects/nope/webhooks/1/test").status_code == 404
+    assert client.post("/api/v1/projects/nope/webhooks/1/test", headers=JSON).status_code == 404
 
 
 def _loc_and_msg(r: Any) -> list[tuple[list[Any], str]]:

@@ -31,7 +31,8 @@ from collapsewatch_web.api_schemas.charts import LatestValue
 from collapsewatch_web.api_schemas.health import FamilyHealth, FiringAlert, RunHealth, RunOverview
 from collapsewatch_web.api_schemas.ingest_tokens import TokenPublic
 from collapsewatch_web.api_schemas.runs import RunDetail, RunPublic
-from collapsewatch_web.api_schemas.webhooks import WEBHOOK_FORMATS, WebhookPublic
+from collapsewatch_web.api_schemas.silences import SilencePublic
+from collapsewatch_web.api_schemas.webhooks import WEBHOOK_FORMATS, DeliveryPublic, WebhookPublic
 from collapsewatch_web.assets import PLOTLY_JS, plotly_version
 
 
@@ -190,6 +191,7 @@ def render_run_page(
     alerts_after: datetime,
     step: int | None = None,
     focus: str | None = None,
+    unheard: Sequence[str] = (),
     show_logout: bool = False,
 ) -> str:
     """One run: header and model, health by family, the worst layers now, and a section per
@@ -221,6 +223,7 @@ def render_run_page(
     }
     titles = {info.name: info.title for info in indicators}
     return _ENV.get_template("run.html").render(
+        unheard=unheard,
         run=run,
         families=families,
         worst=worst,
@@ -303,10 +306,15 @@ def render_alerts_page(
     rules: Sequence[RulePublic],
     indicators: Sequence[IndicatorInfo],
     filters: Mapping[str, str | None],
+    silences: Sequence[SilencePublic] = (),
+    notifications: Sequence[DeliveryPublic] = (),
+    unheard: Sequence[str] = (),
     show_logout: bool = False,
 ) -> str:
     """Alerts firing now and past events under ``filters`` (project, run_id, severity,
-    state), and, for a chosen project, its rules with the editor and back-test."""
+    state), and, for a chosen project, its notifications (groups of events sent to its
+    receivers), its silences and its rules with the editor and back-test. ``unheard``:
+    projects with alerts firing and no receiver (a banner says so)."""
     project = filters.get("project")
     data = {
         "project": project,
@@ -316,6 +324,9 @@ def render_alerts_page(
         ).model_dump(mode="json", exclude={"name", "indicator", "condition", "threshold"}),
     }
     return _ENV.get_template("alerts.html").render(
+        silences=silences,
+        notifications=notifications,
+        unheard=unheard,
         projects=projects,
         runs=runs,
         firing=firing,

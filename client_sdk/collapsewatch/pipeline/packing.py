@@ -28,13 +28,17 @@ class StepPack:
     the copy, in the sender thread, so the training thread never waits for it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, merging: bool = False) -> None:
+        #: ranks merge this pack (:mod:`collapsewatch.distributed`): deferred work must take
+        #: matrices that add up across ranks (``moments``), not raw rows
+        self.merging = merging
         self._records: list[Record] = []
         self._tensors: list[torch.Tensor] = []
         # for each tensor: the stats dict it belongs to, its key (None: an input of deferred
         # work), and whether it is a scalar
         self._slots: list[tuple[dict[str, Any], str | None, bool]] = []
         self._deferred: list[tuple[dict[str, Any], list[int], Deferred]] = []
+        self._owned: set[int] = set()  # indices of host tensors handed over, not copied
         #: for merging ranks (:mod:`collapsewatch.distributed`): the stats key that counts the
         #: rows behind a deferred (covariance, mean) pair, by the id of the stats dict
         self.moments: dict[int, str] = {}
@@ -62,6 +66,7 @@ class StepPack:
         work: Deferred,
         *,
         moments: str | None = None,
+        owned: bool = False,
     ) -> None:
         """After the host copy, in the sender thread: ``stats.update(work(*host_inputs))``.
 
@@ -69,11 +74,15 @@ class StepPack:
         and returns statistics as tensors (filed like :meth:`put` values) or numbers.
         ``moments``: the inputs are a covariance and the mean of the rows counted by
         ``stats[moments]``, so records of several ranks merge as matrices before ``work``.
+        ``owned``: the inputs are CPU tensors nothing else holds or changes (copies the probe
+        made): they are handed to ``work`` as they are, not copied again.
         """
         if moments is not None:
             self.moments[id(stats)] = moments
         indices = []
         for tensor in inputs:
+            if owned and tensor.device.type == "cpu":
+                self._owned.add(len(self._tensors))
             indices.append(len(self._tensors))
             self._tensors.append(tensor)
             self._slots.append((stats, None, False))
@@ -123,11 +132,14 @@ class StepPack:
         import torch
 
         by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-        for i, tensor in enumerate(self._tensors):
-            by_kind.setdefault((tensor.device, tensor.dtype), []).append(i)
         host: list[torch.Tensor | None] = [None] * len(self._tensors)
+        for i, tensor in enumerate(self._tensors):
+            if i in self._owned:
+                host[i] = tensor
+            else:
+                by_kind.setdefault((tensor.device, tensor.dtype), []).append(i)
         waits: list[Any] = []
-        for (device, dtype), indices in by_kind.items():
+        for indices in by_kind.values():
             parts = [self._tensors[i].detach().reshape(-1) for i in indices]
             flat = torch.cat(parts) if len(parts) > 1 else parts[0].clone()
             flat_host, wait = _to_host(flat)
@@ -139,6 +151,7 @@ class StepPack:
                 offset += part.numel()
         slots, deferred, records = self._slots, self._deferred, self._records
         self._records, self._tensors, self._slots, self._deferred = [], [], [], []
+        self._owned = set()
         self.moments, self.local = {}, set()
 
         def build() -> list[Record]:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: Rows that enter the covariance on one forward call; more are subsampled with a stride.
 COV_ROWS = 4096
+#: Covariance values (rows x units) of one CPU layer kept for the sender thread per step.
+KEEP_MAX = 1 << 21
 #: Width of the random projection; wider layers are projected to this many dimensions.
 COV_DIM = 256
 #: Seed of the projection, fixed so every run (and every rank) projects the same way.
@@ -67,13 +69,21 @@ def as_rows(output: torch.Tensor, spatial_dims: int) -> torch.Tensor:
 
 
 class ActivationAccumulator:
-    """Sums over the rows a layer produced on one sampled step (see ``ActivationStat``)."""
+    """Sums over the rows a layer produced on one sampled step (see ``ActivationStat``).
+
+    The covariance rows of a CPU layer are kept (a copy of at most ``KEEP_MAX`` values) and
+    reduced in the sender thread: their projection and outer product were the largest part of
+    a sampled step's cost on the training thread. On a GPU, when ranks merge, or past
+    ``KEEP_MAX``, the covariance is accumulated on the device as the rows come.
+    """
 
     __slots__ = (
         "cov_n",
         "cov_outer",
         "cov_shift",
         "cov_sum",
+        "kept",
+        "kept_values",
         "n",
         "pos",
         "sum",
@@ -93,6 +103,8 @@ class ActivationAccumulator:
         self.cov_shift: torch.Tensor | None = None
         self.cov_sum: torch.Tensor | None = None
         self.cov_outer: torch.Tensor | None = None
+        self.kept: list[torch.Tensor] = []  # CPU covariance rows, unprojected
+        self.kept_values = 0
 
     @property
     def empty(self) -> bool:
@@ -111,38 +123,48 @@ class ActivationAccumulator:
         weights = torch.stack((torch.ones_like(inv_norm), inv_norm))
         sums = weights @ x
         sumsq = (x * x).sum(0)
-        pos = (x > 0).sum(0)
+        # positive counts as float sums of sign(max(x, 0)): a third of the time of a boolean
+        # comparison summed as integers (exact: fewer than 2**24 rows a call)
+        pos = x.clamp(min=0).sign_().sum(0)
 
         # Covariance on at most COV_ROWS rows: a stride keeps it deterministic and avoids
         # drawing from the user's RNG.
         z = x[:: -(-m // COV_ROWS)] if m > COV_ROWS else x
-        if d > COV_DIM:
-            z = z @ projection(d, z.device, z.dtype)
+        if z.device.type == "cpu" and self.kept_values + z.numel() <= KEEP_MAX:
+            # a copy: the layer's output may still change in place (an inplace ReLU)
+            self.kept.append(z.clone(memory_format=torch.contiguous_format))
+            self.kept_values += z.numel()
+        else:
+            self._accumulate(z)
+
+        if self.n == 0:
+            self.sum, self.unit_sum = sums[0], sums[1]
+            self.sumsq, self.pos = sumsq, pos
+        else:
+            assert self.sum is not None and self.unit_sum is not None
+            assert self.sumsq is not None and self.pos is not None
+            self.sum += sums[0]
+            self.unit_sum += sums[1]
+            self.sumsq += sumsq
+            self.pos += pos
+        self.n += m
+        self.cov_n += z.shape[0]
+        self.width = d
+
+    def _accumulate(self, z: torch.Tensor) -> None:
+        """Add covariance rows to the sums of the covariance, projected when wide."""
+        if z.shape[1] > COV_DIM:
+            z = z @ projection(z.shape[1], z.device, z.dtype)
         if self.cov_shift is None:
             # Shifting by the first call's mean keeps float32 exact enough when |mean| >> std,
             # which is exactly the collapsed regime the eigenvalues must still resolve.
             self.cov_shift = z.mean(0)
         zc = z - self.cov_shift
-        cov_sum = zc.sum(0)
-        cov_outer = zc.T @ zc
-
-        if self.n == 0:
-            self.sum, self.unit_sum = sums[0], sums[1]
-            self.sumsq, self.pos = sumsq, pos
-            self.cov_sum, self.cov_outer = cov_sum, cov_outer
+        if self.cov_sum is None or self.cov_outer is None:
+            self.cov_sum, self.cov_outer = zc.sum(0), zc.T @ zc
         else:
-            assert self.sum is not None and self.unit_sum is not None
-            assert self.sumsq is not None and self.pos is not None
-            assert self.cov_sum is not None and self.cov_outer is not None
-            self.sum += sums[0]
-            self.unit_sum += sums[1]
-            self.sumsq += sumsq
-            self.pos += pos
-            self.cov_sum += cov_sum
-            self.cov_outer += cov_outer
-        self.n += m
-        self.cov_n += z.shape[0]
-        self.width = d
+            self.cov_sum += zc.sum(0)
+            self.cov_outer += zc.T @ zc
 
     def pack(
         self,
@@ -154,10 +176,13 @@ class ActivationAccumulator:
     ) -> None:
         """File this step's ``ActivationStat`` values into a record.
 
-        The covariance (``k x k``) is decomposed after the host copy (``StepPack.defer``);
+        The covariance (``k x k``) is decomposed after the host copy (``StepPack.defer``), and
+        built there from the kept rows when all of them were kept and ranks do not merge;
         ``raw`` also decomposes the uncentred second moment (RankMe). ``in_dim``: see
         :func:`input_dim`; ``data``: the model input's rank, added then.
         """
+        import torch
+
         if in_dim:
             stats["in_dim"] = float(in_dim)
         stats["n"] = float(self.n)
@@ -167,22 +192,45 @@ class ActivationAccumulator:
             pack.put(stats, key, getattr(self, key))
         if self.pos is not None:
             pack.put(stats, "pos", self.pos)
-        assert self.cov_sum is not None and self.cov_shift is not None
-        # the rows' mean, undoing the shift (C + mu mu^T is their second moment); with the
-        # covariance and cov_n it lets data-parallel ranks merge before the decomposition
-        mean = self.cov_shift + self.cov_sum / self.cov_n
         spectra = covariance_spectra if raw else _centred_only
 
         def work(cov: torch.Tensor, mean: torch.Tensor) -> dict[str, Any]:
             return {**spectra(cov, mean), **(data.stats() if data is not None else {})}
 
-        pack.defer(stats, [self.covariance(), mean], work, moments="cov_n")
+        if self.kept and self.cov_outer is None and not pack.merging:
+            rows = self.kept[0] if len(self.kept) == 1 else torch.cat(self.kept)
+            pack.defer(stats, [rows], lambda rows: work(*row_moments(rows)), owned=True)
+            return
+        # some rows went to the device sums, or ranks merge matrices: the sums, here
+        cov = self.covariance()
+        assert self.cov_sum is not None and self.cov_shift is not None
+        # the rows' mean, undoing the shift (C + mu mu^T is their second moment); with the
+        # covariance and cov_n it lets data-parallel ranks merge before the decomposition
+        mean = self.cov_shift + self.cov_sum / self.cov_n
+        pack.defer(stats, [cov, mean], work, moments="cov_n")
 
     def covariance(self) -> torch.Tensor:
-        """The centred (population) covariance of the covariance rows, ``k x k``."""
+        """The centred (population) covariance of the covariance rows, ``k x k``, computed
+        now (kept rows are added to the sums first)."""
+        for z in self.kept:
+            self._accumulate(z)
+        self.kept, self.kept_values = [], 0
         assert self.cov_sum is not None and self.cov_outer is not None
         mean = self.cov_sum / self.cov_n
         return self.cov_outer / self.cov_n - mean[:, None] * mean[None, :]
+
+
+def row_moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (population) covariance and the mean of covariance rows ``[r, d]``, projected to
+    ``COV_DIM`` when wider: the same values the device sums give, centred exactly (float64)."""
+    import torch
+
+    if rows.shape[1] > COV_DIM:
+        rows = rows @ projection(rows.shape[1], rows.device, rows.dtype)
+    z = rows.to(torch.float64)
+    mean = z.mean(0)
+    zc = z - mean
+    return (zc.T @ zc / z.shape[0]).float(), mean.float()
 
 
 def _centred_only(cov: torch.Tensor, mean: torch.Tensor) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Attention entropy per head (family 5 of INDICATORS.md: attention entropy collapse).
+"""Attention entropy per head (the ``attention`` family of docs/indicators.md: attention entropy
+collapse).
 
 For a query i of head h, ``H_i = -sum_j A_ij log A_ij``, normalised by ``log n_i``, where
 ``n_i`` is the number of keys the query may see; queries with ``n_i < 2`` are left out (their

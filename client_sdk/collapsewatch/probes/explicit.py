@@ -96,3 +96,8 @@ class LoggerProbe(Probe):
         """Drop the records of a sampled step cut short; evaluations are kept."""
         if self.in_loop:
             self._open.clear()
+
+
+def fresh(cls: type[Any]) -> MakeAccumulator:
+    """A logger's accumulator factory that ignores the logger's memory."""
+    return lambda memory: cls()

@@ -17,7 +17,7 @@ import math
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch.probes.activations import COV_DIM, ActivationAccumulator
+from collapsewatch.probes.activations import COV_DIM, row_moments
 from collapsewatch.probes.base import Hooks, Probe
 from collapsewatch.probes.spectra import eigenvalues
 
@@ -52,7 +52,7 @@ class InputProbe(Probe):
         super().__init__()
         self._model = weakref.ref(model)
         self.rank = rank
-        self.acc = ActivationAccumulator()
+        self.rows: torch.Tensor | None = None  # this step's input rows, a copy
         self._sampled = 0
 
     def install(self, hooks: Hooks) -> None:
@@ -65,15 +65,16 @@ class InputProbe(Probe):
         import torch
 
         x = next((a for a in args if isinstance(a, torch.Tensor)), None)
-        if x is None or not x.is_floating_point() or x.dim() < 2 or not self.acc.empty:
+        if x is None or not x.is_floating_point() or x.dim() < 2 or self.rows is not None:
             return  # no data of that kind, or measured already on this step
         rows = x.detach().reshape(x.shape[0], -1)
-        self.acc.add(rows[:: max(1, rows.shape[0] // COV_DIM)])
+        rows = rows[:: max(1, rows.shape[0] // COV_DIM)]
+        self.rows = rows.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
 
     def flush(self, pack: StepPack, step: int) -> None:
-        acc, self.acc = self.acc, ActivationAccumulator()
-        if not acc.empty:
-            pack.defer({}, [acc.covariance()], self._measured)
+        rows, self.rows = self.rows, None
+        if rows is not None:  # the covariance and its spectrum: in the sender thread
+            pack.defer({}, [rows], lambda r: self._measured(row_moments(r)[0]), owned=True)
 
     def _measured(self, cov: torch.Tensor) -> dict[str, Any]:
         lam = eigenvalues(cov).double()
@@ -84,4 +85,4 @@ class InputProbe(Probe):
         return {}
 
     def reset(self) -> None:
-        self.acc = ActivationAccumulator()
+        self.rows = None

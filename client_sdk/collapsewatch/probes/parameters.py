@@ -1,7 +1,12 @@
 """Parameters on sampled steps: weight and gradient norms before the optimizer steps, the update
 norm after it (``ParameterStat``, probe kind ``parameter``), and on some sampled steps their
 sparsity and NaN/Inf counts (:mod:`collapsewatch.probes.sparsity`). A parameter sharded across
-ranks (FSDP) is read as this rank's shard (:func:`collapsewatch.distributed.local_tensor`)."""
+ranks (FSDP) is read as this rank's shard (:func:`collapsewatch.distributed.local_tensor`).
+
+The update norm of a tensor of more than ``UPDATE_SAMPLE`` elements is estimated from a strided
+sample of that many (scaled by the root of the sampling factor): copying every weight before
+the step cost as much memory as the model and a memory pass per sampled step, for a ratio that
+is shown, not judged."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from collapsewatch.distributed import local_tensor
 from collapsewatch.probes.base import Hooks, Probe
-from collapsewatch.probes.sparsity import Sparsity
+from collapsewatch.probes.sparsity import Sparsity, strided_sample
 from collapsewatch.schemas import ProbeInfo, ProbeKind
 
 if TYPE_CHECKING:
@@ -17,6 +22,9 @@ if TYPE_CHECKING:
     from torch import nn
 
     from collapsewatch.pipeline.packing import StepPack
+
+#: Elements of one tensor read for its update norm; larger tensors are read through a sample.
+UPDATE_SAMPLE = 1 << 16
 
 
 def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -34,7 +42,7 @@ def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 class _Snapshot:
     """The parameters as the optimizer is about to see them."""
 
-    __slots__ = ("before", "grad_norms", "sparsity", "weight_norms")
+    __slots__ = ("before", "grad_norms", "scales", "sparsity", "weight_norms")
 
     def __init__(
         self,
@@ -42,11 +50,13 @@ class _Snapshot:
         grad_norms: dict[int, torch.Tensor],
         sparsity: list[dict[str, torch.Tensor]] | None,
         before: list[torch.Tensor] | None,
+        scales: list[float] | None = None,
     ) -> None:
         self.weight_norms = weight_norms
         self.grad_norms = grad_norms
         self.sparsity = sparsity
-        self.before = before
+        self.before = before  # copies of the weights' samples (see UPDATE_SAMPLE)
+        self.scales = scales  # each sample's factor to the whole tensor
 
 
 class ParameterProbe(Probe):
@@ -108,8 +118,11 @@ class ParameterProbe(Probe):
         grad_norms = dict(zip([i for i, _ in dense], norms([g for _, g in dense]), strict=True))
         weight_norms = norms(weights)
         sparsity = self.sparsity.measure(weight_norms, grad_norms)
-        before = [w.clone() for w in weights] if keep_weights else None
-        return _Snapshot(weight_norms, grad_norms, sparsity, before)
+        if not keep_weights:
+            return _Snapshot(weight_norms, grad_norms, sparsity, None)
+        samples = [strided_sample(w, UPDATE_SAMPLE) for w in weights]
+        before = [sample.clone() for sample, _ in samples]
+        return _Snapshot(weight_norms, grad_norms, sparsity, before, [f for _, f in samples])
 
     def flush(self, pack: StepPack, step: int) -> None:
         import torch
@@ -123,11 +136,12 @@ class ParameterProbe(Probe):
             if i in snap.grad_norms:
                 pack.put(stats, "grad_norm", snap.grad_norms[i])
             records.append(stats)
-        if snap.before is not None:
-            after = [local_tensor(p).detach() for _, p in self.params]
+        if snap.before is not None and snap.scales is not None:
+            after = [strided_sample(local_tensor(p), UPDATE_SAMPLE)[0] for _, p in self.params]
             torch._foreach_sub_(snap.before, after)  # in place: no second copy
-            for stats, norm in zip(records, norms(snap.before), strict=True):
-                pack.put(stats, "update_norm", norm)
+            updates = norms(snap.before)
+            for stats, norm, scale in zip(records, updates, snap.scales, strict=True):
+                pack.put(stats, "update_norm", norm * scale**0.5 if scale != 1.0 else norm)
         if snap.sparsity is not None:
             self.sparsity.file(pack, records, snap.sparsity, step)
 

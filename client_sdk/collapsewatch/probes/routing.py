@@ -1,5 +1,5 @@
-"""Statistics of a mixture-of-experts router (family 8 of INDICATORS.md: routing collapse), for
-``log_routing``. An in-loop logger: reduced on sampled steps only (see
+"""Statistics of a mixture-of-experts router (the ``routing`` family of docs/indicators.md: routing
+collapse), for ``log_routing``. An in-loop logger: reduced on sampled steps only (see
 :mod:`collapsewatch.probes.explicit`).
 
 Each call takes the router's logits ``[tokens, experts]`` (leading dims are tokens), sends each

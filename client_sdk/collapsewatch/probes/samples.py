@@ -1,6 +1,6 @@
-"""Statistics of generated samples beside real ones (family 12 of INDICATORS.md: generative
-mode collapse), for ``log_samples``. An evaluation logger: every call is reduced (see
-:mod:`collapsewatch.probes.explicit`).
+"""Statistics of generated samples beside real ones (the ``generative`` family of
+docs/indicators.md: generative mode collapse), for ``log_samples``. An evaluation logger: every
+call is reduced (see :mod:`collapsewatch.probes.explicit`).
 
 The diversity ratio compares the mean pairwise Euclidean distance of generated samples with
 that of real ones. Within one call, the mean over all pairs of its (up to 512) samples is an

@@ -88,7 +88,6 @@ class Sparsity:
         ``weight_norms`` and ``grad_norms`` (by parameter index) are the full tensors' norms:
         a non-finite one makes the matching count at least 1.
         """
-        import torch
 
         due = self._calls % self.every == 0
         self._calls += 1
@@ -97,17 +96,19 @@ class Sparsity:
         out = []
         for i, (name, param) in enumerate(self.params):
             w = local_tensor(_effective(self.model, name, param))
-            sample, scale = _sample(w)
+            sample, scale = strided_sample(w)
             values = _nonfinite(sample, scale, weight_norms[i], "weight")
             grad = None if param.grad is None else local_tensor(param.grad)
             if grad is not None and not grad.is_sparse and i in grad_norms:
-                values.update(_nonfinite(_sample(grad)[0], scale, grad_norms[i], "grad"))
+                values.update(_nonfinite(strided_sample(grad)[0], scale, grad_norms[i], "grad"))
             if i in self.prunable:
                 a = sample.abs()
-                # float64 sums: exact counts past 2**24 and no rounding drift on big layers
-                values["abs_sqrt_sum"] = a.sqrt().sum(dtype=torch.float64) * scale
-                values["abs_sum"] = a.sum(dtype=torch.float64) * scale
-                values["nonzero"] = torch.count_nonzero(a).double() * scale
+                # float32 sums of at most SAMPLE (2**20) values: torch sums in a cascade, so
+                # the 0/1 counts are exact (below 2**24) and the others lose no digit that
+                # matters, at a quarter of the time of float64 sums; scaled in float64
+                values["abs_sqrt_sum"] = a.sqrt().sum().double() * scale
+                values["abs_sum"] = a.sum().double() * scale
+                values["nonzero"] = a.sign().sum().double() * scale
             out.append(values)
         return out
 
@@ -140,16 +141,16 @@ class Sparsity:
                 pack.put(stats, key, total)
 
 
-def _sample(t: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """``t`` flattened, or a strided sample of about ``SAMPLE`` of its elements, and the
-    factor that scales the sample's sums to the whole tensor."""
+def strided_sample(t: torch.Tensor, size: int = SAMPLE) -> tuple[torch.Tensor, float]:
+    """``t`` flattened, or a strided sample of about ``size`` of its elements (a view), and
+    the factor that scales the sample's sums to the whole tensor."""
     import math
 
     flat = t.detach().reshape(-1)
     n = flat.numel()
-    if n <= SAMPLE:
+    if n <= size:
         return flat, 1.0
-    stride = -(-n // SAMPLE)
+    stride = -(-n // size)
     last = t.shape[-1] if t.dim() else 1
     while math.gcd(stride, last) != 1:
         stride += 1
@@ -160,9 +161,19 @@ def _sample(t: torch.Tensor) -> tuple[torch.Tensor, float]:
 def _nonfinite(
     sample: torch.Tensor, scale: float, norm: torch.Tensor, what: str
 ) -> dict[str, torch.Tensor]:
-    """NaN and Inf counts of a tensor from its sample, at least 1 when its norm says so."""
+    """NaN and Inf counts of a tensor from its sample, at least 1 when its norm says so.
+
+    On the CPU reading the norm costs nothing (no device to wait for), and a finite norm
+    means no NaN or Inf anywhere in the tensor: the counts are zero without a pass over the
+    sample, which took as long as the model's own step on every snapshot.
+    """
+    import math
+
     import torch
 
+    if norm.device.type == "cpu" and math.isfinite(float(norm)):
+        zero = torch.zeros((), dtype=torch.float64)
+        return {f"{what}_nan": zero, f"{what}_inf": zero}
     nan = torch.isnan(sample).sum().double() * scale
     inf = torch.isinf(sample).sum().double() * scale
     if scale != 1.0:

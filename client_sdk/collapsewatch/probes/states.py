@@ -1,5 +1,5 @@
-"""Statistics of recurrent or state-space states by sequence position (family 13 of
-INDICATORS.md: state collapse past the training length), for ``log_state``. An evaluation
+"""Statistics of recurrent or state-space states by sequence position (the ``state`` family of
+docs/indicators.md: state collapse past the training length), for ``log_state``. An evaluation
 logger: every call is reduced (see :mod:`collapsewatch.probes.explicit`).
 
 States are filed into log2 position buckets: bucket b holds positions 2^b <= t < 2^(b+1),

@@ -1,5 +1,5 @@
-"""Statistics of what a model generates and of its validation loss (family 11 of
-INDICATORS.md: output diversity, model collapse, perplexity), for ``log_tokens`` and
+"""Statistics of what a model generates and of its validation loss (the ``diversity``
+family of docs/indicators.md: output diversity, model collapse, perplexity), for ``log_tokens`` and
 ``log_eval``. Evaluation loggers: every call is reduced (see :mod:`collapsewatch.probes.explicit`).
 
 ``log_tokens`` reduces generated token ids on their device to the statistics of

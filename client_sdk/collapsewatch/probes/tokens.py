@@ -126,12 +126,18 @@ class TokenAccumulator:
 
         lengths = w.sum(1)  # [b]
         norms = torch.linalg.vector_norm(x, dim=-1)  # [b, t]
-        # where(), not a product: padded positions may hold NaN
-        units = torch.where(keep, x / norms.clamp_min(_EPS)[..., None], 0.0)
-        usum = units.sum(1)
-        xsum = torch.where(keep, x, 0.0).sum(1)
+        inv = norms.clamp_min(_EPS).reciprocal()
+        if isinstance(pad, torch.Tensor):
+            # where(), not a product: padded positions may hold NaN
+            usum = torch.where(keep, x * inv[..., None], 0.0).sum(1)
+            xsum = torch.where(keep, x, 0.0).sum(1)
+        else:  # no padding: no masked copies of x, and the unit vectors summed by one bmm
+            usum = torch.bmm(inv[:, None, :], x).squeeze(1)
+            xsum = x.sum(1)
         mean = xsum / lengths.clamp_min(1)[:, None]  # [b, d] mean-pooled sequence embedding
-        resid = torch.where(keep, x - mean[:, None], 0.0)
+        resid = x - mean[:, None]
+        if isinstance(pad, torch.Tensor):
+            resid = torch.where(keep, resid, 0.0)
         has = lengths > 0
         emb = mean / torch.linalg.vector_norm(mean, dim=-1).clamp_min(_EPS)[:, None]
         emb = torch.where(has[:, None], emb, 0.0)

@@ -12,6 +12,8 @@ Statistic names inside :class:`StatRecord.stats` are listed per probe kind in
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -19,6 +21,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from collapsewatch.schemas.bounds import NAME_CHARS, Count32, Count64, Label, Step, Text
 from collapsewatch.schemas.stats import (  # noqa: F401  (re-exported)
     ActivationStat,
     AttentionStat,
@@ -44,7 +47,7 @@ Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9]
 Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
 MAX_TAGS = 32
 #: Probe names are module paths ("encoder.layers.0.linear1"), parameter names or fixed names.
-ProbeName = Annotated[str, Field(min_length=1, max_length=256)]
+ProbeName = Annotated[str, Field(min_length=1, max_length=256), NAME_CHARS]
 StatName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 MAX_VECTOR_VALUES = 4_194_304
 MAX_RECORDS_PER_BATCH = 20_000
@@ -61,6 +64,19 @@ class Packed(_Wire):
     of ~12 as JSON text, and no float formatting or parsing at either end."""
 
     f32: Base64Bytes
+
+    @field_validator("f32", mode="before")
+    @classmethod
+    def _strict_base64(cls, value: object) -> object:
+        # lenient decoding skips what is not base64: "!!!" would be an empty vector
+        if isinstance(value, str | bytes):
+            try:
+                base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(
+                    "f32 must be standard base64 (A-Z, a-z, 0-9, +, /, '=' padding)"
+                ) from None
+        return value
 
     @field_validator("f32")
     @classmethod
@@ -94,17 +110,17 @@ class ProbeInfo(_Wire):
 
     name: ProbeName
     kind: ProbeKind
-    module: str = Field(default="", max_length=128, description="module class, e.g. Linear")
-    order: int = Field(default=0, ge=0)
-    width: int | None = Field(default=None, ge=0)
-    params: int = Field(default=0, ge=0)
+    module: Label = Field(default="", max_length=128, description="module class, e.g. Linear")
+    order: Count32 = 0
+    width: Count32 | None = None
+    params: Count64 = 0
 
 
 class FamilyCoverage(_Wire):
     """Whether a run is watched for one collapse family: what is watched, or what to add."""
 
     watched: bool
-    detail: str = Field(default="", max_length=500)
+    detail: Text = Field(default="", max_length=500)
 
 
 class RunInfo(_Wire):
@@ -114,14 +130,14 @@ class RunInfo(_Wire):
     project: Name
     name: Name
     config: dict[str, JsonValue] = Field(default_factory=dict)
-    host: str = Field(default="", max_length=256)
-    torch_version: str = Field(default="", max_length=64)
-    sdk_version: str = Field(default="", max_length=64)
+    host: Label = Field(default="", max_length=256)
+    torch_version: Label = Field(default="", max_length=64)
+    sdk_version: Label = Field(default="", max_length=64)
     started_at: datetime
     probes: list[ProbeInfo] = Field(default_factory=list, max_length=100_000)
     #: By family of the indicator catalogue, as the SDK found the model on its first sampled
     #: step (empty before it, and from SDKs older than this field).
-    coverage: dict[Annotated[str, Field(max_length=64)], FamilyCoverage] = Field(
+    coverage: dict[Annotated[str, Field(max_length=64), NAME_CHARS], FamilyCoverage] = Field(
         default_factory=dict, max_length=64
     )
     #: The SDK's sampling interval when the batch was made (one step in ``sampling_every``).
@@ -136,7 +152,7 @@ class StatRecord(_Wire):
 
     probe: ProbeName
     kind: ProbeKind
-    step: int = Field(ge=0)
+    step: Step
     stats: dict[StatName, StatValue] = Field(max_length=256)
 
 

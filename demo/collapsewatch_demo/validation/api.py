@@ -65,11 +65,12 @@ class Server:
         ]
         return sorted(out, key=lambda a: (a.step is None, a.step or 0))
 
-    def sampled(self, run_id: str, indicator: str) -> dict[str, int]:
+    def sampled(self, run_id: str, indicator: str, fallback: bool = True) -> dict[str, int]:
         """Points per probe of ``indicator``'s series (the sampled steps of each layer); every
-        probe's largest series when the run has no series of that indicator."""
+        probe's largest series when the run has no series of that indicator and
+        ``fallback``."""
         series = self._get(f"/api/v1/runs/{run_id}/series")
-        chosen = [s for s in series if s["indicator"] == indicator] or series
+        chosen = [s for s in series if s["indicator"] == indicator] or (series if fallback else [])
         points: dict[str, int] = {}
         for s in chosen:
             probe, n = str(s["probe"]), int(str(s["points"]))

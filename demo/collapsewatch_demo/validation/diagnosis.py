@@ -39,6 +39,14 @@ def _beyond(value: float | None, condition: str, threshold: float) -> bool:
     return value > threshold if condition == "above" else value < threshold
 
 
+def _probe_of(name: str, series: dict[str, int]) -> str:
+    """The series probe of a layer: its own name, else one of its parameters' (a weight's
+    statistics are filed under ``<layer>.weight``, or ``<layer>.weight_orig`` once pruned)."""
+    if name in series:
+        return name
+    return next((p for p in series if p.startswith(f"{name}.")), name)
+
+
 def diagnose(server: Server, project: str, run: RunResult) -> Diagnosis | None:
     """The likeliest cause of a miss on ``run`` (None when its truth never crossed)."""
     ref, crossed = run.reference, run.crossed_at
@@ -46,8 +54,9 @@ def diagnose(server: Server, project: str, run: RunResult) -> Diagnosis | None:
         return None
     indicator = ref.indicator
     collapsed = run.layers_beyond()
-    series = server.sampled(run.run_id, indicator)
-    watched = [layer for layer in collapsed if layer in series and series[layer] > 0]
+    series = server.sampled(run.run_id, indicator, fallback=False)
+    probes = {layer: _probe_of(ref.probe(layer), series) for layer in collapsed}
+    watched = [layer for layer in collapsed if series.get(probes[layer], 0) > 0]
     if not watched:
         return Diagnosis(
             "discovery",
@@ -72,7 +81,8 @@ def diagnose(server: Server, project: str, run: RunResult) -> Diagnosis | None:
     needed = pending + window - 1
     best: tuple[int, int, int, str, list[int], list[float | None]] | None = None
     for layer in watched:
-        after = [(s, v) for s, v in server.points(run.run_id, indicator, layer) if s >= crossed]
+        points = server.points(run.run_id, indicator, probes[layer])
+        after = [(s, v) for s, v in points if s >= crossed]
         judged = [(s, v) for s, v in after if s >= warmup]
         n_beyond = sum(_beyond(v, cond, threshold) for _, v in judged)
         key = (

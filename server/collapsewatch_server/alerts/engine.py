@@ -140,20 +140,32 @@ class Transition:
 
 
 def evaluate(
-    rule: RuleSpec, state: SeriesState, step: int, value: float, now: datetime, probe: str = ""
+    rule: RuleSpec,
+    state: SeriesState,
+    step: int,
+    value: float,
+    now: datetime,
+    probe: str = "",
+    final: bool = False,
 ) -> tuple[SeriesState, list[Transition]]:
     """Judge one point; returns the new state and the transitions to announce (0 or 1).
 
     ``now`` stamps state changes and paces reminders; ``probe`` only names the series in
-    messages.
+    messages. ``final``: the series' last point of a run that has ended; a threshold rule's
+    series still in its warm-up there has breached at every point of the run (it never looked
+    healthy) and fires at once, so a run shorter than the warm-up, or collapsed from its first
+    step, is judged by its end state.
     """
     if state.last_step is not None and step <= state.last_step:
         return state, []
     limit = _relative_limit(rule, state)
     breach, crossed = _breach(rule, value, limit)
     relative = rule.condition in (Condition.drop, Condition.rise)
+    never_healthy = False
     if step < rule.warmup_steps and state.last_step is None and (breach or relative):
-        return state, []  # still warming up: a healthy point ends it (threshold rules)
+        if not (final and breach and not relative):
+            return state, []  # still warming up: a healthy point ends it (threshold rules)
+        never_healthy = True
 
     new = replace(_with_references(rule, state, value), last_step=step, last_value=value)
     say = _Messages(rule, probe, value, limit)
@@ -165,7 +177,7 @@ def evaluate(
         new = replace(new, breach_count=count, breach_start_step=start)
         if state.state == AlertState.firing:
             return _remind(rule, new, step, value, crossed, now, say(count, step - start))
-        if _pending_over(rule, count, step - start):
+        if never_healthy or _pending_over(rule, count, step - start):
             fired = replace(new, state=AlertState.firing, since=now, last_notified_at=now)
             event = Transition(
                 EventStatus.firing, rule.severity, step, value, crossed, say(count, step - start)

@@ -54,17 +54,25 @@ def judge_points(
     states: Mapping[StateKey, SeriesState],
     points: Sequence[NewPoint],
     now: datetime,
+    final: bool = False,
 ) -> Judged:
     """Run ``rules`` (by id; those watching the run) over ``points`` in step order, from
     ``states`` (a missing state is a fresh one). A point reaches the rules of its indicator
-    whose probe glob matches its probe."""
+    whose probe glob matches its probe. ``final``: the batch ends the run, so each series'
+    last point in it is judged as its run's end state (see :func:`.engine.evaluate`)."""
     by_indicator: dict[str, list[tuple[int, RuleSpec]]] = defaultdict(list)
     for rule_id, spec in rules.items():
         by_indicator[spec.indicator].append((rule_id, spec))
     current = dict(states)
     judged = Judged()
     watches: dict[tuple[int, str], bool] = {}
+    last: dict[tuple[str, int], int] = {}
+    if final:
+        for point in points:
+            series = (point.indicator, point.probe_id)
+            last[series] = max(point.step, last.get(series, point.step))
     for point in sorted(points, key=lambda p: p.step):
+        ends = final and last.get((point.indicator, point.probe_id)) == point.step
         for rule_id, spec in by_indicator.get(point.indicator, ()):
             seen = watches.get((rule_id, point.probe))
             if seen is None:
@@ -73,7 +81,9 @@ def judge_points(
                 continue
             key = (rule_id, point.probe_id)
             old = current.get(key) or SeriesState()
-            new, transitions = evaluate(spec, old, point.step, point.value, now, point.probe)
+            new, transitions = evaluate(
+                spec, old, point.step, point.value, now, point.probe, final=ends
+            )
             if new is not old:
                 current[key] = judged.states[key] = new
             judged.raised += (

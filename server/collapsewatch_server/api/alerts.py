@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from collapsewatch_server.api.deps import ContextDep, ReadAuth
+from collapsewatch_server.api.deps import ContextDep, ReadAuth, RowId
 from collapsewatch_server.services import alerts, rules
 from collapsewatch_web.api_schemas.alerts import (
     AlertEventPublic,
@@ -41,18 +41,18 @@ def create_rule(project: str, rule: RuleCreate, ctx: ContextDep) -> RulePublic:
 
 
 @router.get("/projects/{project}/rules/{rule_id}", response_model=RulePublic, responses=_ERRORS)
-def get_rule(project: str, rule_id: int, ctx: ContextDep) -> RulePublic:
+def get_rule(project: str, rule_id: RowId, ctx: ContextDep) -> RulePublic:
     return rules.get_rule(ctx, project, rule_id)
 
 
 @router.put("/projects/{project}/rules/{rule_id}", response_model=RulePublic, responses=_ERRORS)
-def update_rule(project: str, rule_id: int, update: RuleUpdate, ctx: ContextDep) -> RulePublic:
+def update_rule(project: str, rule_id: RowId, update: RuleUpdate, ctx: ContextDep) -> RulePublic:
     """Given fields replace the stored ones; the merged rule is validated as a whole."""
     return rules.update_rule(ctx, project, rule_id, update)
 
 
 @router.delete("/projects/{project}/rules/{rule_id}", status_code=204, responses=_ERRORS)
-def delete_rule(project: str, rule_id: int, ctx: ContextDep) -> Response:
+def delete_rule(project: str, rule_id: RowId, ctx: ContextDep) -> Response:
     rules.delete_rule(ctx, project, rule_id)
     return Response(status_code=204)
 
@@ -60,14 +60,14 @@ def delete_rule(project: str, rule_id: int, ctx: ContextDep) -> Response:
 @router.post(
     "/projects/{project}/rules/{rule_id}/enable", response_model=RulePublic, responses=_ERRORS
 )
-def enable_rule(project: str, rule_id: int, ctx: ContextDep) -> RulePublic:
+def enable_rule(project: str, rule_id: RowId, ctx: ContextDep) -> RulePublic:
     return rules.set_rule_enabled(ctx, project, rule_id, True)
 
 
 @router.post(
     "/projects/{project}/rules/{rule_id}/disable", response_model=RulePublic, responses=_ERRORS
 )
-def disable_rule(project: str, rule_id: int, ctx: ContextDep) -> RulePublic:
+def disable_rule(project: str, rule_id: RowId, ctx: ContextDep) -> RulePublic:
     return rules.set_rule_enabled(ctx, project, rule_id, False)
 
 

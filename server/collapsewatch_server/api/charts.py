@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from collapsewatch.schemas.bounds import MAX_STEP
 from collapsewatch_server import errors
 from collapsewatch_server.api.deps import ContextDep, ReadAuth
 from collapsewatch_server.services import alerts, charts
@@ -53,8 +54,10 @@ def spectrum(
     run_id: uuid.UUID,
     ctx: ContextDep,
     probe: Annotated[str, Query(min_length=1)],
-    step: Annotated[int, Query(ge=0)],
-    against: Annotated[int | None, Query(ge=0, description="default: the first step")] = None,
+    step: Annotated[int, Query(ge=0, le=MAX_STEP)],
+    against: Annotated[
+        int | None, Query(ge=0, le=MAX_STEP, description="default: the first step")
+    ] = None,
 ) -> SpectrumView:
     """A probe's covariance eigenvalues at the sampled step nearest at or before ``step``,
     beside those at ``against``."""

@@ -13,7 +13,13 @@ from pydantic import ValidationError
 
 from collapsewatch.schemas import IngestBatch, IngestResult
 from collapsewatch_server import errors
-from collapsewatch_server.api.deps import ContextDep, ProcessorDep, TokenDep
+from collapsewatch_server.api.deps import (
+    ContextDep,
+    ProcessorDep,
+    TokenDep,
+    client_address,
+    get_throttle,
+)
 from collapsewatch_server.processor import Processor
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.services.ingest import accept_batch
@@ -57,7 +63,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     "/ingest",
     status_code=202,
     response_model=IngestResult,
-    responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 422: {}, 503: {}},
+    responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 415: {}, 422: {}, 429: {}, 503: {}},
 )
 async def ingest(
     request: Request, ctx: ContextDep, processor: ProcessorDep, token: TokenDep
@@ -76,7 +82,7 @@ async def ingest(
             status = 400 if any(p["type"] == "json_invalid" for p in problems) else 422
             metrics.rejected(status)
             return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=status)
-        await run_in_threadpool(check_ingest, ctx, token, batch.run.project)
+        await check_ingest_throttled(request, ctx, token, batch.run.project)
         result = await accept(ctx, processor, batch, raw)
     except errors.DomainError as exc:
         metrics.rejected(exc.status_code)
@@ -87,6 +93,25 @@ async def ingest(
         metrics.ingest_bytes.inc(len(raw))
     metrics.ingest_latency.observe(time.perf_counter() - started)
     return result
+
+
+async def check_ingest_throttled(
+    request: Request, ctx: ServiceContext, token: str | None, project: str
+) -> None:
+    """:func:`check_ingest`, counting wrong tokens per client address: a blocked address may
+    still ingest with a project token, but its admin-token guesses are answered 429."""
+    throttle, address = get_throttle(request), client_address(request)
+    wait = throttle.retry_after(address)
+    try:
+        await run_in_threadpool(check_ingest, ctx, token, project, admin=wait is None)
+    except errors.Unauthorized:
+        if token is None:
+            raise
+        if wait is not None:
+            message = errors.AUTH_THROTTLED.format(address=address, retry_after=wait)
+            raise errors.Throttled(message, wait) from None
+        throttle.failed(address)
+        raise
 
 
 async def accept(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from collapsewatch_server.api.deps import ContextDep, ReadAuth
+from collapsewatch_server.api.deps import ContextDep, ReadAuth, RowId
 from collapsewatch_server.api.webhooks import NewProject
 from collapsewatch_server.services import ingest_tokens
 from collapsewatch_web.api_schemas.ingest_tokens import TokenCreate, TokenCreated, TokenPublic
@@ -31,6 +31,6 @@ def create_token(project: NewProject, body: TokenCreate, ctx: ContextDep) -> Tok
 
 
 @router.delete("/{token_id}", response_model=TokenPublic, responses=_ERRORS)
-def revoke_token(project: str, token_id: int, ctx: ContextDep) -> TokenPublic:
+def revoke_token(project: str, token_id: RowId, ctx: ContextDep) -> TokenPublic:
     """Revoke a token: ingest with it is refused from now on; it stays listed as revoked."""
     return ingest_tokens.revoke_token(ctx, project, token_id)

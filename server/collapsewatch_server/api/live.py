@@ -19,6 +19,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from collapsewatch.schemas.bounds import MAX_INT64
 from collapsewatch_server.api.deps import ContextDep, ReadAuth
 from collapsewatch_server.services import alerts, live, runs
 from collapsewatch_server.services.context import ServiceContext
@@ -102,7 +103,9 @@ async def run_events(
     run_id: uuid.UUID,
     request: Request,
     ctx: ContextDep,
-    after: Annotated[int | None, Query(ge=0, description="point id to resume after")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_INT64, description="point id to resume after")
+    ] = None,
     alerts_after: Annotated[
         datetime | None, Query(description="send alert events created from then on; default now")
     ] = None,
@@ -115,7 +118,7 @@ async def run_events(
     thresholds = await run_in_threadpool(live.thresholds_of, ctx, run_id)
     # A browser reconnecting on its own repeats the page's URL (and its ?after=) but adds
     # Last-Event-ID: that one is newer, so it wins.
-    if last_event_id and last_event_id.isdigit():
+    if last_event_id and last_event_id.isdigit() and int(last_event_id) <= MAX_INT64:
         after = int(last_event_id)
     cursor = after if after is not None else await run_in_threadpool(runs.latest_cursor, ctx)
     since = alerts_after or datetime.now(UTC)

@@ -14,9 +14,18 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from collapsewatch.schemas.bounds import MAX_STEP
 from collapsewatch_server import auth, errors
 from collapsewatch_server.api.charts import parse_run_ids
-from collapsewatch_server.api.deps import SESSION_COOKIE, ContextDep, SettingsDep, TokenDep
+from collapsewatch_server.api.deps import (
+    SESSION_COOKIE,
+    ContextDep,
+    SessionDep,
+    SettingsDep,
+    TokenDep,
+    admin_token_accepted,
+    may_read,
+)
 from collapsewatch_server.config import Settings
 from collapsewatch_server.services import pages, report
 from collapsewatch_web import assets, render
@@ -24,8 +33,6 @@ from collapsewatch_web.api_schemas.alerts import EventStatus, Severity
 
 LOGIN_FAILED = "That token was not accepted."
 LOGIN_NOT_NEEDED = "This server has no admin token: nothing to log in to."
-#: A dashboard login should outlive a browser restart but not a month of disuse.
-SESSION_MAX_AGE_S = 14 * 24 * 3600
 _MAX_FORM_BYTES = 8192
 
 # 'unsafe-inline' styles: Plotly.js injects its own <style> and sets style attributes.
@@ -55,9 +62,11 @@ def _auth_on(settings: Settings) -> bool:
     return settings.admin_token is not None
 
 
-def require_page_read(request: Request, settings: SettingsDep, token: TokenDep) -> None:
+def require_page_read(
+    request: Request, settings: SettingsDep, token: TokenDep, session: SessionDep
+) -> None:
     """Like the API's read check, but a browser without the token is sent to the login form."""
-    if auth.is_admin(settings, token):
+    if may_read(request, settings, token, session):
         return
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     raise HTTPException(status_code=303, headers={"Location": f"/login?next={quote(here)}"})
@@ -92,7 +101,7 @@ def run_page(
     load as they scroll into view; run.js keeps everything live from the SSE stream.
     ``?step=N`` marks that step on every chart and scrolls to the indicator that alerted
     there (alert links point to it); ``&indicator=`` names the indicator."""
-    at = int(step) if step and step.isdigit() else None
+    at = int(step) if step and step.isdigit() and int(step) <= MAX_STEP else None
     try:
         return _html(pages.run_page(ctx, uuid.UUID(run_id), at, indicator))
     except (ValueError, errors.NotFound):  # ValueError: not a UUID, so no such run either
@@ -184,7 +193,7 @@ def login_form(
 
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request, settings: SettingsDep) -> Response:
-    """Check the posted admin token; on success keep it in an HttpOnly cookie."""
+    """Check the posted admin token; on success set a signed session cookie (HttpOnly)."""
     body = await request.body()
     # parsed by hand: a one-field form does not justify the python-multipart dependency
     form = parse_qs(body[:_MAX_FORM_BYTES].decode("utf-8", "replace"))
@@ -192,15 +201,21 @@ async def login(request: Request, settings: SettingsDep) -> Response:
     target = _safe_next((form.get("next") or ["/"])[0])
     if not _auth_on(settings):
         return _html(render.render_login_page(LOGIN_NOT_NEEDED, target), 400)
-    if not token or not auth.is_admin(settings, token):
+    try:
+        accepted = bool(token) and admin_token_accepted(request, settings, token)
+    except errors.Throttled as exc:
+        page = _html(render.render_login_page(exc.message, target), 429)
+        page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
+    if not accepted:
         return _html(render.render_login_page(LOGIN_FAILED, target), 401)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        token,
-        max_age=SESSION_MAX_AGE_S,
+        auth.new_session(settings),
+        max_age=auth.SESSION_MAX_AGE_S,
         path="/",
-        httponly=True,  # scripts never see the token
+        httponly=True,  # scripts never see the session
         samesite="strict",  # other sites cannot ride on it
         secure=request.url.scheme == "https",
     )

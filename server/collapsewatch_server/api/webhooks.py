@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from collapsewatch_server.api.deps import ContextDep, ReadAuth
+from collapsewatch_server.api.deps import ContextDep, ReadAuth, RowId
 from collapsewatch_server.services import webhooks
 from collapsewatch_web.api_schemas.webhooks import (
     DeliveryPublic,
@@ -50,27 +50,27 @@ def create_webhook(project: NewProject, webhook: WebhookCreate, ctx: ContextDep)
 
 
 @router.get("/{webhook_id}", response_model=WebhookPublic, responses=_ERRORS)
-def get_webhook(project: str, webhook_id: int, ctx: ContextDep) -> WebhookPublic:
+def get_webhook(project: str, webhook_id: RowId, ctx: ContextDep) -> WebhookPublic:
     return webhooks.get_webhook(ctx, project, webhook_id)
 
 
 @router.put("/{webhook_id}", response_model=WebhookPublic, responses=_ERRORS)
 def update_webhook(
-    project: str, webhook_id: int, update: WebhookUpdate, ctx: ContextDep
+    project: str, webhook_id: RowId, update: WebhookUpdate, ctx: ContextDep
 ) -> WebhookPublic:
     """Given fields replace the stored ones; the secret cannot be changed (delete, create)."""
     return webhooks.update_webhook(ctx, project, webhook_id, update)
 
 
 @router.delete("/{webhook_id}", status_code=204, responses=_ERRORS)
-def delete_webhook(project: str, webhook_id: int, ctx: ContextDep) -> Response:
+def delete_webhook(project: str, webhook_id: RowId, ctx: ContextDep) -> Response:
     """Delete a webhook with its pending deliveries and its log."""
     webhooks.delete_webhook(ctx, project, webhook_id)
     return Response(status_code=204)
 
 
 @router.post("/{webhook_id}/test", response_model=WebhookTestResult, responses=_ERRORS)
-async def send_test_event(project: str, webhook_id: int, ctx: ContextDep) -> WebhookTestResult:
+async def send_test_event(project: str, webhook_id: RowId, ctx: ContextDep) -> WebhookTestResult:
     """Send a signed ``test`` event now (even to a disabled webhook) and report what the
     receiver answered: status, latency and the start of its body, or the error."""
     return await webhooks.send_test_event(ctx, project, webhook_id)
@@ -79,7 +79,7 @@ async def send_test_event(project: str, webhook_id: int, ctx: ContextDep) -> Web
 @router.get("/{webhook_id}/deliveries", response_model=list[DeliveryPublic], responses=_ERRORS)
 def list_deliveries(
     project: str,
-    webhook_id: int,
+    webhook_id: RowId,
     ctx: ContextDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[DeliveryPublic]:

@@ -1,5 +1,5 @@
 """Indicators of a layer's outputs: dead and saturated units (family 9), dimensional collapse
-(family 2) and complete collapse (family 3) of ../shared/INDICATORS.md.
+(family 2) and complete collapse (family 3) of docs/indicators.md.
 
 Spectra come from at most 256 dimensions: a wider layer's covariance is taken after a fixed
 Gaussian (JL) projection, which keeps traces and the effective rank of a low-rank signal within
@@ -62,7 +62,7 @@ def effective_rank_of(eigenvalues: np.ndarray) -> float:
     "alone over-counts units that fire on rare inputs.)",
     what_to_try="Lower the learning rate or add warm-up; use LeakyReLU/GELU; check the init "
     "scale; clip gradients.",
-    sources=("INDICATORS.md family 9",),
+    sources=("Dying ReLU and Initialization (Lu et al. 2019)",),
     window=UNIT_WINDOW,
 )
 def dead_fraction(stats: Stats) -> float:
@@ -85,7 +85,10 @@ def dead_fraction(stats: Stats) -> float:
     "under 2% of the unsaturated one, so they have stopped learning.",
     what_to_try="Lower the learning rate; normalise the inputs of the layer (BatchNorm/"
     "LayerNorm); use a smaller init scale; prefer ReLU-like units where possible.",
-    sources=("INDICATORS.md family 9",),
+    sources=(
+        "Understanding the difficulty of training deep feedforward neural networks "
+        "(Glorot and Bengio 2010)",
+    ),
     window=UNIT_WINDOW,
 )
 def saturated_fraction(stats: Stats) -> float:
@@ -109,7 +112,6 @@ def saturated_fraction(stats: Stats) -> float:
     "forward pass has diverged.",
     what_to_try="Lower the learning rate, clip gradients, check the inputs and the loss scale "
     "(mixed precision), look for a division or log of zero.",
-    sources=("INDICATORS.md, training health",),
 )
 def nonfinite_units(stats: Stats) -> float:
     return float(np.sum(~np.isfinite(_vec(stats, A.sumsq))))

@@ -1,6 +1,6 @@
-"""Attention entropy collapse (family 5 of ../shared/INDICATORS.md), from the per-head sums of
-normalised query entropies (probe kind ``attention``: every ``nn.MultiheadAttention`` and
-``log_attention``).
+"""Attention entropy collapse (the ``attention`` family of docs/indicators.md), from the per-head
+sums of normalised query entropies (probe kind ``attention``: every ``nn.MultiheadAttention``
+and ``log_attention``).
 
 A head's entropy is the mean over its queries of ``H_i / log n_i`` (``n_i`` the keys query i
 may see): 1 is uniform attention over the visible keys, 0 one key per query. Healthy heads

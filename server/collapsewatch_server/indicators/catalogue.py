@@ -44,8 +44,9 @@ class Indicator:
     unit: str = ""
     sources: tuple[str, ...] = field(default_factory=tuple)
     #: Defaults of this indicator's rule in the default pack: consecutive breaching points
-    #: before firing, and steps ignored at the start (healthy runs cross thresholds early).
-    pending_points: int = 3
+    #: before firing (two: one sampled step of confirmation, at most step/16 steps later with the
+    #: SDK's density floor), and steps ignored at the start (healthy runs cross thresholds early).
+    pending_points: int = 2
     warmup_steps: int = 0
     #: Severity of the default rule; None: critical when ``critical`` is set, else warning.
     #: Conditions that are often wanted (neural collapse in the terminal phase) say "info".
@@ -94,7 +95,7 @@ def indicator(
     critical: float | None = None,
     unit: str = "",
     sources: tuple[str, ...] = (),
-    pending_points: int = 3,
+    pending_points: int = 2,
     warmup_steps: int = 0,
     rule_severity: Literal["info", "warning", "critical"] | None = None,
     rule_recovery: float | None = None,
@@ -146,9 +147,17 @@ def of_kind(kind: ProbeKind) -> list[Indicator]:
     return found
 
 
+#: The longest window of each probe kind, by (kind, catalogue size): asked for every record.
+_WINDOWS: dict[tuple[ProbeKind, int], int] = {}
+
+
 def windows_needed(kind: ProbeKind) -> int:
     """The longest window of the indicators of this probe kind (1: no window)."""
-    return max((i.window for i in of_kind(kind)), default=1)
+    key = (kind, len(CATALOGUE))
+    found = _WINDOWS.get(key)
+    if found is None:
+        found = _WINDOWS[key] = max((i.window for i in of_kind(kind)), default=1)
+    return found
 
 
 def compute_indicators(

@@ -1,4 +1,4 @@
-"""VQ codebook collapse (family 6 of ../shared/INDICATORS.md), from the code counts of
+"""VQ codebook collapse (the ``codebook`` family of docs/indicators.md), from the code counts of
 ``log_codes`` (probe kind ``codes``).
 
 Usage is read over a window of sampled steps, not one batch: a batch of a few hundred indices

@@ -1,12 +1,12 @@
-"""Output diversity, model collapse and perplexity (family 11 of ../shared/INDICATORS.md), from
-generated token ids (probe kind ``text``, ``log_tokens``) and validation NLL sums (probe kind
-``eval``, ``log_eval``).
+"""Output diversity, model collapse and perplexity (the ``diversity`` family of
+docs/indicators.md), from generated token ids (probe kind ``text``, ``log_tokens``) and
+validation NLL sums (probe kind ``eval``, ``log_eval``).
 
 A model that collapses loses its tails first: it says fewer different things (distinct-n and
 unigram entropy fall), repeats itself (seq-rep-4 rises) and explains real text worse
 (validation perplexity rises). How diverse healthy samples are depends on the model, the
 decoding and the sample size, so the defaults are relative to the run's own first points:
-distinct-2 down by more than 30%, validation perplexity up by more than 10% (INDICATORS.md).
+distinct-2 down by more than 30%, validation perplexity up by more than 10%.
 Healthy training does not move these once the model is trained, so their rules ship enabled.
 """
 

@@ -1,5 +1,5 @@
-"""Generative mode collapse (family 12 of ../shared/INDICATORS.md), from the statistics of
-``log_samples`` (probe kind ``samples``): how spread out generated samples are next to real
+"""Generative mode collapse (the ``generative`` family of docs/indicators.md), from the statistics
+of ``log_samples`` (probe kind ``samples``): how spread out generated samples are next to real
 ones, and how many directions they use.
 
 The diversity ratio divides two unbiased estimates of mean pairwise distances (each from the

@@ -1,5 +1,5 @@
-"""Neural collapse (family 1 of ../shared/INDICATORS.md): NC1-NC4, CDNV, VCI, class separation
-and minority collapse, from the sums of a ``classes`` record (``ClassStat``).
+"""Neural collapse (the ``neural_collapse`` family of docs/indicators.md): NC1-NC4, CDNV, VCI,
+class separation and minority collapse, from the sums of a ``classes`` record (``ClassStat``).
 
 Conventions, the same in the brute-force tests: only classes present in the record count
 (C of them), mu_G is the mean of the class means (so a batch's class imbalance does not tilt

@@ -1,6 +1,6 @@
-"""VAE posterior collapse (family 7 of ../shared/INDICATORS.md), from the per-dimension sums of
-``log_posterior`` (probe kind ``posterior``): q(z|x) = N(mu(x), diag exp(logvar(x))) against
-the prior N(0, I).
+"""VAE posterior collapse (the ``posterior`` family of docs/indicators.md), from the per-dimension
+sums of ``log_posterior`` (probe kind ``posterior``): q(z|x) = N(mu(x), diag exp(logvar(x)))
+against the prior N(0, I).
 
 All three read the sums of the last 5 sampled steps: one batch's variance of mu over a
 hundred rows wobbles by ~15%, which is enough to flip a unit near the 0.01 threshold.

@@ -1,5 +1,5 @@
-"""Mixture-of-experts routing collapse (family 8 of ../shared/INDICATORS.md), from a router's
-statistics (probe kind ``routing``, ``monitor.log_routing``).
+"""Mixture-of-experts routing collapse (the ``routing`` family of docs/indicators.md), from a
+router's statistics (probe kind ``routing``, ``monitor.log_routing``).
 
 Notation: E experts, each of the step's ``tokens`` sent to its top k; ``c_e`` the choices
 expert e got (``sum c = k tokens``), ``f_e = c_e / (k tokens)`` the load fractions, ``P_e`` the

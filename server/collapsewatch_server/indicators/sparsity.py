@@ -1,4 +1,4 @@
-"""Sparsity and layer collapse in pruning (family 10 of ../shared/INDICATORS.md), and the
+"""Sparsity and layer collapse in pruning (the ``sparsity`` family of docs/indicators.md), and the
 NaN/Inf counts of weights and gradients (training health).
 
 The SDK sends these on one sampled step in five, for every weight with two or more dims, plus
@@ -74,7 +74,6 @@ def density(stats: Stats) -> float:
     "every output that touches it is NaN from now on.",
     what_to_try="Restart from the last finite checkpoint with a lower learning rate, gradient "
     "clipping, or a loss scaler (mixed precision).",
-    sources=("INDICATORS.md, training health",),
 )
 def nonfinite_weights(stats: Stats) -> float:
     return float(stats[P.weight_nan]) + float(stats[P.weight_inf])
@@ -92,7 +91,6 @@ def nonfinite_weights(stats: Stats) -> float:
     "optimizer step writes NaN into the weights (unless a loss scaler skips it).",
     what_to_try="Clip gradients, lower the learning rate, look for log(0) or division by zero "
     "in the loss; with mixed precision, check the loss scaler is used.",
-    sources=("INDICATORS.md, training health",),
 )
 def nonfinite_grads(stats: Stats) -> float:
     return float(stats[P.grad_nan]) + float(stats[P.grad_inf])

@@ -1,4 +1,4 @@
-"""Recurrent / state-space state collapse (family 13 of ../shared/INDICATORS.md), from the
+"""Recurrent / state-space state collapse (the ``state`` family of docs/indicators.md), from the
 statistics of ``log_state`` (probe kind ``state``): the state at positions past the training
 length against the state within it.
 

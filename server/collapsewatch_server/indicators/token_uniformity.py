@@ -1,5 +1,6 @@
-"""Token uniformity, rank collapse and layer similarity (family 4 of ../shared/INDICATORS.md),
-from the token statistics of transformer blocks' outputs (probe kind ``tokens``).
+"""Token uniformity, rank collapse and layer similarity (the ``tokens`` family of
+docs/indicators.md), from the token statistics of transformer blocks' outputs (probe kind
+``tokens``).
 
 Trained language models are anisotropic (their token states share a common direction), so
 absolute cosines vary from model to model: the defaults are critical only at the extremes the

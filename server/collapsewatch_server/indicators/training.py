@@ -1,4 +1,5 @@
-"""Training health (INDICATORS.md, "also worth showing"): norms, update ratio and the loss."""
+"""Training health (the ``training`` family of docs/indicators.md): norms, update ratio and the
+loss."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
-from collapsewatch_server.tables import Delivery, DeliveryAttempt, Project, Webhook
+from collapsewatch_server.tables import Delivery, DeliveryAttempt, DeliveryEvent, Project, Webhook
 from collapsewatch_web.api_schemas.webhooks import WebhookCreate
 
 
@@ -23,6 +23,7 @@ def add(s: Session, project_id: int, data: WebhookCreate, secret: str) -> Webhoo
         format=data.format,
         severities=[sev.value for sev in data.severities],
         secret=secret,
+        routing_key=data.routing_key,
         enabled=data.enabled,
     )
     s.add(row)
@@ -63,5 +64,17 @@ def delete_with_deliveries(s: Session, row: Webhook) -> None:
     # its foreign_keys pragma on.
     ids = select(Delivery.id).where(Delivery.webhook_id == row.id)
     s.execute(delete(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(ids)))
+    s.execute(delete(DeliveryEvent).where(DeliveryEvent.webhook_id == row.id))
     s.execute(delete(Delivery).where(Delivery.webhook_id == row.id))
     s.delete(row)
+
+
+def projects_with_receivers(s: Session) -> set[str]:
+    """Names of the projects with at least one enabled webhook."""
+    return set(
+        s.scalars(
+            select(Project.name)
+            .join(Webhook, Webhook.project_id == Project.id)
+            .where(Webhook.enabled)
+        )
+    )

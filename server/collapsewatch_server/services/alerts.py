@@ -42,6 +42,7 @@ def event_public(
         message=ev.message,
         created_at=ev.created_at,
         url=ctx.run_url(ev.run_id, ev.step),
+        silence_id=ev.silence_id,
     )
 
 
@@ -118,7 +119,7 @@ def scan_stalled(ctx: ServiceContext, now: datetime | None = None) -> int:
             seconds = int((now - run.last_seen_at).total_seconds())
             message = NODATA_MESSAGE.format(run=run.name, seconds=seconds)
             event = alert_events.add_nodata(s, run, message, now)
-            queued += outbox.enqueue(s, [event])
+            queued += outbox.enqueue(s, [event], ctx.group_policy, now)
             raised += 1
     if raised:
         ctx.metrics.alert_events.labels("nodata").inc(raised)

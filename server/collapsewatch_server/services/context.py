@@ -9,6 +9,8 @@ from datetime import timedelta
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database
 from collapsewatch_server.metrics import Metrics
+from collapsewatch_server.services.parsed_batches import ParsedBatches
+from collapsewatch_server.webhooks.grouping import GroupPolicy
 
 
 def _nobody() -> None:
@@ -20,7 +22,7 @@ class ServiceContext:
     """The database, the settings the use cases read, and the doorbells of this process's
     webhook deliverer and ingest processor: a service that committed deliveries to the outbox
     (a batch to the ingest queue) rings it, so they are sent (processed) at once instead of at
-    the next poll."""
+    the next poll; and the batches accepted here, parsed, that the processor takes."""
 
     db: Database
     settings: Settings
@@ -28,11 +30,23 @@ class ServiceContext:
     wake_processor: Callable[[], None] = _nobody
     #: This process's counters (``GET /metrics``); one per app, shared by its services.
     metrics: Metrics = field(default_factory=Metrics)
+    #: Batches accepted here, parsed, for the processor of this process (shared by the
+    #: contexts of one process; a context of its own keeps its own).
+    parsed: ParsedBatches = field(default_factory=ParsedBatches)
 
     @property
     def stalled_after(self) -> timedelta:
         """A running run silent this long is stalled."""
         return timedelta(seconds=self.settings.stalled_after_s)
+
+    @property
+    def group_policy(self) -> GroupPolicy:
+        """How alert events are grouped into notifications."""
+        return GroupPolicy(
+            by=tuple(self.settings.notify_group_by),
+            wait=timedelta(seconds=self.settings.notify_group_wait_s),
+            interval=timedelta(seconds=self.settings.notify_group_interval_s),
+        )
 
     def run_url(self, run_id: str, step: int | None = None) -> str:
         """The dashboard page of a run, at ``step`` when given (links in alerts and webhooks)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -17,6 +18,8 @@ from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.services.webhooks import target_of
 from collapsewatch_server.tables import utcnow
 from collapsewatch_server.webhooks.deliverer import Attempt, Deliverer, DeliveryJob
+from collapsewatch_server.webhooks.grouping import worst_first
+from collapsewatch_server.webhooks.payloads import Notification
 from collapsewatch_web.api_schemas.webhooks import DeliveryStatus
 
 log = logging.getLogger("collapsewatch.webhooks")
@@ -40,12 +43,20 @@ def claim_due(
         DeliveryJob(
             delivery_id=d.id,
             target=target_of(h, project),
-            event=event_public(ctx, ev, project, run_name),
+            notification=Notification(
+                id=uuid.UUID(d.uid),
+                project=project,
+                group_key=d.group_key,
+                events=worst_first(
+                    [event_public(ctx, ev, project, run_name) for ev, run_name in members]
+                ),
+                url=f"{ctx.settings.base_url}/alerts?project={project}",
+            ),
             attempts=d.attempts,
             created_at=d.created_at,
             lease_until=lease_until,
         )
-        for d, h, ev, run_name, project in rows
+        for d, h, project, members in rows
     ]
 
 
@@ -61,8 +72,21 @@ async def deliver(ctx: ServiceContext, deliverer: Deliverer, job: DeliveryJob) -
 def record_attempt(ctx: ServiceContext, job: DeliveryJob, attempt: Attempt) -> bool:
     """Log an attempt and move the delivery on. False (only the log and the attempt count
     change) when the claim was lost (its lease expired and another sender took the row) or
-    the delivery is gone (its webhook was deleted meanwhile)."""
+    the delivery is gone (its webhook was deleted meanwhile). A delivered attempt releases
+    the receiver's backlog (its deliveries waiting for a retry are due now)."""
     with ctx.db.write() as s:
+        if attempt.status == DeliveryStatus.delivered:
+            released = outbox.release_backlog(
+                s,
+                job.target.id,
+                attempt.attempted_at,
+                ctx.settings.webhook_release_per_s,
+                keep=job.delivery_id,
+            )
+            if released:
+                log.info(
+                    "webhook %s answers again: %d deliveries released", job.target.id, released
+                )
         return outbox.record_attempt(
             s,
             job.delivery_id,

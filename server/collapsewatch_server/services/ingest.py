@@ -95,11 +95,17 @@ def _accept(ctx: ServiceContext, batch: IngestBatch, body: bytes, digest: str) -
     # the JSON as sent (the SDK's NaN and inf included), compressed: the processor reads it
     payload = gzip.compress(body, compresslevel=1)
     now = utcnow()
-    with ctx.db.write() as s:
-        project = project_for_writing(s, batch.run.project)
-        run = runs.save_from_batch(s, batch, project, now)
-        batches.claim(s, batch.batch_id, run.id, digest, len(batch.records))
-        ingest_queue.add(s, str(batch.batch_id), run.id, len(batch.records), payload, now)
+    # kept before the commit: the processor may claim the batch as soon as it is committed
+    ctx.parsed.put(batch, len(body))
+    try:
+        with ctx.db.write() as s:
+            project = project_for_writing(s, batch.run.project)
+            run = runs.save_from_batch(s, batch, project, now)
+            batches.claim(s, batch.batch_id, run.id, digest, len(batch.records))
+            ingest_queue.add(s, str(batch.batch_id), run.id, len(batch.records), payload, now)
+    except Exception:
+        ctx.parsed.take(str(batch.batch_id))
+        raise
     result = IngestResult(
         batch_id=batch.batch_id,
         run_id=batch.run.run_id,

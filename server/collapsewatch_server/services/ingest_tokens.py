@@ -38,10 +38,13 @@ def revoke_token(ctx: ServiceContext, project: str, token_id: int) -> TokenPubli
         return ingest_tokens.public(row, project)
 
 
-def check_ingest(ctx: ServiceContext, token: str | None, project: str) -> None:
+def check_ingest(
+    ctx: ServiceContext, token: str | None, project: str, *, admin: bool = True
+) -> None:
     """Ingest needs the admin token or an unrevoked ingest token of the batch's project
-    (Unauthorized, or Forbidden for another project's token)."""
-    if auth.is_admin(ctx.settings, token):
+    (Unauthorized, or Forbidden for another project's token). ``admin=False``: the admin
+    token is not tried (its guesses are throttled), ingest tokens still are."""
+    if admin and auth.is_admin(ctx.settings, token):
         return
     if token is None:
         raise errors.Unauthorized(errors.AUTH_MISSING)

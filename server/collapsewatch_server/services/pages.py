@@ -12,9 +12,17 @@ from datetime import UTC, datetime
 from collapsewatch_server.indicators import CATALOGUE
 from collapsewatch_server.repositories import points
 from collapsewatch_server.repositories import runs as run_rows
-from collapsewatch_server.services import alerts, charts, ingest_tokens, projects, rules, runs
+from collapsewatch_server.services import (
+    alerts,
+    charts,
+    ingest_tokens,
+    projects,
+    rules,
+    runs,
+    silences,
+)
 from collapsewatch_server.services.context import ServiceContext
-from collapsewatch_server.services.webhooks import list_webhooks
+from collapsewatch_server.services.webhooks import list_webhooks, project_notifications, unheard
 from collapsewatch_web import render, views
 from collapsewatch_web.api_schemas.alerts import EventStatus, Severity
 
@@ -74,6 +82,7 @@ def run_page(
         alerts_after=alerts_after,
         step=step,
         focus=focus,
+        unheard=unheard(ctx, [f.project for f in alerts.firing_alerts(ctx, run.project)]),
         show_logout=_show_logout(ctx),
     )
 
@@ -141,6 +150,9 @@ def alerts_page(
         rules=rules.list_rules(ctx, project) if project else [],
         indicators=[ind.info() for ind in CATALOGUE.values()],
         filters=filters,
+        silences=silences.list_silences(ctx, project) if project else [],
+        notifications=project_notifications(ctx, project) if project else [],
+        unheard=unheard(ctx, [f.project for f in alerts.firing_alerts(ctx, project)]),
         show_logout=_show_logout(ctx),
     )
 

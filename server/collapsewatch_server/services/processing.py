@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from sqlalchemy.orm import Session
 
-from collapsewatch.schemas import IngestBatch
+from collapsewatch.schemas import IngestBatch, RunStatus
 from collapsewatch_server import rollups
 from collapsewatch_server.alerts.evaluation import NewPoint, judge_points
 from collapsewatch_server.codec import as_arrays, encode_stats
@@ -39,6 +39,7 @@ from collapsewatch_server.repositories import (
 )
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.tables import Run, utcnow
+from collapsewatch_server.webhooks.grouping import GroupPolicy
 from collapsewatch_server.windows import BatchWindows, stored_needed
 from collapsewatch_web.api_schemas.alerts import glob_matches
 
@@ -106,7 +107,9 @@ def _count(ctx: ServiceContext, done: Processed) -> None:
 
 
 def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
-    batch = IngestBatch.model_validate_json(gzip.decompress(claimed.payload))
+    batch = ctx.parsed.take(claimed.batch_id) or IngestBatch.model_validate_json(
+        gzip.decompress(claimed.payload)
+    )
 
     # 1. Statistics -> indicator values, outside any transaction (CPU only). Windowed
     #    indicators (dead units over the last few sampled steps) also read the probe's stored
@@ -153,7 +156,8 @@ def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
 
         # 3. The project's enabled rules that watch this run judge the new points, in step
         #    order, from their stored states (locked: a concurrent writer of the states waits).
-        judged = _judge(s, run, probe_ids, keys, new, now)
+        ended = batch.status in (RunStatus.finished, RunStatus.crashed)
+        judged = _judge(s, run, probe_ids, keys, new, now, ctx.group_policy, ended)
     return Processed(
         claimed.batch_id,
         claimed.run_id,
@@ -230,8 +234,11 @@ def _judge(
     keys: list[tuple[int, str, int, float]],
     new: np.ndarray,
     now: datetime,
+    policy: GroupPolicy,
+    ended: bool,
 ) -> _Judged:
-    """Rules over the batch's new points, events and outbox rows."""
+    """Rules over the batch's new points, events and outbox rows.
+    ``ended``: the batch is the run's last (its end state is judged)."""
     indicators = {ind for _, ind, _, _ in keys}
     watching = {
         row.id: rules.spec_of(row)
@@ -249,10 +256,11 @@ def _judge(
     ]
     rows = alert_states.lock(s, run.id, list(watching))
     states = {key: alert_states.state_of(row) for key, row in rows.items()}
-    judged = judge_points(watching, states, new_points, now)
+    judged = judge_points(watching, states, new_points, now, final=ended)
     alert_states.save(s, run.id, rows, judged.states, now)
     events = alert_events.add_raised(s, run.project_id, run, judged.raised, now)
     evaluations = sum(
         1 for p in new_points for spec in watching.values() if spec.indicator == p.indicator
     )
-    return _Judged(outbox.enqueue(s, events), evaluations, tuple(e.status for e in events))
+    queued = outbox.enqueue(s, events, policy, now)
+    return _Judged(queued, evaluations, tuple(e.status for e in events))

@@ -5,6 +5,7 @@ Target URLs pass the SSRF guard on create and on update, and again at every conn
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import cast
 
 from collapsewatch_server import errors
@@ -12,11 +13,12 @@ from collapsewatch_server.repositories import outbox, projects, webhooks
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.services.projects import project_for_writing
 from collapsewatch_server.tables import Webhook, utcnow
-from collapsewatch_server.webhooks import signing, ssrf
-from collapsewatch_server.webhooks.deliverer import WebhookTarget, send_test
+from collapsewatch_server.webhooks import email, signing, ssrf
+from collapsewatch_server.webhooks.deliverer import WebhookTarget, send_test, test_result
 from collapsewatch_web.api_schemas.alerts import Severity
 from collapsewatch_web.api_schemas.webhooks import (
     DeliveryPublic,
+    DeliveryStatus,
     WebhookCreate,
     WebhookCreated,
     WebhookFormat,
@@ -45,22 +47,38 @@ def public(row: Webhook, project: str) -> WebhookPublic:
 def target_of(row: Webhook, project: str) -> WebhookTarget:
     """What sending to a webhook needs, its secret included."""
     return WebhookTarget(
-        row.id, project, row.url, cast(WebhookFormat, row.format), row.secret, row.enabled
+        row.id,
+        project,
+        row.url,
+        cast(WebhookFormat, row.format),
+        row.secret,
+        row.enabled,
+        row.routing_key,
     )
 
 
-def _check_url(ctx: ServiceContext, url: str) -> None:
-    """Refuse targets the server must not reach, as a 422 on ``url`` (blocking DNS)."""
+def _check_url(ctx: ServiceContext, url: str, fmt: str) -> None:
+    """Refuse targets the server must not reach (or, for email, addresses it cannot use), as
+    a 422 on ``url`` (blocking DNS)."""
     try:
-        ssrf.check_url(url, allow_private=ctx.settings.webhook_allow_private)
-    except ssrf.UnsafeTarget as exc:
+        if fmt == "email":
+            email.recipients(url)
+        else:
+            ssrf.check_url(url, allow_private=ctx.settings.webhook_allow_private)
+    except (ssrf.UnsafeTarget, ValueError) as exc:
         raise errors.Invalid(str(exc), loc=("body", "url")) from None
+
+
+def _check_receiver(fmt: str, routing_key: str | None) -> None:
+    if fmt == "pagerduty" and not routing_key:
+        raise errors.Invalid(errors.ROUTING_KEY_NEEDED, loc=("body", "routing_key"))
 
 
 def create_webhook(ctx: ServiceContext, project: str, data: WebhookCreate) -> WebhookCreated:
     """A new webhook of ``project`` (created, with its default rules, when new). The secret is
     generated unless given, and returned only here."""
-    _check_url(ctx, data.url)
+    _check_url(ctx, data.url, data.format)
+    _check_receiver(data.format, data.routing_key)
     secret = data.secret or signing.new_secret()
     try:
         signing.secret_key(secret)
@@ -88,11 +106,17 @@ def update_webhook(
     ctx: ServiceContext, project: str, webhook_id: int, data: WebhookUpdate
 ) -> WebhookPublic:
     """Replace the given fields; the secret cannot be changed (delete, create)."""
-    if data.url is not None:
-        _check_url(ctx, data.url)
     changes = data.model_dump(exclude_unset=True)
     if changes.get("severities") is not None:
         changes["severities"] = [str(sev) for sev in changes["severities"]]
+    with ctx.db.read() as s:
+        current = webhooks.get(s, projects.get(s, project), webhook_id)
+        fmt = data.format or current.format
+        url = data.url or current.url
+        routing_key = data.routing_key or current.routing_key
+    if data.url is not None or data.format is not None:
+        _check_url(ctx, url, fmt)
+    _check_receiver(fmt, routing_key)
     with ctx.db.write() as s:
         row = webhooks.get(s, projects.get(s, project), webhook_id)
         webhooks.update(row, changes, utcnow())
@@ -106,14 +130,33 @@ def delete_webhook(ctx: ServiceContext, project: str, webhook_id: int) -> None:
 
 
 async def send_test_event(ctx: ServiceContext, project: str, webhook_id: int) -> WebhookTestResult:
-    """Send a signed ``test`` event now (even to a disabled webhook) and report what the
-    receiver answered."""
+    """Send a signed test notification now (even to a disabled webhook), log it in the
+    webhook's deliveries like any other, and report what the receiver answered."""
 
     def target() -> WebhookTarget:
         with ctx.db.read() as s:
             return target_of(webhooks.get(s, projects.get(s, project), webhook_id), project)
 
-    return await send_test(await asyncio.to_thread(target), ctx.settings)
+    hook = await asyncio.to_thread(target)
+    attempted_at = utcnow()
+    payload, result = await send_test(hook, ctx.settings)
+
+    def log() -> None:
+        with ctx.db.write() as s:
+            row = outbox.add_test(s, hook.id, payload.id, attempted_at)
+            outbox.record_attempt(
+                s,
+                row.id,
+                attempted_at,
+                attempted_at=attempted_at,
+                status=DeliveryStatus.delivered if result.ok else DeliveryStatus.failed,
+                status_code=result.status_code,
+                latency_ms=result.latency_ms,
+                error=result.error,
+            )
+
+    await asyncio.to_thread(log)
+    return test_result(result)
 
 
 def list_deliveries(
@@ -122,4 +165,21 @@ def list_deliveries(
     """A webhook's deliveries, newest first, each with its attempts (oldest first)."""
     with ctx.db.read() as s:
         hook = webhooks.get(s, projects.get(s, project), webhook_id)
-        return outbox.log_of(s, hook.id, limit)
+        return outbox.log_of(s, [hook.id], limit)
+
+
+def project_notifications(
+    ctx: ServiceContext, project: str, limit: int = 20
+) -> list[DeliveryPublic]:
+    """The newest notifications to any webhook of an existing project (test sends left out)."""
+    with ctx.db.read() as s:
+        ids = [h.id for h in webhooks.of_project(s, projects.get(s, project).id)]
+        return [d for d in outbox.log_of(s, ids, limit) if not d.test]
+
+
+def unheard(ctx: ServiceContext, firing_projects: Iterable[str]) -> list[str]:
+    """Those of ``firing_projects`` (projects with alerts firing) that no enabled webhook
+    hears: their alerts reach nobody."""
+    with ctx.db.read() as s:
+        heard = webhooks.projects_with_receivers(s)
+    return sorted(set(firing_projects) - heard)

@@ -1,5 +1,6 @@
-"""Sending one delivery: render, sign, POST, classify the answer, decide what comes next.
-No database here: the deliveries service claims jobs and records each :class:`Attempt`.
+"""Sending one delivery (a notification: a group of events): render for the receiver's
+format, sign, POST (or mail), classify the answer, decide what comes next. No database here:
+the deliveries service claims jobs and records each :class:`Attempt`.
 
 Retry policy: a 2xx delivers. 408, 429, 5xx, timeouts and connection errors are retried with
 exponential backoff and full jitter (a delay drawn from ``[0, min(max, base * 2**(n-1))]``), or
@@ -9,7 +10,8 @@ redirects are not followed; a 4xx; a target the SSRF guard refuses) fails at onc
 the same request would get the same answer.
 
 Delivery is at least once: a process that dies between the receiver's answer and recording it
-sends again after its lease expires. Receivers deduplicate on ``webhook-id`` (the event id).
+sends again after its lease expires. Receivers deduplicate on ``webhook-id`` (the notification
+id, the same on every attempt; PagerDuty on its ``dedup_key``).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from collapsewatch.pipeline.backoff import backoff_s, parse_retry_after
 from collapsewatch_server import errors
 from collapsewatch_server.config import Settings
 from collapsewatch_server.tables import utcnow
-from collapsewatch_server.webhooks import payloads, signing, ssrf
-from collapsewatch_web.api_schemas.alerts import AlertEventPublic
+from collapsewatch_server.webhooks import email, pagerduty, payloads, signing, ssrf
+from collapsewatch_server.webhooks.payloads import Notification
 from collapsewatch_web.api_schemas.webhooks import (
     DeliveryStatus,
     WebhookFormat,
+    WebhookPayload,
     WebhookTestResult,
 )
 
@@ -53,6 +56,7 @@ class WebhookTarget:
     format: WebhookFormat
     secret: str
     enabled: bool
+    routing_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class DeliveryJob:
 
     delivery_id: int
     target: WebhookTarget
-    event: AlertEventPublic
+    notification: Notification
     attempts: int  # made before this one
     created_at: datetime
     #: The lease written by the claim; a result is applied only while it is still there.
@@ -185,11 +189,8 @@ class Deliverer:
         if not job.target.enabled:
             result = SendResult(None, 0.0, errors.WEBHOOK_DISABLED, retryable=False)
         else:
-            body = payloads.render(payloads.build_payload(job.event), job.target.format)
-            headers = signing.sign_headers(job.target.secret, str(job.event.id), body)
-            result = await post(
-                self.client, job.target.url, body, headers, self.settings.webhook_timeout_s
-            )
+            payload = payloads.build_payload(job.notification)
+            result = await send(self.client, job.target, payload, self.settings)
         status, next_at, error = self._outcome(job, result)
         return Attempt(attempted_at, status, result.status_code, result.latency_ms, error, next_at)
 
@@ -225,13 +226,36 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-async def send_test(target: WebhookTarget, settings: Settings) -> WebhookTestResult:
-    """Send a signed test event to ``target`` now and report what the receiver said."""
+async def send(
+    client: httpx.AsyncClient, target: WebhookTarget, payload: WebhookPayload, settings: Settings
+) -> SendResult:
+    """Send one notification to a receiver in its format: a signed POST of the generic, Slack
+    or Discord body, a PagerDuty Events v2 event, or a mail. Never raises for anything the
+    network or the receiver does."""
+    if target.format == "email":
+        code, error, retryable, ms = await asyncio.to_thread(
+            email.deliver, settings, payload, target.url
+        )
+        return SendResult(code, ms, error, retryable=retryable)
+    if target.format == "pagerduty":
+        if not target.routing_key:
+            return SendResult(None, 0.0, errors.ROUTING_KEY_NEEDED, retryable=False)
+        body = pagerduty.event_body(payload, target.routing_key)
+    else:
+        body = payloads.render(payload, target.format)
+    headers = signing.sign_headers(target.secret, str(payload.id), body)
+    return await post(client, target.url, body, headers, settings.webhook_timeout_s)
+
+
+async def send_test(target: WebhookTarget, settings: Settings) -> tuple[WebhookPayload, SendResult]:
+    """Send a signed test notification to ``target`` now; what was sent and what came back."""
     payload = payloads.make_test_payload(target.project, f"{settings.base_url}/", utcnow())
-    body = payloads.render(payload, target.format)
-    headers = signing.sign_headers(target.secret, str(payload.event_id), body)
     async with make_client(settings) as client:
-        result = await post(client, target.url, body, headers, settings.webhook_timeout_s)
+        return payload, await send(client, target, payload, settings)
+
+
+def test_result(result: SendResult) -> WebhookTestResult:
+    """What the test endpoint answers about a test send."""
     return WebhookTestResult(
         ok=result.ok,
         status_code=result.status_code,

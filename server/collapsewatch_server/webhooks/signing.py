@@ -8,7 +8,7 @@ Every request carries three headers::
 
 The key is the base64 part of the webhook's secret ``whsec_<base64>``. A receiver recomputes
 the HMAC over the raw body bytes, compares in constant time and refuses old timestamps (replay);
-:func:`verify` does exactly that and is what the README shows receivers.
+:func:`verify` does exactly that and is what docs/webhooks.md shows receivers.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from collapsewatch.schemas.bounds import MAX_INT32, NAME_CHARS, Label, Step, Text
+
 #: Messages of rule validation, reused by tests.
 RULE_NEEDS_THRESHOLD = "condition {condition!r} needs 'threshold'"
 RULE_NEEDS_BAND = "condition 'outside' needs 'low' and 'high'"
@@ -28,8 +30,10 @@ RULE_ONE_PENDING = "set 'pending_points' or 'pending_steps', not both"
 RULE_RECOVERY_SIDE = "'recovery' must be on the healthy side of 'threshold' for {condition!r}"
 RULE_RECOVERY_BAND = "'recovery' does not apply to 'outside': a band has no single healthy side"
 
-Glob = Annotated[str, Field(min_length=1, max_length=256, description="fnmatch pattern")]
-RuleName = Annotated[str, Field(min_length=1, max_length=128)]
+Glob = Annotated[
+    str, Field(min_length=1, max_length=256, description="fnmatch pattern"), NAME_CHARS
+]
+RuleName = Annotated[str, Field(min_length=1, max_length=128), NAME_CHARS]
 #: The side of a level where values are bad.
 Side = Literal["above", "below"]
 
@@ -91,8 +95,8 @@ class _RuleFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: RuleName
-    description: str = Field(default="", max_length=2000)
-    indicator: str = Field(min_length=1, max_length=64)
+    description: Text = Field(default="", max_length=2000)
+    indicator: Label = Field(min_length=1, max_length=64)
     probe: Glob = Field(default="*", description="probe (layer) name glob")
     run: Glob | None = Field(default=None, description="run name glob; none: every run")
     condition: Condition
@@ -103,15 +107,15 @@ class _RuleFields(BaseModel):
     reference: Reference = Reference.peak
     baseline_points: int = Field(default=5, ge=1, le=100_000)
     pending_points: int | None = Field(
-        default=None, ge=1, description="consecutive breaching points before firing"
+        default=None, ge=1, le=MAX_INT32, description="consecutive breaching points before firing"
     )
-    pending_steps: int | None = Field(
-        default=None, ge=0, description="steps the breach must last before firing"
+    pending_steps: Step | None = Field(
+        default=None, description="steps the breach must last before firing"
     )
     recovery: float | None = Field(
         default=None, description="resolve only past this value (hysteresis); default threshold"
     )
-    warmup_steps: int = Field(default=0, ge=0, description="points before this step are ignored")
+    warmup_steps: Step = Field(default=0, description="points before this step are ignored")
     severity: Severity = Severity.warning
     repeat_interval_s: float | None = Field(
         default=None, gt=0, description="remind while firing, at most this often"
@@ -153,8 +157,8 @@ class RuleUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: RuleName | None = None
-    description: str | None = Field(default=None, max_length=2000)
-    indicator: str | None = Field(default=None, min_length=1, max_length=64)
+    description: Text | None = Field(default=None, max_length=2000)
+    indicator: Label | None = Field(default=None, min_length=1, max_length=64)
     probe: Glob | None = None
     run: Glob | None = None
     condition: Condition | None = None
@@ -164,10 +168,10 @@ class RuleUpdate(BaseModel):
     percent: float | None = Field(default=None, gt=0, le=10_000)
     reference: Reference | None = None
     baseline_points: int | None = Field(default=None, ge=1, le=100_000)
-    pending_points: int | None = Field(default=None, ge=1)
-    pending_steps: int | None = Field(default=None, ge=0)
+    pending_points: int | None = Field(default=None, ge=1, le=MAX_INT32)
+    pending_steps: Step | None = None
     recovery: float | None = None
-    warmup_steps: int | None = Field(default=None, ge=0)
+    warmup_steps: Step | None = None
     severity: Severity | None = None
     repeat_interval_s: float | None = Field(default=None, gt=0)
     enabled: bool | None = None
@@ -203,6 +207,9 @@ class AlertEventPublic(BaseModel):
     message: str = ""
     created_at: datetime
     url: str = Field(description="the run's dashboard page at that step")
+    silence_id: int | None = Field(
+        default=None, description="the silence that kept it from being delivered"
+    )
 
 
 class AlertStatePublic(BaseModel):

@@ -7,13 +7,15 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from collapsewatch.schemas.bounds import Label
+
 
 class TokenCreate(BaseModel):
     """Ask for a new ingest token of a project."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(default="", max_length=128)
+    name: Label = Field(default="", max_length=128)
 
 
 class TokenPublic(BaseModel):

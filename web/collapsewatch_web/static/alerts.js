@@ -203,8 +203,44 @@
     fill(null);
   }
 
+  // Silences: create from the form (a 422 is shown next to its field), delete from the table;
+  // the page reloads to show the silence in force.
+  function initSilences(data) {
+    const form = document.getElementById("silence-form");
+    if (!form) return;
+    const api = "/api/v1/projects/" + encodeURIComponent(data.project) + "/silences";
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const body = { duration_s: Number(form.elements.hours.value) * 3600, comment: form.elements.comment.value };
+      for (const name of ["run", "rule", "indicator", "probe", "severity"]) {
+        if (form.elements[name].value) body[name] = form.elements[name].value;
+      }
+      for (const p of form.querySelectorAll(".field-error, .form-error")) p.textContent = "";
+      try {
+        const created = await fetchJSON(api, { method: "POST", json: body });
+        document.getElementById("silence-saved").textContent = "Silence " + created.id + " in force";
+        window.location.reload();
+      } catch (err) {
+        const byField = err.status === 422 ? fieldErrors(err) : { _: err.message };
+        for (const [field, message] of Object.entries(byField)) {
+          const slot = document.getElementById("err-silence-" + field) || document.getElementById("err-silence-_");
+          slot.textContent = message;
+        }
+      }
+    });
+    for (const button of document.querySelectorAll(".delete-silence")) {
+      button.addEventListener("click", async () => {
+        await fetchJSON(api + "/" + button.dataset.silenceId, { method: "DELETE" });
+        window.location.reload();
+      });
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const data = document.getElementById("cw-alerts-data");
-    if (data) initRuleEditor(JSON.parse(data.textContent));
+    if (!data) return;
+    const parsed = JSON.parse(data.textContent);
+    initRuleEditor(parsed);
+    if (parsed.project) initSilences(parsed);
   });
 })();

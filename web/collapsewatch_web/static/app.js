@@ -83,8 +83,12 @@
     opts.headers = Object.assign({ Accept: "application/json" }, opts.headers);
     if (opts.json !== undefined) {
       opts.body = JSON.stringify(opts.json);
-      opts.headers["Content-Type"] = "application/json";
       delete opts.json;
+    }
+    // the server takes POST/PUT/PATCH only declared JSON, even without a body (what a page
+    // on another site cannot send without a CORS preflight)
+    if (/^(POST|PUT|PATCH)$/i.test(opts.method || "GET")) {
+      opts.headers["Content-Type"] = "application/json";
     }
     const response = await fetch(url, opts);
     const text = await response.text();

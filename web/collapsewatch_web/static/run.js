@@ -414,12 +414,36 @@
     });
   }
 
+  // "Silence this run for 2 h": a silence matching exactly this run's name (glob characters
+  // in it are bracketed so they match themselves).
+  function initSilenceButton() {
+    const button = document.getElementById("silence-run");
+    if (!button) return;
+    button.addEventListener("click", async () => {
+      const status = document.getElementById("silence-run-status");
+      const run = button.dataset.run.replace(/[*?[]/g, (c) => "[" + c + "]");
+      const api = "/api/v1/projects/" + encodeURIComponent(button.dataset.project) + "/silences";
+      try {
+        const created = await fetchJSON(api, {
+          method: "POST",
+          json: { run, duration_s: 2 * 3600, comment: "silenced from the run page" },
+        });
+        status.textContent = "Silenced until " + new Date(created.ends_at).toLocaleString();
+        button.disabled = true;
+      } catch (err) {
+        status.textContent = "Could not silence: " + err.message;
+      }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const data = document.getElementById("cw-run-data");
-    if (!data) return;
-    const live = JSON.parse(data.textContent);
-    initRunPage(live);
-    initDelete(live.run_id);
-    initTags(live.run_id);
+    if (data) {
+      const live = JSON.parse(data.textContent);
+      initRunPage(live);
+      initDelete(live.run_id);
+      initTags(live.run_id);
+    }
+    initSilenceButton();
   });
 })();

@@ -110,6 +110,7 @@
         format: hookForm.elements.format.value,
         severities,
       };
+      if (hookForm.elements.routing_key.value.trim()) body.routing_key = hookForm.elements.routing_key.value.trim();
       try {
         const created = await fetchJSON(base + "/webhooks", { method: "POST", json: body });
         clearErrors(hookForm);
@@ -155,10 +156,14 @@
     });
 
     function deliveries(log) {
-      const head = el("tr", {}, ...["Event", "Status", "Attempts", "Last answer", "Latency", "Error", "Created"].map((t) => el("th", { scope: "col", text: t })));
+      // one row per notification: a group of events (by run and family by default) or a test send
+      const group = (d) => Object.entries(d.group).filter(([k]) => k !== "status" && k !== "run").map(([k, v]) => k + " " + v).join(", ");
+      const head = el("tr", {}, ...["Notification", "Events", "Group", "Status", "Attempts", "Last answer", "Latency", "Error", "Created"].map((t) => el("th", { scope: "col", text: t })));
       return el("div", { class: "table-scroll" }, el("table", { class: "grid compact" }, el("thead", {}, head),
         el("tbody", {}, ...log.map((d) => el("tr", {},
-          el("td", { text: d.event_status }), el("td", { text: d.status }),
+          el("td", { text: d.test ? "test" : d.event_status }),
+          el("td", { class: "num", text: d.test ? "–" : String(d.event_ids.length) }),
+          el("td", { text: d.test ? "" : group(d) }), el("td", { text: d.status }),
           el("td", { class: "num", text: String(d.attempts) }),
           el("td", { class: "num", text: d.last_status_code === null ? "–" : String(d.last_status_code) }),
           el("td", { class: "num", text: d.last_latency_ms === null ? "–" : Math.round(d.last_latency_ms) + " ms" }),

@@ -1,5 +1,33 @@
 """The pairs of each family; importing this package registers them all (and imports torch)."""
 
-from collapsewatch_demo.validation.pairs import complete, dead_units, dimensional
+from collapsewatch_demo.validation.pairs import (
+    attention,
+    codebook,
+    complete,
+    dead_units,
+    dimensional,
+    diversity,
+    generative,
+    neural,
+    posterior,
+    routing,
+    sparsity,
+    state,
+    tokens,
+)
 
-__all__ = ["complete", "dead_units", "dimensional"]
+__all__ = [
+    "attention",
+    "codebook",
+    "complete",
+    "dead_units",
+    "dimensional",
+    "diversity",
+    "generative",
+    "neural",
+    "posterior",
+    "routing",
+    "sparsity",
+    "state",
+    "tokens",
+]

@@ -24,19 +24,8 @@ from torch import nn
 from collapsewatch_demo import reference
 from collapsewatch_demo.data import GaussianClasses, Shapes, augment, heldout_generator
 from collapsewatch_demo.harness import Batch, Recipe, Setup, TwoViews
+from collapsewatch_demo.losses import SimSiamLoss
 from collapsewatch_demo.validation.registry import Pair, register
-
-
-class SimSiamLoss(nn.Module):
-    """Symmetric negative cosine of each view's prediction with the other's (detached)
-    embedding."""
-
-    def forward(
-        self, p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor
-    ) -> torch.Tensor:
-        a = F.cosine_similarity(p1, z2.detach()).mean()
-        b = F.cosine_similarity(p2, z1.detach()).mean()
-        return -(a + b) / 2
 
 
 class SiameseCNN(nn.Module):
