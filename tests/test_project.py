@@ -60,7 +60,9 @@ def test_web_package_never_imports_the_server_or_the_database() -> None:
 
 #: The server's layers, lowest first: a module imports from its own layer or a lower one.
 SERVER_LAYERS = {
-    **dict.fromkeys(("config", "errors", "tables", "db", "codec", "downsample", "auth"), 0),
+    **dict.fromkeys(
+        ("config", "errors", "tables", "db", "codec", "downsample", "auth", "throttle"), 0
+    ),
     **dict.fromkeys(("indicators", "alerts", "webhooks", "windows", "rollups", "migrations"), 1),
     "repositories": 2,
     # metrics: counters the services update, and gauges read through the repositories

@@ -28,6 +28,9 @@ def test_a_deleted_run_is_gone_from_every_table_and_page(app: Any, client: Any) 
     kept = make_batch(name="kept-run", steps=range(6))
     ingest(client, kept)
     add_half_dead_rule(client)
+    # a receiver that never answers: the doomed run's alerts wait in notifications (group wait)
+    hook = client.post("/api/v1/projects/proj/webhooks", json={"url": "http://127.0.0.1:9/h"})
+    assert hook.status_code == 201, hook.text
     before = row_counts(app)
     doomed_id = str(uuid.uuid4())
     first = make_batch(doomed_id, name="doomed-run", steps=range(6))
@@ -36,7 +39,10 @@ def test_a_deleted_run_is_gone_from_every_table_and_page(app: Any, client: Any) 
     ingest(client, make_batch(doomed_id, name="doomed-run", steps=range(6, 12)))
     grown = row_counts(app)
     # the doomed run left rows in the tables that hold runs' data (alerts fired on fc2)
-    tables = ("runs", "run_tags", "probes", "series", "points", "stat_records", "alert_events")
+    tables = (
+        *("runs", "run_tags", "probes", "series", "points", "stat_records", "alert_events"),
+        *("deliveries", "delivery_events"),
+    )
     for table in tables:
         assert grown[table] > before[table], table
     assert "doomed-run" in client.get("/alerts").text
