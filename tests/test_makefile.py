@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 
 def make(venv: Path, torch: str) -> str:
     done = subprocess.run(
-        ["make", "-C", str(ROOT), f"VENV={venv}", f"TORCH={torch}", f"{venv}/.server-installed"],
+        ["make", "-C", str(ROOT), f"VENV={venv}", f"TORCH={torch}", f"{venv}/.demo-installed"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -37,7 +37,7 @@ def test_another_torch_is_installed_into_an_existing_venv(tmp_path: Path) -> Non
     out = make(venv, "torch==2.13.0")
     assert "installing torch==2.13.0" in out
     assert "install --quiet --disable-pip-version-check torch==2.13.0" in log.read_text()
-    assert "-e .[server]" in log.read_text()
+    assert "-e .[demo]" in log.read_text()
 
     log.unlink()
     out = make(venv, "torch==2.13.0")

@@ -120,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(charts.router)
     app.include_router(metrics_api.router)
     app.include_router(pages.router)
+    app.include_router(pages.reports)
     app.include_router(docs.router)
     openapi.install(app)
     return app

@@ -14,6 +14,8 @@ from tests.helpers import add_half_dead_rule, make_batch
 from tests.server.test_webhook_delivery import FAST, add_hook, final, fire, settle
 from tests.webhook_support import Receiver
 
+JSON = {"Content-Type": "application/json"}  # the server's edges refuse other posts (415)
+
 
 def scrape(client: Any, **kw: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     r = client.get("/metrics", **kw)
@@ -36,7 +38,8 @@ def test_metrics_count_ingest_rejections_processing_and_queues(client: Any) -> N
     later = make_batch(batch["run"]["run_id"], steps=range(4, 6))
     assert client.post("/api/v1/ingest", json=later).status_code == 202
     assert client.post("/api/v1/ingest", json=later).status_code == 202  # re-sent
-    assert client.post("/api/v1/ingest", content=b"{not json").status_code == 400
+    not_json = client.post("/api/v1/ingest", content=b"{not json", headers=JSON)
+    assert not_json.status_code == 400
     assert client.post("/api/v1/ingest", json={"batch_id": "x"}).status_code == 422
     reused = {**later, "records": later["records"][:1]}
     assert client.post("/api/v1/ingest", json=reused).status_code == 409

@@ -116,7 +116,18 @@ _REPORT_HEADERS = {
 }
 
 
-@protected.get("/runs/{run_id}/report.html", response_class=HTMLResponse)
+#: The report is a file to keep, fetched by scripts too: in the OpenAPI document, unlike pages.
+reports = APIRouter(tags=["read"], dependencies=[Depends(require_page_read)])
+
+
+@reports.get(
+    "/runs/{run_id}/report.html",
+    response_class=HTMLResponse,
+    responses={
+        200: {"content": {"text/html": {}}},
+        404: {"description": "unknown run (an HTML page)", "content": {"text/html": {}}},
+    },
+)
 def run_report(run_id: str, ctx: ContextDep) -> HTMLResponse:
     """The run as one self-contained HTML file (Plotly, styles and figures inline): health,
     every alert event and every family's charts, readable offline."""

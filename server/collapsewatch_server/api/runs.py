@@ -92,7 +92,10 @@ def get_points(
 @api.get(
     "/runs/{run_id}/export",
     response_class=Response,
-    responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}}},
+    responses={
+        200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}},
+        501: {"description": "Parquet asked and pyarrow is not installed on the server"},
+    },
 )
 def export_run(
     run_id: uuid.UUID,
