@@ -11,6 +11,7 @@ import httpx
 from tests.e2e import browser
 from tests.e2e.browser import Tab, batch, chart_ready, ingest, series_indicators, wait_until
 from tests.e2e.conftest import LiveServer
+from tests.helpers import JSON
 
 pytestmark = browser.pytestmark
 
@@ -58,7 +59,7 @@ def test_worst_layers_leave_out_indicators_whose_rules_are_disabled(
     assert dead_rules
     for rule in dead_rules:
         url = f"{live_server.url}/api/v1/projects/quiet/rules/{rule['id']}/disable"
-        assert httpx.post(url).status_code == 200
+        assert httpx.post(url, headers=JSON).status_code == 200
     run_id = str(uuid.uuid4())
     ingest(live_server, batch(run_id, range(0, 40, 2), project="quiet"))  # fc2 loses its units
     wait_processed(live_server, run_id, "dead_fraction")
@@ -108,7 +109,7 @@ def test_a_loss_that_turns_nan_is_marked_on_the_loss_chart(
     r = httpx.post(
         f"{live_server.url}/api/v1/ingest",
         content=json.dumps(body).encode(),  # NaN as the SDK sends it
-        headers={"content-type": "application/json"},
+        headers=JSON,
     )
     assert r.status_code == 202, r.text
     wait_processed(live_server, run_id, "loss")

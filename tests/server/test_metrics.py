@@ -10,11 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collapsewatch_server import create_app
 from collapsewatch_server.config import Settings
-from tests.helpers import add_half_dead_rule, make_batch
+from tests.helpers import JSON, add_half_dead_rule, make_batch
 from tests.server.test_webhook_delivery import FAST, add_hook, final, fire, settle
 from tests.webhook_support import Receiver
-
-JSON = {"Content-Type": "application/json"}  # the server's edges refuse other posts (415)
 
 
 def scrape(client: Any, **kw: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
