@@ -94,7 +94,7 @@ def main() -> None:
     receiver.up()
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(Settings(db_url=f"sqlite:///{tmp}/b.db"))
-        with TestClient(app) as client:
+        with TestClient(app, base_url="http://127.0.0.1") as client:  # a Host the server trusts
             client.post(
                 "/api/v1/projects/bench/webhooks",
                 json={"url": f"http://127.0.0.1:{receiver.port}/hook"},

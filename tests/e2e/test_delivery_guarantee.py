@@ -73,6 +73,17 @@ def stored(sqlite_url: str, run_id: str | uuid.UUID) -> int:
         engine.dispose()
 
 
+def stored_eventually(sqlite_url: str, run_id: str | uuid.UUID, expected: int) -> int:
+    """Stat records of the run once the server's processor has taken every accepted batch (a
+    202 means accepted and queued, not yet processed), or after two minutes."""
+    deadline = time.monotonic() + 120
+    count = stored(sqlite_url, run_id)
+    while count < expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        count = stored(sqlite_url, run_id)
+    return count
+
+
 def spooled_records(directory: Path) -> int:
     """Records in the batches waiting in a spool directory (rejected/ left out)."""
     return sum(
@@ -136,7 +147,7 @@ def test_a_poison_batch_is_set_aside_and_the_later_batches_are_stored(
     sender.close("finished", timeout=60)
 
     assert counts(sender) == (5, 0, 1, 0, 0)
-    assert stored(sqlite_url, run["run_id"]) == 5
+    assert stored_eventually(sqlite_url, run["run_id"], 5) == 5
     assert spool.pending() == []
     (poison,) = spool.rejected.glob("*.json.gz")
     assert [r["step"] for r in json.loads(gzip.decompress(poison.read_bytes()))["records"]] == [
@@ -158,7 +169,7 @@ def test_sync_sets_a_poison_batch_aside_and_sends_the_rest(
 
     report = sync(tmp_path / "spool", server=SERVER, http_client=app)
     assert (report.sent, report.duplicate, report.rejected, report.kept) == (3, 0, 1, 0)
-    assert stored(sqlite_url, run["run_id"]) == 4
+    assert stored_eventually(sqlite_url, run["run_id"], 4) == 4
     assert [p.name for p in spool.rejected.iterdir()] != []
     assert spool.pending() == []
     again = sync(tmp_path / "spool", server=SERVER, http_client=app)
@@ -199,7 +210,7 @@ def test_a_token_revoked_during_an_outage_loses_nothing_and_sync_recovers_it(
     assert (wrong.sent, wrong.kept) == (0, len(spool.pending())) and "401" in wrong.problems[0]
     report = sync(tmp_path / "spool", server=SERVER, token=second.token, http_client=locked)
     assert (report.rejected, report.kept) == (0, 0)
-    assert stored(sqlite_url, run["run_id"]) == 30, "every record recovered"
+    assert stored_eventually(sqlite_url, run["run_id"], 30) == 30, "every record recovered"
     status = locked.get(
         f"/api/v1/runs/{run['run_id']}", headers={"authorization": f"Bearer {ADMIN}"}
     ).json()["status"]
@@ -232,7 +243,7 @@ def test_a_wrong_token_spools_the_run_and_sync_with_the_right_one_stores_it(
     run_dir = tmp_path / "spool" / str(monitor.run_id)
     report = sync(run_dir, server=SERVER, token=token, http_client=locked)
     assert report.complete and report.sent == stats["batches_spooled"]
-    assert stored(sqlite_url, monitor.run_id) == stats["records"]
+    assert stored_eventually(sqlite_url, monitor.run_id, stats["records"]) == stats["records"]
 
 
 def test_a_slow_server_at_finish_leaves_every_record_stored_or_spooled(
@@ -264,7 +275,7 @@ def test_a_slow_server_at_finish_leaves_every_record_stored_or_spooled(
             thread.join(timeout=30)
     report = sync(run_dir, server=SERVER, http_client=app)
     assert report.complete
-    assert stored(sqlite_url, monitor.run_id) == total
+    assert stored_eventually(sqlite_url, monitor.run_id, total) == total
 
 
 @pytest.mark.slow
@@ -285,7 +296,7 @@ def test_a_tracker_load_of_scalars_is_stored_whole(
     assert stats["records"] >= 200_000
     assert stats["stored"] == stats["records"], stats
     assert stats["spooled"] == stats["dropped"] == stats["rejected"] == 0
-    assert stored(sqlite_url, monitor.run_id) == stats["records"]
+    assert stored_eventually(sqlite_url, monitor.run_id, stats["records"]) == stats["records"]
 
 
 # ------------------------------------------------------------------ collapsewatch sync (CLI)

@@ -109,7 +109,8 @@ def test_fire_and_resolve_in_one_batch_are_ordered_by_step(client: Any) -> None:
 def test_default_dead_fraction_rule_fires_on_the_dying_layer_only(client: Any) -> None:
     run = uuid.uuid4()
     # fc2 dies (8 of 10 units) from the second step on; fc1 keeps its units. dead_fraction
-    # is windowed over 5 records: 0.8 from step 5 (window 1-5), firing at the third point.
+    # is windowed over the steps before it: 0.8 from step 5 (window 1-5), firing at the third
+    # breaching point.
     ingest(client, dead_units_batch(run, {"fc1": [0] * 8, "fc2": [0] + [8] * 7}))
     (event,) = alerts(client, run_id=run)
     assert (event["rule_name"], event["probe"], event["step"], event["severity"]) == (

@@ -113,6 +113,10 @@ def test_the_largest_values_are_stored(client: TestClient) -> None:
     ("method", "path", "loc"),
     [
         ("GET", f"{RULES}/{2**63}", ("path", "rule_id")),
+        ("GET", f"{RULES}/{2**31}", ("path", "rule_id")),
+        ("DELETE", f"/api/v1/projects/proj/tokens/{2**63 - 1}", ("path", "token_id")),
+        ("DELETE", f"/api/v1/projects/proj/silences/{2**31}", ("path", "silence_id")),
+        ("PUT", f"/api/v1/projects/proj/webhooks/{2**31}", ("path", "webhook_id")),
         ("GET", f"{RULES}/0", ("path", "rule_id")),
         ("PUT", f"{RULES}/{2**63}", ("path", "rule_id")),
         ("DELETE", f"{RULES}/{2**64}", ("path", "rule_id")),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Cookie, Depends, Header, Path, Request
 
-from collapsewatch.schemas.bounds import MAX_INT64, NO_CONTROL, control_character
+from collapsewatch.schemas.bounds import MAX_INT32, NO_CONTROL, control_character
 from collapsewatch_server import auth, errors
 from collapsewatch_server.config import Settings
 from collapsewatch_server.processor import Processor
@@ -33,8 +33,8 @@ def get_processor(request: Request) -> Processor:
     return processor
 
 
-#: The id of a stored row (rule, webhook, token) in a path: what a BIGINT column holds.
-RowId = Annotated[int, Path(ge=1, le=MAX_INT64)]
+#: The id of a rule, webhook, token or silence in a path: their id columns are INTEGER.
+RowId = Annotated[int, Path(ge=1, le=MAX_INT32)]
 
 
 def refuse_control_characters(request: Request) -> None:
