@@ -56,7 +56,7 @@ def test_list_create_show_update_disable_delete(
         "ENABLED",
     ]
     dead = next(line for line in lines if "default: dead_fraction" in line)
-    assert "> 0.5" in dead and "2 pts" in dead and "critical" in dead and dead.endswith("yes")
+    assert "> 0.5" in dead and "3 pts" in dead and "critical" in dead and dead.endswith("yes")
 
     code, out, _ = cli(
         api,
