@@ -1,7 +1,10 @@
 # collapsewatch: `make run` (server + demo) and `make test` set up everything they need.
 PYTHON ?= python3
 VENV ?= .venv
-# CPU build by default; e.g. `make run TORCH="torch==2.13.0+cu126 --index-url ..."` for CUDA.
+# torch's build. On Linux the public index's default wheel is the multi-GB CUDA build; the CPU
+# build comes from PyTorch's CPU index:
+#   make run TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+# and a CUDA build from its CUDA index (e.g. .../whl/cu126). Changing TORCH reinstalls torch.
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
@@ -17,14 +20,23 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install $(PIP_FLAGS) --upgrade pip
 
-# torch first, pinned, so nothing later pulls a CUDA build from the registry
-$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install $(PIP_FLAGS) $(TORCH)
+# torch first, pinned, so nothing later pulls a CUDA build from the registry. The stamp holds
+# the TORCH spec installed: another TORCH (`make run TORCH=...`) installs it, even in an
+# existing .venv, and the build in use is printed.
+TORCH_STAMP := $(VENV)/.torch-spec
+.PHONY: FORCE
+FORCE:
+$(TORCH_STAMP): FORCE | $(BIN)/python
+	@if [ "$$(cat $@ 2>/dev/null)" != "$(TORCH)" ]; then \
+	  echo "collapsewatch: installing $(TORCH)"; \
+	  $(PIP) install $(PIP_FLAGS) $(TORCH) && echo "$(TORCH)" > $@; \
+	else echo "collapsewatch: torch build: $(TORCH) (TORCH=... picks another)"; fi
+
+$(VENV)/.demo-installed: pyproject.toml $(TORCH_STAMP) | $(BIN)/python
 	$(PIP) install $(PIP_FLAGS) -e ".[demo]"
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install $(PIP_FLAGS) $(TORCH)
+$(VENV)/.dev-installed: pyproject.toml $(TORCH_STAMP) | $(BIN)/python
 	$(PIP) install $(PIP_FLAGS) -e ".[dev]"
 	touch $@
 

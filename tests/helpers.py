@@ -71,3 +71,13 @@ def make_batch(
         ],
         "status": status,
     }
+
+
+def add_half_dead_rule(client: Any, project: str = "proj") -> None:
+    """A rule firing at once on a layer with more than 30 % dead units (``make_batch``'s fc2
+    has half of them dead)."""
+    rule = {"name": "half dead", "indicator": "dead_fraction", "condition": "above"}
+    r = client.post(
+        f"/api/v1/projects/{project}/rules", json={**rule, "threshold": 0.3, "pending_points": 1}
+    )
+    assert r.status_code == 201, r.text

@@ -76,10 +76,21 @@ SERVER_LAYERS = {
     ),
     **dict.fromkeys(("indicators", "alerts", "webhooks", "windows", "rollups", "migrations"), 1),
     "repositories": 2,
-    "services": 3,
+    # metrics: counters the services update, and gauges read through the repositories
+    **dict.fromkeys(("services", "metrics"), 3),
     **dict.fromkeys(("api", "worker", "processor"), 4),
     **dict.fromkeys(
-        ("app", "cli", "cli_http", "cli_rules", "cli_silences", "cli_webhooks", "__init__"), 5
+        (
+            "app",
+            "cli",
+            "cli_http",
+            "cli_rules",
+            "cli_silences",
+            "cli_webhooks",
+            "cli_report",
+            "__init__",
+        ),
+        5,
     ),
 }
 
@@ -112,6 +123,37 @@ def test_server_modules_import_only_downwards() -> None:
                 if _layer(target) > _layer(source):
                     upward.append(f"{source} imports {target}")
     assert upward == []
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_the_readme_opens_with_a_screenshot_that_leaves_the_quick_start_in_view() -> None:
+    readme = (ROOT / "README.md").read_text()
+    # a Markdown image or an <img> tag (which sets the width GitHub shows)
+    first = re.search(r"!\[[^\]]*\]\(([^)]+\.png)\)|<img src=\"([^\"]+\.png)\"", readme)
+    assert first is not None
+    assert readme.index(first.group(0)) < readme.index("## Quick start")
+    width, height = png_size(ROOT / (first.group(1) or first.group(2)))
+    assert height <= 1000 and height / width <= 0.75, (width, height)
+
+
+def test_the_readme_says_how_to_install_until_collapsewatch_is_published() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "not published on PyPI yet" in readme
+    assert "https://download.pytorch.org/whl/cpu" in readme
+    assert "docs/sdk.md#installing-into-your-own-environment" in readme
+    guide = (ROOT / "docs" / "sdk.md").read_text()
+    assert "## Installing into your own environment" in guide
+    assert "pip install ." in guide and "pip wheel" in guide
+    assert "https://download.pytorch.org/whl/cpu" in guide
+    for line in (readme + guide).splitlines():  # never a bare `pip install collapsewatch`
+        assert not re.search(r"^\s*pip install collapsewatch\b", line), line
+    assert "`pip install collapsewatch`" not in readme  # nor a promise of it
 
 
 def test_server_never_imports_torch_or_the_demo_at_import_time() -> None:

@@ -13,5 +13,6 @@ model handed to :func:`watch`.
 from collapsewatch._api import finish, watch
 from collapsewatch._version import __version__
 from collapsewatch.monitor import Monitor
+from collapsewatch.reader import Api, ApiError
 
-__all__ = ["Monitor", "__version__", "finish", "watch"]
+__all__ = ["Api", "ApiError", "Monitor", "__version__", "finish", "watch"]

@@ -38,6 +38,8 @@ def watch(
         every: sample one step in ``every``; ``None`` adapts the interval (from 10, doubling up
             to 1000) so the SDK stays within about 3% of the training time.
         config: hyperparameters to store with the run (JSON-safe values, others as text).
+        tags: labels of the run (letters, digits, ``_.:-``; at most 32), set on the run when
+            the server first hears of it; the runs list filters on them.
         http_client: an ``httpx.Client`` to send with (tests pass Starlette's ``TestClient``).
         spool_dir: where batches go while the server is unreachable; default
             ``$COLLAPSEWATCH_SPOOL_DIR`` or ``~/.cache/collapsewatch/spool``.
@@ -55,7 +57,7 @@ def watch(
             not their attention sublayers: those are similar by nature and would false-alarm.
 
     Raises:
-        ValueError: for an invalid project or run name, ``every < 1`` or a block that is not
+        ValueError: for an invalid project, run name or tag, ``every < 1`` or a block that is not
             part of ``model``; nothing is raised once training runs.
     """
     return Monitor(model, optimizer, criterion, **options)

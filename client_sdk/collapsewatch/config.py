@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from pydantic import TypeAdapter, ValidationError
 
-from collapsewatch.schemas import Name
+from collapsewatch.schemas import MAX_TAGS, Name, Tag
 
 if TYPE_CHECKING:
     import uuid
@@ -37,6 +37,7 @@ ENV_DISABLED = "COLLAPSEWATCH_DISABLED"
 ENV_SPOOL_DIR = "COLLAPSEWATCH_SPOOL_DIR"
 
 _NAME = TypeAdapter(Name)
+_TAG = TypeAdapter(Tag)
 _FALSE = {"", "0", "false", "no", "off"}
 
 
@@ -49,6 +50,7 @@ class WatchOptions(TypedDict, total=False):
     token: str | None
     every: int | None
     config: dict[str, Any] | None
+    tags: Sequence[str] | None
     http_client: httpx.Client | None
     spool_dir: str | os.PathLike[str] | None
     enabled: bool
@@ -93,6 +95,29 @@ def check_name(value: str, what: str) -> str:
             f"collapsewatch: invalid {what} name {value!r}: use letters, digits, '_', '.', '-', "
             "starting with a letter or digit, at most 128 characters"
         ) from None
+
+
+def check_tags(tags: Sequence[str] | None) -> list[str]:
+    """The run's tags, de-duplicated in the order given; ``ValueError`` naming the first bad
+    one (raised in ``watch()``, before training starts)."""
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        raise ValueError(f"collapsewatch: tags must be a list of strings, not the string {tags!r}")
+    out: list[str] = []
+    for tag in tags:
+        try:
+            checked = str(_TAG.validate_python(tag))
+        except ValidationError:
+            raise ValueError(
+                f"collapsewatch: invalid tag {tag!r}: use letters, digits, '_', '.', ':', '-', "
+                "starting with a letter or digit, at most 64 characters"
+            ) from None
+        if checked not in out:
+            out.append(checked)
+    if len(out) > MAX_TAGS:
+        raise ValueError(f"collapsewatch: {len(out)} tags; a run has at most {MAX_TAGS}")
+    return out
 
 
 def server_url(server: str | None) -> str:

@@ -33,12 +33,14 @@ class RunDocument:
         started_at: datetime,
         probes: Sequence[Probe],
         sampler: Sampler,
+        tags: list[str] | None = None,
     ) -> None:
         self.run_id, self.project, self.name = run_id, project, name
         self.config = config
         self.started_at = started_at
         self._probes = probes  # the monitor's list: probes added later are seen
         self._sampler = sampler
+        self.tags = tags  # sent only when set: older servers keep taking the batches
         self.infos: list[ProbeInfo] = []
         for probe in probes:
             self.infos += probe.infos(len(self.infos))
@@ -73,4 +75,5 @@ class RunDocument:
             probes=self.infos,
             coverage=self.coverage,
             sampling_every=self._sampler.every,
+            tags=self.tags,
         )

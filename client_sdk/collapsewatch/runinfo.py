@@ -39,6 +39,7 @@ def build(
     probes: list[ProbeInfo],
     coverage: dict[str, FamilyCoverage] | None = None,
     sampling_every: int | None = None,
+    tags: list[str] | None = None,
 ) -> dict[str, Any]:
     """A validated ``RunInfo`` as a JSON-ready dict, built once and reused by every batch
     until something in it changes."""
@@ -55,5 +56,7 @@ def build(
         probes=probes,
         coverage=coverage or {},
         sampling_every=sampling_every,
+        tags=tags or [],
     )
-    return info.model_dump(mode="json")
+    # no "tags" key without tags: a server older than the field refuses unknown fields
+    return info.model_dump(mode="json", exclude=None if tags else {"tags"})

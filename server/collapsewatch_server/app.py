@@ -25,11 +25,15 @@ from collapsewatch_server.api import (
     silences,
     webhooks,
 )
+from collapsewatch_server.api import (
+    metrics as metrics_api,
+)
 from collapsewatch_server.api.deps import refuse_control_characters
 from collapsewatch_server.api.edges import EdgeChecks
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database, make_engine, migrate
 from collapsewatch_server.errors import Busy, DomainError
+from collapsewatch_server.metrics import Metrics
 from collapsewatch_server.processor import Processor
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.services.parsed_batches import ParsedBatches
@@ -43,16 +47,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.db_url, echo=settings.db_echo)
     migrate(engine)
     db = Database(engine)
+    metrics = Metrics()
+    metrics.watch_database(db)
     # The webhook deliverer and the stall scan run with the server, on its event loop; the
     # services of the routes ring its doorbell when they commit deliveries.
-    worker = Worker(db, settings)
+    worker = Worker(db, settings, metrics)
     # Every server process processes accepted batches (indicators, points, alerts), whether
     # or not it delivers webhooks.
     # ... and takes the batches the routes accepted already parsed (not validated twice).
     parsed = ParsedBatches()
-    processor = Processor(ServiceContext(db, settings, wake_deliverer=worker.wake, parsed=parsed))
+    processor = Processor(
+        ServiceContext(db, settings, wake_deliverer=worker.wake, metrics=metrics, parsed=parsed)
+    )
     context = ServiceContext(
-        db, settings, wake_deliverer=worker.wake, wake_processor=processor.wake, parsed=parsed
+        db,
+        settings,
+        wake_deliverer=worker.wake,
+        wake_processor=processor.wake,
+        metrics=metrics,
+        parsed=parsed,
     )
 
     @asynccontextmanager
@@ -105,7 +118,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(silences.router)
     app.include_router(ingest_tokens.router)
     app.include_router(charts.router)
+    app.include_router(metrics_api.router)
     app.include_router(pages.router)
+    app.include_router(pages.reports)
     app.include_router(docs.router)
     openapi.install(app)
     return app

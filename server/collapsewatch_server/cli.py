@@ -1,4 +1,4 @@
-"""The ``collapsewatch`` command: serve, demo, token, sync, migrate, rules, webhooks.
+"""The ``collapsewatch`` command: serve, demo, token, sync, migrate, rules, webhooks, report.
 
 Only the standard library is imported at module level: ``collapsewatch sync`` works with the
 SDK alone, and the server's dependencies load only for the commands that need them.
@@ -7,17 +7,24 @@ SDK alone, and the server's dependencies load only for the commands that need th
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server import cli_rules, cli_silences, cli_webhooks
+from collapsewatch._version import __version__
+from collapsewatch_server import cli_report, cli_rules, cli_silences, cli_webhooks
 
 if TYPE_CHECKING:
     from collapsewatch_server.config import Settings
 
+PORT_IN_USE = (
+    "collapsewatch: port {port} on {host} is in use (another collapsewatch server?); "
+    "stop it, or pick another port with --port, e.g. --port {other}"
+)
 _NEEDS_SERVER_EXTRA = (
     "collapsewatch: this command needs the server extra: pip install 'collapsewatch[server]'"
 )
@@ -50,17 +57,36 @@ def _check_bind(settings: Settings) -> None:
         sys.exit("collapsewatch: " + message)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` for uvicorn; a port already taken exits with a hint
+    instead of uvicorn's traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            sys.exit(PORT_IN_USE.format(host=host, port=port, other=port + 1))
+        sys.exit(f"collapsewatch: cannot listen on {host}:{port}: {exc.strerror or exc}")
+    sock.set_inheritable(True)
+    return sock
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server in the foreground."""
     settings = _settings(args)
     _check_bind(settings)
+    sock = listen(settings.host, settings.port)
     import uvicorn
 
     from collapsewatch_server.app import create_app
 
     app = create_app(settings)
     print(f"collapsewatch: dashboard at http://{settings.host}:{settings.port}/", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -68,6 +94,7 @@ class BackgroundServer:
     """A uvicorn server on a thread of this process (for ``demo``), stopped with :meth:`stop`."""
 
     def __init__(self, settings: Settings, log_level: str = "warning") -> None:
+        sock = listen(settings.host, settings.port)
         import uvicorn
 
         from collapsewatch_server.app import create_app
@@ -77,7 +104,9 @@ class BackgroundServer:
         )
         self.server = uvicorn.Server(config)
         self.url = f"http://{settings.host}:{settings.port}"
-        self.thread = threading.Thread(target=self.server.run, name="collapsewatch-server")
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, name="collapsewatch-server"
+        )
 
     def start(self, timeout: float = 30.0) -> None:
         self.thread.start()
@@ -121,6 +150,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         background = BackgroundServer(settings)
         background.start()
         server_url = background.url
+    try:
+        return _demo(args, server_url, background)
+    except KeyboardInterrupt:
+        # Ctrl-C while training or serving: stop the server's thread before the interpreter
+        # shuts down (its executors refuse new work then, and tracebacks follow).
+        print("\ncollapsewatch: stopped", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        if background is not None:
+            background.stop()
+
+
+def _demo(args: argparse.Namespace, server_url: str, background: BackgroundServer | None) -> int:
     print(f"collapsewatch: dashboard at {server_url}/", flush=True)
     SCENARIOS, run_scenario = _scenarios()
     if args.scenario not in SCENARIOS:
@@ -129,16 +171,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     results = run_scenario(args.scenario, server_url, project=args.project, token=args.token)
     for result in results:
         print(f"collapsewatch: run page {server_url}/runs/{result.run_id}", flush=True)
-    if background is not None:
-        if args.exit:
-            background.stop()
-            return 0
+    if background is not None and not args.exit:
         print("collapsewatch: the server keeps running; Ctrl-C stops it.", flush=True)
-        try:
-            while background.thread.is_alive():
-                background.thread.join(timeout=0.5)
-        except KeyboardInterrupt:
-            background.stop()
+        while background.thread.is_alive():
+            background.thread.join(timeout=0.5)
     return 0
 
 
@@ -215,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="collapsewatch", description="Watch neural networks for collapse while they train."
     )
+    parser.add_argument("--version", action="version", version=f"collapsewatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def db_option(p: argparse.ArgumentParser) -> None:
@@ -275,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_rules.add_parser(sub)
     cli_webhooks.add_parser(sub)
+    cli_report.add_parser(sub)
     cli_silences.add_parser(sub)
     return parser
 

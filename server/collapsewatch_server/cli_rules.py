@@ -122,9 +122,20 @@ def _pending(rule: dict[str, Any]) -> str:
     return "-"
 
 
+def _warmup(rule: dict[str, Any]) -> str:
+    """When judging starts: "<200 or healthy" (threshold rules also start at their layer's
+    first healthy point), ">=200" (drop, rise), "-" without a warm-up."""
+    steps = rule.get("warmup_steps") or 0
+    if not steps:
+        return "-"
+    return f">={steps}" if rule["condition"] in ("drop", "rise") else f"<{steps} or healthy"
+
+
 def format_table(rules: Sequence[dict[str, Any]]) -> str:
     """Rules as an aligned text table."""
-    header = ("ID", "NAME", "INDICATOR", "PROBE", "CONDITION", "PENDING", "SEVERITY", "ENABLED")
+    header = (
+        "ID", "NAME", "INDICATOR", "PROBE", "CONDITION", "PENDING", "WARM-UP", "SEVERITY", "ENABLED"
+    )  # fmt: skip
     rows = [
         (
             str(r["id"]),
@@ -133,6 +144,7 @@ def format_table(rules: Sequence[dict[str, Any]]) -> str:
             r["probe"] + (f" (run {r['run']})" if r.get("run") else ""),
             describe_condition(r),
             _pending(r),
+            _warmup(r),
             r["severity"],
             "yes" if r["enabled"] else "no",
         )

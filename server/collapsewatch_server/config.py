@@ -71,6 +71,16 @@ class Settings(BaseSettings):
         default=3, ge=1, description="processing attempts before a batch is set aside"
     )
 
+    # retention
+    raw_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="delete raw statistic records older than this (indicator points are kept)",
+    )
+    raw_retention_batch: int = Field(
+        default=5000, ge=1, description="raw records deleted per transaction"
+    )
+
     # alerts and webhooks
     worker: bool = Field(default=True, description="run the deliverer and the stall scanner")
     worker_poll_s: float = Field(default=0.5, gt=0, description="outbox poll when not woken")

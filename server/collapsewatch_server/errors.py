@@ -27,6 +27,11 @@ RULE_NAME_TAKEN = "project {project!r} already has a rule named {name!r}"
 UNKNOWN_INDICATOR = "unknown indicator {indicator!r}; GET /api/v1/indicators lists them"
 INDICATOR_NOT_IN_RUN = "no series of indicator {indicator!r} in run {run_id}"
 SPECTRUM_NOT_FOUND = "no covariance spectrum of probe {probe!r} in run {run_id}"
+RAW_RETENTION_NOTE = (
+    "raw statistics older than {days:g} days are deleted (COLLAPSEWATCH_RAW_RETENTION_DAYS): "
+    "indicator points are kept, but what needs the raw records (spectra, recomputing "
+    "indicators) is gone for older steps"
+)
 TOKEN_NOT_FOUND = "token {token_id} not found in project {project!r}"
 WEBHOOK_NOT_FOUND = "webhook {webhook_id} not found in project {project!r}"
 SILENCE_NOT_FOUND = "silence {silence_id} not found in project {project!r}"
@@ -44,6 +49,10 @@ WEBHOOK_URL_PRIVATE = (
     "set COLLAPSEWATCH_WEBHOOK_ALLOW_PRIVATE=true to allow private targets"
 )
 WEBHOOK_DISABLED = "webhook disabled before this delivery was sent"
+PARQUET_NEEDS_PYARROW = (
+    "Parquet export needs pyarrow on the server: pip install 'collapsewatch[parquet]' "
+    "(or ask for format=csv)"
+)
 HOST_MISSING = "the request has no Host header"
 HOST_UNTRUSTED = (
     "Host {host!r} is not a name this server answers to: use localhost or 127.0.0.1, "
@@ -138,3 +147,9 @@ class Invalid(DomainError):
     @property
     def detail(self) -> Any:
         return self.problems
+
+
+class NotImplementedHere(DomainError):
+    """A feature this installation cannot serve (an optional dependency is missing): 501."""
+
+    status_code = 501

@@ -99,6 +99,15 @@ class Run(Base):
     __table_args__ = (Index("ix_runs_project_started", "project_id", "started_at"),)
 
 
+class RunTag(Base):
+    """A tag of a run (``watch(tags=[...])`` or the dashboard): the runs list filters on it."""
+
+    __tablename__ = "run_tags"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
 class Probe(Base):
     __tablename__ = "probes"
 
@@ -161,6 +170,9 @@ class StatRecordRow(Base):
     probe_id: Mapped[int] = mapped_column(ForeignKey("probes.id", ondelete="CASCADE"))
     step: Mapped[int] = mapped_column(BigInteger)
     stats: Mapped[bytes] = mapped_column(LargeBinary)
+    #: When it was stored: retention deletes records older than its horizon. None for
+    #: records stored before this was kept (their run's last data stands in for it).
+    received_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
 
     __table_args__ = (Index("ix_stat_records_probe_step", "probe_id", "step"),)
 

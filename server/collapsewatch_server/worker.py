@@ -18,8 +18,9 @@ from datetime import datetime
 
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database
+from collapsewatch_server.metrics import Metrics
 from collapsewatch_server.poll_loop import PollLoop
-from collapsewatch_server.services import alerts, deliveries
+from collapsewatch_server.services import alerts, deliveries, retention
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.tables import utcnow
 from collapsewatch_server.webhooks.deliverer import Deliverer, DeliveryJob
@@ -41,10 +42,12 @@ def lease_s(settings: Settings) -> float:
 class Worker:
     """Deliverer loop plus the stall scan; :meth:`start` on the loop, :meth:`stop` to finish."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         #: The services this worker runs; their doorbell is this worker's.
-        self.context = ServiceContext(db, settings, wake_deliverer=self.wake)
+        self.context = ServiceContext(
+            db, settings, wake_deliverer=self.wake, metrics=metrics or Metrics()
+        )
         self._poll = PollLoop(
             "collapsewatch-worker", self._round, settings.worker_poll_s, log, "webhook worker"
         )
@@ -92,6 +95,7 @@ class Worker:
         if now >= self._next_scan:
             self._next_scan = now + SCAN_EVERY_S
             await asyncio.to_thread(alerts.scan_stalled, self.context, utcnow())
+            await asyncio.to_thread(retention.prune_raw, self.context, utcnow())
         return await self._delay()
 
     async def _claim_and_send(self) -> None:
@@ -111,6 +115,8 @@ class Worker:
 
     def _done(self, task: asyncio.Task[DeliveryStatus]) -> None:
         job = self._in_flight.pop(task, None)
+        if not task.cancelled() and task.exception() is None:
+            self.context.metrics.deliveries.labels(task.result().value).inc()
         if not task.cancelled() and task.exception() is not None and job is not None:
             # The claim stays until its lease expires; then the delivery is due again.
             log.error("delivery %s failed unexpectedly", job.delivery_id, exc_info=task.exception())

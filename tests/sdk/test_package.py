@@ -10,7 +10,7 @@ from pathlib import Path
 
 import collapsewatch
 
-HEAVY = ("fastapi", "sqlalchemy", "uvicorn", "plotly", "starlette", "torch")
+HEAVY = ("fastapi", "sqlalchemy", "uvicorn", "plotly", "starlette", "torch", "pandas", "pyarrow")
 
 
 def test_import_is_light() -> None:
@@ -32,7 +32,14 @@ def test_all_lists_exactly_the_public_names() -> None:
         and (not name.startswith("_") or name == "__version__")
     }
     assert sorted(collapsewatch.__all__) == sorted(exported)
-    assert set(collapsewatch.__all__) == {"watch", "Monitor", "finish", "__version__"}
+    assert set(collapsewatch.__all__) == {
+        "watch",
+        "Monitor",
+        "finish",
+        "__version__",
+        "Api",
+        "ApiError",
+    }
 
 
 def test_version_is_a_string() -> None:

@@ -51,6 +51,7 @@ def test_list_create_show_update_disable_delete(
         "PROBE",
         "CONDITION",
         "PENDING",
+        "WARM-UP",
         "SEVERITY",
         "ENABLED",
     ]
@@ -138,3 +139,19 @@ def test_unreachable_server_exits_1(capsys: Any) -> None:
     )
     assert cmd_rules(args) == 1
     assert "cannot reach the server" in capsys.readouterr().err
+
+
+def test_list_shows_each_rules_warm_up(api: TestClient, capsys: Any) -> None:
+    for name, condition, extra in (
+        ("early dead", "above", ["--threshold", "0.5"]),
+        ("late drop", "drop", ["--percent", "50"]),
+    ):
+        code, _, err = cli(
+            api, capsys, "create", "--name", name, "--indicator", "value",
+            "--condition", condition, *extra, "--warmup-steps", "200",
+        )  # fmt: skip
+        assert code == 0, err
+    _, out, _ = cli(api, capsys, "list")
+    lines = out.splitlines()
+    assert "<200 or healthy" in next(line for line in lines if "early dead" in line)
+    assert ">=200" in next(line for line in lines if "late drop" in line)

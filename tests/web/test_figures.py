@@ -241,3 +241,22 @@ def test_a_resumed_run_shows_a_gap_and_a_line_where_it_resumed() -> None:
     assert trace["y"] == [0.1, 0.2, 0.3, None, 0.4, 0.5], "the line breaks at the resume"
     lines = [s for s in fig.layout.shapes if s.x0 == s.x1 == 10]
     assert len(lines) == 1 and lines[0].name == "resumed"
+
+
+def test_a_nan_step_is_marked_not_only_a_gap() -> None:
+    """A loss that turns NaN at step 3: an x at each NaN step, at the last finite value, and a
+    dotted line at the first one; a series with only finite values gets neither."""
+    loss = points("loss", [0, 1, 2, 3, 4], [0.9, 0.8, 0.7, None, None])
+    data = figures.figure_json(figures.indicator_figure(info(), [loss]))
+    marks = [t for t in data["data"] if t.get("uid") == figures.NONFINITE_UID]
+    assert len(marks) == 1
+    assert marks[0]["x"] == [3, 4] and marks[0]["y"] == [0.7, 0.7]
+    assert marks[0]["marker"]["symbol"] == "x"
+    assert data["data"][0]["y"] == [0.9, 0.8, 0.7, None, None]  # the line keeps its gap
+    lines = [s for s in data["layout"]["shapes"] if s.get("name") == "nonfinite"]
+    assert [s["x0"] for s in lines] == [3]
+    assert "NaN at step 3" in [a["text"] for a in data["layout"]["annotations"]]
+    from_start = figures.indicator_figure(info(), [points("loss", [0, 1], [None, None])])
+    assert list(from_start.data[-1].y) == [0.0, 0.0]
+    finite = figures.indicator_figure(info(), [points("loss", [0, 1], [0.5, 0.4])])
+    assert all(t.uid != figures.NONFINITE_UID for t in finite.data)

@@ -245,7 +245,7 @@ DEAD_CRITICAL = FamilyHealth(family="dead_units", title="Dead units", state="cri
 def test_runs_page_without_runs_explains_how_to_start() -> None:
     html = render.render_runs_page([])
     assert "collapsewatch.watch(" in html
-    assert 'id="runs-table" data-project="" data-q="" hidden>' in html
+    assert 'id="runs-table" data-project="" data-q="" data-tag="" hidden>' in html
     assert "No run matches" in render.render_runs_page([], q="nothing")
 
 

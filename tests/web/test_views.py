@@ -55,9 +55,14 @@ def levels(thresholds: list[Threshold]) -> list[tuple[float, str, str]]:
 def test_enabled_rules_give_the_lines_else_the_catalogue() -> None:
     ind = info(warn=0.2, critical=0.5)
     assert levels(views.thresholds_for(ind, [rule(threshold=0.3)])) == [(0.3, "above", "critical")]
-    catalogue = views.thresholds_for(ind, [rule(enabled=False)])
+    catalogue = views.thresholds_for(ind, [rule(indicator="loss")])
     assert levels(catalogue) == [(0.2, "above", "warning"), (0.5, "above", "critical")]
     assert {t.source for t in catalogue} == {"catalogue"}
+    # a rule that ships (or was set) disabled switches the indicator's judgement off: no
+    # warnings on the page where no alert can fire
+    assert views.thresholds_for(ind, [rule(enabled=False)]) == []
+    both = [rule(enabled=False), rule(threshold=0.7)]
+    assert levels(views.thresholds_for(ind, both)) == [(0.7, "above", "critical")]
     assert views.thresholds_for(info("info", warn=1.0), []) == [], "info indicators never alarm"
 
 
@@ -199,3 +204,25 @@ def test_model_summary() -> None:
 def test_catalogue_thresholds_and_figure_lines_agree() -> None:
     ind = info(warn=0.2, critical=0.5)
     assert levels(figures.catalogue_thresholds(ind)) == levels(views.thresholds_for(ind, []))
+
+
+def test_a_comparison_opens_where_the_runs_differ_most() -> None:
+    def at(indicator: str, probe: str, value: float | None) -> PointEvent:
+        return PointEvent(indicator=indicator, probe=probe, step=10, value=value)
+
+    collapsed = [at("dead_fraction", "fc1", 0.0), at("dead_fraction", "fc2", 0.7),
+                 at("loss", "loss", 0.5), at("grad_norm", "w", 120.0)]  # fmt: skip
+    control = [at("dead_fraction", "fc1", 0.0), at("dead_fraction", "fc2", 0.01),
+               at("loss", "loss", 0.4), at("grad_norm", "w", 100.0)]  # fmt: skip
+    order = ["dead_fraction", "loss", "grad_norm"]
+    assert views.most_different([collapsed, control], order) == ("dead_fraction", "fc2")
+    assert views.most_different([collapsed, control], order, "loss") == ("loss", "loss")
+    # one run alone, or NaN on one side, compares nothing
+    assert views.most_different([collapsed], order) is None
+    assert (
+        views.most_different([[at("loss", "loss", None)], [at("loss", "loss", 1.0)]], order) is None
+    )
+    # a tie goes to the catalogue's order
+    tie = [[at("loss", "loss", 0.0), at("dead_fraction", "fc3", 0.0)],
+           [at("loss", "loss", 1.0), at("dead_fraction", "fc3", 2.0)]]  # fmt: skip
+    assert views.most_different(tie, order) == ("dead_fraction", "fc3")

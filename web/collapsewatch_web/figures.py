@@ -47,6 +47,10 @@ RESOLVED_COLOUR = "#16a34a"
 MUTED_COLOUR = "rgba(128, 128, 128, 0.35)"
 #: Alert markers' trace; live updates find probe traces by name and must skip it.
 ALERTS_UID = "alerts"
+#: The trace marking where a line's value was NaN or infinite (a gap alone is easy to miss).
+NONFINITE_UID = "nonfinite"
+#: Non-finite steps marked on one chart at most.
+MAX_NONFINITE_MARKS = 2000
 FONT = "system-ui, -apple-system, 'Segoe UI', sans-serif"
 
 
@@ -204,6 +208,37 @@ def _marker_trace(markers: Sequence[Marker]) -> go.Scatter:
     )
 
 
+def _nonfinite_trace(series: Sequence[SeriesPoints]) -> go.Scatter | None:
+    """An ``x`` on each line where its value was NaN or infinite (stored as None), at the
+    line's last finite value before it (0 when it never had one): a loss that turns NaN is
+    marked, not just a line that stops. None when every value is finite."""
+    xs: list[int] = []
+    ys: list[float] = []
+    texts: list[str] = []
+    for points in series:
+        last = 0.0
+        for step, value in zip(points.steps, points.values, strict=True):
+            if value is not None and math.isfinite(value):
+                last = value
+            elif len(xs) < MAX_NONFINITE_MARKS:
+                xs.append(step)
+                ys.append(last)
+                texts.append(f"{points.probe}: NaN or inf at step {step}")
+    if not xs:
+        return None
+    return go.Scatter(
+        x=xs,
+        y=ys,
+        mode="markers",
+        name="NaN or inf",
+        uid=NONFINITE_UID,
+        showlegend=False,
+        hovertext=texts,
+        hovertemplate="%{hovertext}<extra></extra>",
+        marker={"symbol": "x", "size": 10, "color": SEVERITY_COLOURS["critical"]},
+    )
+
+
 def base_layout(
     y_title: str, uirevision: str, theme: Theme, *, height: int = 260
 ) -> dict[str, Any]:
@@ -271,6 +306,17 @@ def indicator_figure(
         )
     if markers:
         fig.add_trace(_marker_trace(markers))
+    nonfinite = _nonfinite_trace(series)
+    if nonfinite is not None:
+        fig.add_trace(nonfinite)
+        first = min(nonfinite.x)
+        fig.add_vline(
+            x=first,
+            line={"dash": "dot", "width": 1, "color": SEVERITY_COLOURS["critical"]},
+            name="nonfinite",
+            annotation={"text": f"NaN at step {first}", "font": {"size": 10}},
+            annotation_position="top right",
+        )
     _threshold_lines(fig, lines)
     for step in resumed:
         fig.add_vline(

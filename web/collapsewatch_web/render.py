@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
 
 from collapsewatch._version import __version__
 from collapsewatch.schemas import ProbeKind
@@ -89,21 +89,29 @@ def _environment() -> Environment:
 _ENV = _environment()
 
 
+def template(name: str) -> Template:
+    """A template of this package, in the pages' environment (filters, macros, themes)."""
+    return _ENV.get_template(name)
+
+
 def render_runs_page(
     runs: Sequence[RunOverview],
     *,
     projects: Sequence[str] = (),
     project: str | None = None,
     q: str | None = None,
+    tag: str | None = None,
     show_logout: bool = False,
 ) -> str:
-    """The runs list, newest first as given, with each run's health per family; ``project``
-    and ``q`` when the list is filtered (to one project, to names containing ``q``)."""
+    """The runs list, newest first as given, with each run's health per family and tags;
+    ``project``, ``q`` and ``tag`` when the list is filtered (to one project, to names
+    containing ``q``, to runs carrying ``tag``)."""
     return _ENV.get_template("runs.html").render(
         runs=runs,
         projects=projects,
         project=project,
         q=q,
+        tag=tag,
         show_logout=show_logout,
         nav="runs",
     )
@@ -352,7 +360,17 @@ def rule_summary(rule: RulePublic) -> str:
     return text
 
 
+def warmup_text(rule: RulePublic) -> str:
+    """A rule's warm-up as people say it: when its judging starts (a dash without one)."""
+    if not rule.warmup_steps:
+        return "\u2013"  # the en dash of the pages' empty cells
+    if rule.condition in (Condition.drop, Condition.rise):
+        return f"from step {rule.warmup_steps}"
+    return f"until step {rule.warmup_steps} or a healthy point"
+
+
 _ENV.filters["rule_summary"] = rule_summary
+_ENV.filters["warmup"] = warmup_text
 
 
 def render_settings_page(

@@ -78,18 +78,24 @@ def thresholds_for(
     probes: Sequence[str] = (),
 ) -> list[Threshold]:
     """The levels ``info`` is judged against on a run: those of the enabled rules watching it
-    (fixed levels only: a relative drop has no fixed line), else the catalogue's defaults.
+    (fixed levels only: a relative drop has no fixed line), else the catalogue's defaults,
+    unless rules watching it are all disabled: then none (the project switched it off, and a
+    page must not warn where no alert can fire).
 
     A rule counts when its run glob matches ``run_name`` and, when ``probes`` are given, its
     probe glob matches one of them.
     """
     out: list[Threshold] = []
+    switched_off = False
     for rule in rules:
-        if not rule.enabled or rule.indicator != info.name:
+        if rule.indicator != info.name:
             continue
         if not glob_matches(run_name, rule.run):
             continue
         if probes and not any(glob_matches(p, rule.probe) for p in probes):
+            continue
+        if not rule.enabled:
+            switched_off = True
             continue
         levels: list[tuple[float, Side]] = []
         if rule.condition in (Condition.above, Condition.below) and rule.threshold is not None:
@@ -107,7 +113,7 @@ def thresholds_for(
             )
             for level, side in levels
         )
-    if out or info.direction == "info":
+    if out or switched_off or info.direction == "info":
         return out
     side: Side = "above" if info.direction == "high_is_bad" else "below"
     for level, severity, label in (
@@ -307,3 +313,32 @@ def coverage_rows(coverage: Mapping[str, FamilyCoverage]) -> list[tuple[str, boo
     order = {f: i for i, f in enumerate(FAMILY_TITLES)}
     rows = sorted(coverage.items(), key=lambda kv: (not kv[1].watched, order.get(kv[0], 99)))
     return [(family_title(f), c.watched, c.detail) for f, c in rows]
+
+
+def most_different(
+    newest: Sequence[Sequence[PointEvent]], order: Sequence[str], indicator: str | None = None
+) -> tuple[str, str] | None:
+    """The (indicator, probe) where runs differ most at their newest points, for a comparison
+    to open on: the spread of the runs' values over the largest of them (so indicators of any
+    scale compare), among series two runs or more have; ``indicator`` narrows it to one.
+    Ties go to ``order`` (the catalogue's), then to the first probe seen. None when no series
+    is shared."""
+    values: dict[tuple[str, str], list[float]] = {}
+    for run_points in newest:
+        for p in run_points:
+            if indicator is not None and p.indicator != indicator:
+                continue
+            if p.value is not None and math.isfinite(p.value):
+                values.setdefault((p.indicator, p.probe), []).append(p.value)
+    rank = {name: i for i, name in enumerate(order)}
+    best: tuple[float, int, int] | None = None
+    chosen: tuple[str, str] | None = None
+    for seen, (key, vs) in enumerate(values.items()):
+        if len(vs) < 2:
+            continue
+        scale = max(abs(v) for v in vs)
+        spread = (max(vs) - min(vs)) / scale if scale > 0 else 0.0
+        score = (-spread, rank.get(key[0], len(rank)), seen)
+        if best is None or score < best:
+            best, chosen = score, key
+    return chosen

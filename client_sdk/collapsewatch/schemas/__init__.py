@@ -43,6 +43,9 @@ SCHEMA_VERSION: Final = 1
 
 #: Names of projects and runs: what a user types on the command line or sees in a URL.
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+#: Tags of a run: short labels to group and filter runs by ("baseline", "lr-sweep", "v2:ablation").
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
+MAX_TAGS = 32
 #: Probe names are module paths ("encoder.layers.0.linear1"), parameter names or fixed names.
 ProbeName = Annotated[str, Field(min_length=1, max_length=256), NAME_CHARS]
 StatName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
@@ -139,6 +142,9 @@ class RunInfo(_Wire):
     )
     #: The SDK's sampling interval when the batch was made (one step in ``sampling_every``).
     sampling_every: int | None = Field(default=None, ge=1, le=1 << 30)
+    #: ``watch(tags=[...])``; the server sets them on the run it creates. Sent only when set,
+    #: so servers older than this field keep taking the SDK's batches.
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
 
 
 class StatRecord(_Wire):

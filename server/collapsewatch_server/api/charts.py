@@ -76,9 +76,10 @@ def overview(
     project: str | None = None,
     q: Annotated[str | None, Query(max_length=128, description="part of the run name")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    tag: Annotated[str | None, Query(max_length=64, description="runs carrying it")] = None,
 ) -> list[RunOverview]:
     """Runs newest first, each with its worst alert state per indicator family."""
-    return charts.runs_overview(ctx, project, q, limit)
+    return charts.runs_overview(ctx, project, q, limit, tag or None)
 
 
 @router.get("/firing", response_model=list[FiringAlert], responses={404: {}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import zlib
 
 from fastapi import APIRouter, Request
@@ -70,15 +71,28 @@ async def ingest(
     """Validate and store one batch; its indicators and alerts follow at once (``queued``
     until then). A batch id seen before is acknowledged, not stored again (409 when its
     content differs). 503 with Retry-After when the processing queue is deep."""
-    raw = await read_body(request, ctx.settings.max_body_bytes)
+    metrics = ctx.metrics
+    started = time.perf_counter()
     try:
-        batch = IngestBatch.model_validate_json(raw)
-    except ValidationError as exc:
-        problems = exc.errors(include_url=False, include_input=False, include_context=False)
-        status = 400 if any(p["type"] == "json_invalid" for p in problems) else 422
-        return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=status)
-    await check_ingest_throttled(request, ctx, token, batch.run.project)
-    return await accept(ctx, processor, batch, raw)
+        raw = await read_body(request, ctx.settings.max_body_bytes)
+        try:
+            batch = IngestBatch.model_validate_json(raw)
+        except ValidationError as exc:
+            problems = exc.errors(include_url=False, include_input=False, include_context=False)
+            status = 400 if any(p["type"] == "json_invalid" for p in problems) else 422
+            metrics.rejected(status)
+            return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=status)
+        await check_ingest_throttled(request, ctx, token, batch.run.project)
+        result = await accept(ctx, processor, batch, raw)
+    except errors.DomainError as exc:
+        metrics.rejected(exc.status_code)
+        raise
+    metrics.ingest_batches.labels("duplicate" if result.duplicate else "accepted").inc()
+    if not result.duplicate:
+        metrics.ingest_records.inc(result.records)
+        metrics.ingest_bytes.inc(len(raw))
+    metrics.ingest_latency.observe(time.perf_counter() - started)
+    return result
 
 
 async def check_ingest_throttled(

@@ -27,7 +27,7 @@ from collapsewatch_server.api.deps import (
     may_read,
 )
 from collapsewatch_server.config import Settings
-from collapsewatch_server.services import pages
+from collapsewatch_server.services import pages, report
 from collapsewatch_web import assets, render
 from collapsewatch_web.api_schemas.alerts import EventStatus, Severity
 
@@ -80,12 +80,15 @@ protected = APIRouter(include_in_schema=False, dependencies=[Depends(require_pag
 
 
 @protected.get("/", response_class=HTMLResponse)
-def runs_page(ctx: ContextDep, project: str | None = None, q: str | None = None) -> HTMLResponse:
+def runs_page(
+    ctx: ContextDep, project: str | None = None, q: str | None = None, tag: str | None = None
+) -> HTMLResponse:
     """Every run, newest first, with its health per indicator family; ``?project=`` narrows
-    the list to one project, ``?q=`` to names containing it."""
+    the list to one project, ``?q=`` to names containing it, ``?tag=`` to runs carrying it."""
     project, q = project or None, (q or "").strip()[:128] or None
+    tag = (tag or "").strip()[:64] or None
     try:
-        return _html(pages.runs_page(ctx, project, q))
+        return _html(pages.runs_page(ctx, project, q, tag))
     except errors.NotFound as exc:
         return _html(pages.error_page(ctx, 404, exc.message), 404)
 
@@ -103,6 +106,37 @@ def run_page(
         return _html(pages.run_page(ctx, uuid.UUID(run_id), at, indicator))
     except (ValueError, errors.NotFound):  # ValueError: not a UUID, so no such run either
         return _html(pages.error_page(ctx, 404, errors.RUN_NOT_FOUND.format(run_id=run_id)), 404)
+
+
+#: The report carries its own scripts and data inline, and fetches nothing.
+_REPORT_HEADERS = {
+    **_HTML_HEADERS,
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'",
+}
+
+
+#: The report is a file to keep, fetched by scripts too: in the OpenAPI document, unlike pages.
+reports = APIRouter(tags=["read"], dependencies=[Depends(require_page_read)])
+
+
+@reports.get(
+    "/runs/{run_id}/report.html",
+    response_class=HTMLResponse,
+    responses={
+        200: {"content": {"text/html": {}}},
+        404: {"description": "unknown run (an HTML page)", "content": {"text/html": {}}},
+    },
+)
+def run_report(run_id: str, ctx: ContextDep) -> HTMLResponse:
+    """The run as one self-contained HTML file (Plotly, styles and figures inline): health,
+    every alert event and every family's charts, readable offline."""
+    try:
+        body, filename = report.run_report(ctx, uuid.UUID(run_id))
+    except (ValueError, errors.NotFound):  # ValueError: not a UUID, so no such run either
+        return _html(pages.error_page(ctx, 404, errors.RUN_NOT_FOUND.format(run_id=run_id)), 404)
+    headers = {**_REPORT_HEADERS, "Content-Disposition": f'inline; filename="{filename}"'}
+    return HTMLResponse(body, headers=headers)
 
 
 @protected.get("/compare", response_class=HTMLResponse)

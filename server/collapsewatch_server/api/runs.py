@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response, StreamingResponse
 
 from collapsewatch._version import __version__
 from collapsewatch_server.api.deps import ContextDep, ReadAuth
 from collapsewatch_server.indicators import CATALOGUE
-from collapsewatch_server.services import projects, runs
+from collapsewatch_server.services import export, projects, runs
 from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
 from collapsewatch_web.api_schemas.runs import (
     HealthPublic,
     ProjectPublic,
     RunDetail,
     RunPublic,
+    RunTags,
     SeriesKey,
     SeriesPoints,
 )
@@ -43,15 +46,30 @@ def list_projects(ctx: ContextDep) -> list[ProjectPublic]:
 def list_runs(
     ctx: ContextDep,
     project: str | None = None,
+    tag: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[RunPublic]:
-    """Runs, newest first."""
-    return runs.list_runs(ctx, project, limit=limit)
+    """Runs, newest first (of one project, carrying one tag, when given)."""
+    return runs.list_runs(ctx, project, limit=limit, tag=tag)
 
 
 @api.get("/runs/{run_id}", response_model=RunDetail)
 def get_run(run_id: uuid.UUID, ctx: ContextDep) -> RunDetail:
     return runs.get_run(ctx, run_id)
+
+
+@api.delete("/runs/{run_id}", status_code=204, responses={404: {}})
+def delete_run(run_id: uuid.UUID, ctx: ContextDep) -> Response:
+    """Delete a run with all its data: probes, series, points, raw statistics, alerts and
+    their deliveries (admin token required once one is configured). Not undoable."""
+    runs.delete_run(ctx, run_id)
+    return Response(status_code=204)
+
+
+@api.put("/runs/{run_id}/tags", response_model=RunTags, responses={404: {}, 422: {}})
+def put_tags(run_id: uuid.UUID, body: RunTags, ctx: ContextDep) -> RunTags:
+    """Replace the run's tags (the SDK's ``watch(tags=...)`` sets them when the run starts)."""
+    return RunTags(tags=runs.set_tags(ctx, run_id, body.tags))
 
 
 @api.get("/runs/{run_id}/series", response_model=list[SeriesKey])
@@ -69,6 +87,35 @@ def get_points(
 ) -> SeriesPoints:
     """Points of one series; above ``max_points`` each bucket keeps its min and max."""
     return runs.get_points(ctx, run_id, indicator, probe, max_points)
+
+
+@api.get(
+    "/runs/{run_id}/export",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}},
+        501: {"description": "Parquet asked and pyarrow is not installed on the server"},
+    },
+)
+def export_run(
+    run_id: uuid.UUID,
+    ctx: ContextDep,
+    format: export.ExportFormat = "csv",
+    indicator: Annotated[str | None, Query(min_length=1)] = None,
+    probe: Annotated[str | None, Query(min_length=1)] = None,
+) -> Response:
+    """Every point of every series of a run (or of one indicator and/or probe), unreduced, in
+    long format: ``probe, indicator, step, value`` (a non-finite value is empty/null).
+    Parquet needs pyarrow on the server (501 without it)."""
+    parts = [str(run_id), indicator, probe]
+    # a header is latin-1 and a file name has no quotes or slashes: anything else becomes _
+    filename = re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(p for p in parts if p)) + f".{format}"
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if format == "parquet":
+        body = export.run_parquet(ctx, run_id, indicator, probe)
+        return Response(body, media_type=export.MEDIA_TYPES[format], headers=headers)
+    chunks = export.run_csv(ctx, run_id, indicator, probe)
+    return StreamingResponse(chunks, media_type=export.MEDIA_TYPES[format], headers=headers)
 
 
 @api.get("/indicators", response_model=list[IndicatorInfo])

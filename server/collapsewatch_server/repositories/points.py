@@ -116,6 +116,18 @@ def list_series(s: Session, run_id: str) -> list[SeriesKey]:
     ]
 
 
+def series_ids(s: Session, run_id: str) -> list[tuple[int, str, str]]:
+    """(series id, probe name, indicator) of every series of a run, indicator then model
+    order: what an export walks through."""
+    rows = s.execute(
+        select(Series.id, Probe.name, Series.indicator)
+        .join(Probe, Probe.id == Series.probe_id)
+        .where(Series.run_id == run_id)
+        .order_by(Series.indicator, Probe.order, Probe.id)
+    ).all()
+    return [(sid, probe, indicator) for sid, probe, indicator in rows]
+
+
 def find_series(s: Session, run_id: str, indicator: str, probe: str) -> Series:
     """One series of a run with its counters (NotFound when the run has no such series)."""
     found = s.scalar(

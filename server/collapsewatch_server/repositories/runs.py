@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from collapsewatch.resume import RESUMED_KEY
 from collapsewatch.schemas import IngestBatch, RunStatus
 from collapsewatch_server import errors
+from collapsewatch_server.repositories import run_tags
 from collapsewatch_server.repositories.alert_states import open_alerts_count
 from collapsewatch_server.tables import Project, Run
 
@@ -49,6 +50,7 @@ def save_from_batch(s: Session, batch: IngestBatch, project: Project, now: datet
             last_seen_at=now,
         )
         s.add(run)
+        run_tags.add(s, run.id, info.tags)
     elif run.project_id != project.id:
         actual = s.get_one(Project, run.project_id).name
         raise errors.Conflict(
@@ -98,10 +100,14 @@ def _with_interval(history: list[Any], step: int, every: int) -> list[Any]:
 
 
 def with_open_alerts(
-    s: Session, project_id: int | None = None, name: str | None = None, limit: int = 500
+    s: Session,
+    project_id: int | None = None,
+    name: str | None = None,
+    limit: int = 500,
+    tag: str | None = None,
 ) -> list[tuple[Run, str, int]]:
     """(run, project name, open alerts) newest first, of one project when given, whose name
-    contains ``name`` (any case) when given."""
+    contains ``name`` (any case) when given, carrying ``tag`` when given."""
     query = select(Run, Project.name, open_alerts_count()).join(
         Project, Project.id == Run.project_id
     )
@@ -109,6 +115,8 @@ def with_open_alerts(
         query = query.where(Run.project_id == project_id)
     if name:
         query = query.where(func.lower(Run.name).contains(name.lower(), autoescape=True))
+    if tag:
+        query = query.where(Run.id.in_(run_tags.runs_tagged(tag)))
     rows = s.execute(query.order_by(Run.started_at.desc()).limit(limit)).all()
     return [(run, project, count) for run, project, count in rows]
 

@@ -5,23 +5,52 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
-from sqlalchemy import select, union_all
+from sqlalchemy import delete, select, union_all
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
 from collapsewatch_server.codec import Stats, decode_stats
 from collapsewatch_server.repositories.sql import UNION_PARTS, bulk_insert
-from collapsewatch_server.tables import Probe, StatRecordRow
+from collapsewatch_server.tables import Probe, Run, StatRecordRow
 from collapsewatch_web.api_schemas.charts import SpectrumPublic
 
 #: Records looked at, newest first, for one that carries a spectrum (not every record does).
 _SPECTRUM_SCAN = 5000
 
 
-def add(s: Session, rows: Sequence[tuple[str, int, int, bytes]]) -> None:
-    """Records as ``(run_id, probe_id, step, encoded statistics)``, by the bulk path."""
-    bulk_insert(s, "stat_records", ("run_id", "probe_id", "step", "stats"), rows)
+def add(s: Session, rows: Sequence[tuple[str, int, int, bytes]], now: datetime) -> None:
+    """Records as ``(run_id, probe_id, step, encoded statistics)``, received ``now``, by the
+    bulk path."""
+    bulk_insert(
+        s,
+        "stat_records",
+        ("run_id", "probe_id", "step", "stats", "received_at"),
+        [(*row, now) for row in rows],
+    )
+
+
+def delete_older(s: Session, cutoff: datetime, limit: int) -> int:
+    """Delete at most ``limit`` records received before ``cutoff`` (records without a time:
+    of runs whose last data is before it); how many went."""
+    old_runs = select(Run.id).where(Run.last_seen_at < cutoff)
+    ids = (
+        select(StatRecordRow.id)
+        .where(
+            (StatRecordRow.received_at < cutoff)
+            | (StatRecordRow.received_at.is_(None) & StatRecordRow.run_id.in_(old_runs))
+        )
+        .limit(limit)
+    )
+    found = list(s.scalars(ids))
+    if found:
+        s.execute(
+            delete(StatRecordRow)
+            .where(StatRecordRow.id.in_(found))
+            .execution_options(synchronize_session=False)
+        )
+    return len(found)
 
 
 def recent(

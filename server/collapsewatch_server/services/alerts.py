@@ -121,6 +121,8 @@ def scan_stalled(ctx: ServiceContext, now: datetime | None = None) -> int:
             event = alert_events.add_nodata(s, run, message, now)
             queued += outbox.enqueue(s, [event], ctx.group_policy, now)
             raised += 1
+    if raised:
+        ctx.metrics.alert_events.labels("nodata").inc(raised)
     if queued:
         ctx.wake_deliverer()
     return raised

@@ -8,6 +8,7 @@ from collapsewatch_server import errors
 from collapsewatch_server.alerts import backtest as replay
 from collapsewatch_server.alerts.default_rules import check_indicator
 from collapsewatch_server.repositories import points, projects, runs
+from collapsewatch_server.services import retention
 from collapsewatch_server.services.charts import info_of
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.services.runs import downsampled
@@ -67,4 +68,5 @@ def backtest(ctx: ServiceContext, project: str, request: BacktestRequest) -> Bac
         events=events,
         series=shown,
         figure=figures.figure_json(fig),
+        note=retention.note(ctx),
     )

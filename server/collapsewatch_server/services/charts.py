@@ -24,7 +24,7 @@ from collapsewatch_server.repositories import (
     runs,
     stat_records,
 )
-from collapsewatch_server.services import alerts
+from collapsewatch_server.services import alerts, retention
 from collapsewatch_server.services import runs as run_reads
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_web import figures, heatmaps, views
@@ -179,10 +179,14 @@ def run_health(ctx: ServiceContext, run_id: uuid.UUID, families: Sequence[str] =
 
 
 def runs_overview(
-    ctx: ServiceContext, project: str | None = None, name: str | None = None, limit: int = 500
+    ctx: ServiceContext,
+    project: str | None = None,
+    name: str | None = None,
+    limit: int = 500,
+    tag: str | None = None,
 ) -> list[RunOverview]:
-    """Runs newest first with their health per family: two queries for the whole list."""
-    listed = run_reads.list_runs(ctx, project, name, limit)
+    """Runs newest first with their health per family: a few queries for the whole list."""
+    listed = run_reads.list_runs(ctx, project, name, limit, tag)
     per = health(ctx, [r.run_id for r in listed])
     return [RunOverview(**r.model_dump(), health=per[r.run_id]) for r in listed]
 
@@ -235,8 +239,12 @@ def spectrum_view(
     """A probe's spectrum at ``step`` beside the one at ``against`` (default: its first)."""
     with ctx.db.read() as s:
         run, _ = runs.get(s, run_id)
-        now = stat_records.spectrum(s, run.id, probe, step)
-        then = stat_records.spectrum(s, run.id, probe, 0 if against is None else against)
+        try:
+            now = stat_records.spectrum(s, run.id, probe, step)
+            then = stat_records.spectrum(s, run.id, probe, 0 if against is None else against)
+        except errors.NotFound as exc:
+            note = retention.note(ctx)  # the records may have been deleted: say so
+            raise errors.NotFound(f"{exc.message}; {note}" if note else exc.message) from None
     spectra = [then, now] if then.step != now.step else [now]
     fig = heatmaps.spectrum_figure(spectra)
     return SpectrumView(probe=probe, spectra=spectra, figure=figures.figure_json(fig))

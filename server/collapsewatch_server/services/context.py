@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database
+from collapsewatch_server.metrics import Metrics
 from collapsewatch_server.services.parsed_batches import ParsedBatches
 from collapsewatch_server.webhooks.grouping import GroupPolicy
 
@@ -27,6 +28,8 @@ class ServiceContext:
     settings: Settings
     wake_deliverer: Callable[[], None] = _nobody
     wake_processor: Callable[[], None] = _nobody
+    #: This process's counters (``GET /metrics``); one per app, shared by its services.
+    metrics: Metrics = field(default_factory=Metrics)
     #: Batches accepted here, parsed, for the processor of this process (shared by the
     #: contexts of one process; a context of its own keeps its own).
     parsed: ParsedBatches = field(default_factory=ParsedBatches)

@@ -36,13 +36,15 @@ def error_page(ctx: ServiceContext, status: int, message: str) -> str:
     return render.render_error_page(status, message, show_logout=_show_logout(ctx))
 
 
-def runs_page(ctx: ServiceContext, project: str | None = None, q: str | None = None) -> str:
-    """Every run, newest first, with its health per indicator family; of one project, and
-    whose name contains ``q``, when given (NotFound for an unknown project)."""
-    listed = charts.runs_overview(ctx, project, q)
+def runs_page(
+    ctx: ServiceContext, project: str | None = None, q: str | None = None, tag: str | None = None
+) -> str:
+    """Every run, newest first, with its health per indicator family; of one project, whose
+    name contains ``q`` and carrying ``tag``, when given (NotFound for an unknown project)."""
+    listed = charts.runs_overview(ctx, project, q, tag=tag)
     names = [p.name for p in projects.list_projects(ctx)]
     return render.render_runs_page(
-        listed, projects=names, project=project, q=q, show_logout=_show_logout(ctx)
+        listed, projects=names, project=project, q=q, tag=tag, show_logout=_show_logout(ctx)
     )
 
 
@@ -92,11 +94,21 @@ def compare_page(
     probe: str | None = None,
 ) -> str:
     """Runs to overlay (NotFound for an unknown one) on the indicators and probes they have,
-    and recent runs that could be added, the first run's project first."""
+    and recent runs that could be added, the first run's project first. Without a valid
+    indicator and layer it opens where the runs differ most at their newest points."""
     chosen = [runs.get_run(ctx, r) for r in run_ids]
     with ctx.db.read() as s:
         index = points.probes_by_indicator(s, run_ids) if run_ids else {}
-    options = {name: index[name] for name in CATALOGUE if name in index}
+        options = {name: index[name] for name in CATALOGUE if name in index}
+        narrowed = indicator if indicator in options else None
+        if narrowed is None and probe:  # a layer alone: the first indicator that has it
+            narrowed = next((name for name, probes in options.items() if probe in probes), None)
+            indicator = narrowed
+        if probe not in options.get(narrowed or "", ()):
+            newest = [points.newest(s, str(r)) for r in run_ids]
+            found = views.most_different(newest, list(CATALOGUE), narrowed)
+            if found is not None:
+                indicator, probe = found
     recent = [r for r in runs.list_runs(ctx, limit=100) if r.run_id not in set(run_ids)]
     if chosen:
         recent.sort(key=lambda r: r.project != chosen[0].project)  # stable: newest first within

@@ -56,6 +56,9 @@ class Processed:
     points: int = 0
     deliveries: int = 0
     failed: bool = False
+    #: New points judged, once per rule judging each; the statuses of the events raised.
+    evaluations: int = 0
+    events: tuple[str, ...] = ()
 
 
 class _LeaseLost(Exception):
@@ -87,10 +90,20 @@ def process_next(ctx: ServiceContext) -> Processed | None:
         )
         with ctx.db.write() as s:
             ingest_queue.release(s, claimed, repr(exc), utcnow(), give_up)
+        ctx.metrics.batches_failed.inc()
         return Processed(claimed.batch_id, claimed.run_id, failed=True)
+    _count(ctx, done)
     if done.deliveries:
         ctx.wake_deliverer()  # committed: the deliverer finds the new rows at once
     return done
+
+
+def _count(ctx: ServiceContext, done: Processed) -> None:
+    """What a committed batch added, on this process's counters."""
+    ctx.metrics.points.inc(done.points)
+    ctx.metrics.rule_evaluations.inc(done.evaluations)
+    for status in done.events:
+        ctx.metrics.alert_events.labels(status).inc()
 
 
 def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
@@ -128,6 +141,7 @@ def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
                 (run.id, probe_ids[r.probe], r.step, blob)
                 for r, blob in zip(batch.records, encoded, strict=True)
             ],
+            now,
         )
         keys = [
             (probe_ids[record.probe], name, record.step, value)
@@ -143,8 +157,24 @@ def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
         # 3. The project's enabled rules that watch this run judge the new points, in step
         #    order, from their stored states (locked: a concurrent writer of the states waits).
         ended = batch.status in (RunStatus.finished, RunStatus.crashed)
-        queued = _judge(s, run, probe_ids, keys, new, now, ctx.group_policy, ended)
-    return Processed(claimed.batch_id, claimed.run_id, int(new.sum()), queued)
+        judged = _judge(s, run, probe_ids, keys, new, now, ctx.group_policy, ended)
+    return Processed(
+        claimed.batch_id,
+        claimed.run_id,
+        int(new.sum()),
+        judged.deliveries,
+        evaluations=judged.evaluations,
+        events=judged.events,
+    )
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """What the rules did with a batch: deliveries queued, points judged, events raised."""
+
+    deliveries: int = 0
+    evaluations: int = 0
+    events: tuple[str, ...] = ()
 
 
 def _store_points(s: Session, sids: np.ndarray, steps: np.ndarray, vals: np.ndarray) -> np.ndarray:
@@ -206,8 +236,8 @@ def _judge(
     now: datetime,
     policy: GroupPolicy,
     ended: bool,
-) -> int:
-    """Rules over the batch's new points, events and outbox rows; returns deliveries queued.
+) -> _Judged:
+    """Rules over the batch's new points, events and outbox rows.
     ``ended``: the batch is the run's last (its end state is judged)."""
     indicators = {ind for _, ind, _, _ in keys}
     watching = {
@@ -216,7 +246,7 @@ def _judge(
         if glob_matches(run.name, row.run_glob)
     }
     if not watching:
-        return 0
+        return _Judged()
     watched = {spec.indicator for spec in watching.values()}
     names = {pid: name for name, pid in probe_ids.items()}
     new_points = [
@@ -229,4 +259,8 @@ def _judge(
     judged = judge_points(watching, states, new_points, now, final=ended)
     alert_states.save(s, run.id, rows, judged.states, now)
     events = alert_events.add_raised(s, run.project_id, run, judged.raised, now)
-    return outbox.enqueue(s, events, policy, now)
+    evaluations = sum(
+        1 for p in new_points for spec in watching.values() if spec.indicator == p.indicator
+    )
+    queued = outbox.enqueue(s, events, policy, now)
+    return _Judged(queued, evaluations, tuple(e.status for e in events))

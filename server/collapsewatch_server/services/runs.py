@@ -12,7 +12,15 @@ import numpy as np
 from collapsewatch.schemas import RunStatus
 from collapsewatch_server import rollups
 from collapsewatch_server.downsample import minmax_downsample
-from collapsewatch_server.repositories import point_rollups, points, probes, projects, runs
+from collapsewatch_server.repositories import (
+    point_rollups,
+    points,
+    probes,
+    projects,
+    run_deletion,
+    run_tags,
+    runs,
+)
 from collapsewatch_server.repositories.point_bins import RAW_POINTS
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.tables import Run
@@ -33,7 +41,12 @@ def status_of(ctx: ServiceContext, run: Run, now: datetime) -> RunStatus:
 
 
 def _public(
-    ctx: ServiceContext, run: Run, project: str, now: datetime, open_alerts: int
+    ctx: ServiceContext,
+    run: Run,
+    project: str,
+    now: datetime,
+    open_alerts: int,
+    tags: list[str] | None = None,
 ) -> dict[str, object]:
     return {
         "run_id": uuid.UUID(run.id),
@@ -45,19 +58,27 @@ def _public(
         "finished_at": run.finished_at,
         "last_step": run.last_step,
         "open_alerts": open_alerts,
+        "tags": tags or [],
     }
 
 
 def list_runs(
-    ctx: ServiceContext, project: str | None = None, name: str | None = None, limit: int = 500
+    ctx: ServiceContext,
+    project: str | None = None,
+    name: str | None = None,
+    limit: int = 500,
+    tag: str | None = None,
 ) -> list[RunPublic]:
-    """Runs newest first with their open alerts, of one project (NotFound when unknown) and
-    whose name contains ``name`` (any case) when given."""
+    """Runs newest first with their open alerts and tags, of one project (NotFound when
+    unknown), whose name contains ``name`` (any case) and carrying ``tag``, when given."""
     now = datetime.now(UTC)
     with ctx.db.read() as s:
         project_id = projects.get(s, project).id if project is not None else None
-        rows = runs.with_open_alerts(s, project_id, name, limit)
-    return [RunPublic.model_validate(_public(ctx, r, p, now, n)) for r, p, n in rows]
+        rows = runs.with_open_alerts(s, project_id, name, limit, tag)
+        tags = run_tags.of_runs(s, [r.id for r, _, _ in rows])
+    return [
+        RunPublic.model_validate(_public(ctx, r, p, now, n, tags.get(r.id))) for r, p, n in rows
+    ]
 
 
 def get_run(ctx: ServiceContext, run_id: uuid.UUID) -> RunDetail:
@@ -67,7 +88,14 @@ def get_run(ctx: ServiceContext, run_id: uuid.UUID) -> RunDetail:
         run, project = runs.get(s, run_id)
         return RunDetail.model_validate(
             {
-                **_public(ctx, run, project, now, runs.open_alerts(s, run)),
+                **_public(
+                    ctx,
+                    run,
+                    project,
+                    now,
+                    runs.open_alerts(s, run),
+                    run_tags.of_runs(s, [run.id]).get(run.id),
+                ),
                 "config": run.config,
                 "host": run.host,
                 "torch_version": run.torch_version,
@@ -158,3 +186,19 @@ def latest_cursor(ctx: ServiceContext) -> int:
     """The newest point id: a live page starts listening from here."""
     with ctx.db.read() as s:
         return points.newest_id(s)
+
+
+def delete_run(ctx: ServiceContext, run_id: uuid.UUID) -> dict[str, int]:
+    """Delete a run and every row of it, in one transaction (NotFound when unknown); the rows
+    deleted per table. A batch of the run sent later starts the run afresh."""
+    with ctx.db.write() as s:
+        run, _ = runs.get(s, run_id)
+        return run_deletion.delete_run(s, run.id)
+
+
+def set_tags(ctx: ServiceContext, run_id: uuid.UUID, tags: list[str]) -> list[str]:
+    """Replace a run's tags (NotFound when unknown); its tags as stored, alphabetical."""
+    with ctx.db.write() as s:
+        run, _ = runs.get(s, run_id)
+        run_tags.replace(s, run.id, tags)
+    return sorted(dict.fromkeys(tags))

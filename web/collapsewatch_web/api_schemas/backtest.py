@@ -46,3 +46,8 @@ class BacktestResult(BaseModel):
     events: list[BacktestEvent]
     series: list[SeriesPoints]
     figure: dict[str, Any]
+    note: str | None = Field(
+        default=None,
+        description="replayed on the stored indicator points; set when raw statistics are "
+        "deleted by the retention policy",
+    )

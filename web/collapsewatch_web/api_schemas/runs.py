@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from collapsewatch.schemas import FamilyCoverage, ProbeKind, RunStatus
+from collapsewatch.schemas import MAX_TAGS, FamilyCoverage, ProbeKind, RunStatus, Tag
 
 
 class HealthPublic(BaseModel):
@@ -37,6 +37,13 @@ class RunPublic(BaseModel):
     finished_at: datetime | None = None
     last_step: int | None = None
     open_alerts: int = 0
+    tags: list[str] = Field(default_factory=list, description="alphabetical")
+
+
+class RunTags(BaseModel):
+    """``PUT /api/v1/runs/{run_id}/tags``: the run's tags, replaced whole."""
+
+    tags: list[Tag] = Field(max_length=MAX_TAGS)
 
 
 class ProbePublic(BaseModel):

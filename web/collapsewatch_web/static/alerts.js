@@ -99,12 +99,20 @@
     function ruleRow(r) {
       return el("tr", { dataset: { ruleId: r.id }, class: r.enabled ? null : "disabled" },
         el("td", { text: r.name }), el("td", { class: "mono", text: r.indicator }),
-        el("td", { text: summary(r) }), el("td", { class: "mono", text: r.probe }),
+        el("td", { text: summary(r) }), el("td", { class: "warmup", text: warmup(r) }),
+        el("td", { class: "mono", text: r.probe }),
         el("td", {}, badge("severity", r.severity === "warning" ? "warn" : r.severity, r.severity)),
         el("td", { text: r.enabled ? "enabled" : "disabled" }),
         el("td", { class: "actions" },
           el("button", { type: "button", class: "secondary edit-rule", dataset: { ruleId: r.id }, text: "Edit" }), " ",
           el("button", { type: "button", class: "secondary toggle-rule", dataset: { ruleId: r.id }, text: r.enabled ? "Disable" : "Enable" })));
+    }
+
+    // Same words as collapsewatch_web.render.warmup_text.
+    function warmup(r) {
+      if (!r.warmup_steps) return "–";
+      if (r.condition === "drop" || r.condition === "rise") return "from step " + r.warmup_steps;
+      return "until step " + r.warmup_steps + " or a healthy point";
     }
 
     // Same words as collapsewatch_web.render.rule_summary.
@@ -174,6 +182,8 @@
             ? "No layer of " + result.run_name + " matches the rule's layer glob."
             : "Over " + result.points_judged + " points of " + result.probes.length + " layer(s) of " +
               result.run_name + " the rule would have fired " + fired.length + " time(s).";
+        // retention deleted old raw statistics: the replay used the kept points, and says so
+        if (result.note) summaryLine.textContent += " Note: " + result.note + ".";
         document.getElementById("backtest-events").replaceChildren(...result.events.slice(0, 50).map((e) =>
           el("li", { class: "event status-" + e.status },
             el("span", { class: "event-head" },

@@ -80,7 +80,7 @@
       }
     }
 
-    const isProbe = (t) => t.uid !== "alerts";
+    const isProbe = (t) => t.uid !== "alerts" && t.uid !== "nonfinite";
 
     // ------------------------------------------------------------------ controls
 
@@ -305,6 +305,16 @@
       }
     }
 
+    // the sticky family bar covers the top of whatever scrolls to the top: keep it clear
+    const familyNav = document.querySelector(".family-nav");
+    const setStickyOffset = () => {
+      if (!familyNav) return;
+      const offset = familyNav.getBoundingClientRect().height + 8;
+      document.documentElement.style.setProperty("--sticky-offset", offset + "px");
+    };
+    setStickyOffset();
+    window.addEventListener("resize", setStickyOffset);
+
     if (live.focus && cards.has(live.focus)) {
       const node = cards.get(live.focus).node;
       node.classList.add("focused");
@@ -364,6 +374,46 @@
     connect();
   }
 
+  // Deleting the run: asked once, with the run's name, since nothing brings it back.
+  function initDelete(runId) {
+    const button = document.getElementById("delete-run");
+    if (!button) return;
+    button.addEventListener("click", async () => {
+      const question = "Delete run " + button.dataset.name + " with all its points, raw " +
+        "statistics and alerts? This cannot be undone.";
+      if (!window.confirm(question)) return;
+      button.disabled = true;
+      try {
+        await fetchJSON("/api/v1/runs/" + encodeURIComponent(runId), { method: "DELETE" });
+        window.location.assign("/?project=" + encodeURIComponent(button.dataset.project));
+      } catch (error) {
+        button.disabled = false;
+        window.alert("The run was not deleted: " + error.message);
+      }
+    });
+  }
+
+  // The run's tags: typed comma-separated, replaced whole by PUT /api/v1/runs/{id}/tags.
+  function initTags(runId) {
+    const form = document.getElementById("run-tags");
+    if (!form) return;
+    const status = document.getElementById("run-tags-status");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const tags = form.elements.tags.value.split(",").map((t) => t.trim()).filter(Boolean);
+      try {
+        const saved = await fetchJSON("/api/v1/runs/" + encodeURIComponent(runId) + "/tags",
+          { method: "PUT", json: { tags } });
+        document.getElementById("run-tag-list").replaceChildren(...saved.tags.map((t) =>
+          el("a", { class: "tag", href: "/?tag=" + encodeURIComponent(t), text: t })));
+        form.elements.tags.value = saved.tags.join(", ");
+        status.textContent = "saved";
+      } catch (error) {
+        status.textContent = error.message;
+      }
+    });
+  }
+
   // "Silence this run for 2 h": a silence matching exactly this run's name (glob characters
   // in it are bracketed so they match themselves).
   function initSilenceButton() {
@@ -388,7 +438,12 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     const data = document.getElementById("cw-run-data");
-    if (data) initRunPage(JSON.parse(data.textContent));
+    if (data) {
+      const live = JSON.parse(data.textContent);
+      initRunPage(live);
+      initDelete(live.run_id);
+      initTags(live.run_id);
+    }
     initSilenceButton();
   });
 })();

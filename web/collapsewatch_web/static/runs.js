@@ -23,6 +23,7 @@
     const query = new URLSearchParams();
     if (table.dataset.project) query.set("project", table.dataset.project);
     if (table.dataset.q) query.set("q", table.dataset.q);
+    if (table.dataset.tag) query.set("tag", table.dataset.tag);
     const url = "/api/v1/overview?" + query;
     const body = table.tBodies[0];
     const template = document.getElementById("run-row");
@@ -44,6 +45,8 @@
       const time = row.querySelector("time");
       time.dateTime = run.started_at;
       time.textContent = formatTime(run.started_at);
+      row.querySelector(".tags").replaceChildren(...run.tags.flatMap((t) =>
+        [" ", el("a", { class: "tag", href: "/?tag=" + encodeURIComponent(t), text: t })]));
       return row;
     }
 
