@@ -112,10 +112,8 @@ class Monitor:
             spool_dir=options.get("spool_dir"),
         )
         self._project, self._run_name = settings.project, settings.run_name
-        self._tags = cfg.check_tags(options.get("tags"))  # refused now, not at the server
-        optimizer = step_optimizer(optimizer)  # a wrapper's inner optimizer, or refused now
+        self._optimizer = optimizer = step_optimizer(optimizer)  # a wrapper's inner one, or refused
         self._mirror = make_mirror(options.get("mirror"))
-        self._optimizer = optimizer
         self._guard = Guard(self._log_once)
         self._step_hooks = Hooks(self._guard)  # removed when a sampled step ends
         self._life_hooks = Hooks(self._guard)  # removed when the monitor stops
@@ -163,7 +161,7 @@ class Monitor:
             started_at=datetime.now(UTC),
             probes=self._probes,
             sampler=self._sampler,
-            tags=self._tags,
+            tags=cfg.check_tags(options.get("tags")),  # refused in watch(), not at the server
         )
         self._classes.on_found = self._functions.on_found = self._document.announce
         self._loggers = LoggerNames(self._probes, self._document, self._guard, self._log_once)
