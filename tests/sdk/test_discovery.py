@@ -229,3 +229,47 @@ def test_a_watched_model_copies_and_saves_as_if_unwatched(ingest: Ingest, how: s
         optimizer.step()
     monitor.finish()
     assert [r.stats["n"] for r in ingest.records("activation", "0")] == [8.0, 8.0, 8.0]
+
+
+class ResidualMLP(nn.Module):
+    """``h + W2 relu(W1 LN(h))`` blocks in a ModuleList, then a head; or, with ``head=False``,
+    the last block's output is the model's output (an embedding)."""
+
+    def __init__(self, d: int = 8, head: bool = True) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
+            for _ in range(2)
+        )
+        self.head = nn.Linear(d, 3) if head else nn.Identity()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            h = h + block(h)
+        return self.head(h)
+
+
+@pytest.mark.parametrize("head", [True, False])
+def test_a_residual_branch_output_is_not_judged_for_complete_collapse(
+    ingest: Ingest, head: bool
+) -> None:
+    """A repeated block's last layer is a residual branch (a learned constant there is not a
+    collapse): its records carry no unit-vector sum, so simsiam_std has nothing to judge;
+    every other layer keeps it, and so does a last block that makes the model's output."""
+    model = ResidualMLP(head=head)
+    monitor = collapsewatch.watch(model, server=SERVER, http_client=ingest.client(), every=1)
+    model(torch.randn(16, 8)).sum().backward()
+    monitor.step()
+    monitor.finish()
+    has_unit_sum = {
+        name: "unit_sum" in ingest.records("activation", name)[0].stats
+        for name in ("blocks.0.1", "blocks.0.3", "blocks.1.1", "blocks.1.3")
+    }
+    assert has_unit_sum == {
+        "blocks.0.1": True,
+        "blocks.0.3": False,
+        "blocks.1.1": True,
+        "blocks.1.3": not head,
+    }
+    if head:
+        assert "unit_sum" in ingest.records("activation", "head")[0].stats

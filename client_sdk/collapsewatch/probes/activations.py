@@ -189,7 +189,8 @@ class ActivationAccumulator:
         stats["width"] = float(self.width)
         stats["cov_n"] = float(self.cov_n)
         for key in ("sum", "sumsq", "unit_sum"):
-            pack.put(stats, key, getattr(self, key))
+            if getattr(self, key) is not None:
+                pack.put(stats, key, getattr(self, key))
         if self.pos is not None:
             pack.put(stats, "pos", self.pos)
         spectra = covariance_spectra if raw else _centred_only
@@ -268,6 +269,12 @@ class ActivationProbe(Probe):
         #: are sent only then: a unit that is never positive before a GELU, a norm or nothing
         #: at all is not dead.
         self.relu_follows = False
+        #: The last layer of a repeated block, and not the model's last layer: most often a
+        #: residual branch (nanoGPT's ``c_proj``, ``h + W2 relu(W1 h)``), whose output is added
+        #: to the stream. A branch that learned a near-constant output (weight decay shrinks
+        #: it to its bias) is not a collapsed representation, so its unit-vector sum, which
+        #: judges complete collapse, is not sent; the layers after the blocks are judged.
+        self.branch_output = False
 
     def infos(self, order: int) -> list[ProbeInfo]:
         return [
@@ -305,6 +312,8 @@ class ActivationProbe(Probe):
         self._flushes += 1
         if not self.relu_follows:
             acc.pos = None
+        if self.branch_output:
+            acc.unit_sum = None
         stats = pack.record(self.name, ProbeKind.activation.value, step)
         if self._flushes % LIVE_EVERY == 1:
             self._live = _live_units(self.module, acc.width)

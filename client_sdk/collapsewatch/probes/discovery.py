@@ -17,6 +17,9 @@
   (:class:`AttentionProbe`); attention computed by ``F.scaled_dot_product_attention`` is found
   by :class:`collapsewatch.probes.functions.FunctionProbe` as it is called;
 - the trainable parameters, each once, named by their path.
+
+The last layer of each block (but the model's last layer) is marked a branch output
+(:attr:`ActivationProbe.branch_output`): complete collapse is not judged there.
 """
 
 from __future__ import annotations
@@ -176,7 +179,43 @@ def find_probes(
     missing = chosen - watched_blocks
     if missing:
         raise ValueError(f"collapsewatch: {len(missing)} of the blocks are not part of the model")
+    _mark_branch_outputs(model, found, watched_blocks | repeated)
     return found
+
+
+def _structure(module: nn.Module) -> object:
+    """What makes two blocks "the same block": the class, and for a container (``Sequential``
+    of layers, say) the structures of its children in order."""
+    from torch import nn
+
+    if isinstance(module, nn.ModuleList | nn.Sequential | nn.ModuleDict):
+        return (type(module), tuple(_structure(c) for c in module.children()))
+    return type(module)
+
+
+def _mark_branch_outputs(model: nn.Module, found: list[Probe], blocks: set[int]) -> None:
+    """Mark the last watched layer inside each block (``blocks``, ids of the token blocks, and
+    every child of a ``ModuleList``/``Sequential`` repeated with the same structure, such as
+    ``Sequential(LayerNorm, Linear, ReLU, Linear)`` residual MLP blocks), unless it is the
+    model's last watched layer (an embedding or logits made by the last block)."""
+    from torch import nn
+
+    layers = {id(p.module): p for p in found if isinstance(p, ActivationProbe)}
+    if not layers:
+        return
+    final = next(p for p in reversed(found) if isinstance(p, ActivationProbe))
+    chosen: list[nn.Module] = [m for m in model.modules() if id(m) in blocks]
+    for container in model.modules():
+        if isinstance(container, nn.ModuleList | nn.Sequential):
+            by_structure: dict[object, list[nn.Module]] = {}
+            for child in container.children():
+                if next(child.children(), None) is not None:
+                    by_structure.setdefault(_structure(child), []).append(child)
+            chosen += [b for group in by_structure.values() if len(group) >= 2 for b in group]
+    for block in chosen:
+        inner = [layers[id(m)] for m in block.modules() if id(m) in layers]
+        if inner and inner[-1] is not final:
+            inner[-1].branch_output = True
 
 
 def trainable_parameters(model: nn.Module) -> tuple[Params, dict[str, str]]:

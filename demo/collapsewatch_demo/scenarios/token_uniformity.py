@@ -88,10 +88,11 @@ register(
     Scenario(
         name="token_uniformity",
         summary="24 self-attention blocks, d 64, 64 tokens: without skips every token of a "
-        "sequence is the same vector from block 3 on (cosine 1.0); pre-LN skips keep ~0.3.",
+        "sequence is the same vector from block 3 on (cosine 1.0, residual ratio 0); pre-LN skips "
+        "keep a cosine of ~0.3.",
         collapse=AttentionStack(skip=False),
         control=AttentionStack(skip=True),
-        indicator="token_cosine",
+        indicator="residual_ratio",
         probe=f"blocks.{DEPTH - 1}",
         runs=("attention-no-skip", "attention-pre-ln"),
         every=1,
