@@ -4,6 +4,7 @@ non-zero when the held-out pairs that ran miss the bar of issue 10 (see ``judge`
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +33,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # A terminated run unwinds like Ctrl-C, so the server and the busy neighbour it started
+    # are stopped by their context managers instead of left running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     from collapsewatch_demo.validation import pairs as _registered  # noqa: F401 - registers
     from collapsewatch_demo.validation.judge import summarise
     from collapsewatch_demo.validation.processes import local_server

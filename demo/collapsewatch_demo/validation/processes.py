@@ -19,12 +19,16 @@ import httpx
 
 #: What a second busy process on the machine does: matrix products on one torch thread, the
 #: kind of neighbour (another training job) a shared 2-core machine has.
+#: It stops when its parent (the pid after ``-c``) is gone: killed before it could stop it.
 BUSY_LOOP = """
+import os, sys
 import torch
 torch.set_num_threads(1)
+parent = int(sys.argv[1])
 a = torch.randn(384, 384)
-while True:
-    a = torch.tanh(a @ a)
+while os.getppid() == parent:
+    for _ in range(50):
+        a = torch.tanh(a @ a)
 """
 
 
@@ -114,7 +118,9 @@ def busy_neighbour(enabled: bool = True) -> Iterator[None]:
         yield
         return
     proc = subprocess.Popen(
-        [sys.executable, "-c", BUSY_LOOP], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-c", BUSY_LOOP, str(os.getpid())],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         yield
