@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import shutil
 import statistics
 import tempfile
 import threading
@@ -182,8 +181,8 @@ def main() -> None:
     print(
         "{:<9}{:>6}{:>6}{:>12}{:>12}{:>11}{:>9}{:>9}{:>6}{:>10}".format(*head, "5xx", "throttled")
     )
-    tmp = Path(tempfile.mkdtemp(prefix="cw-bench-ingest-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="cw-bench-ingest-", ignore_cleanup_errors=True) as d:
+        tmp = Path(d)
         for backend, procs, runs in configs:
             row = one(backend, procs, runs, args, tmp)
             note = "" if row["points"] == row["expected"] else f"  ONLY {row['points']:,} stored"
@@ -193,8 +192,6 @@ def main() -> None:
                 f"{row['p99 ms']:>9.0f}{row['5xx']:>6}{row['throttled']:>10}{note}",
                 flush=True,
             )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Reads: one whole series (``--batches x --steps`` points) in step order, and the 
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -171,8 +170,8 @@ def main() -> None:
     n = args.series * args.steps * args.batches
     print(f"{n:,} points: {args.batches} batches of {args.series} series x {args.steps} steps; "
           f"{machine_load()}")  # fmt: skip
-    tmp = Path(tempfile.mkdtemp(prefix="cw-bench-storage-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="cw-bench-storage-", ignore_cleanup_errors=True) as d:
+        tmp = Path(d)
         for backend in args.backend or ["sqlite", "postgres"]:
             for name, write, table in (
                 ("rows, Core insert of dicts", rows_core, "bench_points"),
@@ -199,8 +198,6 @@ def main() -> None:
                     f"   {mib:7.1f} MiB",
                     flush=True,
                 )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

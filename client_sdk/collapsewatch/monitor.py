@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +50,6 @@ from collapsewatch.schemas import ProbeKind, RunAlert
 from collapsewatch.step_cycle import StepCycle
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     import torch
     from torch import nn
     from typing_extensions import Unpack
@@ -59,7 +58,7 @@ logger = logging.getLogger("collapsewatch")
 _K = ProbeKind
 
 
-class Monitor:
+class Monitor(AbstractContextManager["Monitor"]):
     """Watches one training run; made by :func:`collapsewatch.watch`, which documents the
     options.
 
@@ -291,15 +290,8 @@ class Monitor:
         self._cycle.leave()
         self._life_hooks.remove()
 
-    def __enter__(self) -> Monitor:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        # __enter__ (returning the monitor) comes from AbstractContextManager
         self._finish("crashed" if exc_type is not None else "finished", 10.0)
 
     def __repr__(self) -> str:

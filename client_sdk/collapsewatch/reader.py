@@ -12,7 +12,7 @@ import io
 import math
 import os
 import uuid
-from types import TracebackType
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -48,7 +48,7 @@ def _value(text: str) -> float | None:
     return float(text) if text else None
 
 
-class Api:
+class Api(AbstractContextManager["Api"]):
     """A read client of a collapsewatch server.
 
     ``server`` defaults to ``COLLAPSEWATCH_SERVER`` (else the local server), ``token`` to
@@ -82,15 +82,8 @@ class Api:
         if self._own:
             self._http.close()
 
-    def __enter__(self) -> Api:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
+        # __enter__ (returning the client) comes from AbstractContextManager
         self.close()
 
     def _get(self, path: str, **params: Any) -> httpx.Response:

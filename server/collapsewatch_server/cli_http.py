@@ -9,10 +9,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from collapsewatch.config import DEFAULT_SERVER, ENV_SERVER
+
 if TYPE_CHECKING:
     import httpx
-
-DEFAULT_SERVER = "http://127.0.0.1:8420"
 
 
 class CliError(Exception):
@@ -45,7 +45,7 @@ def detail(response: httpx.Response) -> str:
 def request(client: httpx.Client, method: str, url: str, token: str | None, **kw: Any) -> Any:
     import httpx
 
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = bearer(token)
     if method in ("POST", "PUT", "PATCH"):  # the server takes them only declared JSON
         headers["Content-Type"] = "application/json"
     try:
@@ -57,6 +57,21 @@ def request(client: httpx.Client, method: str, url: str, token: str | None, **kw
     return response.json() if response.content else None
 
 
+def bearer(token: str | None) -> dict[str, str]:
+    """The ``Authorization`` header that carries ``token``; none without a token."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def server_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--server``: the server's base URL, by default as the SDK finds it
+    (``COLLAPSEWATCH_SERVER``, else the local server)."""
+    parser.add_argument(
+        "--server",
+        default=os.environ.get(ENV_SERVER, DEFAULT_SERVER),
+        help=f"server URL (default: {ENV_SERVER} or {DEFAULT_SERVER})",
+    )
+
+
 def project_options() -> argparse.ArgumentParser:
     """``--project``, ``--server`` and ``--token`` of every subcommand that talks to the API."""
     common = argparse.ArgumentParser(add_help=False)
@@ -66,11 +81,7 @@ def project_options() -> argparse.ArgumentParser:
         required="COLLAPSEWATCH_PROJECT" not in os.environ,
         help="project name (default: COLLAPSEWATCH_PROJECT)",
     )
-    common.add_argument(
-        "--server",
-        default=os.environ.get("COLLAPSEWATCH_SERVER", DEFAULT_SERVER),
-        help=f"server URL (default: COLLAPSEWATCH_SERVER or {DEFAULT_SERVER})",
-    )
+    server_option(common)
     common.add_argument(
         "--token",
         default=os.environ.get("COLLAPSEWATCH_ADMIN_TOKEN")

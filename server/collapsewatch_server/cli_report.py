@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from collapsewatch_server.cli_http import DEFAULT_SERVER, detail
+from collapsewatch_server.cli_http import bearer, detail, server_option
 
 if TYPE_CHECKING:
     import httpx
@@ -22,11 +22,7 @@ def add_parser(sub: Any) -> None:
     report.add_argument(
         "-o", "--output", help="file to write (default: the name the server gives it)"
     )
-    report.add_argument(
-        "--server",
-        default=os.environ.get("COLLAPSEWATCH_SERVER", DEFAULT_SERVER),
-        help=f"server URL (default: COLLAPSEWATCH_SERVER or {DEFAULT_SERVER})",
-    )
+    server_option(report)
     report.add_argument(
         "--token",
         default=os.environ.get("COLLAPSEWATCH_ADMIN_TOKEN"),
@@ -46,10 +42,9 @@ def cmd_report(args: argparse.Namespace, client: httpx.Client | None = None) -> 
     """Fetch the report and write it; exit 1 with the server's reason when it refuses."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     http = client or httpx.Client(base_url=args.server.rstrip("/"), timeout=120)
     try:
-        response = http.get(f"/runs/{args.run_id}/report.html", headers=headers)
+        response = http.get(f"/runs/{args.run_id}/report.html", headers=bearer(args.token))
     except httpx.HTTPError as exc:
         print(f"collapsewatch: cannot reach the server: {exc}", file=sys.stderr)
         return 1

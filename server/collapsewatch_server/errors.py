@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 RUN_NOT_FOUND = "run {run_id} not found"
 SERIES_NOT_FOUND = "no series {indicator!r} on probe {probe!r} in run {run_id}"
@@ -69,9 +69,17 @@ REFUSE_PUBLIC_WITHOUT_TOKEN = (
 
 
 class DomainError(Exception):
-    """Base of the errors the API turns into ``{"detail": message}`` with a status."""
+    """Base of the errors the API turns into ``{"detail": message}`` with a status.
 
-    status_code = 400
+    Each kind names its HTTP status where it is declared: ``class NotFound(DomainError,
+    status_code=404)``."""
+
+    status_code: ClassVar[int] = 400
+
+    def __init_subclass__(cls, status_code: int | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if status_code is not None:
+            cls.status_code = status_code
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -83,53 +91,47 @@ class DomainError(Exception):
         return self.message
 
 
-class NotFound(DomainError):
-    status_code = 404
+class NotFound(DomainError, status_code=404):
+    """No such project, run, series, rule, token, webhook or silence."""
 
 
-class Conflict(DomainError):
-    status_code = 409
+class Conflict(DomainError, status_code=409):
+    """The request contradicts what is stored (a batch id reused, a rule name taken)."""
 
 
-class Unauthorized(DomainError):
-    status_code = 401
+class Unauthorized(DomainError, status_code=401):
+    """No token, or one that is unknown or revoked (answered with ``WWW-Authenticate``)."""
 
 
-class Forbidden(DomainError):
-    status_code = 403
+class Forbidden(DomainError, status_code=403):
+    """A valid token that may not do this (an ingest token of another project)."""
 
 
-class PayloadTooLarge(DomainError):
-    status_code = 413
+class PayloadTooLarge(DomainError, status_code=413):
+    """A request body over the configured limit, compressed or not."""
 
 
-class BadRequest(DomainError):
-    status_code = 400
+class BadRequest(DomainError, status_code=400):
+    """A body that cannot be read at all (an unknown encoding, broken gzip)."""
 
 
-class Busy(DomainError):
+class Busy(DomainError, status_code=503):
     """The server is under load and says when to come back (503 with ``Retry-After``); a
     client that waits and sends again loses nothing."""
-
-    status_code = 503
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
 
-class Throttled(Busy):
+class Throttled(Busy, status_code=429):
     """Too many failed authentications from one address: 429 with ``Retry-After``."""
 
-    status_code = 429
 
-
-class Invalid(DomainError):
+class Invalid(DomainError, status_code=422):
     """A field the schema accepted but the domain refuses (an unknown indicator, a merged
     update that no longer holds together). Answered like FastAPI's own 422: a list of
     ``{"loc", "msg", "type"}`` saying which field."""
-
-    status_code = 422
 
     def __init__(
         self,
@@ -149,7 +151,5 @@ class Invalid(DomainError):
         return self.problems
 
 
-class NotImplementedHere(DomainError):
-    """A feature this installation cannot serve (an optional dependency is missing): 501."""
-
-    status_code = 501
+class NotImplementedHere(DomainError, status_code=501):
+    """A feature this installation cannot serve (an optional dependency is missing)."""

@@ -38,56 +38,52 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.ingest_batches = Counter(
+        self.ingest_batches = self._counter(
             "collapsewatch_ingest_batches",
             "Ingest batches accepted (duplicate: a re-sent batch, acknowledged only).",
-            ["outcome"],
-            registry=r,
+            "outcome",
         )
-        self.ingest_records = Counter(
-            "collapsewatch_ingest_records", "Statistic records in accepted batches.", registry=r
+        self.ingest_records = self._counter(
+            "collapsewatch_ingest_records", "Statistic records in accepted batches."
         )
-        self.ingest_bytes = Counter(
-            "collapsewatch_ingest_bytes", "Bytes of accepted batches, uncompressed.", registry=r
+        self.ingest_bytes = self._counter(
+            "collapsewatch_ingest_bytes", "Bytes of accepted batches, uncompressed."
         )
         self.ingest_latency = Histogram(
             "collapsewatch_ingest_latency_seconds",
             "Time to answer an ingest request.",
             buckets=_LATENCY_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
-        self.ingest_rejected = Counter(
-            "collapsewatch_ingest_rejected",
-            "Ingest requests refused, by reason.",
-            ["reason"],
-            registry=r,
+        self.ingest_rejected = self._counter(
+            "collapsewatch_ingest_rejected", "Ingest requests refused, by reason.", "reason"
         )
-        self.points = Counter(
-            "collapsewatch_points_stored", "Indicator points stored by processing.", registry=r
+        self.points = self._counter(
+            "collapsewatch_points_stored", "Indicator points stored by processing."
         )
-        self.batches_failed = Counter(
-            "collapsewatch_batches_failed", "Batch processing attempts that failed.", registry=r
+        self.batches_failed = self._counter(
+            "collapsewatch_batches_failed", "Batch processing attempts that failed."
         )
-        self.rule_evaluations = Counter(
+        self.rule_evaluations = self._counter(
             "collapsewatch_rule_evaluations",
             "New points judged by alert rules (one per rule and point).",
-            registry=r,
         )
-        self.alert_events = Counter(
-            "collapsewatch_alert_events", "Alert events raised, by status.", ["status"], registry=r
+        self.alert_events = self._counter(
+            "collapsewatch_alert_events", "Alert events raised, by status.", "status"
         )
-        self.raw_records_pruned = Counter(
+        self.raw_records_pruned = self._counter(
             "collapsewatch_raw_records_pruned",
             "Raw statistic records deleted by the retention policy.",
-            registry=r,
         )
-        self.deliveries = Counter(
+        self.deliveries = self._counter(
             "collapsewatch_webhook_deliveries",
             "Webhook delivery attempts, by the delivery's outcome (pending: will be retried).",
-            ["outcome"],
-            registry=r,
+            "outcome",
         )
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        """A counter of this app's registry (an app's own: tests build many in one process)."""
+        return Counter(name, documentation, labels, registry=self.registry)
 
     def watch_database(self, db: Database) -> None:
         """Read the outbox, the ingest queue and the pool of ``db`` at every scrape."""

@@ -147,6 +147,23 @@ def test_context_manager_marks_a_crash(ingest: Ingest) -> None:
     assert not model[0]._forward_hooks, "hooks are removed"
 
 
+def test_context_manager_finishes_a_run_left_normally(ingest: Ingest) -> None:
+    model = mlp()
+    with watch(ingest, model) as monitor:
+        assert isinstance(monitor, collapsewatch.Monitor)
+        model(torch.randn(4, 8))
+        monitor.step()
+    assert ingest.batches[-1].status == "finished"
+    assert not monitor.enabled
+
+
+def test_read_client_as_a_context_manager_closes_its_own_http_client() -> None:
+    with collapsewatch.Api(server=SERVER) as api:
+        assert isinstance(api, collapsewatch.Api)
+    with pytest.raises(RuntimeError, match="closed"):
+        api.projects()
+
+
 def test_remove_detaches_every_hook(ingest: Ingest) -> None:
     model, criterion = mlp(), nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

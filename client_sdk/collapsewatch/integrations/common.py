@@ -33,6 +33,9 @@ class AlertActions:
     ) -> None:
         self._stop, self._checkpoint = matcher(stop_on), matcher(checkpoint_on)
         self._user = on_alert
+        #: Whether any alert can ask for an action: only then does a callback look (and, across
+        #: processes, share the decision with a collective) at each step.
+        self.acting = stop_on is not None or checkpoint_on is not None
         self.stop: RunAlert | None = None  # the alert that asks to stop, until acted upon
         self.checkpoint: RunAlert | None = None
 

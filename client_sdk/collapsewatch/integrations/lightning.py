@@ -81,7 +81,6 @@ class CollapsewatchCallback(pl.Callback):
         super().__init__()
         self.settings = RunSettings(project, run, every, run_id, resume, options)
         self.actions = AlertActions(stop_on, checkpoint_on, on_alert)
-        self._acting = stop_on is not None or checkpoint_on is not None
         self.checkpoint_dir = checkpoint_dir
         self.labels = labels or default_labels
         self.monitor: collapsewatch.Monitor | None = None
@@ -155,7 +154,7 @@ class CollapsewatchCallback(pl.Callback):
         batch_idx: int,
     ) -> None:
         self._batch = None
-        if not self._acting:
+        if not self.actions.acting:
             return
         checkpoint = self._decide(trainer, self.actions.checkpoint is not None)
         if checkpoint:

@@ -76,7 +76,6 @@ class CollapsewatchCallback(TrainerCallback):
     ) -> None:
         self.settings = RunSettings(project, run, every, run_id, resume, options)
         self.actions = AlertActions(stop_on, checkpoint_on, on_alert)
-        self._acting = stop_on is not None or checkpoint_on is not None
         self.monitor: collapsewatch.Monitor | None = None
         self._loss_hook: Any = None
         self._model: Callable[[], nn.Module | None] = lambda: None
@@ -127,7 +126,7 @@ class CollapsewatchCallback(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        if not self._acting:
+        if not self.actions.acting:
             return control
         save, stop = _shared(
             args, self.actions.checkpoint is not None, self.actions.stop is not None

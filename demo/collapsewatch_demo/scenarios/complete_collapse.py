@@ -21,6 +21,7 @@ encoder on each step: the SDK's sums add the two forwards up. Each run trains in
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -42,19 +43,25 @@ EMBED = 64
 MANIFOLD = Manifold(8, IN_DIM, task_seed=1234, spread=1.0)
 
 
+def manifold_encoder() -> nn.Sequential:
+    """The encoder of the manifold's self-supervised scenarios (this one and ``dimensional``):
+    32-256 (BatchNorm, ReLU) -64, the embedding at ``fc2``."""
+    return nn.Sequential(
+        OrderedDict(
+            fc1=nn.Linear(IN_DIM, HIDDEN),
+            bn=nn.BatchNorm1d(HIDDEN),
+            relu=nn.ReLU(),
+            fc2=nn.Linear(HIDDEN, EMBED),
+        )
+    )
+
+
 class SimSiam(nn.Module):
     """Encoder 32-256(BN)-64 and predictor 64-64-64; ``forward`` gives (z, p) of one view."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(
-            OrderedDict(
-                fc1=nn.Linear(IN_DIM, HIDDEN),
-                bn=nn.BatchNorm1d(HIDDEN),
-                relu=nn.ReLU(),
-                fc2=nn.Linear(HIDDEN, EMBED),
-            )
-        )
+        self.encoder = manifold_encoder()
         self.predictor = nn.Sequential(
             OrderedDict(fc1=nn.Linear(EMBED, EMBED), relu=nn.ReLU(), fc2=nn.Linear(EMBED, EMBED))
         )
@@ -65,26 +72,47 @@ class SimSiam(nn.Module):
 
 
 @dataclass(frozen=True)
-class SimSiamManifold(TwoViews):
-    """SimSiam on the 8-D manifold, SGD 0.05 with momentum 0.9, batch 128; ``stop_grad``
-    False removes the stop-gradient (the collapse)."""
+class ManifoldViews(TwoViews):
+    """The manifold's self-supervised scenarios (this one and ``dimensional``): a batch is two
+    augmented views of ``batch_size`` points of :data:`MANIFOLD`, and ``network()`` trains on
+    ``criterion()`` with SGD lr 0.05 and momentum 0.9."""
 
-    family: ClassVar[str] = "complete"
-    stop_grad: bool = True
-    steps: int = 600
     data: ClassVar[Manifold] = MANIFOLD
+    batch_size: ClassVar[int] = 128
+
+    @abstractmethod
+    def network(self) -> nn.Module: ...
+
+    @abstractmethod
+    def criterion(self) -> nn.Module: ...
 
     def build(self) -> Setup:
-        model = SimSiam()
+        model = self.network()
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         heldout = self.heldout_view(self.data.heldout())
-        return Setup(model, opt, SimSiamLoss(self.stop_grad), heldout)
+        return Setup(model, opt, self.criterion(), heldout)
 
     def view(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return augment(x, generator)
 
     def batch(self, step: int, generator: torch.Generator) -> Batch:
-        return self.views(self.data.sample(128, generator), generator)
+        return self.views(self.data.sample(self.batch_size, generator), generator)
+
+
+@dataclass(frozen=True)
+class SimSiamManifold(ManifoldViews):
+    """SimSiam on the 8-D manifold, batch 128; ``stop_grad`` False removes the stop-gradient
+    (the collapse)."""
+
+    family: ClassVar[str] = "complete"
+    stop_grad: bool = True
+    steps: int = 600
+
+    def network(self) -> nn.Module:
+        return SimSiam()
+
+    def criterion(self) -> nn.Module:
+        return SimSiamLoss(self.stop_grad)
 
     def loss(self, setup: Setup, batch: Batch, monitor: Any) -> torch.Tensor:
         (z1, p1), (z2, p2) = setup.model(batch[0]), setup.model(batch[1])

@@ -33,9 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from collapsewatch_demo import reference
-from collapsewatch_demo.data import Manifold, augment
-from collapsewatch_demo.harness import Batch, Setup, TwoViews
-from collapsewatch_demo.scenarios.complete_collapse import EMBED, HIDDEN, IN_DIM, MANIFOLD
+from collapsewatch_demo.scenarios.complete_collapse import ManifoldViews, manifold_encoder
 from collapsewatch_demo.scenarios.registry import Scenario, register
 
 INVARIANCE, VARIANCE = 25.0, 25.0
@@ -43,18 +41,7 @@ INVARIANCE, VARIANCE = 25.0, 25.0
 
 def encoder() -> nn.Module:
     """``complete_collapse``'s encoder (32-256(BN)-64, as ``encoder``), without a predictor."""
-    return nn.Sequential(
-        OrderedDict(
-            encoder=nn.Sequential(
-                OrderedDict(
-                    fc1=nn.Linear(IN_DIM, HIDDEN),
-                    bn=nn.BatchNorm1d(HIDDEN),
-                    relu=nn.ReLU(),
-                    fc2=nn.Linear(HIDDEN, EMBED),
-                )
-            )
-        )
-    )
+    return nn.Sequential(OrderedDict(encoder=manifold_encoder()))
 
 
 class VICRegLoss(nn.Module):
@@ -81,26 +68,20 @@ class VICRegLoss(nn.Module):
 
 
 @dataclass(frozen=True)
-class VICRegManifold(TwoViews):
-    """VICReg on the 8-D manifold, SGD 0.05 with momentum 0.9, batch 256; ``covariance`` is
-    the weight of the covariance term (0: the collapse)."""
+class VICRegManifold(ManifoldViews):
+    """VICReg on the 8-D manifold, batch 256; ``covariance`` is the weight of the covariance
+    term (0: the collapse)."""
 
     family: ClassVar[str] = "dimensional"
     covariance: float = 1.0
     steps: int = 400
-    data: ClassVar[Manifold] = MANIFOLD
+    batch_size: ClassVar[int] = 256
 
-    def build(self) -> Setup:
-        model = encoder()
-        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        heldout = self.heldout_view(self.data.heldout())
-        return Setup(model, opt, VICRegLoss(self.covariance), heldout)
+    def network(self) -> nn.Module:
+        return encoder()
 
-    def view(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return augment(x, generator)
-
-    def batch(self, step: int, generator: torch.Generator) -> Batch:
-        return self.views(self.data.sample(256, generator), generator)
+    def criterion(self) -> nn.Module:
+        return VICRegLoss(self.covariance)
 
     def reference(self) -> reference.Reference:
         return reference.dimensional("encoder.fc2")

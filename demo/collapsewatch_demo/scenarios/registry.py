@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from collapsewatch_demo.by_name import ByName
+
 if TYPE_CHECKING:
     from collapsewatch_demo.harness import Recipe, Trained
 
@@ -62,14 +64,9 @@ class Scenario:
         return self.collapse.family
 
 
-SCENARIOS: dict[str, Scenario] = {}
-
-
-def register(scenario: Scenario) -> Scenario:
-    if scenario.name in SCENARIOS:
-        raise ValueError(f"scenario {scenario.name!r} registered twice")
-    SCENARIOS[scenario.name] = scenario
-    return scenario
+SCENARIOS: ByName[Scenario] = ByName("scenario")
+#: Each scenario module registers its scenario at import.
+register = SCENARIOS.register
 
 
 def run_scenario(

@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from collapsewatch_demo.by_name import ByName
 from collapsewatch_demo.harness import Recipe
 
 Half = Literal["tune", "heldout"]
@@ -68,14 +69,9 @@ class Pair:
         )
 
 
-PAIRS: dict[str, Pair] = {}
-
-
-def register(pair: Pair) -> Pair:
-    if pair.name in PAIRS:
-        raise ValueError(f"pair {pair.name!r} registered twice")
-    PAIRS[pair.name] = pair
-    return pair
+PAIRS: ByName[Pair] = ByName("pair")
+#: Each module of :mod:`collapsewatch_demo.validation.pairs` registers its pairs at import.
+register = PAIRS.register
 
 
 def select(

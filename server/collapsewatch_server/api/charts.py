@@ -18,6 +18,7 @@ from collapsewatch_server import errors
 from collapsewatch_server.api.deps import ContextDep, ReadAuth
 from collapsewatch_server.services import alerts, charts
 from collapsewatch_server.services.backtest import backtest as run_backtest
+from collapsewatch_server.services.runs import list_runs
 from collapsewatch_web.api_schemas.backtest import BacktestRequest, BacktestResult
 from collapsewatch_web.api_schemas.charts import ComparePublic, IndicatorFigures, SpectrumView
 from collapsewatch_web.api_schemas.health import FiringAlert, RunHealth, RunOverview
@@ -79,7 +80,7 @@ def overview(
     tag: Annotated[str | None, Query(max_length=64, description="runs carrying it")] = None,
 ) -> list[RunOverview]:
     """Runs newest first, each with its worst alert state per indicator family."""
-    return charts.runs_overview(ctx, project, q, limit, tag or None)
+    return charts.runs_overview(ctx, list_runs(ctx, project, q, limit, tag or None))
 
 
 @router.get("/firing", response_model=list[FiringAlert], responses={404: {}})

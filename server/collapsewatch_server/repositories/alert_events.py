@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from collapsewatch_server.alerts.evaluation import Raised
+from collapsewatch_server.repositories.sql import inserted
 from collapsewatch_server.tables import AlertEvent, Project, Run
 from collapsewatch_web.api_schemas.alerts import EventStatus, Severity
 
@@ -63,9 +64,7 @@ def add_nodata(s: Session, run: Run, message: str, now: datetime) -> AlertEvent:
         message=message,
         created_at=now,
     )
-    s.add(event)
-    s.flush()
-    return event
+    return inserted(s, event)
 
 
 def filtered(

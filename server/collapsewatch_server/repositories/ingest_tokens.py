@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
+from collapsewatch_server.repositories.sql import inserted
 from collapsewatch_server.tables import IngestToken, Project
 from collapsewatch_web.api_schemas.ingest_tokens import TokenPublic
 
@@ -25,9 +26,7 @@ def public(row: IngestToken, project: str) -> TokenPublic:
 def add(s: Session, project_id: int, name: str, prefix: str, token_hash: str) -> IngestToken:
     """A new token row, flushed (it has its id)."""
     row = IngestToken(project_id=project_id, name=name, prefix=prefix, token_hash=token_hash)
-    s.add(row)
-    s.flush()
-    return row
+    return inserted(s, row)
 
 
 def of_project(s: Session, project_id: int) -> list[IngestToken]:

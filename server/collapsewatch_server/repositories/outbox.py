@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from collapsewatch_server.repositories import silences
-from collapsewatch_server.repositories.sql import is_postgres
+from collapsewatch_server.repositories.sql import inserted, is_postgres
 from collapsewatch_server.tables import (
     AlertEvent,
     Delivery,
@@ -138,9 +138,7 @@ def _new_delivery(
         next_attempt_at=policy.first_due(now, last_sealed),
         created_at=now,
     )
-    s.add(row)
-    s.flush()
-    return row
+    return inserted(s, row)
 
 
 def add_test(s: Session, webhook_id: int, uid: uuid.UUID, now: datetime) -> Delivery:
@@ -156,9 +154,7 @@ def add_test(s: Session, webhook_id: int, uid: uuid.UUID, now: datetime) -> Deli
         lease_until=now,
         created_at=now,
     )
-    s.add(row)
-    s.flush()
-    return row
+    return inserted(s, row)
 
 
 def _due(now: datetime) -> ColumnElement[bool]:

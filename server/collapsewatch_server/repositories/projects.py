@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
+from collapsewatch_server.repositories.sql import inserted
 from collapsewatch_server.tables import Project, Run
 from collapsewatch_web.api_schemas.runs import ProjectPublic
 
@@ -26,9 +27,7 @@ def get(s: Session, name: str) -> Project:
 def add(s: Session, name: str) -> Project:
     """A new project of that name, flushed (it has its id)."""
     project = Project(name=name)
-    s.add(project)
-    s.flush()
-    return project
+    return inserted(s, project)
 
 
 def with_run_counts(s: Session) -> list[ProjectPublic]:

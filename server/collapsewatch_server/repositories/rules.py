@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
 from collapsewatch_server.alerts.engine import RuleSpec, spec_from
-from collapsewatch_server.repositories.sql import owned_row
+from collapsewatch_server.repositories.sql import inserted, owned_row
 from collapsewatch_server.tables import AlertStateRow, Project, Rule
 from collapsewatch_web.api_schemas.alerts import RuleCreate, RulePublic
 
@@ -59,9 +59,7 @@ def add(
         updated_at=now,
         **columns(rule),
     )
-    s.add(row)
-    s.flush()
-    return row
+    return inserted(s, row)
 
 
 def add_defaults(s: Session, project_id: int, rules: Iterable[RuleCreate], now: datetime) -> None:

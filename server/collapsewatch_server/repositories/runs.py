@@ -100,14 +100,10 @@ def _with_interval(history: list[Any], step: int, every: int) -> list[Any]:
 
 
 def with_open_alerts(
-    s: Session,
-    project_id: int | None = None,
-    name: str | None = None,
-    limit: int = 500,
-    tag: str | None = None,
+    s: Session, project_id: int | None, name: str | None, limit: int, tag: str | None
 ) -> list[tuple[Run, str, int]]:
-    """(run, project name, open alerts) newest first, of one project when given, whose name
-    contains ``name`` (any case) when given, carrying ``tag`` when given."""
+    """(run, project name, open alerts) newest first, at most ``limit``, of one project when
+    given, whose name contains ``name`` (any case) when given, carrying ``tag`` when given."""
     query = select(Run, Project.name, open_alerts_count()).join(
         Project, Project.id == Run.project_id
     )

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
-from collapsewatch_server.repositories.sql import owned_row
+from collapsewatch_server.repositories.sql import inserted, owned_row
 from collapsewatch_server.tables import AlertEvent, Project, Silence
 from collapsewatch_web.api_schemas.alerts import glob_matches
 from collapsewatch_web.api_schemas.silences import SilenceCreate
@@ -29,9 +29,7 @@ def add(s: Session, project_id: int, data: SilenceCreate, starts_at: datetime) -
         ends_at=data.ends_at,
         comment=data.comment,
     )
-    s.add(row)
-    s.flush()
-    return row
+    return inserted(s, row)
 
 
 def get(s: Session, project: Project, silence_id: int) -> Silence:

@@ -1,5 +1,5 @@
-"""What the repositories share: the dialect's INSERT (for ON CONFLICT), the bulk path of
-each backend for many rows at once, and a project's row by id."""
+"""What the repositories share: a new row inserted, the dialect's INSERT (for ON CONFLICT),
+the bulk path of each backend for many rows at once, and a project's row by id."""
 
 from __future__ import annotations
 
@@ -19,6 +19,16 @@ _Owned = TypeVar("_Owned", Rule, Silence, Webhook)
 
 #: Statements per compound SELECT: SQLite allows at most 500 terms in one.
 UNION_PARTS = 400
+
+_Row = TypeVar("_Row")
+
+
+def inserted(s: Session, row: _Row) -> _Row:
+    """``row`` added and flushed: it has its id, and rows added later may point at it (the
+    tables declare no ORM relationships to order the inserts)."""
+    s.add(row)
+    s.flush()
+    return row
 
 
 def insert(s: Session, table: Any) -> Any:

@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
-from collapsewatch_server.repositories.sql import owned_row
+from collapsewatch_server.repositories.sql import inserted, owned_row
 from collapsewatch_server.tables import Delivery, DeliveryAttempt, DeliveryEvent, Project, Webhook
 from collapsewatch_web.api_schemas.webhooks import WebhookCreate
 
@@ -27,9 +27,7 @@ def add(s: Session, project_id: int, data: WebhookCreate, secret: str) -> Webhoo
         routing_key=data.routing_key,
         enabled=data.enabled,
     )
-    s.add(row)
-    s.flush()
-    return row
+    return inserted(s, row)
 
 
 def get(s: Session, project: Project, webhook_id: int) -> Webhook:

@@ -178,15 +178,9 @@ def run_health(ctx: ServiceContext, run_id: uuid.UUID, families: Sequence[str] =
     )
 
 
-def runs_overview(
-    ctx: ServiceContext,
-    project: str | None = None,
-    name: str | None = None,
-    limit: int = 500,
-    tag: str | None = None,
-) -> list[RunOverview]:
-    """Runs newest first with their health per family: a few queries for the whole list."""
-    listed = run_reads.list_runs(ctx, project, name, limit, tag)
+def runs_overview(ctx: ServiceContext, listed: Sequence[RunPublic]) -> list[RunOverview]:
+    """The runs ``listed`` (by :func:`collapsewatch_server.services.runs.list_runs`), each
+    with its health per family: a few queries for the whole list."""
     per = health(ctx, [r.run_id for r in listed])
     return [RunOverview(**r.model_dump(), health=per[r.run_id]) for r in listed]
 

@@ -41,7 +41,7 @@ def runs_page(
 ) -> str:
     """Every run, newest first, with its health per indicator family; of one project, whose
     name contains ``q`` and carrying ``tag``, when given (NotFound for an unknown project)."""
-    listed = charts.runs_overview(ctx, project, q, tag=tag)
+    listed = charts.runs_overview(ctx, runs.list_runs(ctx, project, q, tag=tag))
     names = [p.name for p in projects.list_projects(ctx)]
     return render.render_runs_page(
         listed, projects=names, project=project, q=q, tag=tag, show_logout=_show_logout(ctx)
