@@ -280,7 +280,7 @@ class CountingLinearAttention(Recurrent):
     def build(self) -> Setup:
         model = DecayedLinearAttention(self.vocab, 32, 4, self.vocab, 0.5, 0.9)
         rest = [p for name, p in model.named_parameters() if name != "decay"]
-        groups = [{"params": rest}, {"params": [model.decay], "lr": 1.0}]
+        groups: list[dict[str, Any]] = [{"params": rest}, {"params": [model.decay], "lr": 1.0}]
         opt = torch.optim.SGD(groups, lr=0.05, momentum=0.9, nesterov=True)
         g = heldout_generator(self.task_seed)
         heldout = torch.randint(0, self.vocab, (16, 1024), generator=g)
