@@ -45,3 +45,10 @@ def test_every_family_beyond_the_first_three_has_a_pair_in_each_half() -> None:
         assert {p.half for p in chosen} == {"tune", "heldout"}, family
         assert len({p.steps for p in chosen}) == len(chosen), family  # run lengths differ
         assert all(300 <= p.steps <= 5000 for p in chosen)
+
+
+def test_pairs_b_families_have_three_pairs() -> None:
+    for family in ("diversity", "generative", "neural_collapse", "state"):
+        chosen = select(family=family)
+        assert len(chosen) >= 3, family
+        assert len({type(p.collapse) for p in chosen}) == len(chosen), family  # all different

@@ -212,6 +212,130 @@ class UnlearningGPT(Recipe):
         return {"validation": math.exp(total / count)}
 
 
+class CausalConvLM(nn.Module):
+    """Embedding, two causal 1-D convolutions (kernel 3, dilations 1 and 2, ReLU, each with a
+    skip connection) and a linear head over the vocabulary: a small WaveNet-style LM."""
+
+    def __init__(self, vocab: int, dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.conv1 = nn.Conv1d(dim, dim, 3, dilation=1)
+        self.conv2 = nn.Conv1d(dim, dim, 3, dilation=2)
+        self.head = nn.Linear(dim, vocab)
+
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """``[batch, T, vocab]``: the next-token logits after every prefix."""
+        h = self.embed(idx).transpose(1, 2)  # [B, dim, T]
+        h = h + F.relu(self.conv1(F.pad(h, (2, 0))))  # left padding keeps it causal
+        h = h + F.relu(self.conv2(F.pad(h, (4, 0))))
+        return self.head(h.transpose(1, 2))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.logits(idx).flatten(0, 1)
+
+    @torch.no_grad()
+    def generate(
+        self, first: torch.Tensor, length: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Sequences of ``length`` tokens from the first tokens ``first`` ``[n]``, sampled
+        from the softmax (temperature 1)."""
+        x = first[:, None]
+        for _ in range(length - 1):
+            probs = self.logits(x[:, -7:])[:, -1].softmax(-1)  # the receptive field is 7
+            x = torch.cat((x, torch.multinomial(probs, 1, generator=generator)), 1)
+        return x
+
+
+@dataclass(frozen=True)
+class RewardTunedConvLM(Recipe):
+    """A :class:`CausalConvLM` (d = 48) of a Zipf Markov chain (V = 48, T = 16), SGD 0.1 with
+    momentum 0.9, 2000 steps: 500 steps of next-token prediction on the chain, then 1500 of
+    policy-gradient fine-tuning at lr 0.05 (REINFORCE on the mean log-probability of a
+    sample's tokens, a batch of 32 samples a step, the batch's mean reward as baseline)
+    towards a reward, the share of a sample's tokens among 8 "liked" ones, with a penalty
+    ``kl`` times the exact per-token KL divergence from the model as it was at step 500.
+    From step 500 it logs 256 samples every 100 steps (``log_tokens``) and the NLL of 256
+    real validation sequences (``log_eval``). Without the penalty the policy concentrates on
+    a few high-reward continuations (the mode collapse of RL fine-tuning): liked tokens go
+    from 14% to 94% of the samples, distinct-2 relative to step 500 crosses 0.7 at step 720
+    and ends at 0.10 (seed 0). With it the samples stay near the pretrained model's (liked
+    tokens 16%, distinct-2 at 0.99-1.01). About 150-190 s a run on the loaded shared
+    machine (sampling 32 sequences token by token every step)."""
+
+    family: ClassVar[str] = "diversity"
+    loggers: ClassVar[tuple[str, ...]] = ("log_tokens", "log_eval")
+    kl: float = 0.5
+    steps: int = 2000
+    pretrain: ClassVar[int] = 500
+    every: ClassVar[int] = 100
+    liked: ClassVar[int] = 8
+    tune_lr: ClassVar[float] = 0.05
+    data: ClassVar[MarkovText] = MarkovText(48, task_seed=983)
+    length: ClassVar[int] = 16
+
+    def _samples(self, model: nn.Module, n: int, generator: torch.Generator) -> torch.Tensor:
+        first = torch.randint(0, self.data.vocab, (n,), generator=generator)
+        return model.generate(first, self.length, generator)  # type: ignore[operator]
+
+    def build(self) -> Setup:
+        model = CausalConvLM(self.data.vocab, 48)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        validation = self.data.sample(256, self.length, heldout_generator(self.data.task_seed))
+        # the KL anchor: a second build, loaded with the weights of step ``pretrain``
+        anchor = CausalConvLM(self.data.vocab, 48).requires_grad_(False)
+        return Setup(model, opt, FlatTargets(), validation, parts={"anchor": anchor})
+
+    def batch(self, step: int, generator: torch.Generator) -> Batch:
+        seq = self.data.sample(32, self.length, generator)
+        return seq[:, :-1], seq[:, 1:]
+
+    def train_step(
+        self, setup: Setup, step: int, generator: torch.Generator, monitor: Any
+    ) -> float:
+        since = step - self.pretrain
+        if since == 0:
+            setup.parts["anchor"].load_state_dict(setup.model.state_dict())
+            for group in setup.optimizer.param_groups:  # fine-tuning at half the rate
+                group["lr"] = self.tune_lr
+        if since >= 0 and since % self.every == 0:
+            self._log(setup, monitor, self._samples(setup.model, 256, generator))
+        if since < 0:
+            loss = super().train_step(setup, step, generator, monitor)
+        else:
+            loss = self.optimise(setup, self._policy_loss(setup, generator))
+        if step + 1 == self.steps:
+            last = self._samples(setup.model, 256, torch.Generator().manual_seed(10_000))
+            self._log(setup, monitor, last)
+        return loss
+
+    def _policy_loss(self, setup: Setup, generator: torch.Generator) -> torch.Tensor:
+        """REINFORCE with the batch-mean baseline, plus ``kl`` times the mean per-token
+        KL(policy || anchor) over the sampled prefixes."""
+        seq = self._samples(setup.model, 32, generator)
+        reward = (seq[:, 1:] < self.liked).float().mean(1)
+        logits = setup.model.logits(seq[:, :-1])  # type: ignore[operator]
+        logp = logits.log_softmax(-1)
+        taken = logp.gather(-1, seq[:, 1:, None])[..., 0].mean(1)
+        loss = -((reward - reward.mean()) * taken).mean()
+        if self.kl > 0:
+            with torch.no_grad():
+                anchor = setup.parts["anchor"].logits(seq[:, :-1]).log_softmax(-1)
+            kl = (logp.exp() * (logp - anchor)).sum(-1).mean()
+            loss = loss + self.kl * kl
+        return loss
+
+    def _log(self, setup: Setup, monitor: Any, samples: torch.Tensor) -> None:
+        monitor.log_tokens("samples", samples)
+        monitor.log_eval("validation", *nll(setup.model, setup.heldout))
+
+    def reference(self) -> reference.Reference:
+        return reference.diversity_drop("samples", from_step=self.pretrain)
+
+    def reference_values(self, model: nn.Module, heldout: torch.Tensor) -> dict[str, float]:
+        samples = self._samples(model, 256, torch.Generator().manual_seed(10_000))
+        return {"samples": reference.distinct_2(samples)}
+
+
 register(
     Pair(
         "diversity-gru-self-consuming",
@@ -228,5 +352,14 @@ register(
         "explodes (control: keeps descending on retained data)",
         UnlearningGPT(ascent=True),
         UnlearningGPT(ascent=False),
+    )
+)
+register(
+    Pair(
+        "diversity-convlm-reinforce-no-kl",
+        "causal conv LM fine-tuned by REINFORCE towards 8 liked tokens with no KL penalty: "
+        "its samples concentrate on a few continuations (control: KL penalty 0.5)",
+        RewardTunedConvLM(kl=0.0),
+        RewardTunedConvLM(kl=0.5),
     )
 )
