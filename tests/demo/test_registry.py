@@ -45,3 +45,10 @@ def test_every_family_beyond_the_first_three_has_a_pair_in_each_half() -> None:
         assert {p.half for p in chosen} == {"tune", "heldout"}, family
         assert len({p.steps for p in chosen}) == len(chosen), family  # run lengths differ
         assert all(300 <= p.steps <= 5000 for p in chosen)
+
+
+def test_every_family_has_at_least_three_pairs() -> None:
+    # issue 10: at least three collapse/control pairs per family; the families listed are the
+    # ones completed so far (the others follow)
+    for family in ("tokens", "attention", "codebook", "routing"):
+        assert len(select(family=family)) >= 3, family
