@@ -16,6 +16,8 @@ HELDOUT = 2048
 #: Images of a held-out batch: each gives a row per position (256 for 16 x 16), so 512 images
 #: give a convolution's channels 131,072 rows at the first layer.
 HELDOUT_IMAGES = 512
+#: Signals of a held-out batch of 1-D sequences.
+HELDOUT_SIGNALS = 512
 
 
 def heldout_generator(task_seed: int) -> torch.Generator:
@@ -95,6 +97,44 @@ class Shapes:
 
     def heldout(self) -> torch.Tensor:
         return self.sample(HELDOUT_IMAGES, heldout_generator(self.task_seed))[0]
+
+
+class Waveforms:
+    """Signals of ``length`` samples in 16 classes: 4 shapes (sine, square, sawtooth,
+    triangle) times 4 frequencies (1-4 cycles), random phase and amplitude 0.7-1.3, plus
+    Gaussian noise of std 0.1, as ``[n, 1, length]``; the class is the label."""
+
+    CLASSES = 16
+
+    def __init__(self, length: int, task_seed: int) -> None:
+        self.length, self.task_seed = length, task_seed
+
+    def of(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Signals of the classes ``y``."""
+        n = len(y)
+        cycles = (y // 4 + 1).view(n, 1).float()
+        phase = torch.rand(n, 1, generator=generator)
+        t = (torch.arange(self.length).view(1, -1) / self.length * cycles + phase) % 1.0
+        shapes = torch.stack(
+            (
+                torch.sin(2 * math.pi * t),
+                torch.where(t < 0.5, 1.0, -1.0),
+                2 * t - 1,
+                1 - 4 * (t - 0.5).abs(),
+            ),
+            1,
+        )
+        wave = shapes[torch.arange(n), y % 4]
+        amp = 0.7 + 0.6 * torch.rand(n, 1, generator=generator)
+        noise = 0.1 * torch.randn(n, self.length, generator=generator)
+        return (amp * wave + noise).unsqueeze(1)
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, self.CLASSES, (n,), generator=generator)
+        return self.of(y, generator), y
+
+    def heldout(self) -> torch.Tensor:
+        return self.sample(HELDOUT_SIGNALS, heldout_generator(self.task_seed))[0]
 
 
 class SmoothRegression:

@@ -47,8 +47,27 @@ def test_every_family_beyond_the_first_three_has_a_pair_in_each_half() -> None:
         assert all(300 <= p.steps <= 5000 for p in chosen)
 
 
-def test_pairs_b_families_have_three_pairs() -> None:
-    for family in ("diversity", "generative", "neural_collapse", "state"):
+#: The 13 collapse families of the server's catalogue that the suite validates.
+FAMILIES = (
+    "dead_units",
+    "dimensional",
+    "complete",
+    "neural_collapse",
+    "tokens",
+    "attention",
+    "codebook",
+    "routing",
+    "posterior",
+    "diversity",
+    "generative",
+    "sparsity",
+    "state",
+)
+
+
+def test_every_family_has_three_different_pairs() -> None:
+    """Issue 10: at least three collapse/control pairs per family, from at least three
+    different recipes (models and data; one recipe may carry two mechanisms)."""
+    for family in FAMILIES:
         chosen = select(family=family)
-        assert len(chosen) >= 3, family
-        assert len({type(p.collapse) for p in chosen}) == len(chosen), family  # all different
+        assert len({type(p.collapse) for p in chosen}) >= 3, family
