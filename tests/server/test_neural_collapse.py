@@ -139,9 +139,19 @@ def brute(
     overall = np.mean([cosd[np.ix_(a, b)].mean() for a in groups for b in groups])
     out["class_separation"] = float(1 - within / overall)
     counts = np.array([np.sum(y == k) for k in range(task.weight.shape[0])])
-    rare = np.argsort(counts, kind="stable")[: math.ceil(counts.size / 2)]
-    wr = task.weight[rare] / np.linalg.norm(task.weight[rare], axis=1, keepdims=True)
-    out["minority_collapse"] = float((wr @ wr.T)[np.triu_indices(rare.size, 1)].max())
+    order = np.argsort(counts, kind="stable")
+    rare, common = order[: math.ceil(counts.size / 2)], order[math.ceil(counts.size / 2) :]
+    # a minority: the rarer half a third as frequent or less, and counts a balanced draw gives
+    # with p < 0.001 (chi-square quantile by Monte Carlo, not the indicator's approximation)
+    g = np.random.default_rng(0)
+    draws = g.multinomial(int(counts.sum()), np.full(counts.size, 1 / counts.size), 20000)
+    expected = counts.sum() / counts.size
+    chi2 = lambda n: ((n - expected) ** 2).sum(-1) / expected  # noqa: E731
+    if counts[rare].mean() <= counts[common].mean() / 3 and chi2(counts) > np.quantile(
+        chi2(draws), 0.999
+    ):
+        wr = task.weight[rare] / np.linalg.norm(task.weight[rare], axis=1, keepdims=True)
+        out["minority_collapse"] = float((wr @ wr.T)[np.triu_indices(rare.size, 1)].max())
     if lagged is not None:
         logits = h @ task.weight.T + task.bias
         ncc = np.argmin(((h[:, None, :] - lagged[None]) ** 2).sum(2), axis=1)
@@ -164,7 +174,10 @@ def test_every_neural_indicator_has_a_brute_force_twin() -> None:
     g = np.random.default_rng(0)
     assert set(brute(task.batch(120, g).h, task.batch(120, g).y, task, np.zeros((6, 16)))) == set(
         NEURAL
-    )
+    ) - {"minority_collapse"}  # balanced enough: no minority
+    skewed = make_task(c=6, d=16, spread=0.5, seed=0, imbalance=30.0)
+    batch = skewed.batch(600, g)
+    assert "minority_collapse" in brute(batch.h, batch.y, skewed, np.zeros((6, 16)))
 
 
 #: (within-class spread, relative tolerance): early training (NC1 ~0.7, VCI ~0.44, NC4 ~0.25)
@@ -395,3 +408,19 @@ def test_default_rules_inform_about_neural_collapse_and_warn_about_minority_coll
         "vci": ("below", 0.05, "info", 0.1),
         "minority_collapse": ("above", 0.9, "warning", None),
     }
+
+
+def test_minority_collapse_needs_a_minority() -> None:
+    """Balanced classes: the "rarer half" is sampling noise, so two similar class rows give no
+    minority-collapse point; the same rows with long-tailed counts do."""
+    c, d = 8, 40
+    g = np.random.default_rng(8)
+    balanced = make_task(c, d, spread=1.0, seed=8)
+    direction = g.normal(size=d)
+    balanced.weight[:] = direction + 0.1 * g.normal(size=(c, d))  # every row alike
+    got = indicators(reduce(ClassAccumulator(c), balanced, [balanced.batch(64, g)]))
+    assert "minority_collapse" not in got
+    skewed = make_task(c, d, spread=1.0, seed=8, imbalance=20.0)
+    skewed.weight[:] = balanced.weight
+    got = indicators(reduce(ClassAccumulator(c), skewed, [skewed.batch(2000, g)]))
+    assert got["minority_collapse"] > CATALOGUE["minority_collapse"].warn  # type: ignore[operator]

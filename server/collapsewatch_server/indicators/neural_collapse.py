@@ -380,6 +380,29 @@ def class_separation(stats: Stats) -> float | None:
     return 1.0 - within / total if total > 0 else math.nan
 
 
+#: The rarer half of the classes is a minority when seen at most this share as often as the rest.
+MINORITY_SHARE = 1 / 3
+#: Standard normal quantile of the chi-square test that the counts are not balanced (p < 0.001).
+_Z_0001 = 3.09
+
+
+def imbalanced(counts: np.ndarray, rare: np.ndarray) -> bool:
+    """Whether class ``counts`` show a minority: the ``rare`` classes' mean count at most
+    :data:`MINORITY_SHARE` of the others', and a chi-square statistic against equal counts
+    past its 0.999 quantile (Wilson-Hilferty), so a small balanced batch's noise is not one."""
+    total, c = float(counts.sum()), counts.size
+    others = np.setdiff1d(np.arange(c), rare)
+    if total <= 0 or others.size == 0:
+        return False
+    if counts[rare].mean() > MINORITY_SHARE * counts[others].mean():
+        return False
+    expected = total / c
+    chi2 = float(((counts - expected) ** 2).sum() / expected)
+    df = c - 1
+    quantile = df * (1 - 2 / (9 * df) + _Z_0001 * math.sqrt(2 / (9 * df))) ** 3
+    return chi2 > quantile
+
+
 @indicator(
     "minority_collapse",
     title="Minority collapse",
@@ -389,7 +412,10 @@ def class_separation(stats: Stats) -> float | None:
     warn=0.9,
     meaning="Largest cosine between the classifier rows of the rarer half of the classes (by "
     "their counts in the record): near 1 the rare classes share one direction and cannot be "
-    "told apart (long-tailed training).",
+    "told apart (long-tailed training). Computed only where the record's classes are "
+    "imbalanced: the rarer half seen at most a third as often as the rest, and the counts "
+    "unlikely under balanced classes (chi-square, p < 0.001). On balanced data the rarer half "
+    "is sampling noise, and two similar classes' rows read high without any minority.",
     what_to_try="Re-balance: class-balanced sampling or loss re-weighting, logit adjustment, "
     "a fixed ETF classifier, or decoupled classifier re-training.",
     sources=(
@@ -402,7 +428,7 @@ def class_separation(stats: Stats) -> float | None:
 def minority_collapse(stats: Stats) -> float | None:
     n_all = _vec(stats, S.n)
     rare = np.argsort(n_all, kind="stable")[: math.ceil(n_all.size / 2)]
-    if rare.size < 2:
+    if rare.size < 2 or not imbalanced(n_all, rare):
         return None
     cos = _gram_cosines(_weights(stats)[np.ix_(rare, rare)])
     return float(_pairs(cos).max())
