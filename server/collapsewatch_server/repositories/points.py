@@ -59,17 +59,26 @@ def add(s: Session, rows: Sequence[tuple[int, int, float | None]]) -> None:
     bulk_insert(s, "points", ("series_id", "step", "value"), rows)
 
 
-def counters(s: Session, series_ids: Iterable[int]) -> dict[int, tuple[int | None, int | None]]:
-    """Series id -> (first step, last step) of what is stored, for these series."""
+class Counters(NamedTuple):
+    """What is stored of a series: its first and last step (None before its first point), and
+    the mark its coarse rollup levels are complete up to (``rollups``)."""
+
+    first_step: int | None
+    last_step: int | None
+    coarse_until: int
+
+
+def counters(s: Session, series_ids: Iterable[int]) -> dict[int, Counters]:
+    """Series id -> its :class:`Counters`, for these series."""
     ids = sorted(set(series_ids))
-    out: dict[int, tuple[int | None, int | None]] = {}
+    out: dict[int, Counters] = {}
     for start in range(0, len(ids), _IN_CHUNK):
         rows = s.execute(
-            select(Series.id, Series.first_step, Series.last_step).where(
+            select(Series.id, Series.first_step, Series.last_step, Series.coarse_until).where(
                 Series.id.in_(ids[start : start + _IN_CHUNK])
             )
         ).all()
-        out.update({sid: (first, last) for sid, first, last in rows})
+        out.update({sid: Counters(first, last, mark) for sid, first, last, mark in rows})
     return out
 
 

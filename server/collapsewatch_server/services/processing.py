@@ -191,7 +191,9 @@ def _store_points(s: Session, sids: np.ndarray, steps: np.ndarray, vals: np.ndar
     # looked up only for series the batch reaches at or behind their last step.
     starts = np.flatnonzero(np.diff(sorted_sids, prepend=-1))
     first_new = dict(zip(sorted_sids[starts].tolist(), sorted_steps[starts].tolist(), strict=True))
-    for sid, (_, last) in points.counters(s, first_new).items():
+    stored = points.counters(s, first_new)
+    for sid, counted in stored.items():
+        last = counted.last_step
         if last is not None and first_new[sid] <= last:
             mine = sids == sid
             known = points.known_steps(s, sid, first_new[sid], last)
@@ -223,7 +225,18 @@ def _store_points(s: Session, sids: np.ndarray, steps: np.ndarray, vals: np.ndar
             )
         ],
     )
-    point_rollups.add(s, rollups.levels_of(bins))
+    # The finest rollup level takes every new point; the coarser ones only those behind their
+    # series' mark, and catch up every ROLL_STEPS steps (see ``rollups``).
+    series = whole.series.tolist()
+    marks = np.fromiter((stored[sid].coarse_until for sid in series), np.int64, len(series))
+    point_rollups.add(s, rollups.levels_at_ingest(bins, np.repeat(marks, whole.count)))
+    before = np.fromiter(
+        (-1 if stored[sid].last_step is None else stored[sid].last_step for sid in series),
+        np.int64,
+        len(series),
+    )
+    due = rollups.roll_due(marks, np.maximum(before, whole.last_step))
+    point_rollups.roll(s, whole.series[due].tolist())
     return new
 
 
