@@ -47,14 +47,19 @@ class Processor:
         self._poll.wake()
 
     def expect(self, batch_id: str) -> asyncio.Future[int] | None:
-        """A future for the points of ``batch_id``, set when this process has processed it
-        (None when the processor is not running). Made before the batch is accepted, so a
-        batch processed at once is not missed; :meth:`forget` it afterwards."""
-        if not self._poll.running:
+        """A future for the points of ``batch_id``, set (on the event loop) when this process
+        has processed it; None when the processor is not running. Callable from any thread;
+        made before the batch is accepted, so a batch processed at once is not missed;
+        :meth:`forget` it afterwards."""
+        loop = self._poll.loop
+        if not self._poll.running or loop is None:
             return None
-        return self._waiters.setdefault(batch_id, asyncio.get_running_loop().create_future())
+        # a plain dict operation, atomic under the GIL; the future is only resolved and
+        # awaited on the loop
+        return self._waiters.setdefault(batch_id, loop.create_future())
 
     def forget(self, batch_id: str) -> None:
+        """Stop expecting ``batch_id`` (any thread)."""
         self._waiters.pop(batch_id, None)
 
     @staticmethod
