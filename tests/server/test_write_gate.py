@@ -33,7 +33,7 @@ def wait_waiting(gate: WriteGate, urgent: int, others: int) -> None:
 
 
 def test_an_urgent_writer_goes_before_one_that_waited_longer() -> None:
-    gate, order = WriteGate(), []
+    gate, order = WriteGate(), list[str]()
     with gate.hold():
         slow = queue_up(gate, False, order, "processor")
         wait_waiting(gate, 0, 1)
@@ -45,7 +45,7 @@ def test_an_urgent_writer_goes_before_one_that_waited_longer() -> None:
 
 
 def test_a_stream_of_urgent_writers_lets_a_waiting_other_one_through() -> None:
-    gate, order = WriteGate(), []
+    gate, order = WriteGate(), list[str]()
     urgent = URGENT_IN_A_ROW + 4
     with gate.hold(urgent=True):
         threads = [queue_up(gate, False, order, "processor")]
