@@ -68,18 +68,21 @@ class Counters(NamedTuple):
     coarse_until: int
 
 
-def counters(s: Session, series_ids: Iterable[int]) -> dict[int, Counters]:
-    """Series id -> its :class:`Counters`, for these series."""
-    ids = sorted(set(series_ids))
-    out: dict[int, Counters] = {}
-    for start in range(0, len(ids), _IN_CHUNK):
-        rows = s.execute(
-            select(Series.id, Series.first_step, Series.last_step, Series.coarse_until).where(
-                Series.id.in_(ids[start : start + _IN_CHUNK])
-            )
-        ).all()
-        out.update({sid: Counters(first, last, mark) for sid, first, last, mark in rows})
-    return out
+def series_of_run(s: Session, run_id: str) -> dict[tuple[int, str], tuple[int, Counters]]:
+    """(probe id, indicator) -> (series id, its :class:`Counters`) of every series of a run."""
+    rows = s.execute(
+        select(
+            Series.probe_id,
+            Series.indicator,
+            Series.id,
+            Series.first_step,
+            Series.last_step,
+            Series.coarse_until,
+        ).where(Series.run_id == run_id)
+    ).all()
+    return {
+        (pid, ind): (sid, Counters(first, last, mark)) for pid, ind, sid, first, last, mark in rows
+    }
 
 
 def known_steps(s: Session, series_id: int, first: int, last: int) -> set[int]:
