@@ -77,12 +77,15 @@ async def ingest(
     metrics = ctx.metrics
     started = time.perf_counter()
     try:
-        raw = await read_body(request, ctx.settings.max_body_bytes)
-        # Validation, the token check and the accepting transaction in one worker thread: on
-        # a loaded machine every hop between the event loop and a thread waits for the CPU.
-        taken = await run_in_threadpool(
-            take, ctx, processor, raw, token, get_throttle(request), client_address(request)
-        )
+        # the processor gives way while the batch is read and accepted (not while the answer
+        # waits for the processor)
+        with ctx.in_flight.accepting():
+            raw = await read_body(request, ctx.settings.max_body_bytes)
+            # Validation, the token check and the accepting transaction in one worker thread:
+            # on a loaded machine every hop between the event loop and a thread waits.
+            taken = await run_in_threadpool(
+                take, ctx, processor, raw, token, get_throttle(request), client_address(request)
+            )
         if isinstance(taken, JSONResponse):
             return taken
         result = await answer(ctx, processor, taken)

@@ -46,6 +46,10 @@ from collapsewatch_web.api_schemas.alerts import glob_matches
 
 log = logging.getLogger("collapsewatch.ingest")
 
+#: The longest one batch's processing waits, in all, for ingest requests being accepted: a
+#: steady stream of them slows the processing down, and does not stop it.
+GIVE_WAY_S = 2.0
+
 
 @dataclass(frozen=True)
 class Processed:
@@ -108,6 +112,9 @@ def _count(ctx: ServiceContext, done: Processed) -> None:
 
 
 def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
+    # Ingest answers first: where this holds no lock, it waits while requests are accepted.
+    give_way = ctx.in_flight.courtesy(GIVE_WAY_S)
+    give_way()
     batch = ctx.parsed.take(claimed.batch_id) or IngestBatch.model_validate_json(
         gzip.decompress(claimed.payload)
     )
@@ -120,11 +127,12 @@ def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
     with ctx.db.read() as s:
         stored = stat_records.recent(s, batch.run.run_id, before, count)
     windows = BatchWindows(batch, arrays, stored)
-    values = [
-        compute_indicators(record.kind, stats, windows.of(i))
-        for i, (record, stats) in enumerate(zip(batch.records, arrays, strict=True))
-    ]
-    encoded = [encode_stats(record.stats) for record in batch.records]
+    values: list[dict[str, float]] = []
+    encoded: list[bytes] = []
+    for i, (record, stats) in enumerate(zip(batch.records, arrays, strict=True)):
+        give_way()
+        values.append(compute_indicators(record.kind, stats, windows.of(i)))
+        encoded.append(encode_stats(record.stats))
 
     # 2. What the batch adds: probes and series it is the first to name are created on their
     #    own; its rows are built from reads (.new_points), so that the write transaction --
@@ -154,9 +162,11 @@ def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
     sids = np.fromiter((series[(p, i)][0] for p, i, _, _ in keys), np.int64, len(keys))
     steps = np.fromiter((st for _, _, st, _ in keys), np.int64, len(keys))
     vals = np.fromiter((v for _, _, _, v in keys), np.float64, len(keys))
+    give_way()
     with ctx.db.read() as s:
         planned = new_points.plan(s, dict(series.values()), sids, steps, vals)
 
+    give_way()
     with ctx.db.write() as s:
         # First a write (SQLite takes its write lock here): the batch leaves the queue with
         # everything below, or stays whole.
