@@ -14,14 +14,17 @@ was waiting): a lone trainer, and a test, then read their points right after the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Callable
 
 from collapsewatch_server.poll_loop import PollLoop
 from collapsewatch_server.services import processing
 from collapsewatch_server.services.context import ServiceContext
 
 log = logging.getLogger("collapsewatch.ingest")
+
+#: How often an answer waiting for its batch's points looks for other batches arriving.
+COMPANY_POLL_S = 0.05
 
 
 class Processor:
@@ -63,13 +66,20 @@ class Processor:
         self._waiters.pop(batch_id, None)
 
     @staticmethod
-    async def wait(future: asyncio.Future[int], timeout: float) -> int | None:
+    async def wait(
+        future: asyncio.Future[int], timeout: float, company: Callable[[], bool] = lambda: False
+    ) -> int | None:
         """The points of an expected batch, or None after ``timeout`` seconds (another
-        process may have it, or the queue is busy)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(future)
-        return None
+        process may have it, or the queue is busy) or as soon as ``company()`` says other
+        batches are arriving (the client is not alone: it gets its answer now)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not future.done():
+            left = deadline - loop.time()
+            if left <= 0 or company():
+                return None
+            await asyncio.wait({future}, timeout=min(left, COMPANY_POLL_S))
+        return future.result()
 
     async def stop(self) -> None:
         """Finish the batch in hand and stop."""

@@ -159,12 +159,14 @@ def check_ingest_throttled(
 async def answer(ctx: ServiceContext, processor: Processor, taken: Taken) -> IngestResult:
     """The answer to an accepted batch: when nothing else was waiting, this process's
     processor gets up to ``ingest_wait_s`` to compute its points, so the answer can say how
-    many."""
+    many -- unless other batches arrive meanwhile (many clients: none waits for points)."""
     accepted = taken.accepted
     try:
         if taken.expected is None or not accepted.alone:
             return accepted.result
-        points = await processor.wait(taken.expected, ctx.settings.ingest_wait_s)
+        points = await processor.wait(
+            taken.expected, ctx.settings.ingest_wait_s, lambda: len(ctx.in_flight) > 0
+        )
     finally:
         processor.forget(taken.batch_id)
     if points is None:
