@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -43,3 +44,22 @@ def test_a_courtesy_waits_its_budget_in_all_then_no_more() -> None:
             give_way()
         waited = time.monotonic() - started
     assert 0.25 < waited < 2
+
+
+def test_an_answer_waits_for_its_points_until_other_batches_arrive() -> None:
+    from collapsewatch_server.processor import Processor
+
+    async def wait(points_after: float, company_after: float) -> tuple[int | None, float]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        company = [False]
+        loop.call_later(points_after, future.set_result, 7)
+        loop.call_later(company_after, company.__setitem__, 0, True)
+        started = time.monotonic()
+        got = await Processor.wait(future, 10, lambda: company[0])
+        return got, time.monotonic() - started
+
+    got, waited = asyncio.run(wait(points_after=0.1, company_after=5))
+    assert got == 7 and waited < 2
+    got, waited = asyncio.run(wait(points_after=5, company_after=0.2))
+    assert got is None and 0.15 < waited < 2
