@@ -9,6 +9,7 @@ Batches are built as ``bench/ingest.py`` builds them: ``--probes`` scalar probes
     python bench/ingest_profile.py                                 # 100 probes x 20 steps
     python bench/ingest_profile.py --probes 1000 --batch-steps 2   # a trainer's shape
     python bench/ingest_profile.py --db postgresql://postgres@127.0.0.1/cw_profile
+    python bench/ingest_profile.py --plain         # CPU per point without the profiler's cost
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=5, help="batches before the profile")
     parser.add_argument("--db", help="a database URL (default: a fresh SQLite file)")
     parser.add_argument("--top", type=int, default=30, help="functions printed")
+    parser.add_argument("--plain", action="store_true", help="time only, no profile")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cw-bench-profile-"))
     try:
@@ -51,16 +53,19 @@ def main() -> None:
             ingest_batch(ctx, body)
         profile = cProfile.Profile(time.process_time)
         cpu0 = time.process_time()
-        profile.enable()
+        if not args.plain:
+            profile.enable()
         for body in raw[args.warm :]:
             ingest_batch(ctx, body)
         profile.disable()
         cpu = time.process_time() - cpu0
         points = (len(raw) - args.warm) * args.probes * args.batch_steps
-        print(f"{points:,} points, {cpu * 1e6 / max(1, points):.1f} us of CPU a point (profiled)")
-        stats = pstats.Stats(profile)
-        stats.sort_stats("cumulative").print_stats(args.top)
-        stats.sort_stats("tottime").print_stats(args.top)
+        how = "not profiled" if args.plain else "profiled"
+        print(f"{points:,} points, {cpu * 1e6 / max(1, points):.1f} us of CPU a point ({how})")
+        if not args.plain:
+            stats = pstats.Stats(profile)
+            stats.sort_stats("cumulative").print_stats(args.top)
+            stats.sort_stats("tottime").print_stats(args.top)
         engine.dispose()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

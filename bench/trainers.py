@@ -13,8 +13,13 @@ Printed: records made, stored (%), still spooled and dropped by the SDKs; ingest
 (2xx, 429/503 with Retry-After, other 5xx, no answer) and their p50/p99/max time; the server
 processes' resident memory over time (MiB, every ``--sample-s``).
 
+``--nice N`` runs the trainers at a lower OS priority (``nice`` N): in a lab the trainers run on
+their own machines, here they share the two cores with the server, and at the default priority
+32 of them leave the server a thirty-second of the CPU. Both figures are worth printing.
+
     python bench/trainers.py                                   # 32 trainers, 3 minutes, SQLite
     python bench/trainers.py --backend postgres --procs 2 --minutes 10
+    python bench/trainers.py --nice 10      # trainers below the server's priority
 """
 
 from __future__ import annotations
@@ -144,6 +149,7 @@ def main() -> None:
     parser.add_argument("--trainers", type=int, default=32)
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--sample-s", type=float, default=10.0, help="memory sampling period")
+    parser.add_argument("--nice", type=int, default=0, help="OS niceness of the trainers")
     parser.add_argument("--trainer", nargs=4, help=argparse.SUPPRESS)  # server name seconds out
     args = parser.parse_args()
     if args.trainer:
@@ -152,8 +158,8 @@ def main() -> None:
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="cw-bench-trainers-"))
-    print(f"{args.trainers} trainers x {args.minutes:g} min, {args.backend} x {args.procs} "
-          f"server process(es); at start: {machine_load()}", flush=True)  # fmt: skip
+    print(f"{args.trainers} trainers x {args.minutes:g} min (nice {args.nice}), {args.backend} x "
+          f"{args.procs} server process(es); at start: {machine_load()}", flush=True)  # fmt: skip
     try:
         with database(args.backend, tmp) as db_url, servers(db_url, args.procs, tmp) as started:
             urls = [u for _, u in started]
@@ -164,9 +170,14 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--trainer", urls[i % len(urls)], f"mlp-{i}"]
                 cmd += [str(args.minutes * 60), str(out)]
                 log = open(tmp / f"trainer-{i}.log", "wb")  # noqa: SIM115 (closed with the process)
-                trainers.append(
-                    (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), out, log)
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    preexec_fn=(lambda: os.nice(args.nice)) if args.nice else None,
                 )
+                trainers.append((proc, out, log))
             memory: list[list[float]] = []
             t0 = time.monotonic()
             while any(p.poll() is None for p, _, _ in trainers):

@@ -71,6 +71,8 @@ SERVER_LAYERS = {
             "auth",
             "poll_loop",
             "throttle",
+            "write_gate",
+            "in_flight",
         ),
         0,
     ),

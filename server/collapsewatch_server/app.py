@@ -33,6 +33,7 @@ from collapsewatch_server.api.edges import EdgeChecks
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database, make_engine, migrate
 from collapsewatch_server.errors import Busy, DomainError
+from collapsewatch_server.in_flight import InFlight
 from collapsewatch_server.metrics import Metrics
 from collapsewatch_server.processor import Processor
 from collapsewatch_server.services.context import ServiceContext
@@ -55,9 +56,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Every server process processes accepted batches (indicators, points, alerts), whether
     # or not it delivers webhooks.
     # ... and takes the batches the routes accepted already parsed (not validated twice).
-    parsed = ParsedBatches()
+    # ... and gives way to the ingest requests being accepted.
+    parsed, in_flight = ParsedBatches(), InFlight()
     processor = Processor(
-        ServiceContext(db, settings, wake_deliverer=worker.wake, metrics=metrics, parsed=parsed)
+        ServiceContext(
+            db,
+            settings,
+            wake_deliverer=worker.wake,
+            metrics=metrics,
+            parsed=parsed,
+            in_flight=in_flight,
+        )
     )
     context = ServiceContext(
         db,
@@ -66,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         wake_processor=processor.wake,
         metrics=metrics,
         parsed=parsed,
+        in_flight=in_flight,
     )
 
     @asynccontextmanager

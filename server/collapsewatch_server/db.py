@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from collapsewatch_server.write_gate import WriteGate
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -85,6 +88,17 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
 
 
+_TURN = "collapsewatch_write_turn"
+
+
+def _take_turn(session: Session, _transaction: Any, _connection: Any) -> None:
+    """A gated write transaction's first statement waits for its turn to write."""
+    turn = session.info.pop(_TURN, None)
+    if turn is not None:
+        gate, urgent, stack = turn
+        stack.enter_context(gate.hold(urgent))
+
+
 class Database:
     """An engine and its sessions. A service opens one transaction per use case with
     :meth:`write` (committed at the end of the block, rolled back on an error) or reads with
@@ -93,14 +107,29 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # SQLite writes one transaction at a time: this process's writers take turns here
+        self._gate = WriteGate() if engine.dialect.name == "sqlite" else None
+        event.listen(self._sessions, "after_begin", _take_turn)
 
     def read(self) -> Session:
         """A session for reads: ``with db.read() as s:`` (nothing is committed)."""
         return self._sessions()
 
-    def write(self) -> AbstractContextManager[Session]:
-        """A transaction: ``with db.write() as s:`` commits at the end of the block."""
-        return self._sessions.begin()
+    def write(self, urgent: bool = False) -> AbstractContextManager[Session]:
+        """A transaction: ``with db.write() as s:`` commits at the end of the block. On
+        SQLite an ``urgent`` one (a client waits for it) goes before this process's other
+        writers (:mod:`collapsewatch_server.write_gate`)."""
+        if self._gate is None:
+            return self._sessions.begin()
+        return self._gated(self._gate, urgent)
+
+    @contextlib.contextmanager
+    def _gated(self, gate: WriteGate, urgent: bool) -> Iterator[Session]:
+        # The turn is taken at the transaction's first statement (``_take_turn``), as SQLite
+        # takes its lock, and given back once it has committed or rolled back.
+        with contextlib.ExitStack() as turn, self._sessions.begin() as s:
+            s.info[_TURN] = (gate, urgent, turn)
+            yield s
 
     def ping(self) -> bool:
         """True when the database answers."""

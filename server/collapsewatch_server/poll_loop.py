@@ -43,6 +43,11 @@ class PollLoop:
         return self._task is not None
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the task runs on (None before :meth:`start`)."""
+        return self._loop
+
+    @property
     def stopping(self) -> bool:
         """A stop was asked for: a round in hand should finish what it holds and return."""
         return self._stopping

@@ -14,14 +14,17 @@ was waiting): a lone trainer, and a test, then read their points right after the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Callable
 
 from collapsewatch_server.poll_loop import PollLoop
 from collapsewatch_server.services import processing
 from collapsewatch_server.services.context import ServiceContext
 
 log = logging.getLogger("collapsewatch.ingest")
+
+#: How often an answer waiting for its batch's points looks for other batches arriving.
+COMPANY_POLL_S = 0.05
 
 
 class Processor:
@@ -47,24 +50,36 @@ class Processor:
         self._poll.wake()
 
     def expect(self, batch_id: str) -> asyncio.Future[int] | None:
-        """A future for the points of ``batch_id``, set when this process has processed it
-        (None when the processor is not running). Made before the batch is accepted, so a
-        batch processed at once is not missed; :meth:`forget` it afterwards."""
-        if not self._poll.running:
+        """A future for the points of ``batch_id``, set (on the event loop) when this process
+        has processed it; None when the processor is not running. Callable from any thread;
+        made before the batch is accepted, so a batch processed at once is not missed;
+        :meth:`forget` it afterwards."""
+        loop = self._poll.loop
+        if not self._poll.running or loop is None:
             return None
-        return self._waiters.setdefault(batch_id, asyncio.get_running_loop().create_future())
+        # a plain dict operation, atomic under the GIL; the future is only resolved and
+        # awaited on the loop
+        return self._waiters.setdefault(batch_id, loop.create_future())
 
     def forget(self, batch_id: str) -> None:
+        """Stop expecting ``batch_id`` (any thread)."""
         self._waiters.pop(batch_id, None)
 
     @staticmethod
-    async def wait(future: asyncio.Future[int], timeout: float) -> int | None:
+    async def wait(
+        future: asyncio.Future[int], timeout: float, company: Callable[[], bool] = lambda: False
+    ) -> int | None:
         """The points of an expected batch, or None after ``timeout`` seconds (another
-        process may have it, or the queue is busy)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(future)
-        return None
+        process may have it, or the queue is busy) or as soon as ``company()`` says other
+        batches are arriving (the client is not alone: it gets its answer now)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not future.done():
+            left = deadline - loop.time()
+            if left <= 0 or company():
+                return None
+            await asyncio.wait({future}, timeout=min(left, COMPANY_POLL_S))
+        return future.result()
 
     async def stop(self) -> None:
         """Finish the batch in hand and stop."""

@@ -19,6 +19,9 @@ import numpy as np
 
 #: Bin widths in steps, finest first: each a multiple of the one before, so bins nest.
 LEVELS: tuple[int, ...] = (16, 64, 256, 1024, 4096, 16384, 65536)
+#: How far (in steps) a series' coarse levels may lag behind its last step before they are
+#: brought up: more saves writes at ingest, costs a chart more finest bins to merge.
+ROLL_STEPS = 1024
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,54 @@ def levels_of(points: Bins) -> list[Bins]:
         current = merge(current, width)
         out.append(current)
     return out
+
+
+def levels_at_ingest(points: Bins, marks: np.ndarray) -> list[tuple[int, Bins]]:
+    """(level, bins) ingest writes for new ``points`` (from :func:`of_points`): all of them in
+    the finest level; those behind their series' mark (``marks``: the mark of each point's
+    series), a late sync, in the coarser levels too."""
+    out = [(0, merge(points, LEVELS[0]))]
+    behind = np.flatnonzero(points.first_step < marks)
+    if behind.size:
+        out += coarse_levels(points.take(behind))
+    return out
+
+
+def coarse_levels(finest: Bins) -> list[tuple[int, Bins]]:
+    """(level, bins) of every level but the finest for bins of the finest level (or points)."""
+    out: list[tuple[int, Bins]] = []
+    current = finest
+    for level, width in enumerate(LEVELS[1:], start=1):
+        current = merge(current, width)
+        out.append((level, current))
+    return out
+
+
+def mark_after(last_step: np.ndarray) -> np.ndarray:
+    """A series' mark once its coarse levels are brought up to its last step: the start of
+    the finest bin holding that step (that bin may still grow)."""
+    return last_step // LEVELS[0] * LEVELS[0]
+
+
+def roll_due(marks: np.ndarray, last_steps: np.ndarray) -> np.ndarray:
+    """Which series (their marks and last steps) are due to have their coarse levels brought
+    up: grown ``ROLL_STEPS`` past their mark."""
+    return mark_after(last_steps) - marks >= ROLL_STEPS
+
+
+def joined(parts: Bins, tail: Bins, width: int) -> Bins:
+    """Bins of ``width`` steps from the stored bins of that width (``parts``) and finest bins
+    past the marks (``tail``), sorted by (series, first step)."""
+    if not len(tail):
+        return parts
+    tail = merge(tail, width)
+    both = Bins(
+        **{
+            f.name: np.concatenate((getattr(parts, f.name), getattr(tail, f.name)))
+            for f in fields(parts)
+        }
+    )
+    return merge(both.take(np.lexsort((both.first_step, both.series))), width)
 
 
 def level_for(width: int) -> int | None:

@@ -189,6 +189,8 @@ class Series(Base):
     first_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     last_value: Mapped[float | None] = mapped_column(Float, default=None)
+    # The rollup levels but the finest hold the points before this step (``rollups``).
+    coarse_until: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     __table_args__ = (
         UniqueConstraint("run_id", "probe_id", "indicator", name="uq_series_run_probe_indicator"),

@@ -136,3 +136,73 @@ def test_each_delivery_made_before_grouping_carries_its_event_under_the_same_id(
     assert tuple(delivery) == (event, "pending", 2, True)
     assert [tuple(m) for m in members] == [(1, event)]
     engine.dispose()
+
+
+def test_coarse_levels_are_complete_again_after_a_downgrade_and_marked_after_an_upgrade(
+    db_url: str,
+) -> None:
+    """0008: a series' coarse rollup levels lag behind its end (only the finest level is
+    written per batch). Down to 0007 they are built whole from the finest bins; up again,
+    the mark goes past the last step (every level complete)."""
+    import json
+    import math
+
+    import numpy as np
+    from sqlalchemy import text
+
+    from collapsewatch_server import rollups
+    from collapsewatch_server.config import Settings
+    from collapsewatch_server.db import Database
+    from collapsewatch_server.services.context import ServiceContext
+    from collapsewatch_server.services.ingest import ingest_batch
+    from tests.alert_helpers import scalar_batch
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    ctx = ServiceContext(Database(engine), Settings(db_url=db_url))
+    run = "5f1a3c2e-0000-4000-8000-000000000003"
+    steps = np.arange(0, 2500, 2)
+    values = np.sin(steps / 90.0)
+    values[100] = math.nan
+    for i in range(0, steps.size, 100):
+        batch = scalar_batch(run, values[i : i + 100].tolist(), start=int(steps[i]), every=2)
+        ingest_batch(ctx, json.dumps(batch).encode())
+    query = text(
+        "SELECT level, bin, count, nonfinite, first_step, last_step, low, high "
+        "FROM point_rollups WHERE level > 0 ORDER BY level, bin"
+    )
+    with engine.connect() as conn:
+        mark = conn.execute(text("SELECT coarse_until FROM series")).scalar_one()
+        lagging = conn.execute(query).all()
+    assert 0 < mark < 2498
+    command.downgrade(alembic_config(engine), "0007_data")
+    with engine.connect() as conn:
+        whole = conn.execute(query).all()
+    assert whole != lagging
+    sid = 1
+    expected = [
+        (
+            level,
+            int(b.first_step[i]) // width,
+            int(b.count[i]),
+            int(b.nonfinite[i]),
+            int(b.first_step[i]),
+            int(b.last_step[i]),
+            float(b.low[i]),
+            float(b.high[i]),
+        )
+        for level, (b, width) in enumerate(
+            zip(
+                rollups.levels_of(rollups.of_points(np.full(steps.size, sid), steps, values)),
+                rollups.LEVELS,
+                strict=True,
+            )
+        )
+        if level > 0
+        for i in range(len(b))
+    ]
+    assert [tuple(r) for r in whole] == expected
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT coarse_until FROM series")).scalar_one() == 2512
+    engine.dispose()

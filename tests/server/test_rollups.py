@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from collapsewatch_server import rollups
-from collapsewatch_server.repositories import point_bins
+from collapsewatch_server.repositories import point_bins, point_rollups
 from collapsewatch_server.services import runs
 from tests.alert_helpers import scalar_batch
 
@@ -142,3 +143,56 @@ def test_a_resent_step_is_stored_once_and_counted_once(client: Any) -> None:
     got = runs.get_points(ctx, uuid.UUID(run), "value", "metric")
     assert got.steps == [5, 10, 11, 12, 13]
     assert got.values == [0.5, 1.0, 2.0, 3.0, 4.0], "the first value of a step is kept"
+
+
+def test_every_level_read_back_matches_the_points_with_coarse_levels_behind(client: Any) -> None:
+    """Only the finest level is written per batch; the coarse ones catch up every
+    ROLL_STEPS steps and are read with the finest bins past the mark merged in. Two chunks
+    arrive last (a late sync behind the mark). Every level read equals the points binned."""
+    run = "3c1e9a52-7b1d-4c55-9e0f-2a6b8d4e1f03"
+    steps = np.arange(0, 9000, 3)
+    values = np.random.default_rng(3).normal(size=steps.size)
+    values[[5, 700, 2001]] = np.nan
+    chunks = [np.arange(i, min(i + 50, steps.size)) for i in range(0, steps.size, 50)]
+    late = [chunks.pop(40), chunks.pop(10)]
+    for chunk in [*chunks, *late]:
+        start = int(steps[chunk[0]])
+        post(client, scalar_batch(run, values[chunk].tolist(), start=start, every=3))
+    ctx = client.app.state.context
+    with ctx.db.read() as s:
+        ((sid, mark, last),) = s.execute(
+            text("SELECT id, coarse_until, last_step FROM series")
+        ).all()
+        assert 0 < mark <= last < mark + rollups.ROLL_STEPS + rollups.LEVELS[0]
+        for level, width in enumerate(rollups.LEVELS):
+            got = point_rollups.read(s, [sid], level)
+            expected = brute(np.full(steps.size, sid), steps, values, width)
+            assert len(got) == len(expected), level
+            for i in range(len(got)):
+                want = expected[(sid, int(got.first_step[i]) // width)]
+                assert got.count[i] == want["count"]
+                assert got.last[i] == want["last"] or math.isnan(want["last"])
+                in_bin = (steps >= got.first_step[i]) & (steps <= got.last_step[i])
+                assert int(in_bin.sum()) == want["count"]
+                if math.isinf(want["low"]):
+                    assert math.isnan(got.low[i])
+                    continue
+                assert (got.low[i], got.high[i]) == (want["low"], want["high"])
+                assert values[steps == got.low_step[i]][0] == got.low[i]
+                assert values[steps == got.high_step[i]][0] == got.high[i]
+
+
+def test_joined_merges_the_finest_bins_past_the_mark_into_the_stored_coarse_bins() -> None:
+    steps = np.arange(0, 3000, 7)
+    values = np.cos(steps / 30.0)
+    series = np.zeros(steps.size, dtype=np.int64)
+    points = rollups.of_points(series, steps, values)
+    mark = 1024 + 16 * 5  # inside a coarse bin
+    before = points.take(np.flatnonzero(steps < mark))
+    after = points.take(np.flatnonzero(steps >= mark))
+    stored = rollups.merge(before, 256)
+    tail = rollups.merge(after, 16)
+    whole = rollups.merge(points, 256)
+    again = rollups.joined(stored, tail, 256)
+    for field in rollups.Bins.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(again, field), getattr(whole, field), field)

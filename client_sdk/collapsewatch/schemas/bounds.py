@@ -8,7 +8,7 @@ backends one answer: a 422 naming the field.
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
@@ -33,12 +33,16 @@ NO_CONTROL = "must not contain control characters (found {char} at position {ind
 NO_NUL = "must not contain NUL characters (found at position {index})"
 
 
+#: Unicode's control characters (category Cc): C0, DEL and C1, as one character class (a
+#: search in C, where a loop over ``unicodedata.category`` cost a batch's validation a tenth of
+#: its time: every record names its probe).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def control_character(text: str) -> int | None:
     """The position of the first control character (C0, DEL, C1) in ``text``, or None."""
-    for index, char in enumerate(text):
-        if unicodedata.category(char) == "Cc":
-            return index
-    return None
+    found = _CONTROL.search(text)
+    return None if found is None else found.start()
 
 
 def refuse_control_characters(text: object) -> object:

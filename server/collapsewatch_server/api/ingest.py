@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -22,8 +24,9 @@ from collapsewatch_server.api.deps import (
 )
 from collapsewatch_server.processor import Processor
 from collapsewatch_server.services.context import ServiceContext
-from collapsewatch_server.services.ingest import accept_batch
+from collapsewatch_server.services.ingest import Accepted, accept_batch
 from collapsewatch_server.services.ingest_tokens import check_ingest
+from collapsewatch_server.throttle import AuthThrottle
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
@@ -74,16 +77,18 @@ async def ingest(
     metrics = ctx.metrics
     started = time.perf_counter()
     try:
-        raw = await read_body(request, ctx.settings.max_body_bytes)
-        try:
-            batch = IngestBatch.model_validate_json(raw)
-        except ValidationError as exc:
-            problems = exc.errors(include_url=False, include_input=False, include_context=False)
-            status = 400 if any(p["type"] == "json_invalid" for p in problems) else 422
-            metrics.rejected(status)
-            return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=status)
-        await check_ingest_throttled(request, ctx, token, batch.run.project)
-        result = await accept(ctx, processor, batch, raw)
+        # the processor gives way while the batch is read and accepted (not while the answer
+        # waits for the processor)
+        with ctx.in_flight.accepting():
+            raw = await read_body(request, ctx.settings.max_body_bytes)
+            # Validation, the token check and the accepting transaction in one worker thread:
+            # on a loaded machine every hop between the event loop and a thread waits.
+            taken = await run_in_threadpool(
+                take, ctx, processor, raw, token, get_throttle(request), client_address(request)
+            )
+        if isinstance(taken, JSONResponse):
+            return taken
+        result = await answer(ctx, processor, taken)
     except errors.DomainError as exc:
         metrics.rejected(exc.status_code)
         raise
@@ -95,15 +100,52 @@ async def ingest(
     return result
 
 
-async def check_ingest_throttled(
-    request: Request, ctx: ServiceContext, token: str | None, project: str
+@dataclass(frozen=True)
+class Taken:
+    """A batch accepted, and the future of its points when this process may wait for them."""
+
+    batch_id: str
+    accepted: Accepted
+    expected: asyncio.Future[int] | None
+
+
+def take(
+    ctx: ServiceContext,
+    processor: Processor,
+    raw: bytes,
+    token: str | None,
+    throttle: AuthThrottle,
+    address: str,
+) -> Taken | JSONResponse:
+    """In a worker thread: validate ``raw`` (a 400 or 422 answer when it is not a batch),
+    check the token, accept the batch."""
+    try:
+        batch = IngestBatch.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False, include_input=False, include_context=False)
+        status = 400 if any(p["type"] == "json_invalid" for p in problems) else 422
+        ctx.metrics.rejected(status)
+        return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=status)
+    check_ingest_throttled(ctx, token, batch.run.project, throttle, address)
+    batch_id = str(batch.batch_id)
+    # made before the batch is accepted, so a batch processed at once is not missed
+    expected = processor.expect(batch_id)
+    try:
+        accepted = accept_batch(ctx, batch, raw)
+    except BaseException:
+        processor.forget(batch_id)
+        raise
+    return Taken(batch_id, accepted, expected)
+
+
+def check_ingest_throttled(
+    ctx: ServiceContext, token: str | None, project: str, throttle: AuthThrottle, address: str
 ) -> None:
     """:func:`check_ingest`, counting wrong tokens per client address: a blocked address may
     still ingest with a project token, but its admin-token guesses are answered 429."""
-    throttle, address = get_throttle(request), client_address(request)
     wait = throttle.retry_after(address)
     try:
-        await run_in_threadpool(check_ingest, ctx, token, project, admin=wait is None)
+        check_ingest(ctx, token, project, admin=wait is None)
     except errors.Unauthorized:
         if token is None:
             raise
@@ -114,20 +156,19 @@ async def check_ingest_throttled(
         raise
 
 
-async def accept(
-    ctx: ServiceContext, processor: Processor, batch: IngestBatch, raw: bytes
-) -> IngestResult:
-    """Accept the batch; when nothing else was waiting, give this process's processor up to
-    ``ingest_wait_s`` to compute its points, so the answer can say how many."""
-    batch_id = str(batch.batch_id)
-    expected = processor.expect(batch_id)
+async def answer(ctx: ServiceContext, processor: Processor, taken: Taken) -> IngestResult:
+    """The answer to an accepted batch: when nothing else was waiting, this process's
+    processor gets up to ``ingest_wait_s`` to compute its points, so the answer can say how
+    many -- unless other batches arrive meanwhile (many clients: none waits for points)."""
+    accepted = taken.accepted
     try:
-        accepted = await run_in_threadpool(accept_batch, ctx, batch, raw)
-        if expected is None or not accepted.alone:
+        if taken.expected is None or not accepted.alone:
             return accepted.result
-        points = await processor.wait(expected, ctx.settings.ingest_wait_s)
+        points = await processor.wait(
+            taken.expected, ctx.settings.ingest_wait_s, lambda: len(ctx.in_flight) > 0
+        )
     finally:
-        processor.forget(batch_id)
+        processor.forget(taken.batch_id)
     if points is None:
         return accepted.result
     return accepted.result.model_copy(update={"points": points, "queued": False})

@@ -1,16 +1,19 @@
 """Point rollups (``collapsewatch_server.rollups``): new bins merged into the stored ones at
-ingest, bins of one level read back for charts."""
+ingest, a series' finest bins folded into its coarser levels when it has grown past its mark,
+bins of one level read back for charts (the coarse ones with the finest bins past the mark)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import repeat
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from collapsewatch_server import rollups
 from collapsewatch_server.repositories.sql import execute_many
 from collapsewatch_server.rollups import LEVELS, Bins
 from collapsewatch_server.tables import PointRollup
@@ -47,13 +50,15 @@ def _nullable(values: np.ndarray) -> list[float | None]:
     return [None if v != v else v for v in values.tolist()]  # NaN (v != v) as NULL
 
 
-def add(s: Session, levels: Sequence[Bins]) -> None:
-    """Merge new bins (``rollups.levels_of``: one ``Bins`` per level) into the stored ones.
+def add(s: Session, levels: Sequence[tuple[int, Bins]]) -> None:
+    """Merge new bins (``(level, bins)`` pairs, e.g. ``rollups.levels_at_ingest``) into the
+    stored ones.
 
     (In the SET list every CASE reads the row's old values: SQL evaluates all of them before
     it assigns any, so ``low`` is compared before it changes on both backends.)"""
     rows: list[tuple[object, ...]] = []
-    for level, (bins, width) in enumerate(zip(levels, LEVELS, strict=True)):
+    for level, bins in levels:
+        width = LEVELS[level]
         rows += zip(
             bins.series.tolist(),
             repeat(level),
@@ -74,25 +79,73 @@ def add(s: Session, levels: Sequence[Bins]) -> None:
     execute_many(s, _MERGE, rows)
 
 
-def read(s: Session, series_ids: Sequence[int], level: int) -> Bins:
-    """Every stored bin of ``level`` of these series, sorted by (series, step)."""
-    r = PointRollup
-    rows = s.execute(
-        select(
-            r.series_id,
-            r.first_step,
-            r.last_step,
-            r.last,
-            r.count,
-            r.nonfinite,
-            r.low,
-            r.low_step,
-            r.high,
-            r.high_step,
+_BIN_COLUMNS = (
+    "r.series_id, r.first_step, r.last_step, r.last, r.count, r.nonfinite, r.low, r.low_step, "
+    "r.high, r.high_step"
+)
+# The finest bins past each series' mark (``bin >= mark / width``: an index range per series;
+# marks and steps are never negative, so integer division floors on both backends).
+_PAST_MARK = (
+    f"SELECT {_BIN_COLUMNS} FROM point_rollups r JOIN series ON series.id = r.series_id "
+    f"WHERE r.series_id IN ({{ids}}) AND r.level = 0 AND r.bin >= series.coarse_until / {LEVELS[0]}"
+)
+
+
+def roll(s: Session, series_ids: Sequence[int]) -> None:
+    """Fold the finest bins of these series from their mark up to the bin holding their last
+    step (as the counters say, updated first) into the coarser levels, and move the marks
+    there (``rollups.mark_after``)."""
+    if not series_ids:
+        return
+    ids = ", ".join(str(int(sid)) for sid in sorted(series_ids))
+    finest = _bins(
+        s.execute(
+            text(
+                _PAST_MARK.format(ids=ids) + f" AND r.bin < series.last_step / {LEVELS[0]} "
+                "ORDER BY r.series_id, r.bin"
+            )
+        ).all()
+    )
+    add(s, rollups.coarse_levels(finest))
+    s.execute(
+        text(
+            f"UPDATE series SET coarse_until = last_step / {LEVELS[0]} * {LEVELS[0]} "
+            f"WHERE id IN ({ids})"
         )
-        .where(r.series_id.in_(list(series_ids)), r.level == level)
-        .order_by(r.series_id, r.bin)
-    ).all()
+    )
+
+
+def read(s: Session, series_ids: Sequence[int], level: int) -> Bins:
+    """Every bin of ``level`` of these series, sorted by (series, step): the stored ones, and
+    for a coarse level, with the finest bins past each series' mark merged in."""
+    r = PointRollup
+    stored = _bins(
+        s.execute(
+            select(
+                r.series_id,
+                r.first_step,
+                r.last_step,
+                r.last,
+                r.count,
+                r.nonfinite,
+                r.low,
+                r.low_step,
+                r.high,
+                r.high_step,
+            )
+            .where(r.series_id.in_(list(series_ids)), r.level == level)
+            .order_by(r.series_id, r.bin)
+        ).all()
+    )
+    if level == 0 or not series_ids:
+        return stored
+    ids = ", ".join(str(int(sid)) for sid in series_ids)
+    tail = _bins(s.execute(text(_PAST_MARK.format(ids=ids) + " ORDER BY r.series_id, r.bin")).all())
+    return rollups.joined(stored, tail, LEVELS[level])
+
+
+def _bins(rows: Sequence[Any]) -> Bins:
+    """Rows of the ten bin columns (``_BIN_COLUMNS``' order) as bins."""
     cols = list(zip(*rows, strict=True)) if rows else [()] * 10
 
     def ints(i: int) -> np.ndarray:

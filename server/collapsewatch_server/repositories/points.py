@@ -59,18 +59,30 @@ def add(s: Session, rows: Sequence[tuple[int, int, float | None]]) -> None:
     bulk_insert(s, "points", ("series_id", "step", "value"), rows)
 
 
-def counters(s: Session, series_ids: Iterable[int]) -> dict[int, tuple[int | None, int | None]]:
-    """Series id -> (first step, last step) of what is stored, for these series."""
-    ids = sorted(set(series_ids))
-    out: dict[int, tuple[int | None, int | None]] = {}
-    for start in range(0, len(ids), _IN_CHUNK):
-        rows = s.execute(
-            select(Series.id, Series.first_step, Series.last_step).where(
-                Series.id.in_(ids[start : start + _IN_CHUNK])
-            )
-        ).all()
-        out.update({sid: (first, last) for sid, first, last in rows})
-    return out
+class Counters(NamedTuple):
+    """What is stored of a series: its first and last step (None before its first point), and
+    the mark its coarse rollup levels are complete up to (``rollups``)."""
+
+    first_step: int | None
+    last_step: int | None
+    coarse_until: int
+
+
+def series_of_run(s: Session, run_id: str) -> dict[tuple[int, str], tuple[int, Counters]]:
+    """(probe id, indicator) -> (series id, its :class:`Counters`) of every series of a run."""
+    rows = s.execute(
+        select(
+            Series.probe_id,
+            Series.indicator,
+            Series.id,
+            Series.first_step,
+            Series.last_step,
+            Series.coarse_until,
+        ).where(Series.run_id == run_id)
+    ).all()
+    return {
+        (pid, ind): (sid, Counters(first, last, mark)) for pid, ind, sid, first, last, mark in rows
+    }
 
 
 def known_steps(s: Session, series_id: int, first: int, last: int) -> set[int]:

@@ -13,13 +13,23 @@ from collapsewatch_web.api_schemas.runs import ProbePublic
 _UNANNOUNCED_ORDER = 1_000_000
 
 
+def ids_of_run(s: Session, run_id: str) -> dict[str, int]:
+    """Probe name -> id for every probe of the run."""
+    rows = s.execute(select(Probe.name, Probe.id).where(Probe.run_id == run_id)).all()
+    return {name: pid for name, pid in rows}
+
+
+def unknown(batch: IngestBatch, ids: dict[str, int]) -> bool:
+    """Whether the batch announces or has records of a probe not in ``ids``."""
+    return any(p.name not in ids for p in batch.run.probes) or any(
+        r.probe not in ids for r in batch.records
+    )
+
+
 def save_from_batch(s: Session, run_id: str, batch: IngestBatch) -> dict[str, int]:
     """Probe name -> id for every probe of the run, adding those the batch announces or has
     records of (unannounced ones after the announced, in record order)."""
-    existing = {
-        name: pid
-        for name, pid in s.execute(select(Probe.name, Probe.id).where(Probe.run_id == run_id)).all()
-    }
+    existing = ids_of_run(s, run_id)
     new: dict[str, Probe] = {}
     for info in batch.run.probes:
         if info.name not in existing and info.name not in new:

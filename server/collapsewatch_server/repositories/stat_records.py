@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
 from collapsewatch_server.codec import Stats, decode_stats
-from collapsewatch_server.repositories.sql import UNION_PARTS, bulk_insert
+from collapsewatch_server.repositories.sql import UNION_PARTS, bulk_insert, is_postgres
 from collapsewatch_server.tables import Probe, Run, StatRecordRow
 from collapsewatch_web.api_schemas.charts import SpectrumPublic
 
@@ -23,11 +23,14 @@ _SPECTRUM_SCAN = 5000
 def add(s: Session, rows: Sequence[tuple[str, int, int, bytes]], now: datetime) -> None:
     """Records as ``(run_id, probe_id, step, encoded statistics)``, received ``now``, by the
     bulk path."""
+    # On SQLite the driver would write the time as ``isoformat(" ")`` row by row: once here
+    # (the same text; a tenth of the insert's time for a batch of scalars).
+    stamp: datetime | str = now if is_postgres(s) else now.isoformat(" ")
     bulk_insert(
         s,
         "stat_records",
         ("run_id", "probe_id", "step", "stats", "received_at"),
-        [(*row, now) for row in rows],
+        [(*row, stamp) for row in rows],
     )
 
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from collapsewatch_server.config import Settings
 from collapsewatch_server.db import Database
+from collapsewatch_server.in_flight import InFlight
 from collapsewatch_server.metrics import Metrics
 from collapsewatch_server.services.parsed_batches import ParsedBatches
 from collapsewatch_server.webhooks.grouping import GroupPolicy
@@ -33,6 +34,9 @@ class ServiceContext:
     #: Batches accepted here, parsed, for the processor of this process (shared by the
     #: contexts of one process; a context of its own keeps its own).
     parsed: ParsedBatches = field(default_factory=ParsedBatches)
+    #: Ingest requests being accepted in this process, which its processor gives way to
+    #: (shared like ``parsed``).
+    in_flight: InFlight = field(default_factory=InFlight)
 
     @property
     def stalled_after(self) -> timedelta:

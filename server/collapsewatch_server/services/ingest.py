@@ -98,7 +98,8 @@ def _accept(ctx: ServiceContext, batch: IngestBatch, body: bytes, digest: str) -
     # kept before the commit: the processor may claim the batch as soon as it is committed
     ctx.parsed.put(batch, len(body))
     try:
-        with ctx.db.write() as s:
+        # urgent: the client waits for this transaction, the processor's can wait for it
+        with ctx.db.write(urgent=True) as s:
             project = project_for_writing(s, batch.run.project)
             run = runs.save_from_batch(s, batch, project, now)
             batches.claim(s, batch.batch_id, run.id, digest, len(batch.records))

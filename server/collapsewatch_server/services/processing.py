@@ -2,10 +2,12 @@
 
 :func:`process_next` claims the oldest batch of a run that no other processor holds (see
 :mod:`collapsewatch_server.repositories.ingest_queue`) and reads top to bottom: statistics ->
-windows -> indicators, computed outside any transaction; then, in one transaction that first
-takes the batch off the queue, probes, raw records, points (only steps their series lacks),
-series counters and rollups; the project's rules judge the new points; alert events and their
-deliveries go to the outbox. Committed, it rings the webhook deliverer. A batch whose
+windows -> indicators, computed outside any transaction; the probes and series the batch is
+the first to name, created on their own; the rows of its raw records and of its points (only
+steps their series lacks), series counters and rollups, built from reads
+(:mod:`.new_points`); then one transaction that first takes the batch off the queue writes
+them, the project's rules judge the new points, and alert events and their deliveries go to
+the outbox. Committed, it rings the webhook deliverer. A batch whose
 processing fails goes back to the queue, and after ``ingest_max_attempts`` is set aside, so it
 never blocks the run's later batches.
 """
@@ -21,7 +23,6 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from collapsewatch.schemas import IngestBatch, RunStatus
-from collapsewatch_server import rollups
 from collapsewatch_server.alerts.evaluation import NewPoint, judge_points
 from collapsewatch_server.codec import as_arrays, encode_stats
 from collapsewatch_server.indicators import compute_indicators
@@ -30,13 +31,13 @@ from collapsewatch_server.repositories import (
     alert_states,
     ingest_queue,
     outbox,
-    point_rollups,
     points,
     probes,
     rules,
     runs,
     stat_records,
 )
+from collapsewatch_server.services import new_points
 from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.tables import Run, utcnow
 from collapsewatch_server.webhooks.grouping import GroupPolicy
@@ -44,6 +45,10 @@ from collapsewatch_server.windows import BatchWindows, stored_needed
 from collapsewatch_web.api_schemas.alerts import glob_matches
 
 log = logging.getLogger("collapsewatch.ingest")
+
+#: The longest one batch's processing waits, in all, for ingest requests being accepted: a
+#: steady stream of them slows the processing down, and does not stop it.
+GIVE_WAY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,9 @@ def _count(ctx: ServiceContext, done: Processed) -> None:
 
 
 def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
+    # Ingest answers first: where this holds no lock, it waits while requests are accepted.
+    give_way = ctx.in_flight.courtesy(GIVE_WAY_S)
+    give_way()
     batch = ctx.parsed.take(claimed.batch_id) or IngestBatch.model_validate_json(
         gzip.decompress(claimed.payload)
     )
@@ -119,49 +127,62 @@ def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
     with ctx.db.read() as s:
         stored = stat_records.recent(s, batch.run.run_id, before, count)
     windows = BatchWindows(batch, arrays, stored)
-    values = [
-        compute_indicators(record.kind, stats, windows.of(i))
-        for i, (record, stats) in enumerate(zip(batch.records, arrays, strict=True))
-    ]
-    encoded = [encode_stats(record.stats) for record in batch.records]
+    values: list[dict[str, float]] = []
+    encoded: list[bytes] = []
+    for i, (record, stats) in enumerate(zip(batch.records, arrays, strict=True)):
+        give_way()
+        values.append(compute_indicators(record.kind, stats, windows.of(i)))
+        encoded.append(encode_stats(record.stats))
 
+    # 2. What the batch adds: probes and series it is the first to name are created on their
+    #    own; its rows are built from reads (.new_points), so that the write transaction --
+    #    on SQLite the database's one writer, which ingest answers wait for -- only writes.
     now = utcnow()
+    with ctx.db.read() as s:
+        run, _ = runs.get(s, batch.run.run_id)
+        probe_ids = probes.ids_of_run(s, run.id)
+    if probes.unknown(batch, probe_ids):
+        with ctx.db.write() as s:
+            probe_ids = probes.save_from_batch(s, run.id, batch)
+    records = [
+        (run.id, probe_ids[r.probe], r.step, blob)
+        for r, blob in zip(batch.records, encoded, strict=True)
+    ]
+    keys = [
+        (probe_ids[record.probe], name, record.step, value)
+        for record, named in zip(batch.records, values, strict=True)
+        for name, value in named.items()
+    ]
+    with ctx.db.read() as s:
+        series = points.series_of_run(s, run.id)
+    if any((pid, ind) not in series for pid, ind, _, _ in keys):
+        with ctx.db.write() as s:
+            points.save_series(s, run.id, ((pid, ind) for pid, ind, _, _ in keys))
+            series = points.series_of_run(s, run.id)
+    sids = np.fromiter((series[(p, i)][0] for p, i, _, _ in keys), np.int64, len(keys))
+    steps = np.fromiter((st for _, _, st, _ in keys), np.int64, len(keys))
+    vals = np.fromiter((v for _, _, _, v in keys), np.float64, len(keys))
+    give_way()
+    with ctx.db.read() as s:
+        planned = new_points.plan(s, dict(series.values()), sids, steps, vals)
+
+    give_way()
     with ctx.db.write() as s:
         # First a write (SQLite takes its write lock here): the batch leaves the queue with
         # everything below, or stays whole.
         if not ingest_queue.finish(s, claimed):
             raise _LeaseLost
-
-        # 2. Probes, the raw records, the points their series lack, counters and rollups.
-        run, _ = runs.get(s, batch.run.run_id)
-        probe_ids = probes.save_from_batch(s, run.id, batch)
-        stat_records.add(
-            s,
-            [
-                (run.id, probe_ids[r.probe], r.step, blob)
-                for r, blob in zip(batch.records, encoded, strict=True)
-            ],
-            now,
-        )
-        keys = [
-            (probe_ids[record.probe], name, record.step, value)
-            for record, named in zip(batch.records, values, strict=True)
-            for name, value in named.items()
-        ]
-        series_ids = points.save_series(s, run.id, ((pid, ind) for pid, ind, _, _ in keys))
-        sids = np.fromiter((series_ids[(p, i)] for p, i, _, _ in keys), np.int64, len(keys))
-        steps = np.fromiter((st for _, _, st, _ in keys), np.int64, len(keys))
-        vals = np.fromiter((v for _, _, _, v in keys), np.float64, len(keys))
-        new = _store_points(s, sids, steps, vals)
+        stat_records.add(s, records, now)
+        new_points.write(s, planned)
 
         # 3. The project's enabled rules that watch this run judge the new points, in step
         #    order, from their stored states (locked: a concurrent writer of the states waits).
         ended = batch.status in (RunStatus.finished, RunStatus.crashed)
-        judged = _judge(s, run, probe_ids, keys, new, now, ctx.group_policy, ended)
+        judged = _judge(s, run, probe_ids, keys, planned.new, now, ctx.group_policy, ended)
     return Processed(
         claimed.batch_id,
         claimed.run_id,
-        int(new.sum()),
+        int(planned.new.sum()),
         judged.deliveries,
         evaluations=judged.evaluations,
         events=judged.events,
@@ -175,56 +196,6 @@ class _Judged:
     deliveries: int = 0
     evaluations: int = 0
     events: tuple[str, ...] = ()
-
-
-def _store_points(s: Session, sids: np.ndarray, steps: np.ndarray, vals: np.ndarray) -> np.ndarray:
-    """Store the points whose series has no point at that step yet (the first of repeats in
-    the batch), with the series' counters and rollups; returns the mask of the stored ones."""
-    new = np.ones(sids.size, dtype=bool)
-    if not sids.size:
-        return new
-    order = np.lexsort((steps, sids))  # stable: of repeats in the batch the first comes first
-    sorted_sids, sorted_steps = sids[order], steps[order]
-    repeat = (np.diff(sorted_sids) == 0) & (np.diff(sorted_steps) == 0)
-    new[order[1:][repeat]] = False
-    # A series only grows at its end, except when a batch is synced late: stored steps are
-    # looked up only for series the batch reaches at or behind their last step.
-    starts = np.flatnonzero(np.diff(sorted_sids, prepend=-1))
-    first_new = dict(zip(sorted_sids[starts].tolist(), sorted_steps[starts].tolist(), strict=True))
-    for sid, (_, last) in points.counters(s, first_new).items():
-        if last is not None and first_new[sid] <= last:
-            mine = sids == sid
-            known = points.known_steps(s, sid, first_new[sid], last)
-            new &= ~(mine & np.isin(steps, np.fromiter(known, np.int64, len(known))))
-    sids, steps, vals = sids[new], steps[new], vals[new]
-    finite = np.isfinite(vals)
-    points.add(
-        s,
-        [
-            (sid, st, v if ok else None)
-            for sid, st, v, ok in zip(
-                sids.tolist(), steps.tolist(), vals.tolist(), finite.tolist(), strict=True
-            )
-        ],
-    )
-    bins = rollups.of_points(sids, steps, vals)
-    whole = rollups.merge(bins, width=2**62)  # one bin per series: what the batch adds to it
-    points.count_new(
-        s,
-        [
-            (sid, n, first, last, value if np.isfinite(value) else None)
-            for sid, n, first, last, value in zip(
-                whole.series.tolist(),
-                whole.count.tolist(),
-                whole.first_step.tolist(),
-                whole.last_step.tolist(),
-                whole.last.tolist(),
-                strict=True,
-            )
-        ],
-    )
-    point_rollups.add(s, rollups.levels_of(bins))
-    return new
 
 
 def _judge(
