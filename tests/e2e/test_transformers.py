@@ -126,7 +126,10 @@ def test_the_callback_alone_gets_the_families_of_a_hand_written_loop(
         monitor.step(loss=loss.detach())
     monitor.finish()
     found = indicators(inproc, run_id)
-    assert found == indicators(inproc, str(monitor.run_id))
+    # minority collapse exists only where a record's token counts are imbalanced enough,
+    # which depends on the batches each loop drew
+    conditional = {"minority_collapse"}
+    assert found - conditional == indicators(inproc, str(monitor.run_id)) - conditional
     assert {"loss", "attention_entropy", "effective_rank", "nc1", "grad_norm"} <= found
     assert any(name.startswith("token") for name in found), found
     series = inproc.get(f"/api/v1/runs/{run_id}/series").json()

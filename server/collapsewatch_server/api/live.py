@@ -20,6 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from collapsewatch.schemas.bounds import MAX_INT64
+from collapsewatch_server import errors
 from collapsewatch_server.api.deps import ContextDep, ReadAuth
 from collapsewatch_server.services import alerts, live, runs
 from collapsewatch_server.services.context import ServiceContext
@@ -68,6 +69,23 @@ async def _stream(
     sent: _AlertCursor,
 ) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
+    try:
+        async for message in _messages(request, ctx, run_id, cursor, thresholds, sent):
+            yield message
+    except errors.NotFound:
+        # the run was deleted while watched: end the stream cleanly (a reconnect gets 404)
+        return
+
+
+async def _messages(
+    request: Request,
+    ctx: ServiceContext,
+    run_id: uuid.UUID,
+    cursor: int,
+    thresholds: dict[str, list[Threshold]],
+    sent: _AlertCursor,
+) -> AsyncIterator[str]:
+    """The stream's events after its opening line, until the client disconnects."""
     state = None
     quiet = 0.0
     poll_s = ctx.settings.sse_poll_s
