@@ -69,51 +69,39 @@ async def _stream(
     sent: _AlertCursor,
 ) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
-    try:
-        async for message in _messages(request, ctx, run_id, cursor, thresholds, sent):
-            yield message
-    except errors.NotFound:
-        # the run was deleted while watched: end the stream cleanly (a reconnect gets 404)
-        return
-
-
-async def _messages(
-    request: Request,
-    ctx: ServiceContext,
-    run_id: uuid.UUID,
-    cursor: int,
-    thresholds: dict[str, list[Threshold]],
-    sent: _AlertCursor,
-) -> AsyncIterator[str]:
-    """The stream's events after its opening line, until the client disconnects."""
     state = None
     quiet = 0.0
     poll_s = ctx.settings.sse_poll_s
-    while not await request.is_disconnected():
-        events, new_cursor = await run_in_threadpool(
-            live.judged_points_since, ctx, run_id, cursor, thresholds
-        )
-        if events:
-            payload = {"points": [e.model_dump() for e in events]}
-            yield _sse("points", payload, new_cursor)
-            cursor = new_cursor
-            quiet = 0.0
-        # no id: an alert must not move the points' resume cursor (Last-Event-ID)
-        fired = sent.fresh(await run_in_threadpool(alerts.alerts_since, ctx, run_id, sent.since))
-        if fired:
-            yield _sse("alert", {"alerts": [e.model_dump(mode="json") for e in fired]})
-            quiet = 0.0
-        status, last_step = await run_in_threadpool(runs.run_state, ctx, run_id)
-        if (status, last_step) != state:
-            state = (status, last_step)
-            yield _sse("run", {"status": status.value, "last_step": last_step})
-        if events and len(events) >= 5000:
-            continue  # more are waiting: do not sleep
-        if quiet >= HEARTBEAT_S:
-            yield ": keep-alive\n\n"
-            quiet = 0.0
-        await asyncio.sleep(poll_s)
-        quiet += poll_s
+    try:
+        while not await request.is_disconnected():
+            events, new_cursor = await run_in_threadpool(
+                live.judged_points_since, ctx, run_id, cursor, thresholds
+            )
+            if events:
+                payload = {"points": [e.model_dump() for e in events]}
+                yield _sse("points", payload, new_cursor)
+                cursor = new_cursor
+                quiet = 0.0
+            # no id: an alert must not move the points' resume cursor (Last-Event-ID)
+            recent = await run_in_threadpool(alerts.alerts_since, ctx, run_id, sent.since)
+            fired = sent.fresh(recent)
+            if fired:
+                yield _sse("alert", {"alerts": [e.model_dump(mode="json") for e in fired]})
+                quiet = 0.0
+            status, last_step = await run_in_threadpool(runs.run_state, ctx, run_id)
+            if (status, last_step) != state:
+                state = (status, last_step)
+                yield _sse("run", {"status": status.value, "last_step": last_step})
+            if events and len(events) >= 5000:
+                continue  # more are waiting: do not sleep
+            if quiet >= HEARTBEAT_S:
+                yield ": keep-alive\n\n"
+                quiet = 0.0
+            await asyncio.sleep(poll_s)
+            quiet += poll_s
+    except errors.NotFound:
+        # the run was deleted while watched: end the stream cleanly (a reconnect gets 404)
+        return
 
 
 @router.get("/runs/{run_id}/events", response_class=StreamingResponse)
