@@ -25,7 +25,7 @@ The last layer of each block (but the model's last layer) is marked a branch out
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from collapsewatch.probes.activation_functions import SaturationProbe
@@ -104,25 +104,47 @@ def output_width(module: nn.Module) -> int | None:
 
 def repeated_blocks(model: nn.Module) -> list[nn.Module]:
     """The outermost repeated blocks of ``model``: modules of one class that occur two or more
-    times in one ``nn.ModuleList`` or ``nn.Sequential`` and have modules of their own."""
-    from torch import nn
-
+    times in one ``nn.ModuleList`` or ``nn.Sequential`` and have modules of their own (not
+    containers: a ``Sequential`` of layers is not a token block)."""
     found: list[nn.Module] = []
     inside: set[int] = set()  # modules within a found block
-    for module in model.modules():
-        if id(module) in inside or not isinstance(module, nn.ModuleList | nn.Sequential):
+    for group in _repeated_groups(model):
+        first = group[0]
+        if id(first) in inside or _is_container(first) or spatial_dims(first) is not None:
             continue
-        by_class: dict[type, list[nn.Module]] = {}
-        for child in module.children():
-            leaf = next(child.children(), None) is None
-            container = isinstance(child, nn.ModuleList | nn.Sequential | nn.ModuleDict)
-            if not leaf and not container and spatial_dims(child) is None:
-                by_class.setdefault(type(child), []).append(child)
-        for blocks in by_class.values():
-            if len(blocks) >= 2:
-                found += blocks
-                inside.update(id(m) for b in blocks for m in b.modules())
+        found += group
+        inside.update(id(m) for b in group for m in b.modules())
     return found
+
+
+def _is_container(module: nn.Module) -> bool:
+    from torch import nn
+
+    return isinstance(module, nn.ModuleList | nn.Sequential | nn.ModuleDict)
+
+
+def _structure(module: nn.Module) -> object:
+    """What makes two blocks "the same block": the class, and for a container (``Sequential``
+    of layers, say) the structures of its children in order."""
+    if _is_container(module):
+        return (type(module), tuple(_structure(c) for c in module.children()))
+    return type(module)
+
+
+def _repeated_groups(model: nn.Module) -> Iterator[list[nn.Module]]:
+    """In model order, every group of two or more children of one ``nn.ModuleList`` or
+    ``nn.Sequential`` that have modules of their own and the same :func:`_structure` (groups
+    nested in other groups too)."""
+    from torch import nn
+
+    for container in model.modules():
+        if not isinstance(container, nn.ModuleList | nn.Sequential):
+            continue
+        by_structure: dict[object, list[nn.Module]] = {}
+        for child in container.children():
+            if next(child.children(), None) is not None:
+                by_structure.setdefault(_structure(child), []).append(child)
+        yield from (group for group in by_structure.values() if len(group) >= 2)
 
 
 def probe_name(path: str, module: nn.Module) -> str:
@@ -183,35 +205,17 @@ def find_probes(
     return found
 
 
-def _structure(module: nn.Module) -> object:
-    """What makes two blocks "the same block": the class, and for a container (``Sequential``
-    of layers, say) the structures of its children in order."""
-    from torch import nn
-
-    if isinstance(module, nn.ModuleList | nn.Sequential | nn.ModuleDict):
-        return (type(module), tuple(_structure(c) for c in module.children()))
-    return type(module)
-
-
 def _mark_branch_outputs(model: nn.Module, found: list[Probe], blocks: set[int]) -> None:
     """Mark the last watched layer inside each block (``blocks``, ids of the token blocks, and
     every child of a ``ModuleList``/``Sequential`` repeated with the same structure, such as
     ``Sequential(LayerNorm, Linear, ReLU, Linear)`` residual MLP blocks), unless it is the
     model's last watched layer (an embedding or logits made by the last block)."""
-    from torch import nn
-
     layers = {id(p.module): p for p in found if isinstance(p, ActivationProbe)}
     if not layers:
         return
     final = next(p for p in reversed(found) if isinstance(p, ActivationProbe))
-    chosen: list[nn.Module] = [m for m in model.modules() if id(m) in blocks]
-    for container in model.modules():
-        if isinstance(container, nn.ModuleList | nn.Sequential):
-            by_structure: dict[object, list[nn.Module]] = {}
-            for child in container.children():
-                if next(child.children(), None) is not None:
-                    by_structure.setdefault(_structure(child), []).append(child)
-            chosen += [b for group in by_structure.values() if len(group) >= 2 for b in group]
+    chosen = [m for m in model.modules() if id(m) in blocks]
+    chosen += [block for group in _repeated_groups(model) for block in group]
     for block in chosen:
         inner = [layers[id(m)] for m in block.modules() if id(m) in layers]
         if inner and inner[-1] is not final:
