@@ -21,6 +21,7 @@ from collapsewatch_web.api_schemas.alerts import (
     RulePublic,
     Severity,
     Side,
+    bad_side,
     breaches,
     glob_matches,
 )
@@ -99,7 +100,7 @@ def thresholds_for(
             continue
         levels: list[tuple[float, Side]] = []
         if rule.condition in (Condition.above, Condition.below) and rule.threshold is not None:
-            levels = [(rule.threshold, "above" if rule.condition == Condition.above else "below")]
+            levels = [(rule.threshold, bad_side(rule.condition))]
         elif rule.condition == Condition.outside and rule.low is not None and rule.high is not None:
             levels = [(rule.low, "below"), (rule.high, "above")]
         out += (

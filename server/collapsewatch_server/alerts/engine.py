@@ -64,7 +64,7 @@ from collapsewatch_web.api_schemas.alerts import (
     EventStatus,
     Reference,
     Severity,
-    Side,
+    bad_side,
     breaches,
 )
 
@@ -258,8 +258,8 @@ def _breach(rule: RuleSpec, value: float, limit: float | None) -> tuple[bool, fl
     if not math.isfinite(value):
         return True, _edge(rule, value, limit)
     if c in (Condition.above, Condition.below):
-        side: Side = "above" if c == Condition.above else "below"
-        return rule.threshold is not None and breaches(value, rule.threshold, side), rule.threshold
+        breach = rule.threshold is not None and breaches(value, rule.threshold, bad_side(c))
+        return breach, rule.threshold
     if c == Condition.outside:
         if rule.low is not None and breaches(value, rule.low, "below"):
             return True, rule.low
@@ -268,7 +268,7 @@ def _breach(rule: RuleSpec, value: float, limit: float | None) -> tuple[bool, fl
         return False, _edge(rule, value, limit)
     if limit is None:
         return False, None
-    return breaches(value, limit, "below" if c == Condition.drop else "above"), limit
+    return breaches(value, limit, bad_side(c)), limit
 
 
 def _edge(rule: RuleSpec, value: float, limit: float | None) -> float | None:
@@ -285,13 +285,9 @@ def _edge(rule: RuleSpec, value: float, limit: float | None) -> float | None:
 
 def _recovered(rule: RuleSpec, value: float) -> bool:
     """Past the recovery value (called on a non-breaching, hence finite, value)."""
-    if rule.recovery is None:
+    if rule.recovery is None or rule.condition == Condition.outside:
         return True
-    if rule.condition in (Condition.above, Condition.rise):
-        return value < rule.recovery
-    if rule.condition in (Condition.below, Condition.drop):
-        return value > rule.recovery
-    return True
+    return value < rule.recovery if bad_side(rule.condition) == "above" else value > rule.recovery
 
 
 def _pending_over(rule: RuleSpec, count: int, lasted_steps: int) -> bool:
@@ -360,32 +356,36 @@ class _Messages:
             return f"{self.subject}, not a finite number {duration}"
         return f"{self.subject}, {self._condition()} {duration}"
 
+    @property
+    def band(self) -> str:
+        """An ``outside`` rule's band, as its firing and resolved messages name it."""
+        return f"[{fmt(self.rule.low)}, {fmt(self.rule.high)}]"
+
     def _condition(self) -> str:
         r = self.rule
         c = r.condition
-        if c == Condition.above:
-            return f"above {fmt(r.threshold)}"
-        if c == Condition.below:
-            return f"below {fmt(r.threshold)}"
         if c == Condition.outside:
-            return f"outside [{fmt(r.low)}, {fmt(r.high)}]"
+            return f"outside {self.band}"
+        side = bad_side(c)
+        if c in (Condition.above, Condition.below):
+            return f"{side} {fmt(r.threshold)}"
         ref_name = (
             "baseline"
             if r.reference == Reference.baseline
             else ("peak" if c == Condition.drop else "trough")
         )
-        side, word = ("below", "under") if c == Condition.drop else ("above", "over")
+        word = "under" if side == "below" else "over"
         return f"{side} {fmt(self.limit)} ({r.percent:g}% {word} its {ref_name})"
 
     def resolved(self) -> str:
         r = self.rule
         c = r.condition
         if c == Condition.outside:
-            return f"{self.subject}, back inside [{fmt(r.low)}, {fmt(r.high)}]"
+            return f"{self.subject}, back inside {self.band}"
         mark = (
             r.recovery
             if r.recovery is not None
             else (r.threshold if c in (Condition.above, Condition.below) else self.limit)
         )
-        side = "below" if c in (Condition.above, Condition.rise) else "above"
-        return f"{self.subject}, back {side} {fmt(mark)}"
+        healthy = "below" if bad_side(c) == "above" else "above"
+        return f"{self.subject}, back {healthy} {fmt(mark)}"

@@ -71,6 +71,15 @@ class Condition(StrEnum):
     rise = "rise"
 
 
+def bad_side(condition: Condition) -> Side:
+    """The side of its level where a one-sided condition's values are bad: above for ``above``
+    and ``rise``, below for ``below`` and ``drop``. ``outside`` has two (its band's edges), so
+    it has none here: callers judge a band edge by edge."""
+    if condition == Condition.outside:
+        raise ValueError("'outside' is bad on both sides of its band")
+    return "above" if condition in (Condition.above, Condition.rise) else "below"
+
+
 class Reference(StrEnum):
     peak = "peak"  # drop: from the highest value so far; rise: from the lowest
     baseline = "baseline"  # the mean of the first ``baseline_points`` points
