@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -40,6 +40,24 @@ from collapsewatch_server.services.context import ServiceContext
 from collapsewatch_server.services.parsed_batches import ParsedBatches
 from collapsewatch_server.throttle import AuthThrottle
 from collapsewatch_server.worker import Worker
+
+#: Every route of the app, in the order they are matched: where two paths could both match, the
+#: earlier router's route answers.
+_ROUTERS: tuple[APIRouter, ...] = (
+    runs.router,
+    runs.api,
+    ingest.router,
+    live.router,
+    alerts.router,
+    webhooks.router,
+    silences.router,
+    ingest_tokens.router,
+    charts.router,
+    metrics_api.router,
+    pages.router,
+    pages.reports,
+    docs.router,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -119,18 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     app.add_exception_handler(StarletteHTTPException, methods.complete_allow)
-    app.include_router(runs.router)
-    app.include_router(runs.api)
-    app.include_router(ingest.router)
-    app.include_router(live.router)
-    app.include_router(alerts.router)
-    app.include_router(webhooks.router)
-    app.include_router(silences.router)
-    app.include_router(ingest_tokens.router)
-    app.include_router(charts.router)
-    app.include_router(metrics_api.router)
-    app.include_router(pages.router)
-    app.include_router(pages.reports)
-    app.include_router(docs.router)
+    for router in _ROUTERS:
+        app.include_router(router)
     openapi.install(app)
     return app
