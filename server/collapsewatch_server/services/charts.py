@@ -9,8 +9,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from collapsewatch.resume import RESUMED_KEY
 from collapsewatch_server import errors
 from collapsewatch_server.alerts.default_rules import check_indicator
@@ -19,14 +17,13 @@ from collapsewatch_server.repositories import (
     alert_states,
     point_bins,
     points,
-    projects,
-    rules,
     runs,
     stat_records,
 )
 from collapsewatch_server.services import alerts, retention
 from collapsewatch_server.services import runs as run_reads
 from collapsewatch_server.services.context import ServiceContext
+from collapsewatch_server.services.rules import rules_in
 from collapsewatch_web import figures, heatmaps, views
 from collapsewatch_web.api_schemas.alerts import AlertEventPublic, EventStatus, RulePublic
 from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
@@ -62,16 +59,11 @@ def family_of() -> dict[str, str]:
     return {name: ind.family for name, ind in CATALOGUE.items()}
 
 
-def _rules_of(s: Session, project: str) -> list[RulePublic]:
-    proj = projects.get(s, project)
-    return [rules.public(r, proj.name) for r in rules.of_project(s, proj.id)]
-
-
 def run_thresholds(ctx: ServiceContext, run: RunPublic) -> dict[str, list[Threshold]]:
     """The thresholds in force for each catalogue indicator on a run: its project's enabled
     rules, else the catalogue's levels."""
     with ctx.db.read() as s:
-        project_rules = _rules_of(s, run.project)
+        project_rules = rules_in(s, run.project)
     return {
         name: views.thresholds_for(ind.info(), project_rules, run.name)
         for name, ind in CATALOGUE.items()
@@ -114,7 +106,7 @@ def indicator_figures(
             raise errors.NotFound(
                 errors.INDICATOR_NOT_IN_RUN.format(indicator=indicator, run_id=run_id)
             )
-        project_rules = _rules_of(s, project)
+        project_rules = rules_in(s, project)
         bins = point_bins.indicator_bins(s, run.id, indicator, bins_for(len(newest), max_points))
     names = [p.probe for p in newest]
     thresholds = views.thresholds_for(info, project_rules, run.name, names)
@@ -212,7 +204,7 @@ def compare(
     if run_ids:
         with ctx.db.read() as s:
             first, project = runs.get(s, run_ids[0])
-            project_rules, first_name = _rules_of(s, project), first.name
+            project_rules, first_name = rules_in(s, project), first.name
     thresholds = views.thresholds_for(info, project_rules, first_name, [probe])
     fig = figures.indicator_figure(info, renamed, thresholds=thresholds)
     # a line per run: here the legend is the only key to the colours

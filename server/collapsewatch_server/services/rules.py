@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from collapsewatch_server import errors
 from collapsewatch_server.alerts.default_rules import check_indicator
@@ -36,8 +37,14 @@ def create_rule(ctx: ServiceContext, project: str, rule: RuleCreate) -> RulePubl
 def list_rules(ctx: ServiceContext, project: str) -> list[RulePublic]:
     """The rules of a project, in creation order (NotFound for an unknown project)."""
     with ctx.db.read() as s:
-        proj = projects.get(s, project)
-        return [rules.public(r, proj.name) for r in rules.of_project(s, proj.id)]
+        return rules_in(s, project)
+
+
+def rules_in(s: Session, project: str) -> list[RulePublic]:
+    """:func:`list_rules` inside the caller's transaction, for services that read a project's
+    rules together with other rows (the thresholds drawn on charts)."""
+    proj = projects.get(s, project)
+    return [rules.public(r, proj.name) for r in rules.of_project(s, proj.id)]
 
 
 def get_rule(ctx: ServiceContext, project: str, rule_id: int) -> RulePublic:
