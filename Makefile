@@ -43,8 +43,10 @@ $(VENV)/.dev-installed: pyproject.toml $(TORCH_STAMP) | $(BIN)/python
 run: $(VENV)/.demo-installed ## set up, start the server on SQLite and stream a demo training into it
 	$(BIN)/collapsewatch demo
 
+# Test processes (pytest-xdist); TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.dev-installed browser ## set up and run the tests (SQLite, Postgres, browser)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 FUZZ_EXAMPLES ?= 50
 fuzz: $(VENV)/.dev-installed ## schemathesis over every API operation, more examples than `make test`
