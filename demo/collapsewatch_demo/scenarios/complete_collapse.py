@@ -43,12 +43,12 @@ EMBED = 64
 MANIFOLD = Manifold(8, IN_DIM, task_seed=1234, spread=1.0)
 
 
-def manifold_encoder() -> nn.Sequential:
+def manifold_encoder(in_dim: int = IN_DIM) -> nn.Sequential:
     """The encoder of the manifold's self-supervised scenarios (this one and ``dimensional``):
-    32-256 (BatchNorm, ReLU) -64, the embedding at ``fc2``."""
+    ``in_dim``-256 (BatchNorm, ReLU) -64, the embedding at ``fc2``."""
     return nn.Sequential(
         OrderedDict(
-            fc1=nn.Linear(IN_DIM, HIDDEN),
+            fc1=nn.Linear(in_dim, HIDDEN),
             bn=nn.BatchNorm1d(HIDDEN),
             relu=nn.ReLU(),
             fc2=nn.Linear(HIDDEN, EMBED),
