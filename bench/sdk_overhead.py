@@ -23,6 +23,13 @@ one (which should cost next to nothing).
 
     python bench/sdk_overhead.py --quick          # a smoke run, a few seconds per model
     python bench/sdk_overhead.py --threads 2 --rounds 7
+    python bench/sdk_overhead.py --only-widths --widths 1024,4096   # the width part alone
+
+Then the width: three ``Linear(w, w)`` layers (ReLU between, batch 256, SGD) at each width of
+``--widths``, baseline and ``every=1`` alternating, each step timed. Printed per width: the
+baseline's median step, the median extra a sampled step costs (and that over the baseline),
+and the median extra of the steps that carry the weight-sparsity snapshot (one sampled step in
+five): the SDK's cost should grow no faster than the model's own step.
 
 Then the payload: bytes per sampled step of the MLP, and per record of one 4096-wide Linear
 layer (its activation record and its weight's record with the sparsity statistics), gzipped.
@@ -33,6 +40,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -277,6 +285,65 @@ def wide_payload(args: argparse.Namespace, spool: str) -> None:
         print(f"  {key:<36} {statistics.median(values):>9,.0f} B  ({len(values)} records)")
 
 
+def three_linear(width: int) -> nn.Module:
+    """Three ``Linear(width, width)`` with ReLU between them."""
+    return nn.Sequential(
+        nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+        nn.Linear(width, width),
+    )  # fmt: skip
+
+
+def widths(args: argparse.Namespace, spool: str) -> None:
+    """How a sampled step's cost grows with the width, against the model's own step."""
+    from collapsewatch.probes.sparsity import SPARSITY_EVERY
+
+    print(
+        f"\n3 x Linear(w, w), batch 256, every=1 vs baseline, {args.width_steps} steps x"
+        f" {args.width_rounds} rounds each (median ms; 'sparsity' = the sampled steps that also"
+        f" take the weight-sparsity snapshot, one in {SPARSITY_EVERY})"
+    )
+    print(
+        f"{'width':>6} {'baseline':>9} {'extra':>8} {'ratio':>6}"
+        f" {'sparsity extra':>15} {'ratio':>6}"
+    )
+    for width in args.widths:
+        trainees = []
+        for watched in (False, True):
+            torch.manual_seed(0)
+            model = three_linear(width)
+            optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+            t = Trainee("every=1" if watched else "baseline", model, optimizer, nn.MSELoss())
+            if watched:
+                client = httpx.Client(transport=httpx.MockTransport(Capture().handler))
+                t.monitor = collapsewatch.watch(
+                    model, optimizer=optimizer, criterion=t.criterion, project="bench",
+                    run=f"width-{width}", server="http://bench.invalid", http_client=client,
+                    spool_dir=spool, every=1,
+                )  # fmt: skip
+            trainees.append(t)
+        x, y = torch.randn(256, width), torch.randn(256, width)
+        for t in trainees:
+            for _ in range(2):
+                train_step(t, x, y)  # warm-up; the watched copy's sampled steps 0 and 1
+        for r in range(args.width_rounds):
+            for t in trainees[r % 2 :] + trainees[: r % 2]:
+                t.times += [train_step(t, x, y) for _ in range(args.width_steps)]
+        base, watched = trainees
+        assert watched.monitor is not None
+        watched.monitor.finish()
+        # the watched copy's sampled step n (from 0) takes the snapshot when n % EVERY == 0;
+        # timed steps start at sampled step 2 (after the warm-up) and run in blocks per round
+        snapshot = [t for i, t in enumerate(watched.times) if (i + 2) % SPARSITY_EVERY == 0]
+        plain = [t for i, t in enumerate(watched.times) if (i + 2) % SPARSITY_EVERY != 0]
+        step = statistics.median(base.times)
+        extra = statistics.median(plain) - step
+        snap = statistics.median(snapshot) - step if snapshot else float("nan")
+        print(
+            f"{width:>6} {step * 1e3:>9.1f} {extra * 1e3:>8.1f} {extra / step:>6.3f}"
+            f" {snap * 1e3:>15.1f} {snap / step:>6.3f}"
+        )
+
+
 def logger_calls() -> dict[str, tuple[Callable[[collapsewatch.Monitor], None], bool]]:
     """One call per explicit logger on realistic tensors, and whether it is a training-loop
     logger (reduced on sampled steps only)."""
@@ -331,11 +398,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--payload-steps", type=int, default=20)
     parser.add_argument("--logger-calls", type=int, default=20, help="timed calls per logger")
+    parser.add_argument(
+        "--widths",
+        type=lambda text: [int(w) for w in text.split(",") if w],
+        default=[512, 1024, 2048, 4096],
+        help="widths of the 3 x Linear(w, w) part, comma-separated ('' skips it)",
+    )
+    parser.add_argument("--width-steps", type=int, default=10, help="timed steps per block")
+    parser.add_argument("--width-rounds", type=int, default=3, help="alternating blocks")
+    parser.add_argument("--only-widths", action="store_true", help="the width part alone")
     parser.add_argument("--quick", action="store_true", help="steps 5, rounds 2, warmup 3")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.rounds, args.warmup, args.payload_steps = 5, 2, 3, 10
         args.logger_calls = 5
+        args.widths, args.width_steps, args.width_rounds = [256, 1024], 5, 2
+    os.environ.setdefault("COLLAPSEWATCH_QUIET", "1")  # no coverage summary per watched copy
 
     torch.set_num_threads(args.threads)
     total = args.warmup + args.rounds * args.steps
@@ -348,17 +426,20 @@ def main() -> None:
         "The SDK sends to an httpx.MockTransport answering 202: no server, network not measured"
         " (statistics, host copy, JSON and gzip in the sender thread are).\n"
     )
-    print(
-        f"{'model':<18} {'config':<16} {'median ms':>9} {'ratio':>6}"
-        f" {'mean ms':>9} {'ratio':>6}  sampled steps"
-    )
-    print("  (median: of single steps; mean: of all timed steps, so sampled steps count)")
     with tempfile.TemporaryDirectory(prefix="cw-bench-") as spool:
-        for name, build in MODELS.items():
-            report(name, bench_model(name, build, args, spool), total)
-        payload(args, spool)
-        wide_payload(args, spool)
-        loggers(args, spool)
+        if not args.only_widths:
+            print(
+                f"{'model':<18} {'config':<16} {'median ms':>9} {'ratio':>6}"
+                f" {'mean ms':>9} {'ratio':>6}  sampled steps"
+            )
+            print("  (median: of single steps; mean: of all timed steps, so sampled steps count)")
+            for name, build in MODELS.items():
+                report(name, bench_model(name, build, args, spool), total)
+        widths(args, spool)
+        if not args.only_widths:
+            payload(args, spool)
+            wide_payload(args, spool)
+            loggers(args, spool)
 
 
 if __name__ == "__main__":
