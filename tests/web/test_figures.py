@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
+import plotly.graph_objects as go
 import pytest
 
 from collapsewatch.schemas import ProbeKind
@@ -12,6 +14,7 @@ from collapsewatch_web import figures
 from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
 from collapsewatch_web.api_schemas.charts import Threshold
 from collapsewatch_web.api_schemas.runs import SeriesPoints
+from collapsewatch_web.plotly_json import Figure
 
 
 def info(
@@ -46,14 +49,25 @@ def points(probe: str, steps: list[int], values: list[float | None]) -> SeriesPo
     )
 
 
-def thresholds(fig: object) -> dict[str, float]:
+def plotly(fig: Figure) -> go.Figure:
+    """The figure as plotly.py reads it: it validates every property, so a misspelt key or a
+    value Plotly does not take fails the test (the builders write plain data unchecked)."""
+    return go.Figure(fig)
+
+
+def chart(*args: Any, **kwargs: Any) -> go.Figure:
+    """:func:`figures.indicator_figure`, validated by plotly.py."""
+    return plotly(figures.indicator_figure(*args, **kwargs))
+
+
+def thresholds(fig: go.Figure) -> dict[str, float]:
     """Horizontal threshold lines of a figure by name ("warn", "critical")."""
-    return {s.name: s.y0 for s in fig.layout.shapes if s.y0 == s.y1}  # type: ignore[attr-defined]
+    return {s.name: s.y0 for s in fig.layout.shapes if s.y0 == s.y1}
 
 
 def test_one_line_per_probe_in_the_given_order() -> None:
     order = ["encoder.0", "encoder.1", "decoder.0", "head"]
-    fig = figures.indicator_figure(info(), [points(p, [0, 1], [0.0, 0.1]) for p in order])
+    fig = chart(info(), [points(p, [0, 1], [0.0, 0.1]) for p in order])
     assert [t.name for t in fig.data] == order
     assert {t.type for t in fig.data} == {"scatter"}
     assert {t.mode for t in fig.data} == {"lines"}
@@ -62,7 +76,7 @@ def test_one_line_per_probe_in_the_given_order() -> None:
 
 
 def test_steps_and_values_are_carried_over() -> None:
-    fig = figures.indicator_figure(info(), [points("fc1", [0, 10, 20], [0.0, 0.25, 0.5])])
+    fig = chart(info(), [points("fc1", [0, 10, 20], [0.0, 0.25, 0.5])])
     assert list(fig.data[0].x) == [0, 10, 20]
     assert list(fig.data[0].y) == [0.0, 0.25, 0.5]
 
@@ -87,7 +101,7 @@ def test_missing_values_stay_gaps() -> None:
 def test_threshold_lines_exactly_when_set(
     warn: float | None, critical: float | None, expected: dict[str, float]
 ) -> None:
-    fig = figures.indicator_figure(info(warn=warn, critical=critical), [points("fc1", [0], [0.0])])
+    fig = chart(info(warn=warn, critical=critical), [points("fc1", [0], [0.0])])
     assert thresholds(fig) == expected
     labels = [a.text for a in fig.layout.annotations]
     assert len(labels) == len(expected)
@@ -101,24 +115,22 @@ def test_threshold_lines_exactly_when_set(
 
 
 def test_threshold_colours_differ_from_every_probe_colour() -> None:
-    fig = figures.indicator_figure(
-        info(warn=0.2, critical=0.5), [points(f"l{i}", [0], [0.0]) for i in range(12)]
-    )
+    fig = chart(info(warn=0.2, critical=0.5), [points(f"l{i}", [0], [0.0]) for i in range(12)])
     threshold_colours = {s.line.color for s in fig.layout.shapes}
     assert threshold_colours == {figures.WARN_COLOUR, figures.CRITICAL_COLOUR}
     assert not threshold_colours & {t.line.color for t in fig.data}
 
 
 def test_axes_titles_and_unit() -> None:
-    plain = figures.indicator_figure(info(), [])
+    plain = chart(info(), [])
     assert plain.layout.xaxis.title.text == "step"
     assert plain.layout.yaxis.title.text == "Dead units"
-    with_unit = figures.indicator_figure(info(unit="nats"), [])
+    with_unit = chart(info(unit="nats"), [])
     assert with_unit.layout.yaxis.title.text == "Dead units [nats]"
 
 
 def test_empty_series_gives_an_empty_but_valid_figure() -> None:
-    fig = figures.indicator_figure(info(warn=0.2), [])
+    fig = chart(info(warn=0.2), [])
     assert len(fig.data) == 0
     assert thresholds(fig) == {"warn": 0.2}
 
@@ -135,8 +147,8 @@ def test_figure_json_is_plain_json_with_transparent_backgrounds() -> None:
 
 def test_themes_differ_only_in_neutral_colours() -> None:
     series = [points("fc1", [0, 1], [0.0, 0.1]), points("fc2", [0, 1], [0.3, 0.6])]
-    light = figures.indicator_figure(info(warn=0.2), series, theme=figures.LIGHT)
-    dark = figures.indicator_figure(info(warn=0.2), series, theme=figures.DARK)
+    light = chart(info(warn=0.2), series, theme=figures.LIGHT)
+    dark = chart(info(warn=0.2), series, theme=figures.DARK)
     assert light.layout.font.color == figures.LIGHT.text
     assert dark.layout.font.color == figures.DARK.text
     assert dark.layout.yaxis.gridcolor == figures.DARK.grid
@@ -146,7 +158,7 @@ def test_themes_differ_only_in_neutral_colours() -> None:
 def test_theme_layout_is_a_relayout_patch_that_update_layout_accepts() -> None:
     patch = figures.theme_layout(figures.DARK)
     assert all("." in key for key in patch), "Plotly.relayout wants attribute strings"
-    fig = figures.indicator_figure(info(), [points("fc1", [0], [0.0])])
+    fig = chart(info(), [points("fc1", [0], [0.0])])
     fig.update_layout(patch)  # plotly.py validates every key: a typo raises here
     assert fig.layout.xaxis.gridcolor == figures.DARK.grid
 
@@ -191,7 +203,7 @@ def rule_line(value: float, severity: str, label: str = "my rule") -> Threshold:
 
 
 def test_rule_thresholds_replace_the_catalogue_lines() -> None:
-    fig = figures.indicator_figure(
+    fig = chart(
         info(warn=0.2, critical=0.5),
         [points("fc1", [0], [0.0])],
         thresholds=[rule_line(0.3, "critical"), rule_line(0.1, "info")],
@@ -201,7 +213,7 @@ def test_rule_thresholds_replace_the_catalogue_lines() -> None:
         figures.CRITICAL_COLOUR,
         figures.INFO_COLOUR,
     }
-    no_lines = figures.indicator_figure(info(warn=0.2), [points("fc1", [0], [0.0])], thresholds=[])
+    no_lines = chart(info(warn=0.2), [points("fc1", [0], [0.0])], thresholds=[])
     assert thresholds(no_lines) == {}, "an empty list means: no rule draws a line"
 
 
@@ -210,7 +222,7 @@ def test_alert_markers_are_one_trace_after_the_probes() -> None:
         figures.Marker(12, 0.7, "firing", "critical", "fired"),
         figures.Marker(40, 0.1, "resolved", "critical", "resolved"),
     ]
-    fig = figures.indicator_figure(info(), [points("fc1", [0, 50], [0.0, 0.1])], markers=markers)
+    fig = chart(info(), [points("fc1", [0, 50], [0.0, 0.1])], markers=markers)
     assert [t.name for t in fig.data] == ["fc1", "alerts"]
     alerts = fig.data[1]
     assert alerts.uid == figures.ALERTS_UID
@@ -222,12 +234,12 @@ def test_alert_markers_are_one_trace_after_the_probes() -> None:
 
 def test_a_crowded_chart_colours_only_the_highlighted_layers() -> None:
     series = [points(f"layer.{i}", [0, 1], [0.0, 0.1]) for i in range(200)]
-    fig = figures.indicator_figure(info(), series, highlight=["layer.150"])
+    fig = chart(info(), series, highlight=["layer.150"])
     colours = [t.line.color for t in fig.data]
     assert colours[150] == figures.probe_colour(150)
     assert colours.count(figures.MUTED_COLOUR) == 199
     assert fig.layout.hovermode == "closest", "one hover box of 200 layers covers the chart"
-    few = figures.indicator_figure(info(), series[:4])
+    few = chart(info(), series[:4])
     assert figures.MUTED_COLOUR not in [t.line.color for t in few.data]
     assert few.layout.hovermode == "x unified"
 
@@ -239,7 +251,7 @@ def test_a_resumed_run_shows_a_gap_and_a_line_where_it_resumed() -> None:
     trace = figures.figure_json(fig)["data"][0]
     assert trace["x"] == [0, 2, 4, 10, 10, 12]
     assert trace["y"] == [0.1, 0.2, 0.3, None, 0.4, 0.5], "the line breaks at the resume"
-    lines = [s for s in fig.layout.shapes if s.x0 == s.x1 == 10]
+    lines = [s for s in plotly(fig).layout.shapes if s.x0 == s.x1 == 10]
     assert len(lines) == 1 and lines[0].name == "resumed"
 
 
@@ -256,7 +268,7 @@ def test_a_nan_step_is_marked_not_only_a_gap() -> None:
     lines = [s for s in data["layout"]["shapes"] if s.get("name") == "nonfinite"]
     assert [s["x0"] for s in lines] == [3]
     assert "NaN at step 3" in [a["text"] for a in data["layout"]["annotations"]]
-    from_start = figures.indicator_figure(info(), [points("loss", [0, 1], [None, None])])
+    from_start = chart(info(), [points("loss", [0, 1], [None, None])])
     assert list(from_start.data[-1].y) == [0.0, 0.0]
-    finite = figures.indicator_figure(info(), [points("loss", [0, 1], [0.5, 0.4])])
+    finite = chart(info(), [points("loss", [0, 1], [0.5, 0.4])])
     assert all(t.uid != figures.NONFINITE_UID for t in finite.data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import plotly.graph_objects as go
 import pytest
 
 from collapsewatch.schemas import ProbeKind
@@ -54,6 +55,12 @@ def raw_bins(series: dict[str, list[float | None]], width: int) -> IndicatorBins
     )
 
 
+def heatmap(*args: Any, **kwargs: Any) -> go.Figure:
+    """:func:`heatmaps.heatmap_figure` as plotly.py reads it: it validates every property, so a
+    misspelt key or a value Plotly does not take fails the test."""
+    return go.Figure(heatmaps.heatmap_figure(*args, **kwargs))
+
+
 def critical(value: float, side: str = "above") -> Threshold:
     return Threshold.model_validate(
         {"value": value, "side": side, "severity": "critical", "label": "c", "source": "rule"}
@@ -81,7 +88,7 @@ def test_the_collapsed_layer_is_hot_after_its_step_and_only_there() -> None:
         "fc2": [0.0] * 25 + [0.8] * 25,
         "fc3": [0.0] * 7 + [0.9] + [0.0] * 42,
     }
-    z = heatmaps.heatmap_figure(info(), raw_bins(series, width=5), [critical(0.5)]).data[0].z
+    z = heatmap(info(), raw_bins(series, width=5), [critical(0.5)]).data[0].z
     assert list(z[1]) == [0.0] * 5 + [0.8] * 5
     assert z[2][1] == 0.9, "the worst value of the bin, not its mean"
     assert max(z[0]) == 0.0
@@ -100,7 +107,7 @@ def test_empty_bins_are_left_out_and_nan_bins_take_the_bad_end() -> None:
     sparse.probes[0].index[1] = sparse.probes[1].index[1] = 19
     columns, _, _ = heatmaps.heatmap_matrix(info(), sparse)
     assert columns == [0, 19], "only bins holding a point become columns"
-    fig = heatmaps.heatmap_figure(info(), bins, [critical(0.5)])
+    fig = heatmap(info(), bins, [critical(0.5)])
     heat = fig.data[0]
     assert heat.z[0][1] == heat.zmax, "NaN is alarming: the bad end of the scale"
     assert list(heat.text[0]) == ["", "NaN"]
@@ -127,7 +134,7 @@ def test_without_thresholds_the_scale_is_neutral() -> None:
 def test_heatmap_markers_sit_on_the_layer_row() -> None:
     bins = raw_bins({"fc1": [0.0] * 10, "fc2": [0.9] * 10}, width=2)
     marker = figures.Marker(4, 0.9, status="firing", severity="critical", text="t", probe="fc2")
-    fig = heatmaps.heatmap_figure(info(), bins, markers=[marker])
+    fig = heatmap(info(), bins, markers=[marker])
     assert list(fig.data[1].x) == [4]
     assert list(fig.data[1].y) == ["fc2"]
 
@@ -149,7 +156,7 @@ def test_spectrum_shares_on_a_log_axis_one_line_per_step() -> None:
         SpectrumPublic(probe="fc1", asked=0, step=0, eigenvalues=[2.0, 1.0, 1.0]),
         SpectrumPublic(probe="fc1", asked=90, step=80, eigenvalues=[4.0, 0.0]),
     ]
-    fig = heatmaps.spectrum_figure(spectra)
+    fig = go.Figure(heatmaps.spectrum_figure(spectra))
     assert [t.name for t in fig.data] == ["step 0", "step 80"]
     assert list(fig.data[0].y) == pytest.approx([0.5, 0.25, 0.25])
     assert list(fig.data[1].y) == [1.0, None], "a zero eigenvalue has no place on a log axis"

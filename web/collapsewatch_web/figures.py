@@ -1,6 +1,8 @@
-"""Figure builders: pure functions from API schemas to ``plotly.graph_objects.Figure``.
+"""Figure builders: pure functions from API schemas to Plotly figures as plain data.
 
 Nothing here touches a server, a database or a browser, so every chart can be tested as data.
+The figures are dicts written directly (:mod:`collapsewatch_web.plotly_json`), not
+``plotly.graph_objects``, whose validation cost more than the rest of a chart request.
 Plotly cannot read CSS variables, so colours come from a :class:`Theme`; the trace palette and
 the threshold colours are mid-luminance hues that read on a light and on a dark page alike, and
 the page swaps only the neutral colours (text, grid) with :func:`theme_layout`.
@@ -15,11 +17,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import plotly.graph_objects as go
 
 from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
 from collapsewatch_web.api_schemas.charts import IndicatorBins, Threshold
 from collapsewatch_web.api_schemas.runs import SeriesPoints
+from collapsewatch_web.plotly_json import (
+    Figure,
+    add_hline,
+    add_vline,
+    new_figure,
+    no_template,
+    update_layout,
+)
+from collapsewatch_web.plotly_json import figure_json as figure_json  # callers' one import
 
 Severity = Literal["ok", "warn", "critical", "none"]
 
@@ -160,14 +170,15 @@ def catalogue_thresholds(info: IndicatorInfo) -> list[Threshold]:
     ]
 
 
-def _threshold_lines(fig: go.Figure, thresholds: Sequence[Threshold]) -> None:
+def _threshold_lines(fig: Figure, thresholds: Sequence[Threshold]) -> None:
     for t in thresholds:
         # a rule's name is too long for the right margin: its severity says what it means
         label = t.label if t.source == "catalogue" else t.severity.value
         level = t.value
         colour = SEVERITY_COLOURS.get(t.severity.value, WARN_COLOUR)
-        fig.add_hline(
-            y=level,
+        add_hline(
+            fig,
+            level,
             line={"color": colour, "width": 1.5, "dash": "dash"},
             # labelled in the right margin, where no data line can run over the label
             annotation={
@@ -184,19 +195,20 @@ def _threshold_lines(fig: go.Figure, thresholds: Sequence[Threshold]) -> None:
         )
 
 
-def _marker_trace(markers: Sequence[Marker]) -> go.Scatter:
+def _marker_trace(markers: Sequence[Marker]) -> dict[str, Any]:
     """One trace for every alert marker: a triangle where one fired, a ring where it resolved."""
     firing = [m.status == "firing" for m in markers]
-    return go.Scatter(
-        x=[m.step for m in markers],
-        y=[m.value for m in markers],
-        mode="markers",
-        name="alerts",
-        uid=ALERTS_UID,
-        showlegend=False,
-        hovertext=[m.text for m in markers],
-        hovertemplate="%{hovertext}<extra></extra>",
-        marker={
+    return {
+        "type": "scatter",
+        "x": [m.step for m in markers],
+        "y": [m.value for m in markers],
+        "mode": "markers",
+        "name": "alerts",
+        "uid": ALERTS_UID,
+        "showlegend": False,
+        "hovertext": [m.text for m in markers],
+        "hovertemplate": "%{hovertext}<extra></extra>",
+        "marker": {
             "symbol": ["triangle-up" if f else "circle-open" for f in firing],
             "size": 11,
             "color": [
@@ -205,10 +217,10 @@ def _marker_trace(markers: Sequence[Marker]) -> go.Scatter:
             ],
             "line": {"width": 1.5, "color": "rgba(255,255,255,0.9)"},
         },
-    )
+    }
 
 
-def _nonfinite_trace(series: Sequence[SeriesPoints]) -> go.Scatter | None:
+def _nonfinite_trace(series: Sequence[SeriesPoints]) -> dict[str, Any] | None:
     """An ``x`` on each line where its value was NaN or infinite (stored as None), at the
     line's last finite value before it (0 when it never had one): a loss that turns NaN is
     marked, not just a line that stops. None when every value is finite."""
@@ -216,27 +228,32 @@ def _nonfinite_trace(series: Sequence[SeriesPoints]) -> go.Scatter | None:
     ys: list[float] = []
     texts: list[str] = []
     for points in series:
-        last = 0.0
-        for step, value in zip(points.steps, points.values, strict=True):
-            if value is not None and math.isfinite(value):
-                last = value
-            elif len(xs) < MAX_NONFINITE_MARKS:
-                xs.append(step)
-                ys.append(last)
-                texts.append(f"{points.probe}: NaN or inf at step {step}")
+        # numpy: a Python loop over every point of 200 layers cost more than the whole chart
+        values = np.array(points.values, dtype=np.float64)
+        finite = np.isfinite(values)
+        if finite.all():
+            continue
+        # the index of the last finite value at or before each point (-1: none yet)
+        last_at = np.maximum.accumulate(np.where(finite, np.arange(len(values)), -1))
+        bad = np.flatnonzero(~finite)[: MAX_NONFINITE_MARKS - len(xs)]
+        steps = np.asarray(points.steps, dtype=np.int64)[bad].tolist()
+        xs += steps
+        ys += np.where(last_at[bad] >= 0, values[last_at[bad]], 0.0).tolist()
+        texts += [f"{points.probe}: NaN or inf at step {step}" for step in steps]
     if not xs:
         return None
-    return go.Scatter(
-        x=xs,
-        y=ys,
-        mode="markers",
-        name="NaN or inf",
-        uid=NONFINITE_UID,
-        showlegend=False,
-        hovertext=texts,
-        hovertemplate="%{hovertext}<extra></extra>",
-        marker={"symbol": "x", "size": 10, "color": SEVERITY_COLOURS["critical"]},
-    )
+    return {
+        "type": "scatter",
+        "x": xs,
+        "y": ys,
+        "mode": "markers",
+        "name": "NaN or inf",
+        "uid": NONFINITE_UID,
+        "showlegend": False,
+        "hovertext": texts,
+        "hovertemplate": "%{hovertext}<extra></extra>",
+        "marker": {"symbol": "x", "size": 10, "color": SEVERITY_COLOURS["critical"]},
+    }
 
 
 def base_layout(
@@ -244,8 +261,8 @@ def base_layout(
 ) -> dict[str, Any]:
     """What every chart shares: transparent backgrounds, fonts, grids, the theme's colours."""
     return {
-        # "none" keeps the JSON small and free of the default template's white backgrounds
-        "template": "none",
+        # no template keeps the JSON small and free of the default one's white backgrounds
+        "template": no_template(),
         "height": height,
         "paper_bgcolor": "rgba(0,0,0,0)",
         "plot_bgcolor": "rgba(0,0,0,0)",
@@ -274,7 +291,7 @@ def indicator_figure(
     markers: Sequence[Marker] = (),
     highlight: Collection[str] | None = None,
     resumed: Sequence[int] = (),
-) -> go.Figure:
+) -> Figure:
     """One line per probe (in the order given, which callers keep in model order) of one
     indicator, with dashed horizontal lines at its thresholds (the rules' when given, else the
     catalogue's warn and critical) and markers where alerts fired.
@@ -290,54 +307,59 @@ def indicator_figure(
     lines = catalogue_thresholds(info) if thresholds is None else list(thresholds)
     crowded = len(series) > len(PALETTE)
     keep = set(highlight or ())
-    fig = go.Figure()
+    fig = new_figure()
     for index, points in enumerate(series):
         muted = crowded and points.probe not in keep
         x, y = _break_at(points.steps, points.values, resumed)
-        fig.add_trace(
-            go.Scatter(
-                # numpy arrays: plotly.py validates a list element by element, which costs
-                # a second for 200 layers; figure_json turns NaN back into null
-                x=np.asarray(x, dtype=np.int64),
-                y=np.array(y, dtype=np.float64),
-                name=points.probe,
+        fig["data"].append(
+            {
+                "type": "scatter",
+                # numpy arrays: figure_json turns them into lists in C, NaN and inf into null
+                "x": np.asarray(x, dtype=np.int64),
+                "y": np.array(y, dtype=np.float64),
+                "name": points.probe,
                 **trace_style(index, muted=muted),
-            )
+            }
         )
     if markers:
-        fig.add_trace(_marker_trace(markers))
+        fig["data"].append(_marker_trace(markers))
     nonfinite = _nonfinite_trace(series)
     if nonfinite is not None:
-        fig.add_trace(nonfinite)
-        first = min(nonfinite.x)
-        fig.add_vline(
-            x=first,
+        fig["data"].append(nonfinite)
+        first = min(nonfinite["x"])
+        add_vline(
+            fig,
+            first,
             line={"dash": "dot", "width": 1, "color": SEVERITY_COLOURS["critical"]},
             name="nonfinite",
             annotation={"text": f"NaN at step {first}", "font": {"size": 10}},
-            annotation_position="top right",
+            annotation_side="right",
         )
     _threshold_lines(fig, lines)
     for step in resumed:
-        fig.add_vline(
-            x=step,
+        add_vline(
+            fig,
+            step,
             line={"dash": "dot", "width": 1, "color": MUTED_COLOUR},
             name="resumed",
             annotation={"text": "resumed", "font": {"size": 10}},
-            annotation_position="top left",
+            annotation_side="left",
         )
-    fig.update_layout(
-        base_layout(axis_title(info), info.name, theme),
-        # the right margin holds the threshold labels; without thresholds it is wasted room
-        margin={"l": 56, "r": 64 if lines else 16, "t": 12, "b": 40},
-        # one hover box listing 200 layers would cover the chart: crowded charts say one line
-        hovermode="closest" if crowded else "x unified",
-        # the page lists the layers under each chart with their newest value: that list is
-        # the legend (a legend of 200 layers would be the chart's size)
-        showlegend=False,
-        meta={"indicator": info.name},
+    update_layout(
+        fig,
+        {
+            **base_layout(axis_title(info), info.name, theme),
+            # the right margin holds the threshold labels; without thresholds it is wasted room
+            "margin": {"l": 56, "r": 64 if lines else 16, "t": 12, "b": 40},
+            # one hover box listing 200 layers would cover the chart: crowded ones say one line
+            "hovermode": "closest" if crowded else "x unified",
+            # the page lists the layers under each chart with their newest value: that list is
+            # the legend (a legend of 200 layers would be the chart's size)
+            "showlegend": False,
+            "meta": {"indicator": info.name},
+        },
     )
-    fig.update_layout(theme_layout(theme))  # plotly.py takes the dotted keys as they are
+    update_layout(fig, theme_layout(theme))
     return fig
 
 
@@ -408,31 +430,3 @@ def lines_from_bins(bins: IndicatorBins) -> list[SeriesPoints]:
             )
         )
     return out
-
-
-def figure_json(fig: go.Figure) -> dict[str, Any]:
-    """The figure as plain JSON data ({"data", "layout"}) ready to embed in a page or send:
-    arrays become lists, and NaN or infinite values ``null``, which Plotly draws as gaps."""
-    # per trace, not fig.to_dict(): that turns numpy arrays into base64 typed arrays, which
-    # live updates (extendTraces, smoothing) would have to decode
-    data = [_plain({**t.to_plotly_json(), "type": t.type}) for t in fig.data]
-    return {"data": data, "layout": _plain(fig.layout.to_plotly_json())}
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind == "f":
-            # object dtype so tolist() gives None where the float was not finite
-            out = obj.astype(object)
-            out[~np.isfinite(obj)] = None
-            return out.tolist()
-        return obj.tolist()
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

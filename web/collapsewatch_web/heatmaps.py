@@ -1,6 +1,6 @@
 """Figure builders beyond the line chart: the layer x step heatmap and the covariance spectrum.
 
-Pure functions from schemas to ``plotly.graph_objects.Figure`` like :mod:`figures`, sharing
+Pure functions from schemas to Plotly figures as plain data like :mod:`figures`, sharing
 its layout and theme. The heatmap is what makes a collapsing layer jump out: layers top to
 bottom in model order, steps left to right, each cell the worst value of its bin.
 """
@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
 
 from collapsewatch_web.api_schemas.catalogue import IndicatorInfo
 from collapsewatch_web.api_schemas.charts import IndicatorBins, SpectrumPublic, Threshold
@@ -24,6 +23,7 @@ from collapsewatch_web.figures import (
     base_layout,
     theme_layout,
 )
+from collapsewatch_web.plotly_json import Figure, new_figure, update_layout
 
 #: Healthy cells: a faint tint that reads on a light and a dark page alike.
 CALM = "rgba(59, 130, 246, 0.10)"
@@ -105,13 +105,13 @@ def heatmap_figure(
     thresholds: Sequence[Threshold] = (),
     theme: Theme = LIGHT,
     markers: Sequence[Marker] = (),
-) -> go.Figure:
+) -> Figure:
     """Layers (rows, first layer on top) x step bins (columns), coloured by each bin's worst
     value against the thresholds; a bin of only NaNs takes the bad end's colour, as a
     diverged statistic is alarming. ``markers`` put a cross where alerts fired."""
     columns, z, nan = heatmap_matrix(info, bins)
     probes = [pb.probe for pb in bins.probes]
-    # numpy, not nested lists: plotly.py would validate 60k cells one by one
+    # numpy, not nested lists: figure_json turns 60k cells into lists in C
     values = np.array(z, dtype=np.float64).reshape(len(probes), len(columns))
     flags = np.array(nan, dtype=bool).reshape(values.shape)
     finite = values[np.isfinite(values)]
@@ -123,51 +123,57 @@ def heatmap_figure(
     if zmax <= zmin:  # a flat indicator (no NaN/Inf anywhere: all 0) still needs a range
         zmax = zmin + max(abs(zmin), 1.0)
     values[flags] = zmax if worst_is_high(info) else zmin
-    # hover says NaN where the colour says "bad"; no text array at all in the usual case
-    text = np.where(flags, "NaN", "").astype(object) if flags.any() else None
-    fig = go.Figure(
-        go.Heatmap(
-            x=np.asarray(columns, dtype=np.int64),
-            y=probes,
-            z=values,
-            text=text,
-            zmin=zmin,
-            zmax=zmax,
-            colorscale=colour_scale(info, thresholds, zmin, zmax),
-            hoverongaps=False,
-            xgap=0,
-            ygap=1 if len(probes) <= 40 else 0,
-            colorbar={"thickness": 10, "len": 0.9, "outlinewidth": 0, "tickfont": {"size": 10}},
-            hovertemplate=("%{y}<br>steps %{x}+: %{z:.4g} %{text}<extra>" + info.name + "</extra>"),
-            name=info.name,
-        )
-    )
+    heat: dict[str, Any] = {
+        "type": "heatmap",
+        "x": np.asarray(columns, dtype=np.int64),
+        "y": probes,
+        "z": values,
+        "zmin": zmin,
+        "zmax": zmax,
+        "colorscale": colour_scale(info, thresholds, zmin, zmax),
+        "hoverongaps": False,
+        "xgap": 0,
+        "ygap": 1 if len(probes) <= 40 else 0,
+        "colorbar": {"thickness": 10, "len": 0.9, "outlinewidth": 0, "tickfont": {"size": 10}},
+        "hovertemplate": "%{y}<br>steps %{x}+: %{z:.4g} %{text}<extra>" + info.name + "</extra>",
+        "name": info.name,
+    }
+    if flags.any():  # hover says NaN where the colour says "bad"; no text array otherwise
+        heat["text"] = np.where(flags, "NaN", "").astype(object)
+    fig = new_figure()
+    fig["data"].append(heat)
     if markers:
-        fig.add_trace(
-            go.Scatter(
-                x=[m.step for m in markers],
-                y=[m.probe for m in markers],
-                mode="markers",
-                name="alerts",
-                showlegend=False,
-                hovertext=[m.text for m in markers],
-                hovertemplate="%{hovertext}<extra></extra>",
-                marker={
+        fig["data"].append(
+            {
+                "type": "scatter",
+                "x": [m.step for m in markers],
+                "y": [m.probe for m in markers],
+                "mode": "markers",
+                "name": "alerts",
+                "showlegend": False,
+                "hovertext": [m.text for m in markers],
+                "hovertemplate": "%{hovertext}<extra></extra>",
+                "marker": {
                     "symbol": "x",
                     "size": 9,
                     "color": "#111827",
                     "line": {"width": 1, "color": "#ffffff"},
                 },
-            )
+            }
         )
     height = min(480, max(220, 14 * len(probes) + 90)) if len(probes) <= 40 else 420
     layout = base_layout("layer", info.name + ":heatmap", theme, height=height)
     layout["yaxis"].update(
-        {"autorange": "reversed", "type": "category", "showgrid": False, "title": {"text": ""}}
+        {
+            "autorange": "reversed",
+            "type": "category",
+            "showgrid": False,
+            "title": {"text": ""},
+            "automargin": True,
+        }
     )
     layout["xaxis"].update({"showgrid": False})
-    fig.update_layout(
-        layout,
+    layout.update(
         margin={"l": 8, "r": 8, "t": 12, "b": 40},
         hovermode="closest",
         showlegend=False,
@@ -178,39 +184,40 @@ def heatmap_figure(
             "worst": "max" if worst_is_high(info) else "min",
         },
     )
-    fig.update_yaxes(automargin=True)
-    fig.update_layout(theme_layout(theme))
+    update_layout(fig, layout)
+    update_layout(fig, theme_layout(theme))
     return fig
 
 
-def spectrum_figure(spectra: Sequence[SpectrumPublic], theme: Theme = LIGHT) -> go.Figure:
+def spectrum_figure(spectra: Sequence[SpectrumPublic], theme: Theme = LIGHT) -> Figure:
     """Each spectrum's eigenvalues as shares of their sum, largest first, on a log axis: a
     dimensional collapse shows as a spectrum that falls off a cliff after a few components."""
-    fig = go.Figure()
+    fig = new_figure()
     for index, sp in enumerate(spectra):
         total = sum(v for v in sp.eigenvalues if v > 0) or 1.0
         shares = [v / total if v > 0 else None for v in sp.eigenvalues]
-        fig.add_trace(
-            go.Scatter(
-                x=list(range(1, len(shares) + 1)),
-                y=shares,
-                mode="lines+markers",
-                name=f"step {sp.step}",
-                line={"color": PALETTE[index % len(PALETTE)], "width": 2},
-                marker={"size": 4},
-                hovertemplate="component %{x}: %{y:.3g} of the variance<extra>%{fullData.name}"
-                "</extra>",
-            )
+        fig["data"].append(
+            {
+                "type": "scatter",
+                "x": list(range(1, len(shares) + 1)),
+                "y": shares,
+                "mode": "lines+markers",
+                "name": f"step {sp.step}",
+                "line": {"color": PALETTE[index % len(PALETTE)], "width": 2},
+                "marker": {"size": 4},
+                "hovertemplate": "component %{x}: %{y:.3g} of the variance"
+                "<extra>%{fullData.name}</extra>",
+            }
         )
     layout = base_layout("eigenvalue / sum", "spectrum", theme)
     layout["xaxis"]["title"]["text"] = "component"
     layout["yaxis"]["type"] = "log"
-    fig.update_layout(
-        layout,
+    layout.update(
         margin={"l": 56, "r": 16, "t": 12, "b": 40},
         hovermode="x unified",
         showlegend=True,
         legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"},
     )
-    fig.update_layout(theme_layout(theme))
+    update_layout(fig, layout)
+    update_layout(fig, theme_layout(theme))
     return fig

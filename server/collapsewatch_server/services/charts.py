@@ -35,6 +35,7 @@ from collapsewatch_web.api_schemas.charts import (
 )
 from collapsewatch_web.api_schemas.health import FamilyHealth, RunHealth, RunOverview
 from collapsewatch_web.api_schemas.runs import RunPublic, SeriesPoints
+from collapsewatch_web.plotly_json import Figure, update_layout
 
 #: Points a line chart draws in all, shared among its probes: 4 layers get 1000 points each,
 #: 200 layers 300 each (the heatmap's columns are the same bins).
@@ -206,16 +207,28 @@ def compare(
             first, project = runs.get(s, run_ids[0])
             project_rules, first_name = rules_in(s, project), first.name
     thresholds = views.thresholds_for(info, project_rules, first_name, [probe])
-    fig = figures.indicator_figure(info, renamed, thresholds=thresholds)
-    # a line per run: here the legend is the only key to the colours
-    fig.update_layout(
-        showlegend=True,
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "xanchor": "left"},
-        margin={"t": 36},
-        height=380,
-    )
+    fig = _compare_layout(figures.indicator_figure(info, renamed, thresholds=thresholds))
     return ComparePublic(
         indicator=indicator, probe=probe, series=series, figure=figures.figure_json(fig)
+    )
+
+
+def _compare_layout(fig: Figure) -> Figure:
+    """A line per run: here the legend is the only key to the colours, so it is shown."""
+    return update_layout(
+        fig,
+        {
+            "showlegend": True,
+            "legend": {
+                "orientation": "h",
+                "y": 1.02,
+                "yanchor": "bottom",
+                "x": 0,
+                "xanchor": "left",
+            },
+            "margin": {"t": 36},
+            "height": 380,
+        },
     )
 
 
