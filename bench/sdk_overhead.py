@@ -5,7 +5,7 @@ For each model, four copies train side by side: without the SDK ("baseline"), wa
 families added after the walking skeleton ("every=1 lean": no token statistics of transformer
 blocks, no Tanh/Sigmoid saturation, no weight sparsity and NaN/Inf counts), and watched with
 the default adaptive sampling. The transformer's two ``nn.TransformerEncoderLayer`` blocks get
-token statistics; every model's weights get sparsity statistics on one sampled step in five.
+token statistics; every model's weights get sparsity statistics at most once every 32 steps.
 The configurations alternate step blocks within each round (the order rotates from round to
 round), so machine noise hits all of them alike. A step is forward + backward + optimizer step
 on a fixed batch, after warm-up, with ``torch.set_num_threads`` fixed.
@@ -28,8 +28,8 @@ one (which should cost next to nothing).
 Then the width: three ``Linear(w, w)`` layers (ReLU between, batch 256, SGD) at each width of
 ``--widths``, baseline and ``every=1`` alternating, each step timed. Printed per width: the
 baseline's median step, the median extra a sampled step costs (and that over the baseline),
-and the median extra of the steps that carry the weight-sparsity snapshot (one sampled step in
-five): the SDK's cost should grow no faster than the model's own step.
+and the median extra of the steps that carry the weight-sparsity snapshot (here every fifth
+step): the SDK's cost should grow no faster than the model's own step.
 
 Then the payload: bytes per sampled step of the MLP, and per record of one 4096-wide Linear
 layer (its activation record and its weight's record with the sparsity statistics), gzipped.
@@ -63,6 +63,9 @@ CONFIGS: dict[str, dict[str, int | None] | None] = {
 }
 #: Width of the layer whose records are weighed for the payload (the issue's budget: 300 KB).
 WIDE = 4096
+#: The width and payload parts take the sparsity snapshot every this many steps (the SDK's
+#: default is every 32 at the most), so that a short run has several to time and weigh.
+SNAPSHOT_EVERY = 5
 
 
 def lean(monitor: collapsewatch.Monitor) -> None:
@@ -75,8 +78,8 @@ def lean(monitor: collapsewatch.Monitor) -> None:
     for probe in monitor._probes:
         if isinstance(probe, TokenProbe | SaturationProbe | AttentionProbe):
             probe.disabled = True
-    monitor._params.sparsity.every = 10**9
-    monitor._params.sparsity._calls = 1
+    monitor._params.sparsity.min_steps = 10**9
+    monitor._params.sparsity._last = 0
 
 
 def no_attention(monitor: collapsewatch.Monitor) -> None:
@@ -251,7 +254,7 @@ def payload(args: argparse.Namespace, spool: str) -> None:
 def wide_payload(args: argparse.Namespace, spool: str) -> None:
     """Gzipped bytes of each record of one WIDE x WIDE Linear layer per sampled step: the
     layer's activation record (every sampled step) and its weight's parameter record (with the
-    sparsity statistics on one sampled step in five), each gzipped alone, and the whole
+    sparsity statistics, here on one sampled step in five), each gzipped alone, and the whole
     request per sampled step."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(WIDE, WIDE), nn.ReLU())
@@ -262,6 +265,7 @@ def wide_payload(args: argparse.Namespace, spool: str) -> None:
         model, optimizer=optimizer, criterion=nn.MSELoss(), project="bench", run="wide",
         server="http://bench.invalid", http_client=client, spool_dir=spool, every=1,
     )  # fmt: skip
+    monitor._params.sparsity.min_steps = SNAPSHOT_EVERY
     x, y = torch.randn(256, WIDE), torch.randn(256, WIDE)
     t = Trainee("wide", model, optimizer, nn.MSELoss(), monitor)
     for _ in range(args.payload_steps):
@@ -295,12 +299,10 @@ def three_linear(width: int) -> nn.Module:
 
 def widths(args: argparse.Namespace, spool: str) -> None:
     """How a sampled step's cost grows with the width, against the model's own step."""
-    from collapsewatch.probes.sparsity import SPARSITY_EVERY
-
     print(
         f"\n3 x Linear(w, w), batch 256, every=1 vs baseline, {args.width_steps} steps x"
         f" {args.width_rounds} rounds each (median ms; 'sparsity' = the sampled steps that also"
-        f" take the weight-sparsity snapshot, one in {SPARSITY_EVERY})"
+        f" take the weight-sparsity snapshot, here one in {SNAPSHOT_EVERY})"
     )
     print(
         f"{'width':>6} {'baseline':>9} {'extra':>8} {'ratio':>6}"
@@ -320,6 +322,7 @@ def widths(args: argparse.Namespace, spool: str) -> None:
                     run=f"width-{width}", server="http://bench.invalid", http_client=client,
                     spool_dir=spool, every=1,
                 )  # fmt: skip
+                t.monitor._params.sparsity.min_steps = SNAPSHOT_EVERY
             trainees.append(t)
         x, y = torch.randn(256, width), torch.randn(256, width)
         for t in trainees:
@@ -331,10 +334,10 @@ def widths(args: argparse.Namespace, spool: str) -> None:
         base, watched = trainees
         assert watched.monitor is not None
         watched.monitor.finish()
-        # the watched copy's sampled step n (from 0) takes the snapshot when n % EVERY == 0;
+        # the watched copy's step n (from 0) takes the snapshot when n % SNAPSHOT_EVERY == 0;
         # timed steps start at sampled step 2 (after the warm-up) and run in blocks per round
-        snapshot = [t for i, t in enumerate(watched.times) if (i + 2) % SPARSITY_EVERY == 0]
-        plain = [t for i, t in enumerate(watched.times) if (i + 2) % SPARSITY_EVERY != 0]
+        snapshot = [t for i, t in enumerate(watched.times) if (i + 2) % SNAPSHOT_EVERY == 0]
+        plain = [t for i, t in enumerate(watched.times) if (i + 2) % SNAPSHOT_EVERY != 0]
         step = statistics.median(base.times)
         extra = statistics.median(plain) - step
         snap = statistics.median(snapshot) - step if snapshot else float("nan")

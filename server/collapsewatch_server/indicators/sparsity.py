@@ -1,7 +1,8 @@
 """Sparsity and layer collapse in pruning (the ``sparsity`` family of docs/indicators.md), and the
 NaN/Inf counts of weights and gradients (training health).
 
-The SDK sends these on one sampled step in five, for every weight with two or more dims, plus
+The SDK sends these at most once every 32 steps (on every sampled step when sampling is
+sparser), for every weight with two or more dims, plus
 probe ``(global)`` with the sums over all of them (PQ index and density of the whole network).
 """
 
