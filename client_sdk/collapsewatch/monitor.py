@@ -123,7 +123,9 @@ class Monitor(AbstractContextManager["Monitor"]):
         self._probes: list[Probe] = [InputProbe(model, data)]
         self._probes += find_probes(model, options.get("blocks") or (), outputs, data)
         params, modules = trainable_parameters(model)
-        self._params = ParameterProbe(params, model, optimizer, modules)
+        self._params = ParameterProbe(
+            params, model, optimizer, modules, step=lambda: self._cycle.step
+        )
         self._classes = ClassProbe(model, options.get("classifier"), step=lambda: self._cycle.step)
         self._loss = LossProbe(criterion, self._on_criterion)
         functional = self._loss.criterion is None  # the loss, if any, is a function call

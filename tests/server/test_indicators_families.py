@@ -128,7 +128,7 @@ def parameter_records(model: torch.nn.Module) -> dict[str, dict[str, object]]:
     params, modules = trainable_parameters(model)
     pack = StepPack()
     with torch.no_grad():
-        ParameterProbe(params, model, None, modules).flush(pack, step=0)
+        ParameterProbe(params, model, None, modules, step=lambda: 0).flush(pack, step=0)
     return {r["probe"]: as_arrays(r["stats"]) for r in pack.records()}
 
 

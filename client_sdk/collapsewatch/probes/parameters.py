@@ -18,6 +18,8 @@ from collapsewatch.probes.sparsity import Sparsity, strided_sample
 from collapsewatch.schemas import ProbeInfo, ProbeKind
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from torch import nn
 
@@ -42,17 +44,19 @@ def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 class _Snapshot:
     """The parameters as the optimizer is about to see them."""
 
-    __slots__ = ("before", "grad_norms", "scales", "weight_norms")
+    __slots__ = ("before", "grad_norms", "scales", "sparsity", "weight_norms")
 
     def __init__(
         self,
         weight_norms: list[torch.Tensor],
         grad_norms: dict[int, torch.Tensor],
+        sparsity: list[dict[str, torch.Tensor]] | None,
         before: list[torch.Tensor] | None,
         scales: list[float] | None = None,
     ) -> None:
         self.weight_norms = weight_norms
         self.grad_norms = grad_norms
+        self.sparsity = sparsity
         self.before = before  # copies of the weights' samples (see UPDATE_SAMPLE)
         self.scales = scales  # each sample's factor to the whole tensor
 
@@ -74,12 +78,14 @@ class ParameterProbe(Probe):
         model: nn.Module,
         optimizer: Any,
         modules: dict[str, str],
+        step: Callable[[], int],
     ) -> None:
         super().__init__()
         self.params = params
         self.optimizer = optimizer
         self.sparsity = Sparsity(params, model)
         self._modules = modules  # parameter name -> its module's class name
+        self._step = step  # the current step (the sparsity snapshot's cadence is in steps)
         self._snapshot: _Snapshot | None = None
 
     def infos(self, order: int) -> list[ProbeInfo]:
@@ -115,11 +121,14 @@ class ParameterProbe(Probe):
         dense = [(i, g) for i, g in grads if not g.is_sparse]
         grad_norms = dict(zip([i for i, _ in dense], norms([g for _, g in dense]), strict=True))
         weight_norms = norms(weights)
+        # before the update: the weights the forward used (a mask or a proximal step applied
+        # after optimizer.step() has zeroed them; the update would make them dense again)
+        sparsity = self.sparsity.measure(weight_norms, grad_norms, self._step())
         if not keep_weights:
-            return _Snapshot(weight_norms, grad_norms, None)
+            return _Snapshot(weight_norms, grad_norms, sparsity, None)
         samples = [strided_sample(w, UPDATE_SAMPLE) for w in weights]
         before = [sample.clone() for sample, _ in samples]
-        return _Snapshot(weight_norms, grad_norms, before, [f for _, f in samples])
+        return _Snapshot(weight_norms, grad_norms, sparsity, before, [f for _, f in samples])
 
     def flush(self, pack: StepPack, step: int) -> None:
         import torch
@@ -139,12 +148,8 @@ class ParameterProbe(Probe):
             updates = norms(snap.before)
             for stats, norm, scale in zip(records, updates, snap.scales, strict=True):
                 pack.put(stats, "update_norm", norm * scale**0.5 if scale != 1.0 else norm)
-        # at the end of the step, where the step number is known (the snapshot's cadence is
-        # counted in steps); the weights are the updated ones, the norms behind the NaN/Inf
-        # counts those the optimizer saw
-        sparsity = self.sparsity.measure(snap.weight_norms, snap.grad_norms, step)
-        if sparsity is not None:
-            self.sparsity.file(pack, records, sparsity, step)
+        if snap.sparsity is not None:
+            self.sparsity.file(pack, records, snap.sparsity, step)
 
     def reset(self) -> None:
         self._snapshot = None
