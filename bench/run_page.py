@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from servers import start_server, timed_get
+from servers import post_ingest, start_server, timed_get, wait_processed
 
 PROJECT = "bench"
 RUN_NAME = "big-run"
@@ -104,8 +104,7 @@ def ingest(url: str, run_id: str, args: argparse.Namespace) -> float:
         steps = range(start, min(start + args.batch_steps, args.steps))
         records = [record(layer, s, args) for s in steps for layer in range(args.layers)]
         body = {"batch_id": str(uuid.uuid4()), "run": run, "records": records}
-        r = client.post(f"{url}/api/v1/ingest", content=json.dumps(body), headers=HEADERS)
-        r.raise_for_status()
+        post_ingest(client, url, json.dumps(body).encode(), HEADERS)
 
     t0 = time.perf_counter()
     done = 0
@@ -186,9 +185,7 @@ def main() -> None:
                 print(f"ingesting {args.layers} layers x {args.steps} steps into {db} ...")
                 took = ingest(url, run_id, args)
                 print(f"  done in {took:.0f} s ({args.layers * args.steps / took:,.0f} records/s)")
-            total = sum(
-                s["points"] for s in client.get(f"{url}/api/v1/runs/{run_id}/series").json()
-            )
+            total = wait_processed(client, url, run_id)
             print(f"run {run_id}: {total:,} points in {db.stat().st_size / 2**20:,.0f} MiB\n")
 
             base = f"{url}/api/v1/runs/{run_id}"

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from servers import machine_load, servers, timed_get
+from servers import machine_load, post_ingest, servers, timed_get
 
 PROJECT = "bench"
 HEADERS = {"content-type": "application/json", "content-encoding": "gzip"}
@@ -66,13 +66,7 @@ def ingest(url: str, name: str, probes: dict[str, int], batch_records: int) -> s
         ]
         doc = {"batch_id": str(uuid.uuid4()), "run": run, "records": records}
         body = gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
-        while True:
-            r = client.post(f"{url}/api/v1/ingest", content=body, headers=HEADERS)
-            if r.status_code in (429, 503) and "retry-after" in r.headers:
-                time.sleep(float(r.headers["retry-after"]))
-                continue
-            r.raise_for_status()
-            return
+        post_ingest(client, url, body, HEADERS)
 
     with httpx.Client(timeout=600) as client, ThreadPoolExecutor(2) as pool:
         list(pool.map(send, range(0, longest, steps_per_batch)))

@@ -56,6 +56,32 @@ def timed_get(client: httpx.Client, url: str, repeat: int) -> tuple[float, int]:
     return statistics.median(times), size
 
 
+def post_ingest(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> None:
+    """POST one ingest batch, waiting as long as the server asks (429/503 with Retry-After:
+    its processing queue is deep), as the SDK does; raises on any other error."""
+    while True:
+        r = client.post(f"{url}/api/v1/ingest", content=body, headers=headers)
+        if r.status_code in (429, 503) and "retry-after" in r.headers:
+            time.sleep(min(float(r.headers["retry-after"]), 5.0))
+            continue
+        r.raise_for_status()
+        return
+
+
+def wait_processed(client: httpx.Client, url: str, run_id: str, quiet_s: float = 3.0) -> int:
+    """Wait until the run's stored points stop growing for ``quiet_s`` (the batches accepted
+    are processed after their answer); returns the count."""
+    last, since = -1, time.monotonic()
+    while True:
+        listed = client.get(f"{url}/api/v1/runs/{run_id}/series").json()
+        total = sum(s["points"] for s in listed)
+        if total != last:
+            last, since = total, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return total
+        time.sleep(0.5)
+
+
 @contextmanager
 def servers(
     db_url: str, count: int, log_dir: Path, env: dict[str, str] | None = None
