@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from sqlalchemy import BigInteger, case, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
@@ -122,16 +123,23 @@ def _from_rollups(
     stored = point_rollups.read(s, [sid for sid, _ in series], level)
     merged = rollups.merge(stored, width, origin=start)
     per: dict[int, ProbeBins] = {sid: _no_bins(name) for sid, name in series}
-    index = (merged.first_step - start) // width
-    for i in range(len(merged)):
-        pb = per[int(merged.series[i])]
-        pb.index.append(int(index[i]))
-        pb.first_step.append(int(merged.first_step[i]))
-        pb.last_step.append(int(merged.last_step[i]))
-        pb.low.append(None if math.isnan(merged.low[i]) else float(merged.low[i]))
-        pb.high.append(None if math.isnan(merged.high[i]) else float(merged.high[i]))
-        pb.count.append(int(merged.count[i]))
-        pb.nonfinite.append(int(merged.nonfinite[i]))
+    # column by column (numpy -> lists once), then each series' run of rows: a loop over the
+    # rows cost 80 ms for a 200-layer chart
+    index = ((merged.first_step - start) // width).tolist()
+    first, last = merged.first_step.tolist(), merged.last_step.tolist()
+    low, high = _nullable(merged.low), _nullable(merged.high)
+    count, nonfinite = merged.count.tolist(), merged.nonfinite.tolist()
+    ids = merged.series
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else ids
+    for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(ids)], strict=True):
+        pb = per[int(ids[a])]
+        pb.index.extend(index[a:b])
+        pb.first_step.extend(first[a:b])
+        pb.last_step.extend(last[a:b])
+        pb.low.extend(low[a:b])
+        pb.high.extend(high[a:b])
+        pb.count.extend(count[a:b])
+        pb.nonfinite.extend(nonfinite[a:b])
     return IndicatorBins(
         indicator=indicator,
         start=start,
@@ -140,3 +148,10 @@ def _from_rollups(
         total=int(merged.count.sum()),
         probes=[per[sid] for sid, _ in series],
     )
+
+
+def _nullable(values: np.ndarray) -> list[float | None]:
+    """The floats as a list, ``None`` where NaN (an empty bin)."""
+    out = values.astype(object)
+    out[np.isnan(values)] = None
+    return list(out.tolist())
