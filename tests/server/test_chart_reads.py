@@ -172,3 +172,15 @@ def test_series_points_are_every_point_in_step_order(client: Any) -> None:
     assert series[1].values[5] == pytest.approx(0.0)
     assert series[1].values[4] == pytest.approx(1.0)
     assert read(client, points.probes_by_indicator, [run_id])["simsiam_std"] == ["b", "a"]
+
+
+def test_rows_split_into_each_series_run() -> None:
+    import numpy as np
+
+    assert point_bins.series_runs(np.array([], dtype=np.int64)) == []
+    assert point_bins.series_runs(np.array([7])) == [(7, 0, 1)]
+    assert point_bins.series_runs(np.array([3, 3, 5, 5, 5, 2])) == [
+        (3, 0, 2),
+        (5, 2, 5),
+        (2, 5, 6),
+    ]

@@ -129,10 +129,8 @@ def _from_rollups(
     first, last = merged.first_step.tolist(), merged.last_step.tolist()
     low, high = _nullable(merged.low), _nullable(merged.high)
     count, nonfinite = merged.count.tolist(), merged.nonfinite.tolist()
-    ids = merged.series
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else ids
-    for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(ids)], strict=True):
-        pb = per[int(ids[a])]
+    for sid, a, b in series_runs(merged.series):
+        pb = per[sid]
         pb.index.extend(index[a:b])
         pb.first_step.extend(first[a:b])
         pb.last_step.extend(last[a:b])
@@ -148,6 +146,16 @@ def _from_rollups(
         total=int(merged.count.sum()),
         probes=[per[sid] for sid, _ in series],
     )
+
+
+def series_runs(ids: np.ndarray) -> list[tuple[int, int, int]]:
+    """(series id, start, end) of each run of equal ids, in order: the rows of one series
+    between ``start`` and ``end``."""
+    if not len(ids):
+        return []
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]).tolist()
+    ends = [*starts[1:], len(ids)]
+    return [(int(ids[a]), a, b) for a, b in zip(starts, ends, strict=True)]
 
 
 def _nullable(values: np.ndarray) -> list[float | None]:
