@@ -228,6 +228,8 @@ def _nonfinite_trace(series: Sequence[SeriesPoints]) -> dict[str, Any] | None:
     ys: list[float] = []
     texts: list[str] = []
     for points in series:
+        if len(xs) >= MAX_NONFINITE_MARKS:
+            break
         # numpy: a Python loop over every point of 200 layers cost more than the whole chart
         values = np.array(points.values, dtype=np.float64)
         finite = np.isfinite(values)
