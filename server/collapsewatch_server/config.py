@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     ingest_lease_s: float = Field(
         default=120.0, gt=0, description="a processor's hold on a batch; a dead one's expires"
     )
+    ingest_claim_records: int = Field(
+        default=4000,
+        ge=1,
+        description="records a processor takes at once from a run's queued batches (a deep "
+        "queue is worked through in fewer, larger transactions)",
+    )
     ingest_max_attempts: int = Field(
         default=3, ge=1, description="processing attempts before a batch is set aside"
     )

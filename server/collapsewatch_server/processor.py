@@ -91,7 +91,8 @@ class Processor:
             done = await asyncio.to_thread(processing.process_next, self.context)
             if done is None:
                 break
-            waiter = self._waiters.get(done.batch_id)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(done.points)
+            for batch_id, points in done.batches.items():
+                waiter = self._waiters.get(batch_id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(points)
         return self.context.settings.ingest_poll_s

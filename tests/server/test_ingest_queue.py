@@ -53,7 +53,7 @@ def hold_a_batch(settings: Settings, records: int) -> None:
     body = json.dumps(scalar_batch(uuid.uuid4(), [0.5] * records, name="held")).encode()
     accept_batch(ctx, IngestBatch.model_validate_json(body), body)
     with ctx.db.write() as s:
-        assert ingest_queue.claim(s, utcnow(), utcnow() + timedelta(hours=1)) is not None
+        assert ingest_queue.claim(s, utcnow(), utcnow() + timedelta(hours=1))
     engine.dispose()
 
 
@@ -138,4 +138,85 @@ def test_the_processor_takes_the_batch_parsed_or_parses_the_queued_one(settings:
     assert done is not None and done.points == 400
     (series,) = runs.list_series(here, run)
     assert (series.points, series.last_step) == (405, 404)
+    engine.dispose()
+
+
+def queue(ctx: ServiceContext, *batches: dict[str, Any]) -> None:
+    for batch in batches:
+        body = json.dumps(batch).encode()
+        accept_batch(ctx, IngestBatch.model_validate_json(body), body)
+
+
+def test_a_runs_queued_batches_are_processed_together(settings: Settings) -> None:
+    """A server that fell behind takes a run's queued batches in one claim (up to its record
+    budget, other runs' batches left alone) and stores what one-by-one processing would: the
+    first of a repeated step, each batch's own count of new points, the last one's status."""
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    ctx = ServiceContext(Database(engine), settings.model_copy(update={"ingest_claim_records": 9}))
+    run, other = uuid.uuid4(), uuid.uuid4()
+    queue(
+        ctx,
+        scalar_batch(run, [0.1, 0.2, 0.3]),
+        scalar_batch(other, [9.0]),
+        scalar_batch(run, [0.4, 0.5], start=3),
+        scalar_batch(run, [7.0, 0.6], start=4),  # step 4 again: the first value stays
+        scalar_batch(run, [0.7, 0.8, 0.9], start=6, status="finished"),  # over the budget
+    )
+    done = process_next(ctx)
+    assert done is not None and not done.failed
+    assert list(done.batches.values()) == [3, 2, 1], "three batches of 3 + 2 + 2 records"
+    assert done.points == 6
+    with ctx.db.read() as s:
+        assert len(s.query(QueuedBatch).all()) == 2
+    done = process_next(ctx)
+    assert done is not None and done.run_id == str(other) and done.points == 1
+    done = process_next(ctx)
+    assert done is not None and list(done.batches.values()) == [3]
+    (series,) = runs.list_series(ctx, run)
+    assert (series.points, series.last_step) == (9, 8)
+    points = runs.get_points(ctx, run, "value", probe="metric", max_points=100)
+    assert points.steps == list(range(9)) and points.values[4] == 0.5, "the first value sent"
+    assert runs.get_run(ctx, run).status.value == "finished"
+    engine.dispose()
+
+
+def test_a_bad_batch_among_a_claim_fails_alone(settings: Settings) -> None:
+    """A claim of several batches that fails is processed one batch at a time: those before
+    the bad one are stored, it goes back to the queue (its attempt counted), and those after it
+    go back untried; the run's later batches are stored once it is set aside."""
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    ctx = ServiceContext(Database(engine), settings.model_copy(update={"ingest_max_attempts": 2}))
+    run = uuid.uuid4()
+    queue(ctx, scalar_batch(run, [0.1, 0.2]))
+    bad = scalar_batch(run, [0.3], start=2)
+    with ctx.db.write() as s:  # stored broken (a bug, a disk error)
+        s.add(
+            QueuedBatch(
+                batch_id=bad["batch_id"],
+                run_id=str(run),
+                records=1,
+                payload=b"\x1f\x8b not gzip",
+                received_at=utcnow(),
+            )
+        )
+    after = scalar_batch(run, [0.4, 0.5], start=3)
+    queue(ctx, after)
+
+    done = process_next(ctx)
+    assert done is not None and done.failed and done.points == 2
+    with ctx.db.read() as s:
+        left = {row.batch_id: row.attempts for row in s.query(QueuedBatch).all()}
+    assert left == {bad["batch_id"]: 1, after["batch_id"]: 0}, "the one after: untried"
+
+    done = process_next(ctx)  # the bad one, alone: its second and last attempt
+    assert done is not None and done.failed and done.batches == {}
+    done = process_next(ctx)
+    assert done is not None and done.batches == {after["batch_id"]: 2}
+    with ctx.db.read() as s:
+        (row,) = s.query(QueuedBatch).all()
+    assert row.batch_id == bad["batch_id"] and row.failed_at is not None
+    (series,) = runs.list_series(ctx, run)
+    assert (series.points, series.last_step) == (4, 4)
     engine.dispose()

@@ -137,6 +137,5 @@ def ingest_batch(ctx: ServiceContext, body: bytes) -> IngestResult:
         return accepted.result
     points = 0
     while (done := processing.process_next(ctx)) is not None:
-        if done.batch_id == str(batch.batch_id):
-            points = done.points
+        points = done.batches.get(str(batch.batch_id), points)
     return accepted.result.model_copy(update={"points": points, "queued": False})

@@ -53,17 +53,23 @@ GIVE_WAY_S = 2.0
 
 @dataclass(frozen=True)
 class Processed:
-    """What became of one claimed batch: its new points and queued deliveries, or that it
-    failed (back in the queue, or set aside) or was lost to another processor."""
+    """What became of one claim: the new points of each of its batches (in queue order) and
+    the deliveries queued, or that it failed (back in the queue, or set aside) or was lost to
+    another processor."""
 
-    batch_id: str
     run_id: str
-    points: int = 0
+    #: batch id -> the points it added
+    batches: dict[str, int]
     deliveries: int = 0
     failed: bool = False
     #: New points judged, once per rule judging each; the statuses of the events raised.
     evaluations: int = 0
     events: tuple[str, ...] = ()
+
+    @property
+    def points(self) -> int:
+        """The points the claim's batches added, in all."""
+        return sum(self.batches.values())
 
 
 class _LeaseLost(Exception):
@@ -71,53 +77,121 @@ class _LeaseLost(Exception):
 
 
 def process_next(ctx: ServiceContext) -> Processed | None:
-    """Claim and process the next batch; None when no batch can be claimed now."""
+    """Claim and process the next batch (with the batches of its run queued behind it, see
+    :func:`.ingest_queue.claim`); None when no batch can be claimed now."""
     now = utcnow()
     # Idle polls stay reads: an UPDATE matching nothing would still take SQLite's write lock.
     with ctx.db.read() as s:
         if not ingest_queue.any_claimable(s, now):
             return None
+    lease = now + timedelta(seconds=ctx.settings.ingest_lease_s)
     with ctx.db.write() as s:
-        claimed = ingest_queue.claim(s, now, now + timedelta(seconds=ctx.settings.ingest_lease_s))
-    if claimed is None:
+        claimed = ingest_queue.claim(s, now, lease, ctx.settings.ingest_claim_records)
+    if not claimed:
         return None
     try:
         done = _process(ctx, claimed)
     except _LeaseLost:
-        return Processed(claimed.batch_id, claimed.run_id, failed=True)
+        return _failed(claimed)
     except Exception as exc:
-        give_up = claimed.attempts >= ctx.settings.ingest_max_attempts
-        log.exception(
-            "processing batch %s failed (attempt %d)%s",
-            claimed.batch_id,
-            claimed.attempts,
-            "; set aside" if give_up else "",
-        )
-        with ctx.db.write() as s:
-            ingest_queue.release(s, claimed, repr(exc), utcnow(), give_up)
-        ctx.metrics.batches_failed.inc()
-        return Processed(claimed.batch_id, claimed.run_id, failed=True)
+        if len(claimed) > 1:
+            # One of them may be the culprit: each alone, so that only it is tried again.
+            log.warning("processing %d batches at once failed (%r); one by one", len(claimed), exc)
+            return _one_by_one(ctx, claimed)
+        _release(ctx, claimed, 0, exc)
+        return _failed(claimed)
     _count(ctx, done)
     if done.deliveries:
         ctx.wake_deliverer()  # committed: the deliverer finds the new rows at once
     return done
 
 
+def _one_by_one(ctx: ServiceContext, claimed: list[ingest_queue.Claimed]) -> Processed:
+    """Process a claim's batches one at a time, in order, until one fails: it goes back to the
+    queue (or aside), and the batches behind it are released untried."""
+    batches: dict[str, int] = {}
+    deliveries = evaluations = 0
+    events: tuple[str, ...] = ()
+    for i, one in enumerate(claimed):
+        try:
+            done = _process(ctx, [one])
+        except _LeaseLost:
+            break
+        except Exception as exc:
+            _release(ctx, claimed, i, exc)
+            break
+        _count(ctx, done)
+        batches.update(done.batches)
+        deliveries += done.deliveries
+        evaluations += done.evaluations
+        events += done.events
+    if deliveries:
+        ctx.wake_deliverer()
+    failed = len(batches) < len(claimed)
+    return Processed(claimed[0].run_id, batches, deliveries, failed, evaluations, events)
+
+
+def _release(
+    ctx: ServiceContext, claimed: list[ingest_queue.Claimed], failed: int, exc: Exception
+) -> None:
+    """Batch ``failed`` of a claim could not be processed: back to the queue, or set aside
+    after its last attempt; the claim's batches behind it go back untried."""
+    culprit = claimed[failed]
+    give_up = culprit.attempts >= ctx.settings.ingest_max_attempts
+    log.error(
+        "processing batch %s failed (attempt %d)%s",
+        culprit.batch_id,
+        culprit.attempts,
+        "; set aside" if give_up else "",
+        exc_info=exc,
+    )
+    now = utcnow()
+    with ctx.db.write() as s:
+        ingest_queue.release(s, culprit, repr(exc), now, give_up)
+        for untried in claimed[failed + 1 :]:
+            ingest_queue.release(s, untried, "", now, give_up=False, tried=False)
+    ctx.metrics.batches_failed.inc()
+
+
+def _failed(claimed: list[ingest_queue.Claimed]) -> Processed:
+    return Processed(claimed[0].run_id, {}, failed=True)
+
+
 def _count(ctx: ServiceContext, done: Processed) -> None:
-    """What a committed batch added, on this process's counters."""
+    """What a committed claim added, on this process's counters."""
     ctx.metrics.points.inc(done.points)
     ctx.metrics.rule_evaluations.inc(done.evaluations)
     for status in done.events:
         ctx.metrics.alert_events.labels(status).inc()
 
 
-def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
+def _batches(ctx: ServiceContext, claimed: list[ingest_queue.Claimed]) -> list[IngestBatch]:
+    """The claimed batches, parsed: as this process accepted them, or from the queue."""
+    return [
+        ctx.parsed.take(c.batch_id) or IngestBatch.model_validate_json(gzip.decompress(c.payload))
+        for c in claimed
+    ]
+
+
+def _as_one(batches: list[IngestBatch]) -> IngestBatch:
+    """Consecutive batches of a run as one: their records in order, the last one's run
+    information (with every probe any of them declares) and status. Processing it stores what
+    processing them one after the other would."""
+    if len(batches) == 1:
+        return batches[0]
+    last = batches[-1]
+    declared = {p.name: p for b in batches for p in b.run.probes}
+    run = last.run.model_copy(update={"probes": list(declared.values())})
+    records = [r for b in batches for r in b.records]
+    return last.model_copy(update={"run": run, "records": records})
+
+
+def _process(ctx: ServiceContext, claimed: list[ingest_queue.Claimed]) -> Processed:
     # Ingest answers first: where this holds no lock, it waits while requests are accepted.
     give_way = ctx.in_flight.courtesy(GIVE_WAY_S)
     give_way()
-    batch = ctx.parsed.take(claimed.batch_id) or IngestBatch.model_validate_json(
-        gzip.decompress(claimed.payload)
-    )
+    parts = _batches(ctx, claimed)
+    batch = _as_one(parts)
 
     # 1. Statistics -> indicator values, outside any transaction (CPU only). Windowed
     #    indicators (dead units over the last few sampled steps) also read the probe's stored
@@ -179,10 +253,13 @@ def _process(ctx: ServiceContext, claimed: ingest_queue.Claimed) -> Processed:
         #    order, from their stored states (locked: a concurrent writer of the states waits).
         ended = batch.status in (RunStatus.finished, RunStatus.crashed)
         judged = _judge(s, run, probe_ids, keys, planned.new, now, ctx.group_policy, ended)
+    # the new points of each batch: each point's record, each record's batch
+    of_record = np.repeat(np.arange(len(parts)), [len(part.records) for part in parts])
+    of_point = np.repeat(of_record, [len(named) for named in values])
+    added = np.bincount(of_point[planned.new], minlength=len(parts)).tolist()
     return Processed(
-        claimed.batch_id,
-        claimed.run_id,
-        int(planned.new.sum()),
+        claimed[0].run_id,
+        {c.batch_id: int(n) for c, n in zip(claimed, added, strict=True)},
         judged.deliveries,
         evaluations=judged.evaluations,
         events=judged.events,
