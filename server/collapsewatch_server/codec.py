@@ -1,6 +1,8 @@
 """Compact storage of a record's statistics: scalars in a JSON header, vectors as float32.
 
-About 4x smaller than the JSON the SDK sends, and decoding gives numpy arrays directly.
+About 4x smaller than the JSON the SDK sends, and decoding gives numpy arrays directly. A blob
+of scalars only (a long header) is zlib-compressed; one with vectors is not: float32 data
+shrinks by ~15% for zlib's 60 us a record, the largest cost of ingesting a layer's record.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def encode_stats(stats: WireStats) -> bytes:
         offset += arr.size
     head = json.dumps(header, allow_nan=True).encode()
     raw = _MAGIC + struct.pack("<I", len(head)) + head + b"".join(chunks)
-    return zlib.compress(raw, 1) if len(raw) >= _COMPRESS_FROM else raw
+    return zlib.compress(raw, 1) if len(raw) >= _COMPRESS_FROM and not chunks else raw
 
 
 def decode_stats(blob: bytes) -> Stats:

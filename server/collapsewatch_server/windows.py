@@ -13,6 +13,7 @@ records before the batch's first step of that probe.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,27 +41,65 @@ def sum_stats(records: Sequence[Stats]) -> Stats:
 
     Older records that lack one of the newest record's merged statistics, or hold it in another
     shape (a layer that changed width), are left out whole, so every sum covers the same records.
+
+    A statistic is merged when it is first read: an indicator reads two or three of a record's
+    dozen (a layer's spectrum is not summed for its dead units).
     """
     newest = records[-1]
     merged = [newest]
+    shapes = {k: _shape(v) for k, v in newest.items() if merge_kind(k) != "last"}
     for older in records[:-1]:
-        if all(
-            key in older and np.shape(older[key]) == np.shape(value)
-            for key, value in newest.items()
-            if merge_kind(key) != "last"
-        ):
+        if all(key in older and _shape(older[key]) == shape for key, shape in shapes.items()):
             merged.append(older)
-    out: dict[str, float | np.ndarray] = dict(newest)
-    for key, value in newest.items():
+    if len(merged) == 1:
+        return dict(newest)
+    return _Merged(newest, merged[1:])
+
+
+def _shape(value: float | np.ndarray) -> tuple[int, ...]:
+    return value.shape if isinstance(value, np.ndarray) else np.shape(value)
+
+
+class _Merged(dict[str, float | np.ndarray]):
+    """The newest record's statistics, each merged with the older records' when first read
+    (``[]``, ``get``, ``values``, ``items``); ``in``, ``len`` and the keys are the newest's."""
+
+    def __init__(self, newest: Stats, older: list[Stats]) -> None:
+        super().__init__(newest)
+        self._older: list[Stats] | None = older
+        self._done: set[str] = set()
+
+    def __getitem__(self, key: str) -> float | np.ndarray:
+        value = super().__getitem__(key)
+        if key in self._done or self._older is None:
+            return value
+        self._done.add(key)
         kind = merge_kind(key)
-        if kind == "last" or len(merged) == 1:
-            continue
+        if kind == "last":
+            return value
         total = np.asarray(value, dtype=np.float64).copy()
         merge = np.maximum if kind == "max" else np.add
-        for older in merged[1:]:
+        for older in self._older:
             total = merge(total, np.asarray(older[key], dtype=np.float64))
-        out[key] = float(total) if total.ndim == 0 else total
-    return out
+        out = float(total) if total.ndim == 0 else total
+        super().__setitem__(key, out)
+        return out
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[key] if key in self else default  # noqa: SIM401 (merges on read)
+
+    def _all(self) -> None:
+        for key in list(super().keys()):
+            self[key]
+        self._older = None
+
+    def values(self) -> Any:
+        self._all()
+        return super().values()
+
+    def items(self) -> Any:
+        self._all()
+        return super().items()
 
 
 def stored_needed(batch: IngestBatch) -> tuple[dict[str, int], int]:

@@ -131,6 +131,18 @@ def test_declared_gzip_that_is_not_gzip_is_400(client: Any) -> None:
     assert r.json()["detail"] == errors.BODY_NOT_GZIP
 
 
+@pytest.mark.parametrize("trailing", [b"", b"\x00" * 7], ids=["one member", "bytes after it"])
+def test_a_gzipped_batch_is_processed_from_what_was_sent(client: Any, trailing: bytes) -> None:
+    """The queue keeps a gzipped body as sent (one gzip member) and compresses anything else
+    again: both are processed."""
+    batch = make_batch(steps=range(3), probes=("fc1",))
+    body = gzip.compress(json.dumps(batch).encode()) + trailing
+    r = client.post("/api/v1/ingest", content=body, headers={**JSON, "content-encoding": "gzip"})
+    assert r.status_code == 202, r.text
+    listed = client.get(f"/api/v1/runs/{batch['run']['run_id']}/series").json()
+    assert listed and all(s["points"] == 3 for s in listed)
+
+
 def test_unknown_encoding_is_400(client: Any) -> None:
     r = client.post("/api/v1/ingest", content=b"{}", headers={**JSON, "content-encoding": "br"})
     assert r.status_code == 400

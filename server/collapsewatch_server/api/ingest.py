@@ -31,7 +31,16 @@ from collapsewatch_server.throttle import AuthThrottle
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+@dataclass(frozen=True)
+class Body:
+    """A request's body (``raw``, never more than the limit) and, when it came gzipped as one
+    whole gzip member, those bytes (the ingest queue keeps them instead of compressing again)."""
+
+    raw: bytes
+    gzipped: bytes | None = None
+
+
+async def read_body(request: Request, limit: int) -> Body:
     """The request body, gunzipped if declared so, never more than ``limit`` bytes either way."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -46,7 +55,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
-        return body
+        return Body(body)
     if encoding != "gzip":
         raise errors.BadRequest(errors.BODY_BAD_ENCODING.format(encoding=encoding))
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
@@ -59,7 +68,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise errors.PayloadTooLarge(errors.BODY_TOO_LARGE.format(limit=limit))
     if not inflater.eof:
         raise errors.BadRequest(errors.BODY_NOT_GZIP)
-    return raw
+    return Body(raw, None if inflater.unused_data else body)
 
 
 @router.post(
@@ -80,11 +89,11 @@ async def ingest(
         # the processor gives way while the batch is read and accepted (not while the answer
         # waits for the processor)
         with ctx.in_flight.accepting():
-            raw = await read_body(request, ctx.settings.max_body_bytes)
+            body = await read_body(request, ctx.settings.max_body_bytes)
             # Validation, the token check and the accepting transaction in one worker thread:
             # on a loaded machine every hop between the event loop and a thread waits.
             taken = await run_in_threadpool(
-                take, ctx, processor, raw, token, get_throttle(request), client_address(request)
+                take, ctx, processor, body, token, get_throttle(request), client_address(request)
             )
         if isinstance(taken, JSONResponse):
             return taken
@@ -95,7 +104,7 @@ async def ingest(
     metrics.ingest_batches.labels("duplicate" if result.duplicate else "accepted").inc()
     if not result.duplicate:
         metrics.ingest_records.inc(result.records)
-        metrics.ingest_bytes.inc(len(raw))
+        metrics.ingest_bytes.inc(len(body.raw))
     metrics.ingest_latency.observe(time.perf_counter() - started)
     return result
 
@@ -112,15 +121,15 @@ class Taken:
 def take(
     ctx: ServiceContext,
     processor: Processor,
-    raw: bytes,
+    body: Body,
     token: str | None,
     throttle: AuthThrottle,
     address: str,
 ) -> Taken | JSONResponse:
-    """In a worker thread: validate ``raw`` (a 400 or 422 answer when it is not a batch),
+    """In a worker thread: validate ``body`` (a 400 or 422 answer when it is not a batch),
     check the token, accept the batch."""
     try:
-        batch = IngestBatch.model_validate_json(raw)
+        batch = IngestBatch.model_validate_json(body.raw)
     except ValidationError as exc:
         problems = exc.errors(include_url=False, include_input=False, include_context=False)
         status = 400 if any(p["type"] == "json_invalid" for p in problems) else 422
@@ -131,7 +140,7 @@ def take(
     # made before the batch is accepted, so a batch processed at once is not missed
     expected = processor.expect(batch_id)
     try:
-        accepted = accept_batch(ctx, batch, raw)
+        accepted = accept_batch(ctx, batch, body.raw, body.gzipped)
     except BaseException:
         processor.forget(batch_id)
         raise

@@ -150,6 +150,15 @@ def counts(s: Session, run_ids: Sequence[uuid.UUID]) -> list[StateCount]:
     return [StateCount(uuid.UUID(r), ind, AlertState(st), sev, n) for r, ind, st, sev, n in rows]
 
 
+def any_firing(s: Session, run_id: str) -> bool:
+    """Whether some (rule, probe) of the run fires, under any rule (a cheap read before
+    :func:`firing`: most runs fire nothing most of the time)."""
+    query = select(AlertStateRow.id).where(
+        AlertStateRow.run_id == run_id, AlertStateRow.state == AlertState.firing.value
+    )
+    return s.execute(query.limit(1)).first() is not None
+
+
 def firing(
     s: Session, project_id: int | None = None, limit: int = 200, run_id: str | None = None
 ) -> list[FiringAlert]:

@@ -52,6 +52,12 @@ def add(
     )
 
 
+def any_waiting(s: Session) -> bool:
+    """Whether some batch waits or is in hand (set-aside batches not counted)."""
+    query = select(QueuedBatch.seq).where(QueuedBatch.failed_at.is_(None)).limit(1)
+    return s.execute(query).first() is not None
+
+
 def depth(s: Session) -> tuple[int, int]:
     """Batches and records waiting (set-aside batches not counted)."""
     batches, records = s.execute(

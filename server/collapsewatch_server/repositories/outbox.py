@@ -69,6 +69,9 @@ def enqueue(
     severity, in the caller's transaction: the events and their deliveries commit (or vanish)
     together. An event matching an active silence is marked with it instead. Returns how
     many (event, webhook) pairs were queued."""
+    events = list(events)
+    if not events:
+        return 0  # the common case: nothing to lock, read or write
     now = now or utcnow()
     written = 0
     run_names: dict[str, str] = {}

@@ -11,6 +11,7 @@ from collapsewatch_server.db import Database
 from collapsewatch_server.in_flight import InFlight
 from collapsewatch_server.metrics import Metrics
 from collapsewatch_server.services.parsed_batches import ParsedBatches
+from collapsewatch_server.services.queue_depth import QueueDepth
 from collapsewatch_server.webhooks.grouping import GroupPolicy
 
 
@@ -37,6 +38,8 @@ class ServiceContext:
     #: Ingest requests being accepted in this process, which its processor gives way to
     #: (shared like ``parsed``).
     in_flight: InFlight = field(default_factory=InFlight)
+    #: The ingest queue's depth as this process last read it (shared like ``parsed``).
+    queue_depth: QueueDepth = field(default_factory=QueueDepth)
 
     @property
     def stalled_after(self) -> timedelta:

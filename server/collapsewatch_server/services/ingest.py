@@ -42,17 +42,20 @@ def content_hash(batch: IngestBatch) -> str:
     return hashlib.sha256(batch.model_dump_json(exclude={"sent_at"}).encode()).hexdigest()
 
 
-def accept_batch(ctx: ServiceContext, batch: IngestBatch, body: bytes) -> Accepted:
-    """Store one batch (``body``: the JSON it was validated from) in the ingest queue,
-    atomically, or say why not (Conflict, Busy). A batch id already stored with the same
-    content stores nothing and answers ``duplicate=True``."""
+def accept_batch(
+    ctx: ServiceContext, batch: IngestBatch, body: bytes, gzipped: bytes | None = None
+) -> Accepted:
+    """Store one batch (``body``: the JSON it was validated from; ``gzipped``: that JSON as
+    one gzip member, when the client sent it so) in the ingest queue, atomically, or say why
+    not (Conflict, Busy). A batch id already stored with the same content stores nothing and
+    answers ``duplicate=True``."""
     digest = content_hash(batch)
     try:
-        accepted = _accept(ctx, batch, body, digest)
+        accepted = _accept(ctx, batch, body, gzipped, digest)
     except IntegrityError:
         # A concurrent request stored the same batch (or created the same project or run)
         # first; our transaction rolled back whole. Try once more: it answers as a re-send.
-        accepted = _accept(ctx, batch, body, digest)
+        accepted = _accept(ctx, batch, body, gzipped, digest)
     if not accepted.result.duplicate:
         ctx.wake_processor()
     firing = firing_on_run(ctx, batch)
@@ -63,8 +66,11 @@ def firing_on_run(ctx: ServiceContext, batch: IngestBatch) -> list[RunAlert]:
     """The alerts firing on the batch's run when it is accepted, for the answer: the SDK acts
     on them (stops or checkpoints a run) without polling. Those this batch raises are judged
     in the background and listed in a later answer."""
+    run_id = str(batch.run.run_id)
     with ctx.db.read() as s:
-        rows = alert_states.firing(s, run_id=str(batch.run.run_id), limit=MAX_FIRING)
+        if not alert_states.any_firing(s, run_id):
+            return []
+        rows = alert_states.firing(s, run_id=run_id, limit=MAX_FIRING)
     return [
         RunAlert(
             rule_id=a.rule_id,
@@ -80,20 +86,23 @@ def firing_on_run(ctx: ServiceContext, batch: IngestBatch) -> list[RunAlert]:
     ]
 
 
-def _accept(ctx: ServiceContext, batch: IngestBatch, body: bytes, digest: str) -> Accepted:
+def _accept(
+    ctx: ServiceContext, batch: IngestBatch, body: bytes, gzipped: bytes | None, digest: str
+) -> Accepted:
     with ctx.db.read() as s:
         stored = batches.content_hash_of(s, batch.batch_id)
-        waiting, waiting_records = ingest_queue.depth(s)
-    if stored is not None:
-        return Accepted(_duplicate(batch, stored, digest))
-    if waiting and waiting_records + len(batch.records) > ctx.settings.ingest_queue_max_records:
+        if stored is not None:
+            return Accepted(_duplicate(batch, stored, digest))
+        # whether any batch waits (exact, cheap: the answer may wait for this one's points
+        # when none does), and how deep the queue is (read at most every half second)
+        waiting = ingest_queue.any_waiting(s)
+        records = ctx.queue_depth.get(lambda: ingest_queue.depth(s))[1] if waiting else 0
+    if waiting and records + len(batch.records) > ctx.settings.ingest_queue_max_records:
         retry = ctx.settings.ingest_retry_after_s
-        raise errors.Busy(
-            errors.INGEST_BUSY.format(records=waiting_records, retry_after=retry), retry
-        )
+        raise errors.Busy(errors.INGEST_BUSY.format(records=records, retry_after=retry), retry)
 
     # the JSON as sent (the SDK's NaN and inf included), compressed: the processor reads it
-    payload = gzip.compress(body, compresslevel=1)
+    payload = gzipped or gzip.compress(body, compresslevel=1)
     now = utcnow()
     # kept before the commit: the processor may claim the batch as soon as it is committed
     ctx.parsed.put(batch, len(body))
@@ -107,6 +116,7 @@ def _accept(ctx: ServiceContext, batch: IngestBatch, body: bytes, digest: str) -
     except Exception:
         ctx.parsed.take(str(batch.batch_id))
         raise
+    ctx.queue_depth.add(len(batch.records))
     result = IngestResult(
         batch_id=batch.batch_id,
         run_id=batch.run.run_id,
@@ -115,7 +125,7 @@ def _accept(ctx: ServiceContext, batch: IngestBatch, body: bytes, digest: str) -
         points=0,
         queued=True,
     )
-    return Accepted(result, alone=waiting == 0)
+    return Accepted(result, alone=not waiting)
 
 
 def _duplicate(batch: IngestBatch, stored: str, digest: str) -> IngestResult:

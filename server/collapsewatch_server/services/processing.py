@@ -206,7 +206,7 @@ def _process(ctx: ServiceContext, claimed: list[ingest_queue.Claimed]) -> Proces
     for i, (record, stats) in enumerate(zip(batch.records, arrays, strict=True)):
         give_way()
         values.append(compute_indicators(record.kind, stats, windows.of(i)))
-        encoded.append(encode_stats(record.stats))
+        encoded.append(encode_stats(stats))
 
     # 2. What the batch adds: probes and series it is the first to name are created on their
     #    own; its rows are built from reads (.new_points), so that the write transaction --
