@@ -434,3 +434,31 @@ def test_a_server_in_trouble_does_not_get_batches_set_aside(tmp_path: Path) -> N
         0, 0, 3, 0
     )  # fmt: skip
     assert not (tmp_path / "run" / "rejected").exists()
+
+
+def test_a_slow_server_gets_fewer_larger_batches(tmp_path: Path) -> None:
+    """The batch window follows the server's answer time (8x, between batch_seconds and
+    max_batch_seconds): a server taking 0.3 s an answer gets a batch every 2.4 s, here
+    every 2 s (the most this sender waits)."""
+    ingest = Ingest()
+    slow = [0.3]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        time.sleep(slow[0])
+        return ingest.handle(request)
+
+    transport = sender(
+        tmp_path,
+        httpx.Client(transport=httpx.MockTransport(answer)),
+        batch_seconds=0.2,
+        max_batch_seconds=2.0,
+    )
+    transport.submit([scalar(0)])
+    wait_for(lambda: len(ingest.batches) == 1)
+    assert transport.window == 2.0, "8 x 0.3 s, at most max_batch_seconds"
+    slow[0] = 0.01
+    transport.submit([scalar(1)])
+    wait_for(lambda: len(ingest.batches) == 2)
+    assert transport.window == 0.2, "a fast answer: back to batch_seconds"
+    transport.close("finished", timeout=10)
+    assert [r.step for r in ingest.records()] == [0, 1]

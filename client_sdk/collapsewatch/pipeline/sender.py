@@ -16,6 +16,10 @@ The delivery guarantee (:mod:`collapsewatch.pipeline.ledger`): every record hand
   token or the URL, holds it for ``offline_retry``. Batches made meanwhile go to the spool.
 - ``close`` sends what is left within its timeout, then spools everything still in memory,
   including batches in flight (a late answer only makes a spooled batch a duplicate).
+- Pacing: a batch is sent ``batch_seconds`` after its first record, or longer when the server
+  answers slowly -- ``PACE`` times its last answer time, up to ``max_batch_seconds`` -- so a
+  server shared by many trainers gets fewer, larger batches as it fills up (each request costs
+  it the same fixed work whatever its size), and a lone trainer's stay one second apart.
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ VALUE_BYTES = 32
 BUILT_RECORD_BYTES = 4096
 #: The wait after a 429 that names no ``Retry-After``.
 THROTTLE_DEFAULT = 2.0
+#: A batch window is at least this many times the server's last answer time (see the module's
+#: docstring): the sender keeps a slow server's time per request under an eighth of its own.
+PACE = 8.0
 #: How long ``close`` waits for the sender thread to finish building a batch it has taken.
 BUILD_GRACE = 2.0
 
@@ -118,6 +125,7 @@ class Sender:
         batch_records: int = 2000,
         batch_values: int = 500_000,
         batch_seconds: float = 1.0,
+        max_batch_seconds: float = 8.0,
         offline_retry: float = 30.0,
         max_pause: float = 60.0,
     ) -> None:
@@ -134,6 +142,9 @@ class Sender:
         self.batch_records = batch_records
         self.batch_values = batch_values
         self.batch_seconds = batch_seconds
+        self.max_batch_seconds = max(batch_seconds, max_batch_seconds)
+        #: the batch window now: ``batch_seconds``, widened while the server answers slowly
+        self.window = batch_seconds
         self.offline_retry = offline_retry
         self.max_pause = max_pause
         #: seconds spent building and encoding batches: it competes with training for the GIL
@@ -303,7 +314,7 @@ class Sender:
             while not self._intake and self._closing is None:
                 self._wake.wait()
             while self._closing is None and self._intake_records < self.batch_records:
-                left = self._first_at + self.batch_seconds - time.monotonic()
+                left = self._first_at + self.window - time.monotonic()
                 if left <= 0:
                     break
                 self._wake.wait(left)
@@ -417,7 +428,9 @@ class Sender:
                 self._write(batch_id, body)
             self._replay_spool(None)
             return
+        sent = time.monotonic()
         answer = self._endpoint.post(body, stop=self._stop)
+        self._pace(time.monotonic() - sent)
         if not self._claim(batch_id):
             return  # the closer spooled it meanwhile
         if answer.outcome.accepted:
@@ -430,6 +443,10 @@ class Sender:
             self._after(answer)
         else:
             self._replay_spool((path, answer))
+
+    def _pace(self, answer_s: float) -> None:
+        """The next batch window, from how long the server took to answer."""
+        self.window = min(self.max_batch_seconds, max(self.batch_seconds, PACE * answer_s))
 
     def _held(self, closing: tuple[str, float] | None) -> bool:
         """Whether sending is on hold; at close, a hold that ends before the deadline is
