@@ -129,7 +129,7 @@ def test_the_processor_takes_the_batch_parsed_or_parses_the_queued_one(settings:
     done = process_next(here)
     assert done is not None and done.points == 2, "parsed from the queue"
 
-    # bounded: a batch over the bound is not kept; older ones make room for newer ones
+    # bounded: a batch over the bound is not kept
     big = json.dumps(scalar_batch(run, [0.5] * 400, start=5)).encode()
     assert len(big) > 10_000
     accept_batch(here, IngestBatch.model_validate_json(big), big)
