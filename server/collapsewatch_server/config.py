@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="a processor's hold on a batch; a dead one's expires"
     )
     ingest_claim_records: int = Field(
-        default=4000,
+        default=1000,
         ge=1,
         description="records a processor takes at once from a run's queued batches (a deep "
         "queue is worked through in fewer, larger transactions)",
