@@ -167,7 +167,7 @@ def evaluate(
             return state, []  # still warming up: a healthy point ends it (threshold rules)
         never_healthy = True
 
-    new = replace(_with_references(rule, state, value), last_step=step, last_value=value)
+    new = _noted(rule, state, step, value)
     say = _Messages(rule, probe, value, limit)
 
     if breach:
@@ -234,22 +234,21 @@ def _relative_limit(rule: RuleSpec, state: SeriesState) -> float | None:
     return ref - margin if rule.condition == Condition.drop else ref + margin
 
 
-def _with_references(rule: RuleSpec, state: SeriesState, value: float) -> SeriesState:
-    """``state`` with this point in its peak, trough and baseline (finite points only)."""
+def _noted(rule: RuleSpec, state: SeriesState, step: int, value: float) -> SeriesState:
+    """``state`` with this point as its last, and in its peak, trough and baseline (finite
+    points only); one copy of the state (most points of a run change nothing else)."""
     if not math.isfinite(value):
-        return state
-    new = replace(
+        return replace(state, last_step=step, last_value=value)
+    baseline = state.baseline_count < rule.baseline_points
+    return replace(
         state,
+        last_step=step,
+        last_value=value,
         peak=value if state.peak is None else max(state.peak, value),
         trough=value if state.trough is None else min(state.trough, value),
+        baseline_sum=state.baseline_sum + value if baseline else state.baseline_sum,
+        baseline_count=state.baseline_count + 1 if baseline else state.baseline_count,
     )
-    if state.baseline_count < rule.baseline_points:
-        new = replace(
-            new,
-            baseline_sum=state.baseline_sum + value,
-            baseline_count=state.baseline_count + 1,
-        )
-    return new
 
 
 def _breach(rule: RuleSpec, value: float, limit: float | None) -> tuple[bool, float | None]:
