@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         default=2, ge=1, description="Retry-After of a 503 for a deep queue"
     )
     ingest_wait_s: float = Field(
-        default=2.0,
+        default=0.5,
         ge=0,
         description="when nothing else waits, the answer waits this long for the batch's points",
     )
