@@ -80,7 +80,7 @@ def test_a_run_of_more_layers_than_colours_draws_the_worst_and_a_heatmap_of_all(
     problems: list[str] = []
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: problems.append(str(exc)))
-    layers = ("fc2", "fc3", *(f"l{i}" for i in range(10)))
+    layers = ("fc2", "fc3", *(f"encoder.layers.{i}.mlp" for i in range(10)))
     run_id = str(uuid.uuid4())
     ingest(live_server, batch(run_id, range(0, 40, 4), probes=layers))
     page.goto(f"{live_server.url}/runs/{run_id}")
@@ -95,6 +95,14 @@ def test_a_run_of_more_layers_than_colours_draws_the_worst_and_a_heatmap_of_all(
     assert lines["font"]["color"] == DARK.text, "the dark scheme's colours"
     heat = "document.getElementById('chart-dead_fraction-heat').data[0]"
     assert page.evaluate(f"Array.from({heat}.y)") == list(layers)
+    # the left margin, estimated on the server, holds the layer names
+    cut = page.evaluate(
+        "(() => { const left = document.getElementById('chart-dead_fraction-heat')"
+        ".getBoundingClientRect().left; return Array.from(document.querySelectorAll("
+        "'#chart-dead_fraction-heat .ytick text')).filter(t => t.textContent &&"
+        " t.getBoundingClientRect().left < left).map(t => t.textContent); })()"
+    )
+    assert cut == [], f"layer names cut at the heatmap's left edge: {cut}"
 
     ingest(live_server, batch(run_id, range(400, 401), probes=layers))
     wait_until(
