@@ -16,8 +16,10 @@ Then it measures:
   spectrum endpoints, and the runs overview;
 * in headless Chromium (Playwright, Debian's ``/usr/bin/chromium``), from the navigation's
   start: the HTML received (``responseEnd``), first contentful paint (Paint Timing), DOM
-  content loaded, and the first chart drawn (the ``cw-first-chart`` mark that run.js sets when
-  the first figure has been fetched and rendered). "cold" is a fresh browser profile (the 4.8 MB
+  content loaded, the first card's figures requested, received, its lines drawn, its heatmap
+  drawn (the ``cw-first-*`` marks of run.js), and the first chart drawn (the
+  ``cw-first-chart`` mark that run.js sets when the first figure has been fetched and
+  rendered). "cold" is a fresh browser profile (the 4.8 MB
   Plotly bundle is fetched and compiled), "warm" a reload in the same profile.
 
     python bench/run_page.py                       # 200 layers x 10k steps (ingest ~6 min)
@@ -129,9 +131,14 @@ def browser_times(page_url: str, repeat: int) -> list[dict[str, float]]:
     script = """() => {
       const nav = performance.getEntriesByType('navigation')[0];
       const paint = performance.getEntriesByName('first-contentful-paint')[0];
-      const chart = performance.getEntriesByName('cw-first-chart')[0];
+      const at = (name) => {
+        const mark = performance.getEntriesByName(name)[0];
+        return mark ? mark.startTime : NaN;
+      };
       return {html: nav.responseEnd, fcp: paint ? paint.startTime : NaN,
-              dcl: nav.domContentLoadedEventEnd, chart: chart ? chart.startTime : NaN};
+              dcl: nav.domContentLoadedEventEnd, request: at('cw-first-request'),
+              fetched: at('cw-first-fetched'), lines: at('cw-first-lines'),
+              heatmap: at('cw-first-heatmap'), chart: at('cw-first-chart')};
     }"""
     out = []
     with sync_playwright() as p:
@@ -201,6 +208,12 @@ def main() -> None:
             for name, target in rows:
                 ms, size = timed_get(client, target, args.repeat)
                 print(f"  {name:<24} {ms:8.0f} ms  {size / 1024:8.0f} KiB")
+            body = client.get(f"{base}/figures/dead_fraction").json()
+            lines, heat = (len(json.dumps(body[k])) / 1024 for k in ("lines", "heatmap"))
+            print(
+                f"  dead_fraction: {len(body['lines']['data'])} line traces,"
+                f" lines {lines:,.0f} KiB, heatmap {heat:,.0f} KiB"
+            )
 
         print(f"\nbrowser (headless Chromium), ms from navigation start, {args.repeat} rounds")
         results = browser_times(f"{url}/runs/{run_id}", args.repeat)
@@ -211,9 +224,15 @@ def main() -> None:
                 ("html", "HTML received"),
                 ("fcp", "first contentful paint"),
                 ("dcl", "DOM content loaded"),
+                ("request", "figures requested"),
+                ("fetched", "figures received"),
+                ("lines", "lines drawn"),
+                ("heatmap", "heatmap drawn"),
                 ("chart", "first chart drawn"),
             ):
                 values = [r[key] for r in rs]
+                if any(v != v for v in values):  # NaN: a run.js without that mark
+                    continue
                 print(
                     f"    {name:<24} median {statistics.median(values):7.0f}"
                     f"   min {min(values):7.0f}   max {max(values):7.0f}"

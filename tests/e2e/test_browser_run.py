@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from collapsewatch_web.figures import DARK
 from tests.e2e.browser import (
     LIVE_TIMEOUT_MS,
     PROBES,
@@ -66,6 +67,55 @@ def test_run_page_renders_charts_and_grows_live(live_server: LiveServer, tab: Ta
     )
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "reloaded"
     assert tab.problems == [], f"browser errors: {tab.problems}"
+
+
+def test_a_run_of_more_layers_than_colours_draws_the_worst_and_a_heatmap_of_all(
+    live_server: LiveServer, browser: Any
+) -> None:
+    """12 layers, fc2 and fc3 losing units: the line chart draws 10 (a colour each) and says
+    so; the heatmap has all 12; a live point of a layer without a line adds none and lands in
+    the heatmap. In the dark scheme, which the chart takes before it is drawn."""
+    context = browser.new_context(viewport={"width": 1360, "height": 900}, color_scheme="dark")
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    layers = ("fc2", "fc3", *(f"encoder.layers.{i}.mlp" for i in range(10)))
+    run_id = str(uuid.uuid4())
+    ingest(live_server, batch(run_id, range(0, 40, 4), probes=layers))
+    page.goto(f"{live_server.url}/runs/{run_id}")
+    wait_until(page, chart_ready("chart-dead_fraction"), 15_000)
+
+    drawn = trace_names(page, "chart-dead_fraction")
+    assert len(drawn) == 10 and drawn[:2] == ["fc2", "fc3"], drawn
+    left_out = [p for p in layers if p not in drawn]
+    lines = page.evaluate("document.getElementById('chart-dead_fraction').layout")
+    notes = [a["text"] for a in lines["annotations"]]
+    assert "the 10 worst of 12 layers; every layer in the heatmap" in notes
+    assert lines["font"]["color"] == DARK.text, "the dark scheme's colours"
+    heat = "document.getElementById('chart-dead_fraction-heat').data[0]"
+    assert page.evaluate(f"Array.from({heat}.y)") == list(layers)
+    # the left margin, estimated on the server, holds the layer names
+    cut = page.evaluate(
+        "(() => { const left = document.getElementById('chart-dead_fraction-heat')"
+        ".getBoundingClientRect().left; return Array.from(document.querySelectorAll("
+        "'#chart-dead_fraction-heat .ytick text')).filter(t => t.textContent &&"
+        " t.getBoundingClientRect().left < left).map(t => t.textContent); })()"
+    )
+    assert cut == [], f"layer names cut at the heatmap's left edge: {cut}"
+
+    ingest(live_server, batch(run_id, range(400, 401), probes=layers))
+    wait_until(
+        page,
+        "document.getElementById('chart-dead_fraction').data[0].x.includes(400)",
+        LIVE_TIMEOUT_MS,
+    )
+    assert trace_names(page, "chart-dead_fraction") == drawn, "no line for the others"
+    row = layers.index(left_out[0])
+    wait_until(page, f"{heat}.z[{row}][{heat}.x.length - 1] !== null", LIVE_TIMEOUT_MS)
+    assert page.evaluate(f"{heat}.x[{heat}.x.length - 1]") <= 400
+    assert problems == [], f"browser errors: {problems}"
+    context.close()
 
 
 def collapse_batch(run_id: str, steps: range, collapse_at: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collapsewatch_server.api.live import ALERT_OVERLAP, _AlertCursor
 from collapsewatch_server.app import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_web.api_schemas.alerts import AlertEventPublic, EventStatus, Severity
-from tests.helpers import JSON, make_batch
+from tests.helpers import JSON, activation_stats, make_batch
 
 
 @pytest.fixture
@@ -109,6 +109,26 @@ def test_one_probe_has_no_heatmap_and_max_points_bounds_each_line(client: TestCl
     assert body["bin_width"] == 10
     # 1/(s+1) falls: each bin keeps its highest value, the first point stays exact
     assert body["lines"]["data"][0]["y"][0] == 1.0
+
+
+def test_more_layers_than_colours_draw_lines_of_the_worst_and_a_heatmap_of_all(
+    client: TestClient,
+) -> None:
+    layers = tuple(f"l{i}" for i in range(12))
+    batch = make_batch(steps=range(5), probes=layers)
+    for record in batch["records"]:
+        if record["kind"] == "activation":  # l3, l7, l11 worst; l0, l4, l8 all alive
+            record["stats"] = activation_stats(dead=int(record["probe"][1:]) % 4)
+    run_id = ingest(client, batch)
+    body = client.get(f"/api/v1/runs/{run_id}/figures/dead_fraction").json()
+    drawn = [t["name"] for t in body["lines"]["data"] if t.get("uid") not in ("alerts",)]
+    assert len(drawn) == 10, f"a line per palette colour, no more: {drawn}"
+    assert drawn == sorted(drawn, key=layers.index), "in model order"
+    assert set(layers) - set(drawn) < {"l0", "l4", "l8"}, "the two left out are alive"
+    notes = [a["text"] for a in body["lines"]["layout"]["annotations"]]
+    assert "the 10 worst of 12 layers; every layer in the heatmap" in notes
+    assert body["heatmap"]["data"][0]["y"] == list(layers), "the heatmap has every layer"
+    assert len(body["latest"]) == 12, "and the card's list"
 
 
 def test_spectrum_beside_the_first_step(client: TestClient) -> None:

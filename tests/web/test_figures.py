@@ -244,6 +244,28 @@ def test_a_crowded_chart_colours_only_the_highlighted_layers() -> None:
     assert few.layout.hovermode == "x unified"
 
 
+def test_beside_a_heatmap_a_crowded_chart_draws_only_the_worst_layers() -> None:
+    layers = [f"layer.{i}" for i in range(200)]
+    worst = ["layer.150", "layer.3"] + [f"layer.{i}" for i in range(100, 120)]
+    drawn = figures.drawn_probes(layers, worst)
+    assert drawn == ["layer.3", *[f"layer.{i}" for i in range(100, 108)], "layer.150"], (
+        "the palette's worth of the worst, in model order"
+    )
+    assert figures.drawn_probes(layers[:10], []) == layers[:10], "a palette's worth: all"
+
+
+def test_a_chart_of_the_worst_layers_says_so_and_colours_each() -> None:
+    series = [points(f"layer.{i}", [0, 1], [0.0, 0.1]) for i in range(10)]
+    fig = chart(info(), series, worst_of=200)
+    notes = [a.text for a in fig.layout.annotations if a.name == "worst_of"]
+    assert notes == ["the 10 worst of 200 layers; every layer in the heatmap"]
+    assert fig.layout.meta["worst_of"] == 200, "the page adds no line live for the others"
+    colours = [t.line.color for t in fig.data]
+    assert len(set(colours)) == 10 and figures.MUTED_COLOUR not in colours
+    every = chart(info(), series, worst_of=10)
+    assert not every.layout.annotations and "worst_of" not in every.layout.meta
+
+
 def test_a_resumed_run_shows_a_gap_and_a_line_where_it_resumed() -> None:
     fig = figures.indicator_figure(
         info(), [points("fc1", [0, 2, 4, 10, 12], [0.1, 0.2, 0.3, 0.4, 0.5])], resumed=[10]

@@ -81,6 +81,15 @@ def test_layers_on_y_in_model_order_first_on_top_steps_on_x() -> None:
     assert fig["layout"]["xaxis"]["title"]["text"] == "step"
 
 
+def test_the_left_margin_holds_the_longest_layer_name_without_measuring_it() -> None:
+    short = heatmaps.heatmap_figure(info(), raw_bins({"fc1": [0.0], "fc2": [0.0]}, width=1))
+    long = heatmaps.heatmap_figure(info(), raw_bins({"encoder.layers.11.mlp": [0.0]}, width=1))
+    assert "automargin" not in short["layout"]["yaxis"], "Plotly would draw the chart twice"
+    assert short["layout"]["margin"]["l"] < long["layout"]["margin"]["l"]
+    assert long["layout"]["margin"]["l"] >= 7 * len("encoder.layers.11.mlp")
+    assert heatmaps.label_margin(["x" * 500]) == heatmaps.MAX_LABEL_PX
+
+
 def test_the_collapsed_layer_is_hot_after_its_step_and_only_there() -> None:
     # fc2 dies at step 25; a one-step spike in fc3 at step 7 must not average away
     series: dict[str, list[float | None]] = {

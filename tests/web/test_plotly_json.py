@@ -76,6 +76,9 @@ BUILDERS = {
     "crowded, dark": lambda: figures.indicator_figure(
         INFO, lines(12), figures.DARK, thresholds=[RULE], highlight=["l3"], markers=MARKERS
     ),
+    "the worst of 200": lambda: figures.indicator_figure(
+        INFO, lines(10), thresholds=[RULE], markers=MARKERS, worst_of=200
+    ),
     "no lines": lambda: figures.indicator_figure(INFO, [], thresholds=[]),
     "binned lines": lambda: figures.indicator_figure(INFO, figures.lines_from_bins(bins(2))),
     "heatmap": lambda: heatmaps.heatmap_figure(INFO, bins(3), [RULE], markers=MARKERS),

@@ -293,6 +293,7 @@ def indicator_figure(
     markers: Sequence[Marker] = (),
     highlight: Collection[str] | None = None,
     resumed: Sequence[int] = (),
+    worst_of: int | None = None,
 ) -> Figure:
     """One line per probe (in the order given, which callers keep in model order) of one
     indicator, with dashed horizontal lines at its thresholds (the rules' when given, else the
@@ -305,6 +306,11 @@ def indicator_figure(
     With more probes than palette colours, only the probes in ``highlight`` (the worst) get a
     colour and the others a grey line. ``None`` values stay ``None`` so Plotly draws a gap: a
     NaN is a signal, not a zero.
+
+    ``worst_of``: the run's layers when ``series`` holds only the worst of them
+    (:func:`drawn_probes`, for a chart beside a heatmap of every layer). The chart says so in a
+    note above the plot, and its ``meta.worst_of`` tells the page to draw no line live for the
+    layers left out.
     """
     lines = catalogue_thresholds(info) if thresholds is None else list(thresholds)
     crowded = len(series) > len(PALETTE)
@@ -361,8 +367,42 @@ def indicator_figure(
             "meta": {"indicator": info.name},
         },
     )
+    if worst_of is not None and worst_of > len(series):
+        _worst_of_note(fig, len(series), worst_of)
     update_layout(fig, theme_layout(theme))
     return fig
+
+
+def drawn_probes(probes: Sequence[str], worst: Sequence[str]) -> list[str]:
+    """The probes (in model order) that a line chart beside a heatmap of every layer draws:
+    all of them while the palette has a colour for each, else the first palette's worth of
+    ``worst`` (worst first). 200 lines, 190 of them grey, told nothing the heatmap does not,
+    and cost most of the run page's first chart to send and draw."""
+    if len(probes) <= len(PALETTE):
+        return list(probes)
+    keep = set(worst[: len(PALETTE)])
+    return [p for p in probes if p in keep]
+
+
+def _worst_of_note(fig: Figure, drawn: int, layers: int) -> None:
+    """Above the plot, what the lines are and where the others are."""
+    fig["layout"]["meta"]["worst_of"] = layers
+    fig["layout"]["margin"]["t"] = 28
+    fig["layout"].setdefault("annotations", []).append(
+        {
+            "text": f"the {drawn} worst of {layers} layers; every layer in the heatmap",
+            "name": "worst_of",
+            "xref": "paper",
+            "yref": "paper",
+            "x": 0,
+            "y": 1,
+            "xanchor": "left",
+            "yanchor": "bottom",
+            "yshift": 4,
+            "showarrow": False,
+            "font": {"size": 11},
+        }
+    )
 
 
 def _break_at(

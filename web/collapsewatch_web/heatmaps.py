@@ -33,6 +33,18 @@ DARK_COLOURS = {"info": "#075985", "warning": "#92400e", "critical": "#7f1d1d"}
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 #: Informational indicators have no bad end: a plain sequential scale.
 INFO_SCALE = [[0.0, CALM], [1.0, "#6366f1"]]
+#: A layer name's character in the tick labels (12 px system-ui: digits and most letters
+#: 6-7 px), and the widest left margin the names get (longer ones are cut at the left edge).
+LABEL_CHAR_PX = 7
+MAX_LABEL_PX = 240
+
+
+def label_margin(probes: Sequence[str]) -> int:
+    """The left margin that holds the layer names, estimated from the longest one. Not
+    Plotly's ``automargin``: it measures the drawn labels and then draws the chart again,
+    half of a 200-layer heatmap's drawing time."""
+    longest = max((len(p) for p in probes), default=0)
+    return min(MAX_LABEL_PX, 12 + LABEL_CHAR_PX * longest)
 
 
 def worst_is_high(info: IndicatorInfo) -> bool:
@@ -169,12 +181,11 @@ def heatmap_figure(
             "type": "category",
             "showgrid": False,
             "title": {"text": ""},
-            "automargin": True,
         }
     )
     layout["xaxis"].update({"showgrid": False})
     layout.update(
-        margin={"l": 8, "r": 8, "t": 12, "b": 40},
+        margin={"l": label_margin(probes), "r": 8, "t": 12, "b": 40},
         hovermode="closest",
         showlegend=False,
         meta={

@@ -219,7 +219,6 @@ def render_run_page(
         "focus": focus,
         "palette": list(figures.PALETTE),
         "trace_style": figures.trace_style(0),
-        "muted_style": figures.trace_style(0, muted=True),
     }
     titles = {info.name: info.title for info in indicators}
     return _ENV.get_template("run.html").render(

@@ -10,7 +10,7 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, text
+from sqlalchemy import Executable, select, text
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import rollups
@@ -99,12 +99,13 @@ def roll(s: Session, series_ids: Sequence[int]) -> None:
         return
     ids = ", ".join(str(int(sid)) for sid in sorted(series_ids))
     finest = _bins(
-        s.execute(
+        _driver_rows(
+            s,
             text(
                 _PAST_MARK.format(ids=ids) + f" AND r.bin < series.last_step / {LEVELS[0]} "
                 "ORDER BY r.series_id, r.bin"
-            )
-        ).all()
+            ),
+        )
     )
     add(s, rollups.coarse_levels(finest))
     s.execute(
@@ -119,11 +120,9 @@ def read(s: Session, series_ids: Sequence[int], level: int) -> Bins:
     """Every bin of ``level`` of these series, sorted by (series, step): the stored ones, and
     for a coarse level, with the finest bins past each series' mark merged in."""
     r = PointRollup
-    # through the connection: Core rows, not the ORM's row loading (a third of a 200-layer
-    # chart's read went to it)
     stored = _bins(
-        s.connection()
-        .execute(
+        _driver_rows(
+            s,
             select(
                 r.series_id,
                 r.first_step,
@@ -137,30 +136,38 @@ def read(s: Session, series_ids: Sequence[int], level: int) -> Bins:
                 r.high_step,
             )
             .where(r.series_id.in_(list(series_ids)), r.level == level)
-            .order_by(r.series_id, r.bin)
+            .order_by(r.series_id, r.bin),
         )
-        .all()
     )
     if level == 0 or not series_ids:
         return stored
     ids = ", ".join(str(int(sid)) for sid in series_ids)
-    tail = _bins(
-        s.connection()
-        .execute(text(_PAST_MARK.format(ids=ids) + " ORDER BY r.series_id, r.bin"))
-        .all()
-    )
+    tail = _bins(_driver_rows(s, text(_PAST_MARK.format(ids=ids) + " ORDER BY r.series_id, r.bin")))
     return rollups.joined(stored, tail, LEVELS[level])
 
 
-def _bins(rows: Sequence[Any]) -> Bins:
-    """Rows of the ten bin columns (``_BIN_COLUMNS``' order) as bins."""
-    cols = list(zip(*rows, strict=True)) if rows else [()] * 10
+def _driver_rows(s: Session, statement: Executable) -> list[tuple[Any, ...]]:
+    """The rows of ``statement`` as the database driver returns them, plain tuples: numpy
+    reads those in C, while SQLAlchemy's rows (made one by one, read back one by one) cost a
+    200-layer chart's read more than the database's fetch. The columns are numbers, which
+    SQLAlchemy would hand over unchanged."""
+    result = s.connection().execute(statement)
+    try:
+        return list(result.cursor.fetchall())
+    finally:
+        result.close()
+
+
+def _bins(rows: Sequence[tuple[Any, ...]]) -> Bins:
+    """Rows of the ten bin columns (``_BIN_COLUMNS``' order) as bins: one float array, NULL
+    as NaN, in C (steps and ids are exact as floats: ``MAX_STEP`` is 2**53 - 1)."""
+    table = np.array(rows, dtype=np.float64).reshape(-1, 10)
 
     def ints(i: int) -> np.ndarray:
-        return np.array([0 if v is None else v for v in cols[i]], dtype=np.int64)
+        return np.nan_to_num(table[:, i]).astype(np.int64)
 
     def floats(i: int) -> np.ndarray:
-        return np.array([np.nan if v is None else v for v in cols[i]], dtype=np.float64)
+        return np.ascontiguousarray(table[:, i])
 
     return Bins(
         series=ints(0),

@@ -97,7 +97,8 @@ def markers_of(events: Sequence[AlertEventPublic]) -> list[figures.Marker]:
 def indicator_figures(
     ctx: ServiceContext, run_id: uuid.UUID, indicator: str, max_points: int | None = None
 ) -> IndicatorFigures:
-    """What the run page draws of one indicator: lines and heatmap from one binned read, the
+    """What the run page draws of one indicator: lines (of the worst layers only, when there
+    are more than the palette's colours) and a heatmap of every layer from one binned read, the
     thresholds in force, alert markers and each probe's newest value, worst first."""
     info = info_of(indicator)
     with ctx.db.read() as s:
@@ -113,13 +114,18 @@ def indicator_figures(
     thresholds = views.thresholds_for(info, project_rules, run.name, names)
     latest = views.latest_values(newest, {indicator: thresholds})
     markers = markers_of(alerts.run_alert_events(ctx, run_id, indicator, MAX_MARKERS))
+    # past a palette's worth of layers, lines only for the worst: the heatmap has every layer
+    worst = views.highlighted(latest, info.direction, len(figures.PALETTE))
+    drawn = set(figures.drawn_probes([pb.probe for pb in bins.probes], worst))
     lines = figures.indicator_figure(
         info,
-        figures.lines_from_bins(bins),
+        figures.lines_from_bins(
+            bins.model_copy(update={"probes": [pb for pb in bins.probes if pb.probe in drawn]})
+        ),
         thresholds=thresholds,
         markers=markers,
-        highlight=views.highlighted(latest, info.direction, len(figures.PALETTE)),
         resumed=_resumed(run.config),
+        worst_of=len(bins.probes),
     )
     heatmap = (
         heatmaps.heatmap_figure(info, bins, thresholds, markers=markers) if len(names) > 1 else None

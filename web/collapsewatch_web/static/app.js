@@ -137,17 +137,30 @@
     return themes ? themes[darkScheme.matches ? "dark" : "light"] : {};
   }
 
-  // Draw (or redraw, keeping zoom) a figure from the server in the page's colour scheme.
+  // A copy of a layout with a relayout patch ({"xaxis.gridcolor": ...}) written into it.
+  function patched(layout, patch) {
+    const out = Object.assign({}, layout);
+    for (const [key, value] of Object.entries(patch)) {
+      const parts = key.split(".");
+      let node = out;
+      for (const part of parts.slice(0, -1)) {
+        node[part] = Object.assign({}, node[part]); // copied: the figure itself stays as sent
+        node = node[part];
+      }
+      node[parts[parts.length - 1]] = value;
+    }
+    return out;
+  }
+
+  // Draw (or redraw, keeping zoom) a figure from the server in the page's colour scheme. The
+  // scheme's colours go into the layout before drawing: a relayout after it made Plotly
+  // compute and draw the chart twice (font.color recalculates everything).
   function plot(node, figure) {
-    const layout = Object.assign({}, figure.layout);
+    const layout = patched(figure.layout, themePatch());
     const first = !drawn.has(node);
     drawn.add(node);
     const draw = first ? Plotly.newPlot : Plotly.react;
-    return draw(node, figure.data, layout, plotConfig).then(() => {
-      const patch = themePatch();
-      if (Object.keys(patch).length) return Plotly.relayout(node, patch);
-      return null;
-    });
+    return draw(node, figure.data, layout, plotConfig);
   }
 
   darkScheme.addEventListener("change", () => {

@@ -52,6 +52,9 @@
     async function load(card) {
       card.state = "loading";
       card.node.dataset.state = "loading";
+      // the first chart's steps, for bench/run_page.py: where its time goes
+      const mark = (name) => { if (firstChart) performance.mark(name); };
+      mark("cw-first-request");
       let body;
       try {
         body = await fetchJSON(runUrl + "/figures/" + encodeURIComponent(card.name));
@@ -61,11 +64,14 @@
         card.node.dataset.state = "error";
         return;
       }
+      mark("cw-first-fetched");
       if (!card.lines.data) card.lines.replaceChildren(); // the "Loading…" placeholder
       await plot(card.lines, body.lines);
+      mark("cw-first-lines");
       card.raw = new Map(card.lines.data.filter(isProbe).map((t) => [t.name, { x: Array.from(t.x), y: Array.from(t.y) }]));
       if (card.smooth) applySmoothing(card);
       if (card.heat && body.heatmap) await plot(card.heat, body.heatmap);
+      mark("cw-first-heatmap");
       card.latest = new Map(body.latest.map((v) => [v.probe, v]));
       card.state = "ready";
       card.node.dataset.state = "ready";
@@ -120,14 +126,17 @@
 
     // --------------------------------------------------------------- live points
 
+    // The line of a probe, added when a probe first appears live; -1 for a layer the chart
+    // does not draw: a chart of the worst layers only (meta.worst_of) or one with a line in
+    // every palette colour stays as it is, and the heatmap and the list show the layer.
     function traceIndex(card, probe) {
       const data = card.lines.data;
       const found = data.findIndex((t) => isProbe(t) && t.name === probe);
       if (found >= 0) return found;
-      const crowded = card.raw.size >= live.palette.length;
-      const style = crowded ? live.muted_style : live.trace_style;
-      const trace = Object.assign({}, style, { x: [], y: [], name: probe });
-      if (!crowded) trace.line = Object.assign({}, style.line, { color: live.palette[card.raw.size % live.palette.length] });
+      const meta = card.lines.layout.meta || {};
+      if (meta.worst_of || card.raw.size >= live.palette.length) return -1;
+      const trace = Object.assign({}, live.trace_style, { x: [], y: [], name: probe });
+      trace.line = Object.assign({}, live.trace_style.line, { color: live.palette[card.raw.size] });
       Plotly.addTraces(card.lines, trace);
       card.raw.set(probe, { x: [], y: [] });
       return data.length - 1;
@@ -146,13 +155,14 @@
       const indices = [], xs = [], ys = [];
       for (const [probe, pts] of byProbe) {
         const index = traceIndex(card, probe);
+        if (index < 0) continue;
         const raw = card.raw.get(probe);
         for (const p of pts) { raw.x.push(p.step); raw.y.push(p.value); }
         indices.push(index);
         xs.push(pts.map((p) => p.step));
         ys.push(pts.map((p) => p.value));
       }
-      Plotly.extendTraces(card.lines, { x: xs, y: ys }, indices);
+      if (indices.length) Plotly.extendTraces(card.lines, { x: xs, y: ys }, indices);
       if (card.smooth) applySmoothing(card);
       if (card.heat && card.heat.data) extendHeatmap(card, points);
     }
