@@ -13,6 +13,11 @@ import pytest
 # loopback names, as every server does); production defaults never trust it. Set for the whole
 # process, so apps built by fixtures of any scope and servers in subprocesses see it.
 os.environ["COLLAPSEWATCH_ALLOWED_HOSTS"] = "testserver"
+# An ingest answer waits for its batch's points up to 30 s (the default, 0.5 s, keeps a loaded
+# server's answers short): tests read right after a 202, and under two xdist workers a batch
+# can take longer than 0.5 s to process. Whole process and subprocesses, as above; a test of
+# the default builds its Settings with ``ingest_wait_s`` given.
+os.environ["COLLAPSEWATCH_INGEST_WAIT_S"] = "30"
 
 PG_ADMIN_URL = os.environ.get(
     "COLLAPSEWATCH_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
