@@ -153,8 +153,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         return _demo(args, server_url, background)
     except KeyboardInterrupt:
-        # Ctrl-C while training or serving: stop the server's thread before the interpreter
-        # shuts down (its executors refuse new work then, and tracebacks follow).
+        # Ctrl-C while training or serving: end the interrupted runs while the server still
+        # takes their last batches, and so that no SDK sender thread is inside torch when the
+        # interpreter shuts down (a daemon thread unwound there aborts the process:
+        # "terminate called without an active exception"); then stop the server's thread
+        # before the interpreter shuts down (its executors refuse new work then, and
+        # tracebacks follow).
+        from collapsewatch.open_runs import finish_all
+
+        finish_all(timeout=10.0, status="crashed")
         print("\ncollapsewatch: stopped", file=sys.stderr, flush=True)
         return 130
     finally:
