@@ -73,23 +73,28 @@ def test_a_deep_queue_is_answered_503_with_retry_after(settings: Settings) -> No
         assert post(client, small).json()["duplicate"] is True
 
 
+def queue_broken(ctx: ServiceContext, batch: dict[str, Any]) -> None:
+    """Queue ``batch`` stored broken (a bug, a disk error): its payload is not gzip."""
+    with ctx.db.write() as s:
+        s.add(
+            QueuedBatch(
+                batch_id=batch["batch_id"],
+                run_id=str(batch["run"]["run_id"]),
+                records=len(batch["records"]),
+                payload=b"\x1f\x8b not gzip",
+                received_at=utcnow(),
+            )
+        )
+
+
 def test_a_batch_that_cannot_be_processed_is_set_aside(settings: Settings) -> None:
     tries = settings.model_copy(update={"ingest_max_attempts": 2})
     with TestClient(create_app(tries)) as client:
         ctx = client.app.state.context
         run = uuid.uuid4()
         bad = scalar_batch(run, [0.1, 0.2])
-        with ctx.db.write() as s:  # stored broken (a bug, a disk error): the JSON is cut short
-            post(client, scalar_batch(run, [0.0], start=100))
-            s.add(
-                QueuedBatch(
-                    batch_id=bad["batch_id"],
-                    run_id=str(run),
-                    records=2,
-                    payload=b"\x1f\x8b not gzip",
-                    received_at=utcnow(),
-                )
-            )
+        post(client, scalar_batch(run, [0.0], start=100))
+        queue_broken(ctx, bad)
         later = scalar_batch(run, [0.3], start=200)
         assert post(client, later).status_code == 202
         # The app's own processor runs beside this loop and may hold a batch it claimed: wait
@@ -191,16 +196,7 @@ def test_a_bad_batch_among_a_claim_fails_alone(settings: Settings) -> None:
     run = uuid.uuid4()
     queue(ctx, scalar_batch(run, [0.1, 0.2]))
     bad = scalar_batch(run, [0.3], start=2)
-    with ctx.db.write() as s:  # stored broken (a bug, a disk error)
-        s.add(
-            QueuedBatch(
-                batch_id=bad["batch_id"],
-                run_id=str(run),
-                records=1,
-                payload=b"\x1f\x8b not gzip",
-                received_at=utcnow(),
-            )
-        )
+    queue_broken(ctx, bad)
     after = scalar_batch(run, [0.4, 0.5], start=3)
     queue(ctx, after)
 

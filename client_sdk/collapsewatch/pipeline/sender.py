@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 
 from collapsewatch.pipeline import notices
+from collapsewatch.pipeline.footprint import BUILT_RECORD_BYTES, footprint, values
 from collapsewatch.pipeline.ledger import Fate, Ledger
 from collapsewatch.pipeline.replay import Replay, Round
 from collapsewatch.pipeline.spool import Spool
@@ -59,14 +60,6 @@ COUNTERS = (
     "failures",
 )
 
-# Memory estimates for the queue's bound: a record's dicts, keys and step as Python objects,
-# and one value in a list (a pointer and a float).
-RECORD_BYTES = 400
-VALUE_BYTES = 32
-#: A record still to be built is not known until the sender thread builds it (a scalar, or
-#: host copies of vectors up to a k x k matrix): this is the first guess, then the sender uses
-#: the average of the records it has built.
-BUILT_RECORD_BYTES = 4096
 #: The wait after a 429 that names no ``Retry-After``.
 THROTTLE_DEFAULT = 2.0
 #: A batch window is at least this many times the server's last answer time (see the module's
@@ -80,24 +73,6 @@ DROP_BUILD_FAILED = "statistics could not be built"
 DROP_NO_DISK = "not sent and the spool could not be written"
 DROP_SENDER_ERROR = "sender error"
 DROP_STUCK = "still being encoded at the finish timeout"
-
-
-def values(record: Record) -> int:
-    """How many numbers a record carries (a packed vector counts its floats)."""
-    total = 0
-    for value in record["stats"].values():
-        if isinstance(value, list):
-            total += len(value)
-        elif isinstance(value, dict):  # {"f32": base64}: 4 bytes a float, 4 chars per 3 bytes
-            total += len(value.get("f32", "")) * 3 // 16
-        else:
-            total += 1
-    return total
-
-
-def footprint(records: list[Record]) -> int:
-    """Estimated bytes of memory the records hold."""
-    return sum(RECORD_BYTES + VALUE_BYTES * values(r) for r in records)
 
 
 @dataclass(slots=True)

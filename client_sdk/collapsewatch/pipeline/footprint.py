@@ -1,0 +1,37 @@
+"""How much memory queued records hold, by estimate: the sender's queue is bounded by it.
+
+Counting calls would let a thousand ``log_scalar`` floats weigh as much as a thousand layers'
+statistics; measuring Python objects exactly (``sys.getsizeof`` walks) costs more than the
+records. The estimate counts a record's fixed part and its numbers.
+"""
+
+from __future__ import annotations
+
+from collapsewatch.pipeline.wire import Record
+
+# Memory estimates for the queue's bound: a record's dicts, keys and step as Python objects,
+# and one value in a list (a pointer and a float).
+RECORD_BYTES = 400
+VALUE_BYTES = 32
+#: A record still to be built is not known until the sender thread builds it (a scalar, or
+#: host copies of vectors up to a k x k matrix): this is the first guess, then the sender uses
+#: the average of the records it has built.
+BUILT_RECORD_BYTES = 4096
+
+
+def values(record: Record) -> int:
+    """How many numbers a record carries (a packed vector counts its floats)."""
+    total = 0
+    for value in record["stats"].values():
+        if isinstance(value, list):
+            total += len(value)
+        elif isinstance(value, dict):  # {"f32": base64}: 4 bytes a float, 4 chars per 3 bytes
+            total += len(value.get("f32", "")) * 3 // 16
+        else:
+            total += 1
+    return total
+
+
+def footprint(records: list[Record]) -> int:
+    """Estimated bytes of memory the records hold."""
+    return sum(RECORD_BYTES + VALUE_BYTES * values(r) for r in records)
