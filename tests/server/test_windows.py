@@ -110,6 +110,10 @@ def test_sum_stats_keeps_descriptive_statistics_and_skips_other_shapes() -> None
     assert out["n"] == 16.0 and out["width"] == 4.0
     np.testing.assert_array_equal(out["pos"], [1, 2, 3, 4])
     np.testing.assert_array_equal(out["eig"], np.ones(4))
+    # merged when read, whichever way it is read
+    assert out.get("n") == 16.0 and out.get("missing") is None and "pos" in out
+    assert dict(out.items())["n"] == 16.0 and len(list(out.values())) == 4
+    np.testing.assert_array_equal(sum_stats([old, new]).get("pos"), [1, 2, 3, 4])
 
 
 def saturation_stats(rows: torch.Tensor, sigmoid: bool) -> dict[str, Any]:
