@@ -16,6 +16,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -198,7 +199,10 @@ class Series(Base):
 
 
 class Point(Base):
-    """An indicator value; ``id`` grows with arrival, so live pages ask for ids above a cursor."""
+    """An indicator value, or a block of a series' values at consecutive stored steps (a
+    scalar column as it came, see ``codec.pack_points``): then ``step`` and ``value`` are the
+    block's first, ``last_step`` its last, and ``packed`` holds all of them. ``id`` grows with
+    arrival, so live pages ask for ids above a cursor."""
 
     __tablename__ = "points"
 
@@ -206,8 +210,19 @@ class Point(Base):
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
     step: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[float | None] = mapped_column(Float, default=None)
+    last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    packed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
-    __table_args__ = (UniqueConstraint("series_id", "step", name="uq_points_series_step"),)
+    __table_args__ = (
+        UniqueConstraint("series_id", "step", name="uq_points_series_step"),
+        # which series have blocks: a few rows, read before a series' points are aggregated
+        Index(
+            "ix_points_blocks",
+            "series_id",
+            sqlite_where=text("packed IS NOT NULL"),
+            postgresql_where=text("packed IS NOT NULL"),
+        ),
+    )
 
 
 class PointRollup(Base):

@@ -19,7 +19,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
-from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import (
+    Base64Bytes,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+    model_validator,
+)
 
 from collapsewatch.schemas.bounds import NAME_CHARS, Count32, Count64, Label, Step, Text
 from collapsewatch.schemas.stats import (  # noqa: F401  (re-exported)
@@ -51,6 +59,8 @@ ProbeName = Annotated[str, Field(min_length=1, max_length=256), NAME_CHARS]
 StatName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 MAX_VECTOR_VALUES = 4_194_304
 MAX_RECORDS_PER_BATCH = 20_000
+#: Values in all of a batch's scalar columns (:class:`ScalarColumn`).
+MAX_COLUMN_VALUES = 2_000_000
 
 
 class _Wire(BaseModel):
@@ -156,15 +166,64 @@ class StatRecord(_Wire):
     stats: dict[StatName, StatValue] = Field(max_length=256)
 
 
+class ScalarColumn(_Wire):
+    """The values of one scalar probe (``log_scalar``) at many steps, in two parallel lists:
+    what ``StatRecord``s of kind ``scalar`` with ``{"value": v}`` say, one record per step,
+    without repeating the probe's name, kind and statistic's name at every step. The server
+    stores a column as it came (a block of points), with no per-record work. A value is a
+    number, NaN or inf."""
+
+    probe: ProbeName
+    steps: list[Step] = Field(max_length=MAX_COLUMN_VALUES)
+    values: list[float] = Field(max_length=MAX_COLUMN_VALUES)
+
+    @model_validator(mode="after")
+    def _parallel(self) -> ScalarColumn:
+        if len(self.steps) != len(self.values):
+            raise ValueError(
+                f"steps ({len(self.steps)}) and values ({len(self.values)}) "
+                "must have the same length"
+            )
+        return self
+
+
 class IngestBatch(_Wire):
-    """What ``POST /api/v1/ingest`` takes. ``batch_id`` makes the request idempotent."""
+    """What ``POST /api/v1/ingest`` takes. ``batch_id`` makes the request idempotent.
+
+    A run's scalars travel as ``records`` of kind ``scalar`` or, cheaper, as ``scalars``
+    columns (one per probe); both are stored the same way."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     batch_id: uuid.UUID
     run: RunInfo
     records: list[StatRecord] = Field(default_factory=list, max_length=MAX_RECORDS_PER_BATCH)
+    scalars: list[ScalarColumn] = Field(default_factory=list, max_length=100_000)
     status: Literal[RunStatus.running, RunStatus.finished, RunStatus.crashed] | None = None
     sent_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _column_values(self) -> IngestBatch:
+        values = sum(len(c.steps) for c in self.scalars)
+        if values > MAX_COLUMN_VALUES:
+            raise ValueError(
+                f"scalars hold {values} values in all; a batch takes at most {MAX_COLUMN_VALUES}"
+            )
+        return self
+
+    @property
+    def size(self) -> int:
+        """The batch's records, each value of a scalar column counted as one record."""
+        return len(self.records) + sum(len(c.steps) for c in self.scalars)
+
+    def step_range(self) -> tuple[int, int] | None:
+        """The first and the last step the batch has statistics of; None when it has none."""
+        lows = [min(c.steps) for c in self.scalars if c.steps]
+        highs = [max(c.steps) for c in self.scalars if c.steps]
+        if self.records:
+            steps = [r.step for r in self.records]
+            lows.append(min(steps))
+            highs.append(max(steps))
+        return (min(lows), max(highs)) if lows else None
 
 
 class RunAlert(BaseModel):

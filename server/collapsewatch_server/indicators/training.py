@@ -83,8 +83,12 @@ def loss_max(stats: Stats) -> float:
     return float(stats[L.max])
 
 
+#: The indicator of a scalar probe (``log_scalar``): its value as logged.
+SCALAR_VALUE = "value"
+
+
 @indicator(
-    "value",
+    SCALAR_VALUE,
     title="Scalar",
     family="scalars",
     applies_to=ProbeKind.scalar,

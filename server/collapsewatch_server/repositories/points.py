@@ -1,5 +1,8 @@
 """Series and their points: one series per (probe, indicator) of a run, one point per sampled
-step. Written at ingest; read whole, since a cursor, newest first, or by indicator."""
+step. Written at ingest; read whole, since a cursor, newest first, or by indicator.
+
+A row of ``points`` is one point, or a block of them (a scalar column stored as it came:
+``packed``, see ``codec.pack_points``); every read here gives points, blocks unpacked."""
 
 from __future__ import annotations
 
@@ -8,10 +11,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from collapsewatch_server import errors
+from collapsewatch_server import codec, errors
 from collapsewatch_server.repositories.sql import bulk_insert, execute_many
 from collapsewatch_server.tables import Point, Probe, Series
 from collapsewatch_web.api_schemas.runs import PointEvent, SeriesKey
@@ -59,6 +63,82 @@ def add(s: Session, rows: Sequence[tuple[int, int, float | None]]) -> None:
     bulk_insert(s, "points", ("series_id", "step", "value"), rows)
 
 
+class Block(NamedTuple):
+    """One row holding a series' points at several steps: its first step and value (None when
+    not finite), its last step, and every step and value packed (``codec.pack_points``)."""
+
+    series_id: int
+    step: int
+    value: float | None
+    last_step: int
+    packed: bytes
+
+
+def add_blocks(s: Session, blocks: Sequence[Block]) -> None:
+    """Blocks of points by the backend's bulk path; as for :func:`add`, of steps their series
+    does not have yet."""
+    bulk_insert(s, "points", ("series_id", "step", "value", "last_step", "packed"), blocks)
+
+
+def _unpacked(
+    rows: Iterable[tuple[int, int, float | None, bytes | None]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of (series id, step, value, packed) as three arrays (series, steps, values; NaN
+    for a non-finite value), blocks unpacked, sorted by series and step (a block reaches
+    past points stored after it when a batch was synced late)."""
+    sids: list[np.ndarray] = []
+    steps: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    single_sid: list[int] = []
+    single_step: list[int] = []
+    single_value: list[float] = []
+
+    def flush() -> None:
+        if single_sid:
+            sids.append(np.array(single_sid, dtype=np.int64))
+            steps.append(np.array(single_step, dtype=np.int64))
+            values.append(np.array(single_value, dtype=np.float64))
+            single_sid.clear()
+            single_step.clear()
+            single_value.clear()
+
+    for sid, step, value, packed in rows:
+        if packed is None:
+            single_sid.append(sid)
+            single_step.append(step)
+            single_value.append(math.nan if value is None else value)
+            continue
+        flush()
+        st, vals = codec.unpack_points(packed)
+        sids.append(np.full(st.size, sid, dtype=np.int64))
+        steps.append(st)
+        values.append(np.where(np.isfinite(vals), vals, math.nan))
+    flush()
+    if not sids:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.float64)
+    all_sids, all_steps, all_values = (np.concatenate(a) for a in (sids, steps, values))
+    if len(sids) > 1:
+        order = np.lexsort((all_steps, all_sids))
+        all_sids, all_steps, all_values = all_sids[order], all_steps[order], all_values[order]
+    return all_sids, all_steps, all_values
+
+
+def with_blocks(s: Session, series_ids: Sequence[int]) -> set[int]:
+    """Which of these series have points stored in blocks (a partial index's few rows)."""
+    found: set[int] = set()
+    for start in range(0, len(series_ids), _IN_CHUNK):
+        chunk = list(series_ids[start : start + _IN_CHUNK])
+        found.update(
+            s.scalars(
+                select(Point.series_id)
+                .where(Point.series_id.in_(chunk), Point.packed.is_not(None))
+                .distinct()
+            )
+        )
+    return found
+
+
 class Counters(NamedTuple):
     """What is stored of a series: its first and last step (None before its first point), and
     the mark its coarse rollup levels are complete up to (``rollups``)."""
@@ -86,14 +166,17 @@ def series_of_run(s: Session, run_id: str) -> dict[tuple[int, str], tuple[int, C
 
 
 def known_steps(s: Session, series_id: int, first: int, last: int) -> set[int]:
-    """The steps in [first, last] a series has points at (one index range scan)."""
-    return set(
-        s.scalars(
-            select(Point.step).where(
-                Point.series_id == series_id, Point.step >= first, Point.step <= last
-            )
+    """The steps in [first, last] a series has points at (one index range scan; a block
+    reaching into the range from before it counts)."""
+    rows = s.execute(
+        select(Point.series_id, Point.step, Point.value, Point.packed).where(
+            Point.series_id == series_id,
+            Point.step <= last,
+            func.coalesce(Point.last_step, Point.step) >= first,
         )
-    )
+    ).all()
+    _, steps, _ = _unpacked(rows)
+    return set(steps[(steps >= first) & (steps <= last)].tolist())
 
 
 def count_new(s: Session, updates: Sequence[tuple[int, int, int, int, float | None]]) -> None:
@@ -154,27 +237,42 @@ def find_series(s: Session, run_id: str, indicator: str, probe: str) -> Series:
     return found
 
 
-def of_series(s: Session, series_id: int) -> list[tuple[int, float | None]]:
-    """(step, value) of one series in step order."""
+def of_series(s: Session, series_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """The steps and values (NaN for a non-finite value) of one series in step order."""
     rows = s.execute(
-        select(Point.step, Point.value).where(Point.series_id == series_id).order_by(Point.step)
+        select(Point.series_id, Point.step, Point.value, Point.packed)
+        .where(Point.series_id == series_id)
+        .order_by(Point.step)
     ).all()
-    return [(step, value) for step, value in rows]
+    _, steps, values = _unpacked(rows)
+    return steps, values
 
 
 def since(
     s: Session, run_id: uuid.UUID, cursor: int, limit: int = 5000
 ) -> tuple[list[PointEvent], int]:
-    """Points of a run stored after ``cursor`` (a point id), and the new cursor."""
+    """Points of a run stored after ``cursor`` (a point id), and the new cursor: ``limit``
+    rows, a block's points all in one answer."""
     rows = s.execute(
-        select(Point.id, Series.indicator, Probe.name, Point.step, Point.value)
+        select(Point.id, Series.indicator, Probe.name, Point.step, Point.value, Point.packed)
         .join(Series, Series.id == Point.series_id)
         .join(Probe, Probe.id == Series.probe_id)
         .where(Series.run_id == str(run_id), Point.id > cursor)
         .order_by(Point.id)
         .limit(limit)
     ).all()
-    events = [PointEvent(indicator=i, probe=p, step=st, value=v) for _, i, p, st, v in rows]
+    events = []
+    for _, indicator, probe, step, value, packed in rows:
+        if packed is None:
+            events.append(PointEvent(indicator=indicator, probe=probe, step=step, value=value))
+            continue
+        steps, values = codec.unpack_points(packed)
+        events += [
+            PointEvent(
+                indicator=indicator, probe=probe, step=st, value=v if math.isfinite(v) else None
+            )
+            for st, v in zip(steps.tolist(), values.tolist(), strict=True)
+        ]
     return events, (rows[-1][0] if rows else cursor)
 
 
@@ -232,16 +330,37 @@ def of_indicator(s: Session, run_id: str, indicator: str) -> list[ProbePoints]:
     """Every point of every probe of one indicator, unreduced (a rule back-test judges each
     point), probes in model order; one query."""
     series = series_of(s, run_id, indicator)
-    rows = s.execute(
-        select(Point.series_id, Point.step, Point.value)
-        .where(Point.series_id.in_([sid for sid, _ in series]))
-        .order_by(Point.series_id, Point.step)
-    ).all()
+    sids, steps, values = of_series_ids(s, [sid for sid, _ in series])
     out = {sid: ProbePoints(name, [], []) for sid, name in series}
-    for sid, step, value in rows:
-        out[sid].steps.append(step)
-        out[sid].values.append(math.nan if value is None else value)
+    for sid, a, b in series_runs(sids):
+        out[sid].steps.extend(steps[a:b].tolist())
+        out[sid].values.extend(values[a:b].tolist())
     return [out[sid] for sid, _ in series]
+
+
+def of_series_ids(
+    s: Session, series_ids: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every point of these series as (series ids, steps, values; NaN for a non-finite
+    value), sorted by series and step; one query per 500 series."""
+    rows: list[tuple[int, int, float | None, bytes | None]] = []
+    for start in range(0, len(series_ids), _IN_CHUNK):
+        rows += s.execute(
+            select(Point.series_id, Point.step, Point.value, Point.packed)
+            .where(Point.series_id.in_(list(series_ids[start : start + _IN_CHUNK])))
+            .order_by(Point.series_id, Point.step)
+        ).all()
+    return _unpacked(rows)
+
+
+def series_runs(ids: np.ndarray) -> list[tuple[int, int, int]]:
+    """(series id, start, end) of each run of equal ids, in order: the rows of one series
+    between ``start`` and ``end``."""
+    if not len(ids):
+        return []
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]).tolist()
+    ends = [*starts[1:], len(ids)]
+    return [(int(ids[a]), a, b) for a, b in zip(starts, ends, strict=True)]
 
 
 def probes_by_indicator(s: Session, run_ids: Sequence[uuid.UUID]) -> dict[str, list[str]]:

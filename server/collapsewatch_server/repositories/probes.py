@@ -20,15 +20,18 @@ def ids_of_run(s: Session, run_id: str) -> dict[str, int]:
 
 
 def unknown(batch: IngestBatch, ids: dict[str, int]) -> bool:
-    """Whether the batch announces or has records of a probe not in ``ids``."""
-    return any(p.name not in ids for p in batch.run.probes) or any(
-        r.probe not in ids for r in batch.records
+    """Whether the batch announces or has records (or a scalar column) of a probe not in
+    ``ids``."""
+    return (
+        any(p.name not in ids for p in batch.run.probes)
+        or any(r.probe not in ids for r in batch.records)
+        or any(c.probe not in ids for c in batch.scalars)
     )
 
 
 def save_from_batch(s: Session, run_id: str, batch: IngestBatch) -> dict[str, int]:
     """Probe name -> id for every probe of the run, adding those the batch announces or has
-    records of (unannounced ones after the announced, in record order)."""
+    records or scalar columns of (unannounced ones after the announced, records first)."""
     existing = ids_of_run(s, run_id)
     new: dict[str, Probe] = {}
     for info in batch.run.probes:
@@ -42,13 +45,12 @@ def save_from_batch(s: Session, run_id: str, batch: IngestBatch) -> dict[str, in
                 width=info.width,
                 params=info.params,
             )
-    for i, record in enumerate(batch.records):
-        if record.probe not in existing and record.probe not in new:
-            new[record.probe] = Probe(
-                run_id=run_id,
-                name=record.probe,
-                kind=record.kind.value,
-                order=_UNANNOUNCED_ORDER + i,
+    named = [(r.probe, r.kind) for r in batch.records]
+    named += [(c.probe, ProbeKind.scalar) for c in batch.scalars]
+    for i, (name, kind) in enumerate(named):
+        if name not in existing and name not in new:
+            new[name] = Probe(
+                run_id=run_id, name=name, kind=kind.value, order=_UNANNOUNCED_ORDER + i
             )
     if new:
         s.add_all(new.values())

@@ -65,18 +65,17 @@ def save_from_batch(s: Session, batch: IngestBatch, project: Project, now: datet
         run.status, run.finished_at = RunStatus.running.value, None
     run.last_seen_at = now
     run.stalled_notified_at = None  # alive again: a later silence is a new nodata event
-    if batch.records:
-        top = max(r.step for r in batch.records)
+    steps = batch.step_range()
+    if steps is not None:
+        top = steps[1]
         run.last_step = top if run.last_step is None else max(run.last_step, top)
     if batch.status is not None and batch.status != RunStatus.running:
         run.status = batch.status.value
         run.finished_at = now
     if info.coverage:
         run.coverage = {family: c.model_dump() for family, c in info.coverage.items()}
-    if info.sampling_every is not None and batch.records:
-        run.sampling = _with_interval(
-            run.sampling or [], min(r.step for r in batch.records), info.sampling_every
-        )
+    if info.sampling_every is not None and steps is not None:
+        run.sampling = _with_interval(run.sampling or [], steps[0], info.sampling_every)
     s.flush()  # no ORM relationships: the run exists before rows that point at it
     return run
 

@@ -47,8 +47,13 @@ def _series_ids(
 
 
 def _points(ctx: ServiceContext, series_id: int) -> list[tuple[int, float | None]]:
+    """(step, value) of one series in step order, None for a non-finite value."""
     with ctx.db.read() as s:
-        return points.of_series(s, series_id)
+        steps, values = points.of_series(s, series_id)
+    return [
+        (st, v if math.isfinite(v) else None)
+        for st, v in zip(steps.tolist(), values.tolist(), strict=True)
+    ]
 
 
 def csv_value(value: float | None) -> str:

@@ -97,7 +97,7 @@ def _accept(
         # when none does), and how deep the queue is (read at most every half second)
         waiting = ingest_queue.any_waiting(s)
         records = ctx.queue_depth.get(lambda: ingest_queue.depth(s))[1] if waiting else 0
-    if waiting and records + len(batch.records) > ctx.settings.ingest_queue_max_records:
+    if waiting and records + batch.size > ctx.settings.ingest_queue_max_records:
         retry = ctx.settings.ingest_retry_after_s
         raise errors.Busy(errors.INGEST_BUSY.format(records=records, retry_after=retry), retry)
 
@@ -111,17 +111,17 @@ def _accept(
         with ctx.db.write(urgent=True) as s:
             project = project_for_writing(s, batch.run.project)
             run = runs.save_from_batch(s, batch, project, now)
-            batches.claim(s, batch.batch_id, run.id, digest, len(batch.records))
-            ingest_queue.add(s, str(batch.batch_id), run.id, len(batch.records), payload, now)
+            batches.claim(s, batch.batch_id, run.id, digest, batch.size)
+            ingest_queue.add(s, str(batch.batch_id), run.id, batch.size, payload, now)
     except Exception:
         ctx.parsed.take(str(batch.batch_id))
         raise
-    ctx.queue_depth.add(len(batch.records))
+    ctx.queue_depth.add(batch.size)
     result = IngestResult(
         batch_id=batch.batch_id,
         run_id=batch.run.run_id,
         duplicate=False,
-        records=len(batch.records),
+        records=batch.size,
         points=0,
         queued=True,
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.orm import Session
 
-from collapsewatch_server import rollups
+from collapsewatch_server import codec, rollups
 from collapsewatch_server.repositories import point_rollups, points
 from collapsewatch_server.rollups import Bins
 
@@ -30,6 +30,8 @@ class Planned:
 
     new: np.ndarray
     rows: list[tuple[int, int, float | None]]
+    #: one row per series holding a block of its packed points (``points.add_blocks``)
+    blocks: list[points.Block]
     counts: list[tuple[int, int, int, int, float | None]]
     levels: list[tuple[int, Bins]]
     roll: list[int]
@@ -41,14 +43,16 @@ def plan(
     sids: np.ndarray,
     steps: np.ndarray,
     vals: np.ndarray,
+    packed: np.ndarray | None = None,
 ) -> Planned:
     """The rows for the points ``(sids, steps, vals)`` whose series (``stored``: what is stored
     of each) have no point at that step yet, the first of repeats in the batch; their
     counters' increments and rollup bins. ``s`` reads the steps a series has where the batch
-    reaches back into it."""
+    reaches back into it. ``packed``: which points (a scalar column's) are stored as one
+    block per series, not one row each."""
     new = np.ones(sids.size, dtype=bool)
     if not sids.size:
-        return Planned(new, [], [], [], [])
+        return Planned(new, [], [], [], [], [])
     order = np.lexsort((steps, sids))  # stable: of repeats in the batch the first comes first
     sorted_sids, sorted_steps = sids[order], steps[order]
     repeat = (np.diff(sorted_sids) == 0) & (np.diff(sorted_steps) == 0)
@@ -62,13 +66,10 @@ def plan(
             known = points.known_steps(s, sid, first, last)
             new &= ~((sids == sid) & np.isin(steps, np.fromiter(known, np.int64, len(known))))
     sids, steps, vals = sids[new], steps[new], vals[new]
-    finite = np.isfinite(vals)
-    rows = [
-        (sid, st, v if ok else None)
-        for sid, st, v, ok in zip(
-            sids.tolist(), steps.tolist(), vals.tolist(), finite.tolist(), strict=True
-        )
-    ]
+    blocked = np.zeros(sids.size, dtype=bool) if packed is None else packed[new]
+    alone = ~blocked
+    rows = _rows(sids[alone], steps[alone], vals[alone])
+    blocks = _blocks(sids[blocked], steps[blocked], vals[blocked])
     bins = rollups.of_points(sids, steps, vals)
     whole = rollups.merge(bins, width=2**62)  # one bin per series: what the batch adds to it
     counts = [
@@ -93,7 +94,42 @@ def plan(
         len(series),
     )
     due = rollups.roll_due(marks, np.maximum(before, whole.last_step))
-    return Planned(new, rows, counts, levels, whole.series[due].tolist())
+    return Planned(new, rows, blocks, counts, levels, whole.series[due].tolist())
+
+
+def _rows(
+    sids: np.ndarray, steps: np.ndarray, vals: np.ndarray
+) -> list[tuple[int, int, float | None]]:
+    """One row per point: (series id, step, value or None when not finite)."""
+    finite = np.isfinite(vals)
+    return [
+        (sid, st, v if ok else None)
+        for sid, st, v, ok in zip(
+            sids.tolist(), steps.tolist(), vals.tolist(), finite.tolist(), strict=True
+        )
+    ]
+
+
+def _blocks(sids: np.ndarray, steps: np.ndarray, vals: np.ndarray) -> list[points.Block]:
+    """One block per series of these points, in step order."""
+    if not sids.size:
+        return []
+    order = np.lexsort((steps, sids))
+    sids, steps, vals = sids[order], steps[order], vals[order]
+    starts = np.flatnonzero(np.diff(sids, prepend=-1)).tolist()
+    out = []
+    for a, b in zip(starts, [*starts[1:], sids.size], strict=True):
+        first = float(vals[a])
+        out.append(
+            points.Block(
+                int(sids[a]),
+                int(steps[a]),
+                first if np.isfinite(first) else None,
+                int(steps[b - 1]),
+                codec.pack_points(steps[a:b], vals[a:b]),
+            )
+        )
+    return out
 
 
 def write(s: Session, planned: Planned) -> None:
@@ -101,6 +137,7 @@ def write(s: Session, planned: Planned) -> None:
     counters, the rollups (the coarse levels brought up for the series that are due, once
     the counters say where they end)."""
     points.add(s, planned.rows)
+    points.add_blocks(s, planned.blocks)
     points.count_new(s, planned.counts)
     point_rollups.add(s, planned.levels)
     point_rollups.roll(s, planned.roll)

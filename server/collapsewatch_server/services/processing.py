@@ -4,12 +4,12 @@
 :mod:`collapsewatch_server.repositories.ingest_queue`) and reads top to bottom: statistics ->
 windows -> indicators, computed outside any transaction; the probes and series the batch is
 the first to name, created on their own; the rows of its raw records and of its points (only
-steps their series lacks), series counters and rollups, built from reads
-(:mod:`.new_points`); then one transaction that first takes the batch off the queue writes
-them, the project's rules judge the new points, and alert events and their deliveries go to
-the outbox. Committed, it rings the webhook deliverer. A batch whose
-processing fails goes back to the queue, and after ``ingest_max_attempts`` is set aside, so it
-never blocks the run's later batches.
+steps their series lacks; a scalar column's points in one block per series, with no raw
+record), series counters and rollups, built from reads (:mod:`.new_points`); then one
+transaction that first takes the batch off the queue writes them, the project's rules judge
+the new points, and alert events and their deliveries go to the outbox. Committed, it rings
+the webhook deliverer. A batch whose processing fails goes back to the queue, and after
+``ingest_max_attempts`` is set aside, so it never blocks the run's later batches.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collapsewatch.schemas import IngestBatch, RunStatus
 from collapsewatch_server.alerts.evaluation import NewPoint, judge_points
 from collapsewatch_server.codec import as_arrays, encode_stats
 from collapsewatch_server.indicators import compute_indicators
+from collapsewatch_server.indicators.training import SCALAR_VALUE
 from collapsewatch_server.repositories import (
     alert_events,
     alert_states,
@@ -183,7 +184,8 @@ def _as_one(batches: list[IngestBatch]) -> IngestBatch:
     declared = {p.name: p for b in batches for p in b.run.probes}
     run = last.run.model_copy(update={"probes": list(declared.values())})
     records = [r for b in batches for r in b.records]
-    return last.model_copy(update={"run": run, "records": records})
+    scalars = [c for b in batches for c in b.scalars]
+    return last.model_copy(update={"run": run, "records": records, "scalars": scalars})
 
 
 def _process(ctx: ServiceContext, claimed: list[ingest_queue.Claimed]) -> Processed:
@@ -227,18 +229,30 @@ def _process(ctx: ServiceContext, claimed: list[ingest_queue.Claimed]) -> Proces
         for record, named in zip(batch.records, values, strict=True)
         for name, value in named.items()
     ]
+    columns = _Columns.of(batch, probe_ids)
     with ctx.db.read() as s:
         series = points.series_of_run(s, run.id)
-    if any((pid, ind) not in series for pid, ind, _, _ in keys):
+    named = {(pid, ind) for pid, ind, _, _ in keys} | columns.series_keys
+    if any(key not in series for key in named):
         with ctx.db.write() as s:
-            points.save_series(s, run.id, ((pid, ind) for pid, ind, _, _ in keys))
+            points.save_series(s, run.id, named)
             series = points.series_of_run(s, run.id)
-    sids = np.fromiter((series[(p, i)][0] for p, i, _, _ in keys), np.int64, len(keys))
-    steps = np.fromiter((st for _, _, st, _ in keys), np.int64, len(keys))
-    vals = np.fromiter((v for _, _, _, v in keys), np.float64, len(keys))
+    sids = np.concatenate(
+        (
+            np.fromiter((series[(p, i)][0] for p, i, _, _ in keys), np.int64, len(keys)),
+            columns.series_ids(series),
+        )
+    )
+    steps = np.concatenate(
+        (np.fromiter((st for _, _, st, _ in keys), np.int64, len(keys)), columns.steps)
+    )
+    vals = np.concatenate(
+        (np.fromiter((v for _, _, _, v in keys), np.float64, len(keys)), columns.values)
+    )
+    packed = np.arange(sids.size) >= len(keys)  # the columns' points go in blocks
     give_way()
     with ctx.db.read() as s:
-        planned = new_points.plan(s, dict(series.values()), sids, steps, vals)
+        planned = new_points.plan(s, dict(series.values()), sids, steps, vals, packed)
 
     give_way()
     with ctx.db.write() as s:
@@ -252,10 +266,16 @@ def _process(ctx: ServiceContext, claimed: list[ingest_queue.Claimed]) -> Proces
         # 3. The project's enabled rules that watch this run judge the new points, in step
         #    order, from their stored states (locked: a concurrent writer of the states waits).
         ended = batch.status in (RunStatus.finished, RunStatus.crashed)
-        judged = _judge(s, run, probe_ids, keys, planned.new, now, ctx.group_policy, ended)
-    # the new points of each batch: each point's record, each record's batch
+        judged = _judge(s, run, probe_ids, keys, columns, planned.new, now, ctx.group_policy, ended)
+    # the new points of each batch: each point's record (or column value), each one's batch
     of_record = np.repeat(np.arange(len(parts)), [len(part.records) for part in parts])
-    of_point = np.repeat(of_record, [len(named) for named in values])
+    of_column = np.repeat(np.arange(len(parts)), [len(part.scalars) for part in parts])
+    of_point = np.concatenate(
+        (
+            np.repeat(of_record, [len(named) for named in values]),
+            np.repeat(of_column, [len(c.steps) for c in batch.scalars]),
+        )
+    )
     added = np.bincount(of_point[planned.new], minlength=len(parts)).tolist()
     return Processed(
         claimed[0].run_id,
@@ -264,6 +284,52 @@ def _process(ctx: ServiceContext, claimed: list[ingest_queue.Claimed]) -> Proces
         evaluations=judged.evaluations,
         events=judged.events,
     )
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """A batch's scalar columns as arrays: each value a point of its probe's ``value``
+    series (what a ``scalar`` record's indicator is), inf as NaN (stored as not finite)."""
+
+    probe_ids: np.ndarray
+    steps: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def of(cls, batch: IngestBatch, probe_ids: dict[str, int]) -> _Columns:
+        sizes = [len(c.steps) for c in batch.scalars]
+        if not sizes:
+            empty = np.empty(0, dtype=np.int64)
+            return cls(empty, empty, np.empty(0, dtype=np.float64))
+        values = np.concatenate([np.asarray(c.values, dtype=np.float64) for c in batch.scalars])
+        return cls(
+            np.repeat(np.array([probe_ids[c.probe] for c in batch.scalars], np.int64), sizes),
+            np.concatenate([np.asarray(c.steps, dtype=np.int64) for c in batch.scalars]),
+            np.where(np.isfinite(values), values, np.nan),
+        )
+
+    @property
+    def series_keys(self) -> set[tuple[int, str]]:
+        """(probe id, indicator) of the series the columns' points go to."""
+        return {(int(pid), SCALAR_VALUE) for pid in np.unique(self.probe_ids).tolist()}
+
+    def series_ids(self, series: dict[tuple[int, str], tuple[int, points.Counters]]) -> np.ndarray:
+        """Each point's series id."""
+        pids, inverse = np.unique(self.probe_ids, return_inverse=True)
+        ids = np.array([series[(int(p), SCALAR_VALUE)][0] for p in pids.tolist()], np.int64)
+        return ids[inverse] if ids.size else np.empty(0, dtype=np.int64)
+
+    def new_points(self, new: np.ndarray, names: dict[int, str]) -> list[NewPoint]:
+        """The columns' points stored (``new``: of the columns' points), as rules see them."""
+        return [
+            NewPoint(pid, names[pid], SCALAR_VALUE, step, value)
+            for pid, step, value in zip(
+                self.probe_ids[new].tolist(),
+                self.steps[new].tolist(),
+                self.values[new].tolist(),
+                strict=True,
+            )
+        ]
 
 
 @dataclass(frozen=True)
@@ -280,14 +346,18 @@ def _judge(
     run: Run,
     probe_ids: dict[str, int],
     keys: list[tuple[int, str, int, float]],
+    columns: _Columns,
     new: np.ndarray,
     now: datetime,
     policy: GroupPolicy,
     ended: bool,
 ) -> _Judged:
-    """Rules over the batch's new points, events and outbox rows.
-    ``ended``: the batch is the run's last (its end state is judged)."""
+    """Rules over the batch's new points (``new``: of the records' points, then of the
+    columns'), events and outbox rows. ``ended``: the batch is the run's last (its end state
+    is judged)."""
     indicators = {ind for _, ind, _, _ in keys}
+    if columns.steps.size:
+        indicators.add(SCALAR_VALUE)
     watching = {
         row.id: rules.spec_of(row)
         for row in (rules.enabled_for(s, run.project_id, indicators) if indicators else [])
@@ -299,9 +369,11 @@ def _judge(
     names = {pid: name for name, pid in probe_ids.items()}
     new_points = [
         NewPoint(pid, names[pid], ind, step, value)
-        for (pid, ind, step, value), fresh in zip(keys, new.tolist(), strict=True)
+        for (pid, ind, step, value), fresh in zip(keys, new[: len(keys)].tolist(), strict=True)
         if fresh and ind in watched
     ]
+    if SCALAR_VALUE in watched:
+        new_points += columns.new_points(new[len(keys) :], names)
     rows = alert_states.lock(s, run.id, list(watching))
     states = {key: alert_states.state_of(row) for key, row in rows.items()}
     judged = judge_points(watching, states, new_points, now, final=ended)

@@ -143,11 +143,7 @@ def get_points(
             bins = rollups.merge(stored, width)
             steps, values = rollups.as_points(bins)
             return downsampled(indicator, probe, steps, values, max_points, series.points)
-        rows = points.of_series(s, series.id)
-    steps = np.fromiter((step for step, _ in rows), dtype=np.int64, count=len(rows))
-    values = np.fromiter(
-        (np.nan if v is None else v for _, v in rows), dtype=np.float64, count=len(rows)
-    )
+        steps, values = points.of_series(s, series.id)
     return downsampled(indicator, probe, steps, values, max_points)
 
 
