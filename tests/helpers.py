@@ -81,3 +81,48 @@ def add_half_dead_rule(client: Any, project: str = "proj") -> None:
         f"/api/v1/projects/{project}/rules", json={**rule, "threshold": 0.3, "pending_points": 1}
     )
     assert r.status_code == 201, r.text
+
+
+def loss_record(step: int) -> dict[str, Any]:
+    """A small SDK record (a dict, as the sender queues it) that is a batch's whole weight: a
+    scalar would travel in a column, and a batch takes a hundred of them (``footprint.load``)."""
+    value = float(step)
+    return {
+        "probe": "x",
+        "kind": "loss",
+        "step": step,
+        "stats": {"mean": value, "max": value, "count": 1.0},
+    }
+
+
+def stored_records(db_url: str, run_id: str | uuid.UUID) -> list[tuple[int, int]]:
+    """(probe id, step) of every record of a run the server stored: its raw records, and
+    each value of its scalar columns (kept as blocks of points, with no raw record)."""
+    import sqlalchemy as sa
+
+    from collapsewatch_server.codec import unpack_points
+    from collapsewatch_server.db import normalise_url
+    from collapsewatch_server.tables import Point, Series, StatRecordRow
+
+    engine = sa.create_engine(normalise_url(db_url))
+    try:
+        with engine.connect() as conn:
+            out = [
+                (int(pid), int(step))
+                for pid, step in conn.execute(
+                    sa.select(StatRecordRow.probe_id, StatRecordRow.step).where(
+                        StatRecordRow.run_id == str(run_id)
+                    )
+                )
+            ]
+            blocks = conn.execute(
+                sa.select(Series.probe_id, Point.packed)
+                .join(Series, Series.id == Point.series_id)
+                .where(Series.run_id == str(run_id), Point.packed.is_not(None))
+            )
+            for pid, packed in blocks:
+                steps, _ = unpack_points(packed)
+                out += [(int(pid), step) for step in steps.tolist()]
+            return out
+    finally:
+        engine.dispose()

@@ -115,14 +115,15 @@ class StepCycle:
         if merge and self._merge is not None:
             self._merge.merge(pack, step)
         count = len(pack)  # before copy(), which hands the records over
+        load = pack.load
         if count and self._transport is not None:
             self.records += count
             build = pack.copy()
             if self._mirror is not None:
                 mirror = self._mirror
-                self._transport.submit(lambda: mirror.observe(build()), count)
+                self._transport.submit(lambda: mirror.observe(build()), count, load)
             else:
-                self._transport.submit(build, count)
+                self._transport.submit(build, count, load)
 
     def on_stuck(self, forwards: int) -> None:
         """Many forward passes and no step end: drop the step, say once what to add."""

@@ -32,11 +32,13 @@ from collapsewatch.pipeline.replay import sync
 from collapsewatch.pipeline.sender import Sender
 from collapsewatch.pipeline.spool import Spool
 from collapsewatch.pipeline.wire import encode
+from collapsewatch.schemas import IngestBatch
 from collapsewatch_server import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_server.services import ingest_tokens
-from collapsewatch_server.tables import StatRecordRow
+from collapsewatch_server.tables import IngestedBatch, QueuedBatch
 from tests.e2e.conftest import LiveServer
+from tests.helpers import loss_record
 
 SERVER = "http://testserver"
 ADMIN = "admin-token-for-delivery-tests"
@@ -63,12 +65,18 @@ def locked(sqlite_url: str) -> Iterator[TestClient]:
 
 
 def stored(sqlite_url: str, run_id: str | uuid.UUID) -> int:
-    """Stat records of the run in the database."""
+    """Records of the run's batches the server has processed (taken off its queue): each
+    value of a scalar column counts as one, as the SDK counts it (a value logged twice at one
+    step is stored as one point)."""
     engine = sa.create_engine(sqlite_url)
     try:
         with engine.connect() as conn:
-            query = sa.select(sa.func.count()).where(StatRecordRow.run_id == str(run_id))
-            return int(conn.scalar(query) or 0)
+            where = IngestedBatch.run_id == str(run_id)
+            accepted = conn.scalar(sa.select(sa.func.sum(IngestedBatch.records)).where(where))
+            queued = conn.scalar(
+                sa.select(sa.func.sum(QueuedBatch.records)).where(QueuedBatch.run_id == str(run_id))
+            )
+            return int(accepted or 0) - int(queued or 0)
     finally:
         engine.dispose()
 
@@ -87,7 +95,7 @@ def stored_eventually(sqlite_url: str, run_id: str | uuid.UUID, expected: int) -
 def spooled_records(directory: Path) -> int:
     """Records in the batches waiting in a spool directory (rejected/ left out)."""
     return sum(
-        len(json.loads(gzip.decompress(p.read_bytes()))["records"])
+        IngestBatch.model_validate_json(gzip.decompress(p.read_bytes())).size
         for p in directory.glob("*.json.gz")
     )
 
@@ -116,10 +124,6 @@ def run_doc(project: str = "delivery") -> dict[str, Any]:
     }
 
 
-def scalar(step: int) -> dict[str, Any]:
-    return {"probe": "x", "kind": "scalar", "step": step, "stats": {"value": float(step)}}
-
-
 def wait_for(condition: Any, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -140,10 +144,10 @@ def test_a_poison_batch_is_set_aside_and_the_later_batches_are_stored(
     sender = Sender(
         server=SERVER, token=None, spool=spool, run=lambda: run, client=app, batch_records=1
     )
-    sender.submit([scalar(POISON_STEP)])
+    sender.submit([loss_record(POISON_STEP)])
     wait_for(lambda: sender.counters()["pending"] == 0)  # refused or failed: on disk
     for step in range(5):
-        sender.submit([scalar(step)])
+        sender.submit([loss_record(step)])
     sender.close("finished", timeout=60)
 
     assert counts(sender) == (5, 0, 1, 0, 0)
@@ -164,7 +168,12 @@ def test_sync_sets_a_poison_batch_aside_and_sends_the_rest(
 ) -> None:
     run = run_doc()
     spool = Spool(tmp_path / "spool" / run["run_id"])
-    for records in ([scalar(0), scalar(1)], [scalar(POISON_STEP)], [scalar(2)], [scalar(3)]):
+    for records in (
+        [loss_record(0), loss_record(1)],
+        [loss_record(POISON_STEP)],
+        [loss_record(2)],
+        [loss_record(3)],
+    ):
         spool.write(*encode(run, records, None))
 
     report = sync(tmp_path / "spool", server=SERVER, http_client=app)
@@ -188,16 +197,16 @@ def test_a_token_revoked_during_an_outage_loses_nothing_and_sync_recovers_it(
         server=SERVER, token=first.token, spool=spool, run=lambda: run,
         client=forwarding(locked, down), batch_records=5, offline_retry=0.0,
     )  # fmt: skip
-    sender.submit([scalar(s) for s in range(10)])
+    sender.submit([loss_record(s) for s in range(10)])
     wait_for(lambda: sender.counters()["stored"] == 10)
 
     down.set()  # the outage
-    sender.submit([scalar(s) for s in range(10, 20)])
+    sender.submit([loss_record(s) for s in range(10, 20)])
     wait_for(lambda: sender.counters()["spooled"] == 10)
     ingest_tokens.revoke_token(ctx, "delivery", first.id)  # meanwhile the token is revoked
     down.clear()
     with caplog.at_level(logging.WARNING, logger="collapsewatch"):
-        sender.submit([scalar(s) for s in range(20, 30)])  # answered 401
+        sender.submit([loss_record(s) for s in range(20, 30)])  # answered 401
         sender.close("finished", timeout=30)
 
     assert counts(sender) == (10, 20, 0, 0, 0), "refused batches are kept, not deleted"
@@ -250,8 +259,7 @@ def test_a_slow_server_at_finish_leaves_every_record_stored_or_spooled(
     app: TestClient, sqlite_url: str, tmp_path: Path
 ) -> None:
     """2,051 scalars (and, at finish, the weights as the run ends: 3 records) reach the sender
-    as packs of 1,024, 1,024 and 6: one flush holds more than a batch (2,000); finish() times
-    out while the first batch is in flight."""
+    as packs of 1,024, 1,024 and 6; finish() times out while the first batch is in flight."""
     model = nn.Linear(2, 2)
     monitor = collapsewatch.watch(
         model, server=SERVER, http_client=forwarding(app, delay=1.0), every=10_000,
@@ -322,9 +330,9 @@ def test_sync_reports_sent_rejected_and_kept_with_its_exit_code(
 ) -> None:
     run = run_doc()
     spool = Spool(tmp_path / "spool" / run["run_id"])
-    spool.write(*encode(run, [scalar(0)], None))
+    spool.write(*encode(run, [loss_record(0)], None))
     spool.write(str(uuid.uuid4()), gzip.compress(b"{not json"))  # answered 400
-    spool.write(*encode(run, [scalar(1)], "finished"))
+    spool.write(*encode(run, [loss_record(1)], "finished"))
 
     done = cli_sync(str(tmp_path / "spool"), "--server", live_server.url)
     assert done.returncode == 1, done.stdout + done.stderr

@@ -10,34 +10,25 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from torch import nn
 
 import collapsewatch
 from collapsewatch.pipeline.replay import sync
-from collapsewatch_server.db import normalise_url
-from collapsewatch_server.tables import StatRecordRow
 from tests.e2e.conftest import LiveServer, start_server
-from tests.helpers import free_port
+from tests.helpers import free_port, stored_records
 
 STEPS = 600
 SCALARS = 20
 #: a batch leased by the killed process is processed by the next one after this long
 LEASE_S = "2"
+#: the server stays down at least this long (the SDK sends once a second or more often)
+OUTAGE_S = 3.0
 
 
 def stored_counts(db_url: str, run_id: str) -> tuple[int, int]:
     """(records, distinct (probe, step)) of the run in the database."""
-    engine = sa.create_engine(normalise_url(db_url))
-    try:
-        with engine.connect() as conn:
-            where = StatRecordRow.run_id == run_id
-            total = conn.scalar(sa.select(sa.func.count()).where(where))
-            keys = sa.select(StatRecordRow.probe_id, StatRecordRow.step).where(where).distinct()
-            distinct = conn.scalar(sa.select(sa.func.count()).select_from(keys.subquery()))
-            return int(total or 0), int(distinct or 0)
-    finally:
-        engine.dispose()
+    records = stored_records(db_url, run_id)
+    return len(records), len(set(records))
 
 
 def serve(db_url: str, port: int, log: Path) -> LiveServer:
@@ -51,6 +42,7 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(db_url: str, tmp_path: P
     monitor = collapsewatch.watch(
         nn.Linear(2, 2), project="ops", server=server.url, every=10_000, spool_dir=tmp_path
     )
+    killed_at = 0.0
     try:
         for step in range(STEPS):
             for p in range(SCALARS):
@@ -60,7 +52,10 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(db_url: str, tmp_path: P
                 server.process.send_signal(signal.SIGKILL)  # kill -9: no shutdown of any kind
                 server.process.wait(timeout=10)
                 server.stop()
+                killed_at = time.monotonic()
             elif step == 2 * STEPS // 3:
+                # down for longer than the SDK's batch window: it sends into the outage
+                time.sleep(max(0.0, killed_at + OUTAGE_S - time.monotonic()))
                 server = serve(db_url, port, tmp_path / "second.log")
             time.sleep(0.002)  # a training step's pace: the stream spans the outage
         monitor.finish(timeout=300)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import collapsewatch
-from collapsewatch.schemas import IngestBatch, StatRecord
+from collapsewatch.schemas import IngestBatch, ProbeKind, StatRecord
 
 SERVER = "http://testserver"
 
@@ -56,10 +56,19 @@ class Ingest:
             seen.add(str(batch.batch_id))
             out += [
                 r
-                for r in batch.records
+                for r in [*batch.records, *as_records(batch)]
                 if (kind is None or r.kind == kind) and (probe is None or r.probe == probe)
             ]
         return out
+
+
+def as_records(batch: IngestBatch) -> list[StatRecord]:
+    """A batch's scalar columns as the ``scalar`` records they stand for."""
+    return [
+        StatRecord(probe=c.probe, kind=ProbeKind.scalar, step=step, stats={"value": value})
+        for c in batch.scalars
+        for step, value in zip(c.steps, c.values, strict=True)
+    ]
 
 
 def decode(body: bytes) -> IngestBatch:

@@ -28,7 +28,8 @@ from collapsewatch.pipeline.packing import StepPack
 from collapsewatch.pipeline.replay import sync
 from collapsewatch.pipeline.sender import Sender
 from collapsewatch.pipeline.spool import Spool, batch_id
-from tests.sdk.helpers import SERVER, Ingest, decode, mlp, train
+from tests.helpers import loss_record
+from tests.sdk.helpers import SERVER, Ingest, as_records, decode, mlp, train
 
 
 def unused_port() -> int:
@@ -109,10 +110,10 @@ def test_a_rejected_batch_is_set_aside_with_the_answer_and_later_ones_go_on(
 ) -> None:
     ingest = Ingest(responses=[httpx.Response(422, json={"detail": "bad step"})])
     transport = sender(tmp_path, ingest.client(), batch_records=1)
-    transport.submit([scalar(0)])
+    transport.submit([loss_record(0)])
     wait_for(lambda: transport.counters()["rejected"] == 1)
     for step in range(1, 4):
-        transport.submit([scalar(step)])
+        transport.submit([loss_record(step)])
     with caplog.at_level(logging.WARNING, logger="collapsewatch"):
         transport.close("finished", timeout=10)
     refused, *accepted = ingest.batches
@@ -218,9 +219,8 @@ def test_finish_spools_what_a_hung_server_did_not_take(
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_the_sender_restarts_in_a_forked_child(ingest: Ingest, tmp_path: Path) -> None:
-    record = {"probe": "x", "kind": "scalar", "step": 0, "stats": {"value": 1.0}}
     transport = sender(tmp_path, ingest.client())
-    transport.submit([record])  # starts the parent's thread
+    transport.submit([loss_record(0)])  # starts the parent's thread
     read, write = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, on 3.12+
@@ -229,7 +229,7 @@ def test_the_sender_restarts_in_a_forked_child(ingest: Ingest, tmp_path: Path) -
         code = 1
         try:
             ingest.requests.clear()
-            transport.submit([record])
+            transport.submit([loss_record(0)])
             transport.close("finished", timeout=5)
             sent = transport.counters()["batches_sent"]
             code = 0 if len(ingest.requests) == 1 and sent == 1 else 2
@@ -284,12 +284,8 @@ RUN = {
 }
 
 
-def scalar(step: int) -> dict[str, Any]:
-    return {"probe": "x", "kind": "scalar", "step": step, "stats": {"value": float(step)}}
-
-
 def sender(tmp_path: Path, client: httpx.Client, **kwargs: Any) -> Sender:
-    """A sender of hand-made scalar records to ``client``, spooling to ``tmp_path/run``."""
+    """A sender of hand-made records to ``client``, spooling to ``tmp_path/run``."""
     return Sender(
         server=SERVER, token=None, spool=Spool(tmp_path / "run"), run=lambda: RUN, client=client,
         **kwargs,
@@ -306,9 +302,9 @@ def wait_for(condition: Any, timeout: float = 10.0) -> None:
 def test_spooled_batches_go_first_once_the_server_is_back(tmp_path: Path) -> None:
     ingest = Ingest(responses=[httpx.ConnectError("down")] * 4)  # every retry of batch one
     transport = sender(tmp_path, ingest.client(), batch_records=1, offline_retry=0.0)
-    transport.submit([scalar(0)])
+    transport.submit([loss_record(0)])
     wait_for(lambda: transport.counters()["spooled"] == 1)
-    transport.submit([scalar(1)])
+    transport.submit([loss_record(1)])
     transport.close("finished", timeout=10)
     delivered = [decode(r.content) for r in ingest.requests[4:]]
     assert [r.step for b in delivered for r in b.records] == [0, 1]  # the spooled one first
@@ -328,10 +324,10 @@ def test_a_full_queue_spools_instead_of_dropping(tmp_path: Path) -> None:
     client = httpx.Client(transport=httpx.MockTransport(slow))
     # room for about three scalar records in memory
     transport = sender(tmp_path, client, queue_bytes=1300, batch_records=1)
-    transport.submit([scalar(0)])
+    transport.submit([loss_record(0)])
     wait_for(lambda: len(ingest.requests) == 1)  # the sender is busy with the first batch
     for step in range(1, 11):
-        transport.submit([scalar(step)])  # the queue overflows: to the spool, not dropped
+        transport.submit([loss_record(step)])  # the queue overflows: to the spool, not dropped
     assert transport.counters()["spooled"] > 0 and transport.counters()["dropped"] == 0
     release.set()
     transport.close("finished", timeout=10)
@@ -347,9 +343,9 @@ def test_many_float_scalars_share_one_queue_entry(tmp_path: Path) -> None:
     ingest = Ingest()
     transport = sender(tmp_path, ingest.client(), batch_seconds=60.0)
     for step in range(2000):
-        transport.submit([scalar(step)])
+        transport.submit([{"probe": "x", "kind": "scalar", "step": step, "stats": {"value": 1.0}}])
     transport.close("finished", timeout=10)
-    assert len(ingest.batches[0].records) == 2000, "one batch, not one request per call"
+    assert len(as_records(ingest.batches[0])) == 2000, "one batch, not one request per call"
     assert [r.step for r in ingest.records()] == list(range(2000))
     counts = transport.counters()
     assert (counts["stored"], counts["dropped"]) == (2000, 0)
@@ -360,9 +356,9 @@ def test_a_busy_server_holds_sending_and_nothing_is_dropped(tmp_path: Path) -> N
     busy = httpx.Response(429, headers={"Retry-After": "1"}, json={"detail": "queue deep"})
     ingest = Ingest(responses=[busy])
     transport = sender(tmp_path, ingest.client(), batch_records=1)
-    transport.submit([scalar(0)])
+    transport.submit([loss_record(0)])
     wait_for(lambda: transport.counters()["spooled"] == 1)
-    transport.submit([scalar(1)])  # during the pause: spooled without a request
+    transport.submit([loss_record(1)])  # during the pause: spooled without a request
     wait_for(lambda: transport.counters()["spooled"] == 2)
     assert len(ingest.requests) == 1
     transport.close("finished", timeout=10)  # the pause ends before the deadline: waited out
@@ -374,7 +370,7 @@ def test_a_busy_server_holds_sending_and_nothing_is_dropped(tmp_path: Path) -> N
 def test_records_logged_after_finish_are_counted_as_dropped(tmp_path: Path) -> None:
     transport = sender(tmp_path, Ingest().client())
     transport.close("finished", timeout=5)
-    transport.submit([scalar(0)])
+    transport.submit([loss_record(0)])
     assert transport.counters()["dropped"] == 1
     assert transport.ledger.drop_reasons == {"logged after finish": 1}
 
@@ -397,10 +393,10 @@ def test_a_batch_that_keeps_failing_is_set_aside_and_never_blocks_the_others(
     ingest = Ingest()
     client = httpx.Client(transport=httpx.MockTransport(handler))
     transport = sender(tmp_path, client, batch_records=1, offline_retry=0.0)
-    transport.submit([scalar(0)])
+    transport.submit([loss_record(0)])
     wait_for(lambda: transport.counters()["spooled"] == 1)
     for step in range(1, 6):
-        transport.submit([scalar(step)])
+        transport.submit([loss_record(step)])
     transport.close("finished", timeout=60)
     counts = transport.counters()
     assert (counts["stored"], counts["rejected"], counts["spooled"], counts["dropped"]) == (
@@ -426,7 +422,7 @@ def test_a_server_in_trouble_does_not_get_batches_set_aside(tmp_path: Path) -> N
         offline_retry=0.0,
     )  # fmt: skip
     for step in range(3):  # three rounds: as many as a poison batch gets
-        transport.submit([scalar(step)])
+        transport.submit([loss_record(step)])
         wait_for(lambda s=step: transport.counters()["spooled"] == s + 1)
     transport.close("finished", timeout=30)
     counts = transport.counters()
@@ -453,11 +449,11 @@ def test_a_slow_server_gets_fewer_larger_batches(tmp_path: Path) -> None:
         batch_seconds=0.2,
         max_batch_seconds=2.0,
     )
-    transport.submit([scalar(0)])
+    transport.submit([loss_record(0)])
     wait_for(lambda: len(ingest.batches) == 1)
     assert transport.window == 2.0, "8 x 0.3 s, at most max_batch_seconds"
     slow[0] = 0.01
-    transport.submit([scalar(1)])
+    transport.submit([loss_record(1)])
     wait_for(lambda: len(ingest.batches) == 2)
     assert transport.window == 0.2, "a fast answer: back to batch_seconds"
     transport.close("finished", timeout=10)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import uuid
 
+import httpx
 import pytest
 import torch
 from torch import nn
 
 import collapsewatch
+from collapsewatch.pipeline import wire
 from collapsewatch.pipeline.sampling import Sampler, floor_every
 from collapsewatch.schemas import ProbeKind
 from tests.sdk.helpers import SERVER, Ingest, mlp, train
@@ -134,6 +136,46 @@ def test_log_scalar_numbers_and_tensors(ingest: Ingest) -> None:
     assert values == {("lr", 0): 0.5, ("acc", 1): 0.25}
     kinds = {p.name: p.kind for p in ingest.batches[-1].run.probes}
     assert kinds["lr"] == kinds["acc"] == ProbeKind.scalar
+
+
+def test_scalars_travel_as_one_column_per_probe(ingest: Ingest) -> None:
+    monitor = watch(ingest, mlp(), every=10)
+    for step in range(5):
+        monitor.log_scalar("lr", 0.1 * step)
+        monitor.log_scalar("grad_norm", float("nan") if step == 2 else 1.0 + step)
+        monitor.step()
+    monitor.finish()
+    batches = [b for b in ingest.batches if b.scalars]
+    assert batches, "no batch had scalar columns"
+    assert not [r for b in ingest.batches for r in b.records if r.kind == ProbeKind.scalar]
+    columns = {c.probe: c for b in batches for c in b.scalars}
+    assert columns["lr"].steps == [0, 1, 2, 3, 4]
+    assert columns["lr"].values == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert columns["grad_norm"].values[2] != columns["grad_norm"].values[2]  # NaN kept
+
+
+def test_a_server_older_than_columns_gets_records(ingest: Ingest) -> None:
+    # what a server before scalar columns answers (pydantic's extra_forbidden on the field)
+    refusal = {"detail": [{"type": "extra_forbidden", "loc": ["scalars"], "msg": "Extra inputs"}]}
+    ingest.responses.append(httpx.Response(422, json=refusal))
+    monitor = watch(ingest, mlp(), every=1)
+    monitor.log_scalar("lr", 0.5)
+    monitor.step()
+    monitor.finish()
+    first, again = ingest.batches
+    assert first.scalars and not [r for r in first.records if r.kind == ProbeKind.scalar]
+    assert again.batch_id == first.batch_id and not again.scalars
+    assert [(r.step, r.stats["value"]) for r in again.records if r.kind == ProbeKind.scalar] == [
+        (0, 0.5)
+    ]
+    # the endpoint remembers: a later batch goes as records at once
+    endpoint = wire.Endpoint(SERVER, None, ingest.client())
+    ingest.responses.append(httpx.Response(422, json=refusal))
+    run = first.run.model_dump(mode="json")
+    records = [{"probe": "lr", "kind": "scalar", "step": 1, "stats": {"value": 0.25}}]
+    assert endpoint.post(wire.encode(run, records, None)[1]).outcome == wire.Outcome.STORED
+    assert endpoint.post(wire.encode(run, records, None)[1]).outcome == wire.Outcome.STORED
+    assert [bool(b.scalars) for b in ingest.batches[2:]] == [True, False, False]
 
 
 def test_context_manager_marks_a_crash(ingest: Ingest) -> None:

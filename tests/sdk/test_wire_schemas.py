@@ -14,7 +14,7 @@ import collapsewatch
 #: Every pydantic model a training environment may build: the ingest batch and its answer.
 WIRE_MODELS = {
     "IngestBatch", "IngestResult", "RunAlert", "RunInfo", "ProbeInfo", "FamilyCoverage",
-    "StatRecord", "Packed",
+    "StatRecord", "ScalarColumn", "Packed",
 }  # fmt: skip
 
 _LIST_MODELS = """

@@ -35,3 +35,14 @@ def values(record: Record) -> int:
 def footprint(records: list[Record]) -> int:
     """Estimated bytes of memory the records hold."""
     return sum(RECORD_BYTES + VALUE_BYTES * values(r) for r in records)
+
+
+#: What a scalar record weighs against a batch's record limit (``Sender.batch_records``): it
+#: travels in a column (``wire.encode``), which the server stores with no per-record work, so a
+#: batch takes a hundred of them where it takes one layer's statistics.
+SCALAR_LOAD = 0.01
+
+
+def load(records: list[Record]) -> float:
+    """The records' weight against a batch's record limit."""
+    return sum(SCALAR_LOAD if r["kind"] == "scalar" else 1.0 for r in records)

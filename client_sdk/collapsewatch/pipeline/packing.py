@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from collapsewatch.pipeline.footprint import load as records_load
+
 if TYPE_CHECKING:
     import torch
 
@@ -47,6 +49,11 @@ class StepPack:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    @property
+    def load(self) -> float:
+        """The records' weight against a batch's record limit (``footprint.load``)."""
+        return records_load(self._records)
 
     def record(self, probe: str, kind: str, step: int) -> dict[str, Any]:
         """Start a record (a ``StatRecord`` as a dict) and return its ``stats`` to fill."""

@@ -37,6 +37,7 @@ import httpx
 
 from collapsewatch.pipeline import notices
 from collapsewatch.pipeline.footprint import BUILT_RECORD_BYTES, footprint, values
+from collapsewatch.pipeline.footprint import load as records_load
 from collapsewatch.pipeline.ledger import Fate, Ledger
 from collapsewatch.pipeline.replay import Replay, Round
 from collapsewatch.pipeline.spool import Spool
@@ -82,6 +83,7 @@ class _Entry:
     records: Records
     count: int
     size: int
+    load: float  # weight against ``batch_records`` (``footprint.load``)
 
 
 class Sender:
@@ -139,6 +141,7 @@ class Sender:
         self._wake = threading.Condition(self._lock)
         self._intake: list[_Entry] = []
         self._intake_records = self._intake_bytes = 0
+        self._intake_load = 0.0
         self._first_at = 0.0
         self._building: int | None = None  # records the worker took and is building
         self._outgoing: dict[str, bytes] = {}  # encoded batches not settled yet
@@ -156,9 +159,10 @@ class Sender:
 
     # ----------------------------------------------------------------- training thread side
 
-    def submit(self, records: Records, count: int | None = None) -> None:
-        """Queue records, or a function the sender calls to build them (``count`` records);
-        never blocks on the network, never raises."""
+    def submit(self, records: Records, count: int | None = None, load: float | None = None) -> None:
+        """Queue records, or a function the sender calls to build them (``count`` records
+        of ``load``, see ``footprint.load``; by default one a record); never blocks on the
+        network, never raises."""
         count = len(records) if isinstance(records, list) else (count or 0)
         if not count:
             return
@@ -170,8 +174,10 @@ class Sender:
                 self.ledger.drop(count, DROP_AFTER_CLOSE)
                 return
             size = footprint(records) if isinstance(records, list) else count * self._built_size
+            if load is None:
+                load = records_load(records) if isinstance(records, list) else float(count)
             with self._lock:
-                before = self._intake_records
+                before = self._intake_load
                 last = self._intake[-1] if self._intake else None
                 if (
                     isinstance(records, list)
@@ -181,14 +187,16 @@ class Sender:
                     last.records.extend(records)  # many small calls share one entry
                     last.count += count
                     last.size += size
+                    last.load += load
                 else:  # a list is copied: it may be extended
                     entry = list(records) if isinstance(records, list) else records
-                    self._intake.append(_Entry(entry, count, size))
+                    self._intake.append(_Entry(entry, count, size, load))
                 if not before:
                     self._first_at = time.monotonic()
                 self._intake_records += count
                 self._intake_bytes += size
-                if not before or before < self.batch_records <= self._intake_records:
+                self._intake_load += load
+                if not before or before < self.batch_records <= self._intake_load:
                     self._wake.notify()
                 full = self._intake_bytes > self.queue_bytes
             if full:
@@ -288,7 +296,7 @@ class Sender:
         with self._lock:
             while not self._intake and self._closing is None:
                 self._wake.wait()
-            while self._closing is None and self._intake_records < self.batch_records:
+            while self._closing is None and self._intake_load < self.batch_records:
                 left = self._first_at + self.window - time.monotonic()
                 if left <= 0:
                     break
@@ -328,6 +336,7 @@ class Sender:
         if limit is None or limit >= self._intake_records:
             items, self._intake = self._intake, []
             self._intake_records = self._intake_bytes = 0
+            self._intake_load = 0.0
             return items
         items = []
         taken = 0
@@ -336,17 +345,20 @@ class Sender:
             if isinstance(entry.records, list) and entry.count > limit - taken:
                 n = limit - taken
                 size = entry.size * n // entry.count
-                items.append(_Entry(entry.records[:n], n, size))
-                entry.records, entry.count, entry.size = (
+                load = records_load(entry.records[:n])
+                items.append(_Entry(entry.records[:n], n, size, load))
+                entry.records, entry.count, entry.size, entry.load = (
                     entry.records[n:],
                     entry.count - n,
                     entry.size - size,
+                    entry.load - load,
                 )
             else:
                 items.append(self._intake.pop(0))
             taken += items[-1].count
             self._intake_records -= items[-1].count
             self._intake_bytes -= items[-1].size
+            self._intake_load -= items[-1].load
         return items
 
     def _build(self, items: list[_Entry]) -> list[Record]:
@@ -384,13 +396,16 @@ class Sender:
     def _chunks(self, records: list[Record]) -> Iterator[tuple[list[Record], bool]]:
         chunk: list[Record] = []
         size = 0
+        weight = 0.0
         for record in records:
             n = values(record)
-            if chunk and (len(chunk) >= self.batch_records or size + n > self.batch_values):
+            one = records_load([record])
+            if chunk and (weight + one > self.batch_records or size + n > self.batch_values):
                 yield chunk, False
-                chunk, size = [], 0
+                chunk, size, weight = [], 0, 0.0
             chunk.append(record)
             size += n
+            weight += one
         yield chunk, True
 
     def _ship(self, batch_id: str, body: bytes, closing: tuple[str, float] | None) -> None:

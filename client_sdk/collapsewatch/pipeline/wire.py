@@ -132,6 +132,8 @@ class Endpoint:
         self._client = client
         self._own_client = client is None
         self._timeout = timeout
+        #: the server refused scalar columns (it is older than them): send them as records
+        self.records_only = False
 
     @property
     def client(self) -> httpx.Client:
@@ -155,6 +157,8 @@ class Endpoint:
         Never raises.
         """
         stop = stop or threading.Event()
+        if self.records_only:
+            body = without_columns(body) or body
         answer = Answer(Outcome.UNREACHABLE, reason="not sent")
         for attempt in range(1, attempts + 1):
             try:
@@ -165,6 +169,16 @@ class Endpoint:
                 return Answer(Outcome.UNREACHABLE, reason=type(exc).__name__, detail=str(exc))
             else:
                 answer = classify(response)
+                if refuses_columns(answer) and not self.records_only:
+                    # a server older than scalar columns: records from now on
+                    self.records_only = True
+                    return self.post(
+                        body,
+                        attempts=attempts,
+                        base_delay=base_delay,
+                        max_delay=max_delay,
+                        stop=stop,
+                    )
                 if answer.outcome not in (Outcome.FAILED, Outcome.UNREACHABLE):
                     return answer
             if attempt == attempts:
@@ -192,17 +206,68 @@ class Endpoint:
 
 
 def encode(run: dict[str, Any], records: list[Record], status: str | None) -> tuple[str, bytes]:
-    """An ``IngestBatch`` as gzipped JSON, with a fresh batch id; NaN and inf stay as such."""
+    """An ``IngestBatch`` as gzipped JSON, with a fresh batch id; NaN and inf stay as such.
+    Scalar records go as columns (``IngestBatch.scalars``, one per probe): the server stores
+    a column with no per-record work."""
     batch_id = str(uuid.uuid4())
+    kept, columns = _columns(records)
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "batch_id": batch_id,
         "run": run,
-        "records": records,
+        "records": kept,
         "sent_at": datetime.now(UTC).isoformat(),
     }
+    if columns:  # only then: servers older than columns keep taking batches without them
+        doc["scalars"] = columns
     if status is not None:
         doc["status"] = status
+    return batch_id, _gzip(doc)
+
+
+def _gzip(doc: dict[str, Any]) -> bytes:
     raw = json.dumps(doc, allow_nan=True, separators=(",", ":")).encode()
     # level 1: 5-10x faster than the default for about 5% more bytes on float-heavy JSON
-    return batch_id, gzip.compress(raw, compresslevel=1)
+    return gzip.compress(raw, compresslevel=1)
+
+
+def _columns(records: list[Record]) -> tuple[list[Record], list[dict[str, Any]]]:
+    """The records that are not a plain scalar, and the scalars as columns (probes in order
+    of first record, steps in record order)."""
+    kept: list[Record] = []
+    columns: dict[str, dict[str, Any]] = {}
+    for record in records:
+        stats = record["stats"]
+        if record["kind"] != "scalar" or len(stats) != 1 or "value" not in stats:
+            kept.append(record)
+            continue
+        column = columns.get(record["probe"])
+        if column is None:
+            column = columns[record["probe"]] = {
+                "probe": record["probe"],
+                "steps": [],
+                "values": [],
+            }
+        column["steps"].append(record["step"])
+        column["values"].append(stats["value"])
+    return kept, list(columns.values())
+
+
+def refuses_columns(answer: Answer) -> bool:
+    """Whether a server older than scalar columns refused a batch for having them."""
+    return answer.status == 422 and '"scalars"' in answer.detail and "extra" in answer.detail
+
+
+def without_columns(body: bytes) -> bytes | None:
+    """A gzipped batch with its scalar columns as ``scalar`` records (the same batch id), for
+    a server older than columns; None when it has none."""
+    doc = json.loads(gzip.decompress(body))
+    columns = doc.pop("scalars", None)
+    if not columns:
+        return None
+    doc["records"] = [*doc.get("records", [])] + [
+        {"probe": c["probe"], "kind": "scalar", "step": step, "stats": {"value": value}}
+        for c in columns
+        for step, value in zip(c["steps"], c["values"], strict=True)
+    ]
+    return _gzip(doc)
