@@ -4,8 +4,14 @@ For each configuration (backend x server processes x concurrent runs) it starts 
 ``collapsewatch serve`` processes on a fresh database (a SQLite file, or a new Postgres
 database), then every run posts its batches one after the other from its own thread, as a
 trainer's sender does, runs spread over the server processes. A batch is ``--probes`` scalar
-probes (``log_scalar``) x ``--batch-steps`` steps: one point per record. Bodies are built and
+probes (``log_scalar``) x ``--batch-steps`` steps: one point per value. Bodies are built and
 gzipped before the clock starts, so the client's CPU goes to HTTP only.
+
+``--shape columns`` (the default) builds the bodies with the SDK's own encoder, as it sends
+``log_scalar`` values: one column per probe (``IngestBatch.scalars``), a batch as large as the
+SDK makes one (``Sender.batch_records`` over ``footprint.SCALAR_LOAD``: 200,000 values, 2,000
+steps of 100 probes). ``--shape records`` sends one ``scalar`` record per point, 20 steps a
+batch: what SDKs before columns sent, and the worst case per point.
 
 Printed per configuration: points stored per second (from the first POST until every point is
 readable through ``GET /api/v1/runs/{id}/series``: a server that answers before it has computed
@@ -16,12 +22,14 @@ client waits and sends again, as the SDK does).
 
     python bench/ingest.py                              # sqlite x1, postgres x1 and x2; 1/8/32 runs
     python bench/ingest.py --backend sqlite --runs 8 --points 1000000
+    python bench/ingest.py --backend sqlite --shape records --points 200000
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import inspect
 import json
 import statistics
 import tempfile
@@ -34,6 +42,10 @@ from pathlib import Path
 
 import httpx
 from servers import cpu_s, database, machine_load, percentile, servers
+
+from collapsewatch.pipeline.footprint import SCALAR_LOAD
+from collapsewatch.pipeline.sender import Sender
+from collapsewatch.pipeline.wire import encode
 
 PROJECT = "bench"
 
@@ -48,7 +60,9 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def bodies(run_index: int, points: int, probes: int, batch_steps: int) -> tuple[str, list[bytes]]:
+def bodies(
+    run_index: int, points: int, probes: int, batch_steps: int, shape: str
+) -> tuple[str, list[bytes]]:
     """A run's batches, gzipped as the SDK sends them: ``points`` in all."""
     run_id = str(uuid.uuid4())
     run = {
@@ -70,6 +84,9 @@ def bodies(run_index: int, points: int, probes: int, batch_steps: int) -> tuple[
             for s in range(start, min(start + batch_steps, steps))
             for p in range(probes)
         ]
+        if shape == "columns":
+            out.append(encode(run, records, None)[1])
+            continue
         doc = {"batch_id": str(uuid.uuid4()), "run": run, "records": records}
         out.append(gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), 1))
     return run_id, out
@@ -113,7 +130,7 @@ def one(
     backend: str, procs: int, runs: int, args: argparse.Namespace, tmp: Path
 ) -> dict[str, object]:
     per_run = args.points // runs
-    made = [bodies(i, per_run, args.probes, args.batch_steps) for i in range(runs)]
+    made = [bodies(i, per_run, args.probes, args.batch_steps, args.shape) for i in range(runs)]
     expected = sum(max(1, per_run // args.probes) * args.probes for _ in range(runs))
     run_ids = [run_id for run_id, _ in made]
     tally = Tally()
@@ -165,9 +182,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, action="append", help="concurrent runs")
     parser.add_argument("--points", type=int, default=400_000, help="per configuration")
     parser.add_argument("--probes", type=int, default=100, help="scalars per step")
-    parser.add_argument("--batch-steps", type=int, default=20, help="steps per batch")
+    parser.add_argument("--shape", choices=["columns", "records"], default="columns")
+    parser.add_argument(
+        "--batch-steps", type=int, help="steps per batch (default: as the SDK batches the shape)"
+    )
     parser.add_argument("--drain-timeout", type=float, default=600.0)
     args = parser.parse_args()
+    if args.batch_steps is None:
+        sdk_batch = inspect.signature(Sender).parameters["batch_records"].default
+        columns = max(1, int(sdk_batch / SCALAR_LOAD) // args.probes)
+        args.batch_steps = columns if args.shape == "columns" else 20
     configs = []
     for backend in args.backend or ["sqlite", "postgres"]:
         default_procs = [1] if backend == "sqlite" else [1, 2]
@@ -175,8 +199,9 @@ def main() -> None:
             for runs in args.runs or [1, 8, 32]:
                 configs.append((backend, procs, runs))
 
-    print(f"ingest through HTTP: {args.points:,} scalar points per configuration, batches of "
-          f"{args.probes} probes x {args.batch_steps} steps; {machine_load()}")  # fmt: skip
+    print(f"ingest through HTTP: {args.points:,} scalar points per configuration as "
+          f"{args.shape}, batches of {args.probes} probes x {args.batch_steps} steps; "
+          f"{machine_load()}")  # fmt: skip
     head = ("backend", "procs", "runs", "stored/s", "answered/s", "cpu ms/1k", "p50 ms", "p99 ms")
     print(
         "{:<9}{:>6}{:>6}{:>12}{:>12}{:>11}{:>9}{:>9}{:>6}{:>10}".format(*head, "5xx", "throttled")
