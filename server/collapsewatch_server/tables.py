@@ -148,6 +148,8 @@ class QueuedBatch(Base):
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     batch_id: Mapped[str] = mapped_column(String(36), unique=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    #: what processing it costs, in records (``IngestBatch.load``: a column's values weigh
+    #: little): the queue's depth and a claim's size are counted in these
     records: Mapped[int] = mapped_column(Integer, default=0)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)

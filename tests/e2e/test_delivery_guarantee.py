@@ -71,12 +71,11 @@ def stored(sqlite_url: str, run_id: str | uuid.UUID) -> int:
     engine = sa.create_engine(sqlite_url)
     try:
         with engine.connect() as conn:
-            where = IngestedBatch.run_id == str(run_id)
-            accepted = conn.scalar(sa.select(sa.func.sum(IngestedBatch.records)).where(where))
-            queued = conn.scalar(
-                sa.select(sa.func.sum(QueuedBatch.records)).where(QueuedBatch.run_id == str(run_id))
+            processed = sa.select(sa.func.sum(IngestedBatch.records)).where(
+                IngestedBatch.run_id == str(run_id),
+                IngestedBatch.batch_id.not_in(sa.select(QueuedBatch.batch_id)),
             )
-            return int(accepted or 0) - int(queued or 0)
+            return int(conn.scalar(processed) or 0)
     finally:
         engine.dispose()
 

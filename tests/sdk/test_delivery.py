@@ -351,6 +351,22 @@ def test_many_float_scalars_share_one_queue_entry(tmp_path: Path) -> None:
     assert (counts["stored"], counts["dropped"]) == (2000, 0)
 
 
+def test_a_batch_takes_a_hundred_scalars_where_it_takes_one_record(tmp_path: Path) -> None:
+    ingest = Ingest()
+    transport = sender(tmp_path, ingest.client(), batch_records=2, batch_seconds=60.0)
+    scalars = [
+        {"probe": "s", "kind": "scalar", "step": i, "stats": {"value": 1.0}} for i in range(150)
+    ]
+    transport.submit(scalars + [loss_record(0), loss_record(1), loss_record(2)])
+    transport.close("finished", timeout=10)
+    assert [(len(as_records(b)), len(b.records)) for b in ingest.batches] == [
+        (150, 0),
+        (0, 2),
+        (0, 1),
+    ]
+    assert transport.counters()["stored"] == 153
+
+
 def test_a_busy_server_holds_sending_and_nothing_is_dropped(tmp_path: Path) -> None:
     """429 with Retry-After: the batch is spooled, the sender waits, then sends in order."""
     busy = httpx.Response(429, headers={"Retry-After": "1"}, json={"detail": "queue deep"})

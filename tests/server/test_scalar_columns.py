@@ -4,6 +4,8 @@ records give. Real app, SQLite file and Postgres."""
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -11,9 +13,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from collapsewatch.schemas import MAX_COLUMN_VALUES
+from collapsewatch.schemas import COLUMN_VALUE_LOAD, MAX_COLUMN_VALUES, IngestBatch
+from collapsewatch_server.config import Settings
+from collapsewatch_server.db import Database, make_engine, migrate
 from collapsewatch_server.services import runs as run_service
-from collapsewatch_server.tables import Point, StatRecordRow
+from collapsewatch_server.services.context import ServiceContext
+from collapsewatch_server.services.ingest import accept_batch
+from collapsewatch_server.tables import Point, QueuedBatch, StatRecordRow
 from tests.alert_helpers import value_rule
 from tests.server.test_ingest import counts, post
 
@@ -183,3 +189,21 @@ def test_more_values_than_a_batch_takes_are_422(client: Any, app: Any) -> None:
     assert r.status_code == 422, r.text
     assert "at most" in r.text
     assert counts(app) == before
+
+
+def test_the_queue_counts_a_columns_values_at_their_load(settings: Settings) -> None:
+    """2,000 column values and 3 records wait as 23 records' worth of work: a deep queue (and
+    a claim's size) is measured in what processing costs."""
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    ctx = ServiceContext(Database(engine), settings)
+    records = _as_records([{"probe": "r", "steps": [0, 1, 2], "values": [1.0, 2.0, 3.0]}])
+    column = {"probe": "c", "steps": list(range(2000)), "values": [0.5] * 2000}
+    body = json.dumps(_batch(str(uuid.uuid4()), records=records, scalars=[column])).encode()
+    batch = IngestBatch.model_validate_json(body)
+    assert (batch.size, batch.load) == (2003, 3 + math.ceil(2000 * COLUMN_VALUE_LOAD))
+    result = accept_batch(ctx, batch, body).result
+    assert result.records == 2003
+    with ctx.db.read() as s:
+        assert s.scalar(select(QueuedBatch.records)) == 23
+    engine.dispose()

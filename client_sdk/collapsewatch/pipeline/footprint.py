@@ -8,6 +8,7 @@ records. The estimate counts a record's fixed part and its numbers.
 from __future__ import annotations
 
 from collapsewatch.pipeline.wire import Record
+from collapsewatch.schemas import COLUMN_VALUE_LOAD
 
 # Memory estimates for the queue's bound: a record's dicts, keys and step as Python objects,
 # and one value in a list (a pointer and a float).
@@ -40,7 +41,7 @@ def footprint(records: list[Record]) -> int:
 #: What a scalar record weighs against a batch's record limit (``Sender.batch_records``): it
 #: travels in a column (``wire.encode``), which the server stores with no per-record work, so a
 #: batch takes a hundred of them where it takes one layer's statistics.
-SCALAR_LOAD = 0.01
+SCALAR_LOAD = COLUMN_VALUE_LOAD
 
 
 def load(records: list[Record]) -> float:

@@ -97,7 +97,7 @@ def _accept(
         # when none does), and how deep the queue is (read at most every half second)
         waiting = ingest_queue.any_waiting(s)
         records = ctx.queue_depth.get(lambda: ingest_queue.depth(s))[1] if waiting else 0
-    if waiting and records + batch.size > ctx.settings.ingest_queue_max_records:
+    if waiting and records + batch.load > ctx.settings.ingest_queue_max_records:
         retry = ctx.settings.ingest_retry_after_s
         raise errors.Busy(errors.INGEST_BUSY.format(records=records, retry_after=retry), retry)
 
@@ -112,11 +112,12 @@ def _accept(
             project = project_for_writing(s, batch.run.project)
             run = runs.save_from_batch(s, batch, project, now)
             batches.claim(s, batch.batch_id, run.id, digest, batch.size)
-            ingest_queue.add(s, str(batch.batch_id), run.id, batch.size, payload, now)
+            # the queue counts what processing will cost (a column's values weigh little)
+            ingest_queue.add(s, str(batch.batch_id), run.id, batch.load, payload, now)
     except Exception:
         ctx.parsed.take(str(batch.batch_id))
         raise
-    ctx.queue_depth.add(batch.size)
+    ctx.queue_depth.add(batch.load)
     result = IngestResult(
         batch_id=batch.batch_id,
         run_id=batch.run.run_id,
