@@ -357,7 +357,7 @@ def test_a_batch_takes_a_hundred_scalars_where_it_takes_one_record(tmp_path: Pat
     scalars = [
         {"probe": "s", "kind": "scalar", "step": i, "stats": {"value": 1.0}} for i in range(150)
     ]
-    transport.submit(scalars + [loss_record(0), loss_record(1), loss_record(2)])
+    transport.submit([*scalars, loss_record(0), loss_record(1), loss_record(2)])
     transport.close("finished", timeout=10)
     assert [(len(as_records(b)), len(b.records)) for b in ingest.batches] == [
         (150, 0),
