@@ -1,7 +1,8 @@
 """Reads of long series: prints numbers, asserts nothing.
 
 Ingests, through the real ingest API of a real ``collapsewatch serve`` process (SQLite file by
-default), one run with a scalar probe ``metric`` of ``--points`` steps (1M by default: a 1M-point
+default) and the SDK's encoder (scalars in columns, stored as blocks of points), one run with a
+scalar probe ``metric`` of ``--points`` steps (1M by default: a 1M-point
 series) and ``--heatmap-probes`` more scalar probes ``layer/i`` of ``--points /
 --heatmap-probes`` steps each (a layer x step heatmap of as many points again). Then it measures
 server time as the client sees it (``httpx`` on loopback, keep-alive, median of ``--repeat``):
@@ -21,8 +22,6 @@ server time as the client sees it (``httpx`` on loopback, keep-alive, median of 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import shutil
 import tempfile
 import time
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import httpx
 from servers import machine_load, post_ingest, servers, timed_get
+
+from collapsewatch.pipeline.wire import encode
 
 PROJECT = "bench"
 HEADERS = {"content-type": "application/json", "content-encoding": "gzip"}
@@ -64,9 +65,7 @@ def ingest(url: str, name: str, probes: dict[str, int], batch_records: int) -> s
             for probe, steps in probes.items()
             if s < steps
         ]
-        doc = {"batch_id": str(uuid.uuid4()), "run": run, "records": records}
-        body = gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
-        post_ingest(client, url, body, HEADERS)
+        post_ingest(client, url, encode(run, records, None)[1], HEADERS)  # as the SDK sends
 
     with httpx.Client(timeout=600) as client, ThreadPoolExecutor(2) as pool:
         list(pool.map(send, range(0, longest, steps_per_batch)))
