@@ -34,6 +34,12 @@ def test_run_page_renders_charts_and_grows_live(live_server: LiveServer, tab: Ta
     # the first family's chart loads as soon as the page shows it; the rest wait to be seen
     wait_until(page, chart_ready("chart-dead_fraction"), 15_000)
     assert trace_names(page, "chart-dead_fraction") == list(PROBES)
+    # its figures were fetched once, while the page's scripts loaded (the head's preload)
+    fetched = page.evaluate(
+        "performance.getEntriesByType('resource')"
+        ".filter(e => e.name.endsWith('/figures/dead_fraction')).map(e => e.initiatorType)"
+    )
+    assert fetched == ["link"]
     assert page.evaluate("document.getElementById('chart-dead_fraction').data[1].x.length") == 50
     markers = page.evaluate(
         "document.getElementById('chart-dead_fraction').data.find(t => t.uid === 'alerts')"
