@@ -3,7 +3,7 @@
 Accepts and processes batches in this process (``services.ingest.ingest_batch``: the accepting
 half, then the processor's), on a fresh SQLite file or the Postgres given, under cProfile with
 the process's CPU time as its clock (the machine is shared: wall time measures the neighbours).
-Batches are built as ``bench/ingest.py`` builds them: ``--probes`` scalar probes x
+Batches are built as ``bench/ingest.py --shape records`` builds them: ``--probes`` scalar probes x
 ``--batch-steps`` steps. The first ``--warm`` batches are not profiled.
 
     python bench/ingest_profile.py                                 # 100 probes x 20 steps
@@ -101,7 +101,7 @@ def main() -> None:
             if args.split:
                 raw = [part for body in raw for part in split(body, args.split)]
         else:
-            _, batches = bodies(0, args.points, args.probes, args.batch_steps)
+            _, batches = bodies(0, args.points, args.probes, args.batch_steps, "records")
             raw = [gzip.decompress(b) for b in batches]
         for body in raw[: args.warm]:
             ingest_batch(ctx, body)
