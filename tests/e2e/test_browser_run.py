@@ -40,6 +40,16 @@ def test_run_page_renders_charts_and_grows_live(live_server: LiveServer, tab: Ta
         ".filter(e => e.name.endsWith('/figures/dead_fraction')).map(e => e.initiatorType)"
     )
     assert fetched == ["link"]
+    # reloaded, the page draws the figures it has: the server answers 304 (the ETag matches)
+    page.reload()
+    wait_until(page, chart_ready("chart-dead_fraction"), 15_000)
+    sizes = page.evaluate(
+        "performance.getEntriesByType('resource')"
+        ".filter(e => e.name.endsWith('/figures/dead_fraction'))"
+        ".map(e => [e.transferSize, e.encodedBodySize])"
+    )
+    assert len(sizes) == 1 and 0 < sizes[0][0] < 1000 < sizes[0][1], sizes
+    assert trace_names(page, "chart-dead_fraction") == list(PROBES)
     assert page.evaluate("document.getElementById('chart-dead_fraction').data[1].x.length") == 50
     markers = page.evaluate(
         "document.getElementById('chart-dead_fraction').data.find(t => t.uid === 'alerts')"

@@ -86,6 +86,38 @@ def test_threshold_lines_follow_the_enabled_rules(client: TestClient) -> None:
     assert judged == {"fc1": "ok", "fc2": "warn", "fc3": "warn"}
 
 
+def test_figures_are_not_sent_again_until_what_they_draw_changes(client: TestClient) -> None:
+    run_id = collapsed_run(client)
+    url = f"/api/v1/runs/{run_id}/figures/dead_fraction"
+    first = client.get(url)
+    tag = first.headers["etag"]
+    assert first.status_code == 200 and first.headers["cache-control"] == "no-cache"
+
+    def again(tag: str, **params: int) -> Any:
+        return client.get(url, params=params, headers={"if-none-match": f'"other", {tag}'})
+
+    unchanged = again(tag)
+    assert (unchanged.status_code, unchanged.content) == (304, b"")
+    assert unchanged.headers["etag"] == tag
+    assert again(tag, max_points=40).status_code == 200, "another size is another body"
+
+    # a later step, a rule's threshold, each makes new figures with a new tag
+    ingest(client, make_batch(run_id, steps=range(10, 11), probes=("fc1", "fc2", "fc3")))
+    grown = again(tag)
+    assert grown.status_code == 200 and grown.headers["etag"] != tag
+    assert grown.json()["total"] > first.json()["total"]
+    tag = grown.headers["etag"]
+    assert again(tag).status_code == 304
+    rule = {"name": "stricter", "indicator": "dead_fraction", "condition": "above"}
+    assert (
+        client.post("/api/v1/projects/proj/rules", json={**rule, "threshold": 0.1}).status_code
+        == 201
+    )
+    ruled = again(tag)
+    assert ruled.status_code == 200 and ruled.headers["etag"] != tag
+    assert ("stricter", 0.1) in [(x["label"], x["value"]) for x in ruled.json()["thresholds"]]
+
+
 def test_figures_of_something_the_run_lacks_are_404(client: TestClient) -> None:
     run_id = collapsed_run(client)
     unknown = client.get(f"/api/v1/runs/{run_id}/figures/no_such_indicator")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Response
 
 from collapsewatch.schemas.bounds import MAX_STEP
 from collapsewatch_server import errors
 from collapsewatch_server.api.deps import ContextDep, ReadAuth
-from collapsewatch_server.services import alerts, charts
+from collapsewatch_server.services import alerts, charts, figure_tags
 from collapsewatch_server.services.backtest import backtest as run_backtest
 from collapsewatch_server.services.runs import list_runs
 from collapsewatch_web.api_schemas.backtest import BacktestRequest, BacktestResult
@@ -41,12 +41,22 @@ def indicator_figures(
     run_id: uuid.UUID,
     indicator: str,
     ctx: ContextDep,
+    response: Response,
     max_points: Annotated[
         int | None, Query(ge=4, le=20_000, description="per probe; default: by probe count")
     ] = None,
-) -> IndicatorFigures:
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> IndicatorFigures | Response:
     """The line chart (a line per probe, thresholds of the enabled rules, alert markers) and
-    the layer x step heatmap (worst value per step bin) of one indicator, from one read."""
+    the layer x step heatmap (worst value per step bin) of one indicator, from one read.
+
+    With an ``ETag``: asked again with ``If-None-Match`` and nothing they are drawn from has
+    changed, the answer is 304 and the client draws what it has."""
+    tag = figure_tags.figures_tag(ctx, run_id, indicator, max_points)
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}  # kept, and asked again each time
+    if if_none_match is not None and tag in (t.strip() for t in if_none_match.split(",")):
+        return Response(status_code=304, headers=headers)
+    response.headers.update(headers)
     return charts.indicator_figures(ctx, run_id, indicator, max_points)
 
 
