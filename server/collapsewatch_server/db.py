@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -14,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from collapsewatch_server.write_gate import WriteGate
@@ -60,7 +62,37 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = create_engine(url, echo=echo, pool_size=10, max_overflow=10)
+    _ping_when_idle(engine)
+    return engine
+
+
+#: A pooled Postgres connection unused this long is tested before it is handed out.
+IDLE_PING_S = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Test a pooled connection before use only when it has sat unused ``IDLE_PING_S``: one
+    that died (a Postgres restart, a proxy's timeout) is replaced, not handed to a request.
+    SQLAlchemy's ``pool_pre_ping`` tests every checkout, a round trip per transaction: under
+    load an ingest request opens three, and each round trip waits for a busy CPU."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_S:
+            return  # new, or used a moment ago
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()  # end the transaction the ping opened
+        except Exception as exc:
+            # the pool drops this connection and hands out a fresh one
+            raise DisconnectionError(str(exc)) from exc
 
 
 def alembic_config(engine: Engine) -> Config:

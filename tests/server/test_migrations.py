@@ -206,3 +206,45 @@ def test_coarse_levels_are_complete_again_after_a_downgrade_and_marked_after_an_
     with engine.connect() as conn:
         assert conn.execute(text("SELECT coarse_until FROM series")).scalar_one() == 2512
     engine.dispose()
+
+
+def test_blocks_of_points_become_single_points_after_a_downgrade(db_url: str) -> None:
+    """0009: a scalar column is stored as one row holding a block of points. Down to 0008
+    each of its points is a row of its own (NaN as NULL); up again, reads are the same."""
+    import json
+    import uuid
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from collapsewatch_server.config import Settings
+    from collapsewatch_server.db import Database
+    from collapsewatch_server.repositories import points
+    from collapsewatch_server.services.context import ServiceContext
+    from collapsewatch_server.services.ingest import ingest_batch
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    ctx = ServiceContext(Database(engine), Settings(db_url=db_url))
+    run = {
+        "run_id": str(uuid.uuid4()),
+        "project": "p",
+        "name": "blocks",
+        "started_at": datetime.now(UTC).isoformat(),
+    }
+    column = {"probe": "lr", "steps": [0, 3, 6], "values": [0.5, float("nan"), 0.25]}
+    batch = {"batch_id": str(uuid.uuid4()), "run": run, "scalars": [column]}
+    ingest_batch(ctx, json.dumps(batch).encode())
+    with ctx.db.read() as s:
+        (sid,) = s.execute(text("SELECT id FROM series")).scalars().all()
+        before = points.of_series(s, sid)
+    command.downgrade(alembic_config(engine), "0008_coarse")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT step, value FROM points ORDER BY step")).all()
+    assert [tuple(r) for r in rows] == [(0, 0.5), (3, None), (6, 0.25)]
+    migrate(engine)
+    with ctx.db.read() as s:
+        after = points.of_series(s, sid)
+    assert before[0].tolist() == after[0].tolist() == [0, 3, 6]
+    assert str(before[1].tolist()) == str(after[1].tolist()) == "[0.5, nan, 0.25]"
+    engine.dispose()

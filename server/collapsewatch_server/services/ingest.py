@@ -16,6 +16,7 @@ import hashlib
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from collapsewatch.schemas import IngestBatch, IngestResult, RunAlert
 from collapsewatch_server import errors
@@ -58,19 +59,16 @@ def accept_batch(
         accepted = _accept(ctx, batch, body, gzipped, digest)
     if not accepted.result.duplicate:
         ctx.wake_processor()
-    firing = firing_on_run(ctx, batch)
-    return Accepted(accepted.result.model_copy(update={"firing": firing}), accepted.alone)
+    return accepted
 
 
-def firing_on_run(ctx: ServiceContext, batch: IngestBatch) -> list[RunAlert]:
-    """The alerts firing on the batch's run when it is accepted, for the answer: the SDK acts
-    on them (stops or checkpoints a run) without polling. Those this batch raises are judged
-    in the background and listed in a later answer."""
-    run_id = str(batch.run.run_id)
-    with ctx.db.read() as s:
-        if not alert_states.any_firing(s, run_id):
-            return []
-        rows = alert_states.firing(s, run_id=run_id, limit=MAX_FIRING)
+def firing_on_run(s: Session, run_id: str) -> list[RunAlert]:
+    """The alerts firing on a run when its batch is accepted, for the answer: the SDK acts on
+    them (stops or checkpoints a run) without polling. Those the batch raises are judged in the
+    background and listed in a later answer."""
+    if not alert_states.any_firing(s, run_id):
+        return []
+    rows = alert_states.firing(s, run_id=run_id, limit=MAX_FIRING)
     return [
         RunAlert(
             rule_id=a.rule_id,
@@ -90,9 +88,12 @@ def _accept(
     ctx: ServiceContext, batch: IngestBatch, body: bytes, gzipped: bytes | None, digest: str
 ) -> Accepted:
     with ctx.db.read() as s:
+        # read with the rest: one transaction less per request (each a round trip or more)
+        firing = firing_on_run(s, str(batch.run.run_id))
         stored = batches.content_hash_of(s, batch.batch_id)
         if stored is not None:
-            return Accepted(_duplicate(batch, stored, digest))
+            duplicate = _duplicate(batch, stored, digest)
+            return Accepted(duplicate.model_copy(update={"firing": firing}))
         # whether any batch waits (exact, cheap: the answer may wait for this one's points
         # when none does), and how deep the queue is (read at most every half second)
         waiting = ingest_queue.any_waiting(s)
@@ -125,6 +126,7 @@ def _accept(
         records=batch.size,
         points=0,
         queued=True,
+        firing=firing,
     )
     return Accepted(result, alone=not waiting)
 
