@@ -57,7 +57,9 @@ def sum_stats(records: Sequence[Stats]) -> Stats:
 
 
 def _shape(value: float | np.ndarray) -> tuple[int, ...]:
-    return value.shape if isinstance(value, np.ndarray) else np.shape(value)
+    # a number's shape is (): np.shape() on a float costs a microsecond, a window's check makes
+    # a dozen calls per older record
+    return value.shape if isinstance(value, np.ndarray) else ()
 
 
 class _Merged(dict[str, float | np.ndarray]):
