@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -474,3 +475,37 @@ def test_a_slow_server_gets_fewer_larger_batches(tmp_path: Path) -> None:
     assert transport.window == 0.2, "a fast answer: back to batch_seconds"
     transport.close("finished", timeout=10)
     assert [r.step for r in ingest.records()] == [0, 1]
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
+def test_ctrl_c_during_close_stops_the_worker_and_spools_what_is_left(tmp_path: Path) -> None:
+    """An interrupt while close() waits (Ctrl-C during finish()) goes through, but first the
+    worker stops: left building statistics at the interpreter's exit, a daemon thread inside
+    torch aborts the process."""
+    ingest = Ingest()
+    transport = sender(tmp_path, ingest.client(), batch_seconds=60.0)
+    building, built = threading.Event(), threading.Event()
+
+    def slow_build() -> list[dict[str, Any]]:
+        building.set()
+        time.sleep(0.5)  # an eigendecomposition, say
+        built.set()
+        return [loss_record(0)]
+
+    transport.submit(slow_build, 1)
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            transport.close("crashed", timeout=10)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert building.is_set() and built.is_set(), "the interrupt waited for the build"
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name == "collapsewatch-sender"])
+    counts = transport.counters()
+    assert counts["stored"] + counts["spooled"] == 1 and counts["dropped"] == 0, counts

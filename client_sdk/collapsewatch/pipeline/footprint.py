@@ -1,4 +1,5 @@
-"""How much memory queued records hold, by estimate: the sender's queue is bounded by it.
+"""How much memory queued records hold, by estimate: the sender's queue is bounded by it; and
+what they weigh against a batch's limits, which cut them into batches.
 
 Counting calls would let a thousand ``log_scalar`` floats weigh as much as a thousand layers'
 statistics; measuring Python objects exactly (``sys.getsizeof`` walks) costs more than the
@@ -6,6 +7,8 @@ records. The estimate counts a record's fixed part and its numbers.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 from collapsewatch.pipeline.wire import Record
 from collapsewatch.schemas import COLUMN_VALUE_LOAD
@@ -47,3 +50,24 @@ SCALAR_LOAD = COLUMN_VALUE_LOAD
 def load(records: list[Record]) -> float:
     """The records' weight against a batch's record limit."""
     return sum(SCALAR_LOAD if r["kind"] == "scalar" else 1.0 for r in records)
+
+
+def batches(
+    records: list[Record], max_load: float, max_values: int
+) -> Iterator[tuple[list[Record], bool]]:
+    """The records in order, cut into batches of at most ``max_load`` (:func:`load`) and
+    ``max_values`` numbers (a record alone past either is a batch of its own); each with
+    whether it is the last (the last may be empty)."""
+    chunk: list[Record] = []
+    size = 0
+    weight = 0.0
+    for record in records:
+        n = values(record)
+        one = load([record])
+        if chunk and (weight + one > max_load or size + n > max_values):
+            yield chunk, False
+            chunk, size, weight = [], 0, 0.0
+        chunk.append(record)
+        size += n
+        weight += one
+    yield chunk, True

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 from collapsewatch.pipeline import notices
-from collapsewatch.pipeline.footprint import BUILT_RECORD_BYTES, footprint, values
+from collapsewatch.pipeline.footprint import BUILT_RECORD_BYTES, batches, footprint
 from collapsewatch.pipeline.footprint import load as records_load
 from collapsewatch.pipeline.ledger import Fate, Ledger
 from collapsewatch.pipeline.replay import Replay, Round
@@ -239,7 +239,14 @@ class Sender:
             with self._lock:
                 self._closing = (status, deadline)
                 self._wake.notify_all()
-            finished = self._done.wait(max(0.0, deadline - time.monotonic()))
+            try:
+                finished = self._done.wait(max(0.0, deadline - time.monotonic()))
+            except BaseException:
+                # Ctrl-C while waiting: stop the worker (it may be inside torch, building
+                # statistics: a daemon thread unwound there at exit aborts the process) and
+                # spool what is left, then let the interrupt through
+                self._take_over(status)
+                raise
             if not finished or self._intake or self._outgoing or not self._final_made:
                 self._take_over(status)  # out of time, or the worker died: nothing is left out
             counts = self.ledger.counts()
@@ -383,7 +390,7 @@ class Sender:
     def _encode(self, records: list[Record], status: str | None) -> list[tuple[str, bytes]]:
         """Batches within the record and value limits; the last one carries ``status``."""
         out = []
-        for chunk, last in self._chunks(records):
+        for chunk, last in batches(records, self.batch_records, self.batch_values):
             if not chunk and (status is None or not last):
                 continue
             t0 = time.perf_counter()
@@ -392,21 +399,6 @@ class Sender:
             self.ledger.batch(batch_id, len(chunk))
             out.append((batch_id, body))
         return out
-
-    def _chunks(self, records: list[Record]) -> Iterator[tuple[list[Record], bool]]:
-        chunk: list[Record] = []
-        size = 0
-        weight = 0.0
-        for record in records:
-            n = values(record)
-            one = records_load([record])
-            if chunk and (weight + one > self.batch_records or size + n > self.batch_values):
-                yield chunk, False
-                chunk, size, weight = [], 0, 0.0
-            chunk.append(record)
-            size += n
-            weight += one
-        yield chunk, True
 
     def _ship(self, batch_id: str, body: bytes, closing: tuple[str, float] | None) -> None:
         if self._held(closing):
