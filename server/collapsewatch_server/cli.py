@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
+import os
 import socket
 import sys
 import threading
@@ -163,7 +165,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         finish_all(timeout=10.0, status="crashed")
         print("\ncollapsewatch: stopped", file=sys.stderr, flush=True)
-        return 130
+        if background is not None:
+            background.stop()
+        # Everything is stored and the server stopped (or given 10 s): leave now. The
+        # interpreter's own exit would wait for any thread still running (a server thread
+        # answering a last request) and unwind threads inside torch, which aborts.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(130)
     finally:
         if background is not None:
             background.stop()

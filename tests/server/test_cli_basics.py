@@ -71,6 +71,7 @@ def test_ctrl_c_of_the_demo_stops_without_a_traceback(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reaped, its pipes closed (not left to the next test)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "cannot schedule" not in err, err
     assert "collapsewatch: stopped" in err
