@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import faulthandler
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -146,6 +148,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     server_url = args.server
     background = None
+    _exit_after_ctrl_c(STOP_GRACE_S)
     if server_url is None:
         settings = _settings(args)
         _check_bind(settings)
@@ -176,6 +179,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         if background is not None:
             background.stop()
+
+
+#: After Ctrl-C the demo finishes its runs and stops its server; past this it exits anyway.
+STOP_GRACE_S = 30.0
+
+
+def _exit_after_ctrl_c(grace_s: float) -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual, and makes sure the process ends: if it is
+    still here ``grace_s`` later, the threads' stacks go to stderr (what held it up) and it
+    exits with 130. A Ctrl-C that does not end the demo leaves the user only kill -9."""
+
+    def on_ctrl_c(_signum: int, _frame: Any) -> None:
+        def watchdog() -> None:
+            time.sleep(grace_s)
+            print(
+                f"collapsewatch: still stopping {grace_s:.0f} s after Ctrl-C; exiting. "
+                "What was running:",
+                file=sys.stderr,
+                flush=True,
+            )
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            os._exit(130)
+
+        threading.Thread(target=watchdog, name="collapsewatch-exit", daemon=True).start()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_ctrl_c)
 
 
 def _demo(args: argparse.Namespace, server_url: str, background: BackgroundServer | None) -> int:
