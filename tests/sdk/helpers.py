@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import httpx
 import torch
 from torch import nn
 
 import collapsewatch
+from collapsewatch.pipeline.sender import Sender
+from collapsewatch.pipeline.spool import Spool
 from collapsewatch.schemas import IngestBatch, ProbeKind, StatRecord
 
 SERVER = "http://testserver"
@@ -122,3 +127,28 @@ def one_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
+
+
+#: The run of hand-made records (``sender``).
+RUN = {
+    "run_id": "6f1c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e2f",
+    "project": "p",
+    "name": "r",
+    "started_at": "2024-01-01T00:00:00Z",
+}
+
+
+def sender(tmp_path: Path, client: httpx.Client, **kwargs: Any) -> Sender:
+    """A sender of hand-made records to ``client``, spooling to ``tmp_path/run``."""
+    return Sender(
+        server=SERVER, token=None, spool=Spool(tmp_path / "run"), run=lambda: RUN, client=client,
+        **kwargs,
+    )  # fmt: skip
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
