@@ -47,9 +47,14 @@ def footprint(records: list[Record]) -> int:
 SCALAR_LOAD = COLUMN_VALUE_LOAD
 
 
+def weight(record: Record) -> float:
+    """A record's weight against a batch's record limit."""
+    return SCALAR_LOAD if record["kind"] == "scalar" else 1.0
+
+
 def load(records: list[Record]) -> float:
     """The records' weight against a batch's record limit."""
-    return sum(SCALAR_LOAD if r["kind"] == "scalar" else 1.0 for r in records)
+    return sum(map(weight, records))
 
 
 def batches(
@@ -60,14 +65,13 @@ def batches(
     whether it is the last (the last may be empty)."""
     chunk: list[Record] = []
     size = 0
-    weight = 0.0
+    heavy = 0.0
     for record in records:
-        n = values(record)
-        one = load([record])
-        if chunk and (weight + one > max_load or size + n > max_values):
+        n, one = values(record), weight(record)
+        if chunk and (heavy + one > max_load or size + n > max_values):
             yield chunk, False
-            chunk, size, weight = [], 0, 0.0
+            chunk, size, heavy = [], 0, 0.0
         chunk.append(record)
         size += n
-        weight += one
+        heavy += one
     yield chunk, True

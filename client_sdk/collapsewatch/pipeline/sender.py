@@ -177,7 +177,7 @@ class Sender:
             if load is None:
                 load = records_load(records) if isinstance(records, list) else float(count)
             with self._lock:
-                before = self._intake_load
+                before, before_load = self._intake_records, self._intake_load
                 last = self._intake[-1] if self._intake else None
                 if (
                     isinstance(records, list)
@@ -196,7 +196,7 @@ class Sender:
                 self._intake_records += count
                 self._intake_bytes += size
                 self._intake_load += load
-                if not before or before < self.batch_records <= self._intake_load:
+                if not before or before_load < self.batch_records <= self._intake_load:
                     self._wake.notify()
                 full = self._intake_bytes > self.queue_bytes
             if full:
@@ -352,8 +352,9 @@ class Sender:
             if isinstance(entry.records, list) and entry.count > limit - taken:
                 n = limit - taken
                 size = entry.size * n // entry.count
-                load = records_load(entry.records[:n])
-                items.append(_Entry(entry.records[:n], n, size, load))
+                head = entry.records[:n]
+                load = records_load(head)
+                items.append(_Entry(head, n, size, load))
                 entry.records, entry.count, entry.size, entry.load = (
                     entry.records[n:],
                     entry.count - n,
@@ -366,6 +367,8 @@ class Sender:
             self._intake_records -= items[-1].count
             self._intake_bytes -= items[-1].size
             self._intake_load -= items[-1].load
+        if not self._intake:
+            self._intake_load = 0.0  # no float residue of the subtractions
         return items
 
     def _build(self, items: list[_Entry]) -> list[Record]:
