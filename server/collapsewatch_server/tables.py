@@ -217,10 +217,12 @@ class Point(Base):
 
     __table_args__ = (
         UniqueConstraint("series_id", "step", name="uq_points_series_step"),
-        # which series have blocks: a few rows, read before a series' points are aggregated
+        # a series' blocks by their last step: which series have blocks (read before a
+        # series' points are aggregated), and the blocks reaching into a range of steps
         Index(
             "ix_points_blocks",
             "series_id",
+            "last_step",
             sqlite_where=text("packed IS NOT NULL"),
             postgresql_where=text("packed IS NOT NULL"),
         ),

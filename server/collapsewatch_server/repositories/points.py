@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from collapsewatch_server import codec, errors
@@ -166,13 +166,16 @@ def series_of_run(s: Session, run_id: str) -> dict[tuple[int, str], tuple[int, C
 
 
 def known_steps(s: Session, series_id: int, first: int, last: int) -> set[int]:
-    """The steps in [first, last] a series has points at (one index range scan; a block
-    reaching into the range from before it counts)."""
+    """The steps in [first, last] a series has points at: an index range scan, and the
+    series' blocks that start before the range and reach into it (the partial index of
+    blocks; not a scan of the series from its start)."""
     rows = s.execute(
         select(Point.series_id, Point.step, Point.value, Point.packed).where(
             Point.series_id == series_id,
-            Point.step <= last,
-            func.coalesce(Point.last_step, Point.step) >= first,
+            or_(
+                Point.step.between(first, last),
+                and_(Point.packed.is_not(None), Point.step < first, Point.last_step >= first),
+            ),
         )
     ).all()
     _, steps, _ = _unpacked(rows)

@@ -4,7 +4,8 @@
   scalar column of an ingest batch, as it came): ``step`` and ``value`` are its first point,
   ``last_step`` its last step and ``packed`` every step and value (``codec.pack_points``).
   Rows stored before this revision are single points (both NULL).
-- ``ix_points_blocks``: the series that have blocks, a partial index of those rows only.
+- ``ix_points_blocks``: the blocks of a series by their last step, a partial index of those
+  rows only (which series have blocks; the blocks reaching into a range of steps).
 
 Revision ID: 0009_blocks
 Revises: 0008_coarse
@@ -30,7 +31,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_points_blocks",
         "points",
-        ["series_id"],
+        ["series_id", "last_step"],
         sqlite_where=sa.text("packed IS NOT NULL"),
         postgresql_where=sa.text("packed IS NOT NULL"),
     )
