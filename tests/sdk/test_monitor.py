@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import uuid
 
@@ -176,6 +178,11 @@ def test_a_server_older_than_columns_gets_records(ingest: Ingest) -> None:
     assert endpoint.post(wire.encode(run, records, None)[1]).outcome == wire.Outcome.STORED
     assert endpoint.post(wire.encode(run, records, None)[1]).outcome == wire.Outcome.STORED
     assert [bool(b.scalars) for b in ingest.batches[2:]] == [True, False, False]
+    # a broken column refused by a server that takes columns is not taken for an old server
+    inside = {"detail": [{"type": "extra_forbidden", "loc": ["scalars", 0, "kind"]}]}
+    answer = wire.Answer(wire.Outcome.REJECTED, 422, "HTTP 422", json.dumps(inside))
+    assert not wire.refuses_columns(answer)
+    assert wire.refuses_columns(dataclasses.replace(answer, detail=json.dumps(refusal)))
 
 
 def test_context_manager_marks_a_crash(ingest: Ingest) -> None:

@@ -254,8 +254,21 @@ def _columns(records: list[Record]) -> tuple[list[Record], list[dict[str, Any]]]
 
 
 def refuses_columns(answer: Answer) -> bool:
-    """Whether a server older than scalar columns refused a batch for having them."""
-    return answer.status == 422 and '"scalars"' in answer.detail and "extra" in answer.detail
+    """Whether a server older than scalar columns refused a batch for having them: a 422
+    whose errors include ``extra_forbidden`` at the batch's ``scalars`` field itself (a broken
+    column, refused by a server that takes columns, is located inside it)."""
+    if answer.status != 422:
+        return False
+    try:
+        errors = json.loads(answer.detail).get("detail")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(errors, list) and any(
+        isinstance(e, dict)
+        and e.get("type") == "extra_forbidden"
+        and list(e.get("loc") or [])[-1:] == ["scalars"]
+        for e in errors
+    )
 
 
 def without_columns(body: bytes) -> bytes | None:
