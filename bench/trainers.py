@@ -10,7 +10,7 @@ and reports ``monitor.stats``; once the servers have nothing left to process, th
 stored per run are counted in the database.
 
 Printed: records made, stored (%), still spooled and dropped by the SDKs; ingest answers
-(2xx, 429/503 with Retry-After, other 5xx, no answer) and their p50/p99/max time; the server
+(2xx, 429 with Retry-After, 5xx, no answer) and their p50/p99/max time; the server
 processes' resident memory over time (MiB, every ``--sample-s``).
 
 ``--nice N`` runs the trainers at a lower OS priority (``nice`` N): in a lab the trainers run on
@@ -204,8 +204,8 @@ def main() -> None:
     answers = [a for r in reports for a in r["answers"]]
     requests = sum(r["requests"] for r in reports)
     ok = sum(1 for code, _ in answers if 200 <= code < 300)
-    throttled = sum(1 for code, _ in answers if code in (429, 503))
-    five = sum(1 for code, _ in answers if code >= 500 and code != 503)
+    throttled = sum(1 for code, _ in answers if code == 429)
+    five = sum(1 for code, _ in answers if code >= 500)
     times = [ms for _, ms in answers]
     finished = sum(1 for r in reports if r["stats"].get("pending", 0) == 0)
     share = 100 * stored_total / max(1, made)
@@ -213,7 +213,7 @@ def main() -> None:
           f"pending; servers drained {drained:.0f} s after the last trainer")  # fmt: skip
     print(f"records: made {made:,}, stored {stored_total:,} ({share:.2f}%), "
           f"left spooled {spooled:,}, dropped {dropped:,}")  # fmt: skip
-    print(f"ingest requests {requests:,}: 2xx {ok:,}, throttled (429/503) {throttled:,}, other 5xx "
+    print(f"ingest requests {requests:,}: 2xx {ok:,}, throttled (429) {throttled:,}, 5xx "
           f"{five:,}, no answer {requests - len(answers):,}")  # fmt: skip
     print(f"answer time ms: p50 {percentile(times, 50):.0f}  p99 {percentile(times, 99):.0f}  "
           f"max {max(times, default=float('nan')):.0f}")  # fmt: skip

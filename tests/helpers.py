@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 #: Headers of a bodyless POST: the server takes state-changing requests only declared JSON.
 JSON = {"content-type": "application/json"}
 
@@ -126,3 +128,15 @@ def stored_records(db_url: str, run_id: str | uuid.UUID) -> list[tuple[int, int]
             return out
     finally:
         engine.dispose()
+
+
+def scrape(client: Any, **kw: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``GET /metrics`` read by prometheus_client's own parser: ``{(name, labels): value}``."""
+    r = client.get("/metrics", **kw)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(r.text)
+        for sample in family.samples
+    }

@@ -51,10 +51,10 @@ class Settings(BaseSettings):
 
     # ingest: accepted at once, processed by every server process's processor
     ingest_queue_max_records: int = Field(
-        default=200_000, ge=1, description="records waiting above which ingest answers 503"
+        default=200_000, ge=1, description="records waiting above which ingest answers 429"
     )
     ingest_retry_after_s: int = Field(
-        default=2, ge=1, description="Retry-After of a 503 for a deep queue"
+        default=2, ge=1, description="Retry-After of a 429 for a deep queue"
     )
     ingest_wait_s: float = Field(
         default=0.5,

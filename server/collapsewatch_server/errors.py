@@ -115,16 +115,17 @@ class BadRequest(DomainError, status_code=400):
     """A body that cannot be read at all (an unknown encoding, broken gzip)."""
 
 
-class Busy(DomainError, status_code=503):
-    """The server is under load and says when to come back (503 with ``Retry-After``); a
-    client that waits and sends again loses nothing."""
+class Busy(DomainError, status_code=429):
+    """The server is under load and says when to come back (429 with ``Retry-After``, the
+    contract's "throttled": not a 5xx, nothing is wrong with the server); a client that waits
+    and sends again loses nothing."""
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
 
-class Throttled(Busy, status_code=429):
+class Throttled(Busy):
     """Too many failed authentications from one address: 429 with ``Retry-After``."""
 
 

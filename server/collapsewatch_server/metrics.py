@@ -20,7 +20,8 @@ from collapsewatch_server.db import Database
 from collapsewatch_server.repositories import ingest_queue
 from collapsewatch_server.tables import Delivery, utcnow
 
-#: What a rejected ingest request is counted as, by its HTTP status.
+#: What a rejected ingest request is counted as, by its HTTP status (a 429 is ``busy`` when
+#: the queue is deep, ``throttled`` after failed authentications: see ``rejected``).
 REJECTION_REASONS = {
     400: "bad_request",
     401: "unauthorized",
@@ -28,7 +29,7 @@ REJECTION_REASONS = {
     409: "conflict",
     413: "too_large",
     422: "invalid",
-    503: "busy",
+    429: "busy",
 }
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -89,8 +90,11 @@ class Metrics:
         """Read the outbox, the ingest queue and the pool of ``db`` at every scrape."""
         self.registry.register(_DatabaseCollector(db))
 
-    def rejected(self, status_code: int) -> None:
-        self.ingest_rejected.labels(REJECTION_REASONS.get(status_code, str(status_code))).inc()
+    def rejected(self, status_code: int, *, throttled: bool = False) -> None:
+        """Count an ingest request refused with ``status_code``; ``throttled``: a 429 for
+        failed authentications rather than a deep queue."""
+        reason = "throttled" if throttled else REJECTION_REASONS.get(status_code, str(status_code))
+        self.ingest_rejected.labels(reason).inc()
 
 
 class _DatabaseCollector(Collector):

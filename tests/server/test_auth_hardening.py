@@ -18,7 +18,7 @@ from collapsewatch_server import auth, create_app, errors
 from collapsewatch_server.api.deps import SESSION_COOKIE
 from collapsewatch_server.config import Settings
 from collapsewatch_server.services import ingest_tokens
-from tests.helpers import make_batch
+from tests.helpers import make_batch, scrape
 
 ADMIN = "admin-secret-for-tests"
 
@@ -75,6 +75,10 @@ def test_wrong_ingest_tokens_count_too(locked: TestClient) -> None:
     assert (
         locked.post("/api/v1/ingest", json=make_batch(), headers=bearer(ADMIN)).status_code == 429
     )
+    time.sleep(1.1)  # the address's block ends; /metrics needs the admin token too
+    rejected = scrape(locked, headers=bearer(ADMIN))
+    assert rejected[("collapsewatch_ingest_rejected_total", (("reason", "throttled"),))] == 1
+    assert ("collapsewatch_ingest_rejected_total", (("reason", "busy"),)) not in rejected
 
 
 def test_the_session_cookie_is_signed_not_the_token(locked: TestClient) -> None:

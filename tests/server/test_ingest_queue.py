@@ -1,5 +1,5 @@
 """Ingest answers at once and processes right after, on SQLite and Postgres: re-used batch ids
-with other content, a deep queue answered 503 with Retry-After, and a batch nobody can process
+with other content, a deep queue answered 429 with Retry-After, and a batch nobody can process
 set aside without blocking the run's later batches."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collapsewatch_server.services.parsed_batches import ParsedBatches
 from collapsewatch_server.services.processing import process_next
 from collapsewatch_server.tables import QueuedBatch, utcnow
 from tests.alert_helpers import scalar_batch
-from tests.helpers import make_batch
+from tests.helpers import make_batch, scrape
 
 
 def post(client: Any, batch: dict[str, Any]) -> Any:
@@ -57,20 +57,22 @@ def hold_a_batch(settings: Settings, records: int) -> None:
     engine.dispose()
 
 
-def test_a_deep_queue_is_answered_503_with_retry_after(settings: Settings) -> None:
+def test_a_deep_queue_is_answered_429_with_retry_after(settings: Settings) -> None:
     busy = settings.model_copy(update={"ingest_queue_max_records": 50, "ingest_retry_after_s": 3})
     with TestClient(create_app(busy)) as client:
         hold_a_batch(busy, 40)
         small = scalar_batch(uuid.uuid4(), [0.1] * 10)
         assert post(client, small).status_code == 202, "40 + 10 records fit"
         r = post(client, scalar_batch(uuid.uuid4(), [0.1] * 11))
-        assert r.status_code == 503
+        assert r.status_code == 429  # throttled, not a 5xx: nothing is wrong with the server
         assert r.headers["retry-after"] == "3"
         # 40 held, and the 10 of the small batch unless the processor has taken them already
         waiting = {errors.INGEST_BUSY.format(records=n, retry_after=3) for n in (40, 50)}
         assert r.json()["detail"] in waiting
         # a re-send of a stored batch is still acknowledged: it adds nothing to the queue
         assert post(client, small).json()["duplicate"] is True
+        rejected = scrape(client)[("collapsewatch_ingest_rejected_total", (("reason", "busy"),))]
+        assert rejected == 1
 
 
 def queue_broken(ctx: ServiceContext, batch: dict[str, Any]) -> None:

@@ -6,24 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from collapsewatch_server import create_app
 from collapsewatch_server.config import Settings
-from tests.helpers import JSON, add_half_dead_rule, make_batch
+from tests.helpers import JSON, add_half_dead_rule, make_batch, scrape
 from tests.server.test_webhook_delivery import FAST, add_hook, final, fire, settle
 from tests.webhook_support import Receiver
-
-
-def scrape(client: Any, **kw: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    r = client.get("/metrics", **kw)
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(r.text)
-        for sample in family.samples
-    }
 
 
 def test_metrics_count_ingest_rejections_processing_and_queues(client: Any) -> None:

@@ -75,14 +75,14 @@ async def read_body(request: Request, limit: int) -> Body:
     "/ingest",
     status_code=202,
     response_model=IngestResult,
-    responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 415: {}, 422: {}, 429: {}, 503: {}},
+    responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 415: {}, 422: {}, 429: {}},
 )
 async def ingest(
     request: Request, ctx: ContextDep, processor: ProcessorDep, token: TokenDep
 ) -> IngestResult | JSONResponse:
     """Validate and store one batch; its indicators and alerts follow at once (``queued``
     until then). A batch id seen before is acknowledged, not stored again (409 when its
-    content differs). 503 with Retry-After when the processing queue is deep."""
+    content differs). 429 with Retry-After when the processing queue is deep."""
     metrics = ctx.metrics
     started = time.perf_counter()
     try:
@@ -99,7 +99,7 @@ async def ingest(
             return taken
         result = await answer(ctx, processor, taken)
     except errors.DomainError as exc:
-        metrics.rejected(exc.status_code)
+        metrics.rejected(exc.status_code, throttled=isinstance(exc, errors.Throttled))
         raise
     metrics.ingest_batches.labels("duplicate" if result.duplicate else "accepted").inc()
     if not result.duplicate:

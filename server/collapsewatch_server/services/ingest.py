@@ -2,7 +2,7 @@
 transaction, answered at once.
 
 :func:`accept_batch` reads top to bottom: a batch id seen before is a duplicate (same content)
-or a conflict (other content); a deep queue is answered 503 with Retry-After (the SDK waits and
+or a conflict (other content); a deep queue is answered 429 with Retry-After (the SDK waits and
 spools, it never drops); otherwise the project and the run are saved (the run's status and last
 step show at once), the batch id with its content hash, and the batch itself in the ingest
 queue. Indicators, points, rules and webhooks follow in :mod:`.processing`, run by the
