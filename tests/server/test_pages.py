@@ -204,11 +204,18 @@ def test_unknown_or_malformed_run_is_a_404_page(client: TestClient) -> None:
 
 
 def test_plotly_js_is_the_installed_plotly_bundle(client: TestClient) -> None:
-    r = client.get("/static/plotly.min.js")
-    assert r.status_code == 200
-    assert "javascript" in r.headers["content-type"]
-    installed = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    assert r.content == installed.read_bytes()
+    installed = (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
+    for accept, encoding in (("gzip, deflate, br", "gzip"), ("identity", None)):
+        r = client.get("/static/plotly.min.js", headers={"Accept-Encoding": accept})
+        assert r.status_code == 200
+        assert "javascript" in r.headers["content-type"]
+        assert r.headers.get("content-encoding") == encoding, accept
+        assert r.content == installed, accept  # httpx undoes the gzip
+        # a new plotly is a new URL (?v=): this one is never asked for again
+        assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert "Accept-Encoding" in r.headers["vary"]
+    gzipped = client.get("/static/plotly.min.js", headers={"Accept-Encoding": "gzip"})
+    assert int(gzipped.headers["content-length"]) < len(installed) / 3, "sent compressed"
 
 
 def test_static_files_are_served_and_nothing_else(client: TestClient) -> None:

@@ -7,6 +7,8 @@ schema version.
 
 from __future__ import annotations
 
+import functools
+import gzip
 import re
 from importlib import metadata, resources
 from pathlib import Path
@@ -21,6 +23,13 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 def plotly_js_path() -> Path:
     """The ``plotly.min.js`` shipped inside the installed plotly package."""
     return Path(str(resources.files("plotly") / "package_data" / PLOTLY_JS))
+
+
+@functools.cache
+def plotly_js_gzip() -> bytes:
+    """The bundle gzipped, once per process (about 1 s of CPU for 4.8 MB -> 1.5 MB): compressed
+    per request it held every cold page load up by that second."""
+    return gzip.compress(plotly_js_path().read_bytes(), compresslevel=9)
 
 
 def plotly_version() -> str:
