@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from collapsewatch._version import __version__
-from collapsewatch_server import cli_report, cli_rules, cli_silences, cli_webhooks
+from collapsewatch_server import allocator, cli_report, cli_rules, cli_silences, cli_webhooks
 
 if TYPE_CHECKING:
     from collapsewatch_server.config import Settings
@@ -98,6 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _check_bind(settings)
     sock = listen(settings.host, settings.port)
+    allocator.cap_arenas()  # before any thread starts: see the module
     import uvicorn
 
     from collapsewatch_server.app import create_app
