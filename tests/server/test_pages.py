@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from collapsewatch_server.app import create_app
 from collapsewatch_server.config import Settings
 from collapsewatch_server.indicators import CATALOGUE
 from collapsewatch_server.services import runs
-from collapsewatch_web import views
+from collapsewatch_web import assets, views
 from tests.helpers import make_batch
 
 ADMIN = "cw_admin_secret_for_tests"
@@ -297,3 +300,23 @@ def test_login_never_redirects_off_site(tmp_path: Path, target: str) -> None:
         r = c.post("/login", data={"token": ADMIN, "next": target}, follow_redirects=False)
         assert r.status_code == 303
         assert r.headers["location"] == "/"
+
+
+def test_plotly_js_is_compressed_once_when_requests_race_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assets._gzipped.cache_clear()
+    compressions: list[int] = []
+    real = gzip.compress
+
+    def counted(data: bytes, compresslevel: int = 9) -> bytes:
+        compressions.append(len(data))
+        time.sleep(0.2)  # the start-up thread is still at it when the others ask
+        return real(data, compresslevel=compresslevel)
+
+    monkeypatch.setattr(assets.gzip, "compress", counted)
+    with ThreadPoolExecutor(4) as pool:
+        bodies = list(pool.map(lambda _: assets.plotly_js_gzip(), range(4)))
+    assert len(compressions) == 1
+    assert len({id(b) for b in bodies}) == 1
+    assets._gzipped.cache_clear()

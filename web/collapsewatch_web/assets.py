@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gzip
 import re
+import threading
 from importlib import metadata, resources
 from pathlib import Path
 
@@ -25,10 +26,19 @@ def plotly_js_path() -> Path:
     return Path(str(resources.files("plotly") / "package_data" / PLOTLY_JS))
 
 
-@functools.cache
+_GZIP_ONCE = threading.Lock()
+
+
 def plotly_js_gzip() -> bytes:
     """The bundle gzipped, once per process (about 1 s of CPU for 4.8 MB -> 1.5 MB): compressed
-    per request it held every cold page load up by that second."""
+    per request it held every cold page load up by that second. A request arriving while the
+    server's start-up thread compresses waits for it rather than compressing again."""
+    with _GZIP_ONCE:
+        return _gzipped()
+
+
+@functools.cache
+def _gzipped() -> bytes:
     return gzip.compress(plotly_js_path().read_bytes(), compresslevel=9)
 
 
